@@ -1,0 +1,215 @@
+//! # gm-ports
+//!
+//! The traits that adapters implement, so that domain code never knows whether it runs on
+//! the embedded default (SQLite) or on production services (Kafka, PostgreSQL, Redis).
+//!
+//! The log follows Kafka's model: topics split into partitions, a record's partition chosen
+//! by a stable hash of its key (Kafka's own murmur2, so a key lands on the same partition in
+//! both implementations), offsets per partition, and consumer groups with committed offsets.
+//! `commit_with_outputs` is Kafka's consume-transform-produce transaction: the outputs and
+//! the consumed offsets become visible together or not at all.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A record to append; the log chooses its partition from the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A place in a partition. For commits, `offset` is the next offset to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// The log cannot take or give records now; the caller may retry (HTTP 503).
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    /// Another consumer committed in between (a rebalance); re-read the committed offsets.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("log error: {0}")]
+    Other(String),
+}
+
+/// Appends records durably.
+#[async_trait]
+pub trait LogProducer: Send + Sync {
+    /// Returns once every record is durable (acks=all), with positions in input order.
+    async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>, LogError>;
+}
+
+/// What a poll brought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled {
+    /// These partitions are now ours: recover them, then seek.
+    Assigned(Vec<u32>),
+    /// These partitions are no longer ours: stop and forget them.
+    Revoked(Vec<u32>),
+    /// Records of assigned partitions, each partition in offset order.
+    Records(Vec<Record>),
+    /// Nothing new within the timeout.
+    Idle,
+}
+
+/// A member of a consumer group on one topic.
+#[async_trait]
+pub trait LogConsumer: Send {
+    async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Polled, LogError>;
+    /// Next reads of `partition` start at `offset`.
+    fn seek(&mut self, partition: u32, offset: u64);
+    /// The group's committed next offset for `partition`.
+    async fn committed(&self, partition: u32) -> Result<Option<u64>, LogError>;
+    /// Commits the group's next offsets.
+    async fn commit(&mut self, offsets: &[Position]) -> Result<(), LogError>;
+    /// Appends `records` to `topic` and commits `offsets` atomically.
+    async fn commit_with_outputs(
+        &mut self,
+        topic: &str,
+        records: Vec<NewRecord>,
+        offsets: &[Position],
+    ) -> Result<(), LogError>;
+}
+
+/// Configuration of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: u32,
+    pub compacted: bool,
+}
+
+/// The log itself: topics, producers, consumers.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Creates missing topics; existing ones are left as they are.
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), LogError>;
+    fn producer(&self) -> Arc<dyn LogProducer>;
+    async fn consumer(&self, group: &str, topic: &str) -> Result<Box<dyn LogConsumer>, LogError>;
+    /// Next offset to be written, per partition (index = partition).
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, LogError>;
+    /// Reads records of one partition from `from`, at most `max` (for tools and rebuilds).
+    async fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, LogError>;
+}
+
+/// Kafka's default partitioner: murmur2 of the key, made positive, modulo the partition count.
+pub fn partition_for(key: &str, partitions: u32) -> u32 {
+    (murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), byte for byte as `org.apache.kafka.common.utils.Utils`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let length = data.len();
+    let mut h: u32 = SEED ^ (length as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= u32::from(tail[2]) << 16;
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A checkpoint moved under us: another worker applied this batch first.
+    #[error("checkpoint conflict: expected {expected:?}, found {found:?}")]
+    Conflict { expected: Option<u64>, found: Option<u64> },
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// Snapshots of player state, per partition of `player.events.raw`.
+///
+/// A partition's watermark is the raw offset that every snapshot of that partition reflects
+/// (all events before it): each `save` holds every player changed since the previous save,
+/// so recovery = load the watermark, replay from it, loading a player's snapshot on first use.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    async fn watermark(&self, partition: u32) -> Result<Option<u64>, StoreError>;
+    async fn load_many(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Saves `players` and moves the partition's watermark to `next_offset`, atomically.
+    async fn save(&self, partition: u32, next_offset: u64, players: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;
+    /// How many snapshots are stored (for tools and tests).
+    async fn count(&self) -> Result<u64, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka_reference_values() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 5] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(murmur2(input) as i32, expected, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn partition_is_stable_and_in_range() {
+        for n in 1..20 {
+            let p = partition_for("space-race:player-1", n);
+            assert!(p < n);
+            assert_eq!(p, partition_for("space-race:player-1", n));
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! # gm-projections
+//!
+//! Read models built from `player.events.processed`. Each projection is a consumer group
+//! whose worker turns a batch of events into a [`model::ChangeSet`] ([`project::changes`],
+//! pure) and hands it to a [`ports::ReadModelStore`], which writes the rows **and** the
+//! projection's checkpoint in one transaction, compare-and-set on the previous checkpoint:
+//! after a crash the batch is either wholly applied with its checkpoint or not at all, and a
+//! second worker that raced us (a rebalance, a rebuild swap) finds a conflict and re-reads.
+//!
+//! Projections: player profiles, daily activity (DAU/WAU/MAU, stickiness), sessions (count,
+//! length distribution), revenue (per day and currency; ARPDAU, ARPPU, payers) and the
+//! progression funnel. `worker::rebuild` replays one from offset 0 into fresh tables and
+//! swaps them in.
+
+pub mod model;
+pub mod ports;
+pub mod project;
+pub mod worker;
+
+pub use model::{ChangeSet, DateRange, ProjectionName, Target};
+pub use ports::{AnalyticsQueries, ReadModelStore};

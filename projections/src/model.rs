@@ -1,0 +1,276 @@
+//! What projections write (change sets) and what queries read (rows), independent of any
+//! database. Each adapter applies a `ChangeSet` and its checkpoint in one transaction.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use gm_schemas::{Currency, GameId, PlayerId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use utoipa::ToSchema;
+
+/// The read models, each with its own consumer group and checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProjectionName {
+    PlayerProfiles,
+    DailyActivity,
+    Sessions,
+    Revenue,
+    Funnel,
+}
+
+impl ProjectionName {
+    pub const ALL: [ProjectionName; 5] =
+        [Self::PlayerProfiles, Self::DailyActivity, Self::Sessions, Self::Revenue, Self::Funnel];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::PlayerProfiles => "player_profiles",
+            Self::DailyActivity => "daily_activity",
+            Self::Sessions => "sessions",
+            Self::Revenue => "revenue",
+            Self::Funnel => "funnel",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// The consumer group of this projection's live worker.
+    pub fn group(&self) -> String {
+        format!("projection.{}", self.as_str())
+    }
+}
+
+impl fmt::Display for ProjectionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which set of tables a worker writes: the live ones, or fresh ones during a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Live,
+    Rebuild,
+}
+
+/// Upper bounds (exclusive, seconds) of the session-length buckets; the last is open.
+pub const SESSION_BUCKETS: [(&str, u64); 7] = [
+    ("0-1m", 60),
+    ("1-5m", 300),
+    ("5-15m", 900),
+    ("15-30m", 1800),
+    ("30-60m", 3600),
+    ("1-2h", 7200),
+    ("2h+", u64::MAX),
+];
+
+pub fn session_bucket(length_seconds: u64) -> usize {
+    SESSION_BUCKETS.iter().position(|(_, upper)| length_seconds < *upper).unwrap_or(SESSION_BUCKETS.len() - 1)
+}
+
+/// Increments to one player's profile (counters add; times take min/max; settings replace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileDelta {
+    pub game_id: GameId,
+    pub player_id: PlayerId,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub events: u64,
+    pub sessions: u64,
+    pub playtime_seconds: u64,
+    pub purchases: u64,
+    pub levels_completed: u64,
+    pub xp: i64,
+    pub current_level: Option<String>,
+    pub country: Option<String>,
+    pub language: Option<String>,
+    /// (analytics, personalisation)
+    pub consent: Option<(bool, bool)>,
+    pub revenue: Vec<(Currency, i64)>,
+    pub last_seq: u64,
+}
+
+/// A player was active on a UTC day (insert-or-ignore).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlayerDay {
+    pub game_id: GameId,
+    pub day: NaiveDate,
+    pub player_id: PlayerId,
+}
+
+/// Session counts for the UTC day a session started on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDayDelta {
+    pub game_id: GameId,
+    pub day: NaiveDate,
+    pub started: u64,
+    pub closed: u64,
+    pub total_length_seconds: u64,
+    pub buckets: [u64; 7],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevenueDelta {
+    pub game_id: GameId,
+    pub day: NaiveDate,
+    pub currency: Currency,
+    pub amount_minor: i64,
+    pub purchases: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunnelDelta {
+    pub game_id: GameId,
+    pub level_id: String,
+    pub starts: u64,
+    pub completes: u64,
+    pub fails: u64,
+}
+
+/// Everything one batch changes in one projection's tables.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChangeSet {
+    pub profiles: Vec<ProfileDelta>,
+    pub active_days: Vec<PlayerDay>,
+    pub session_days: Vec<SessionDayDelta>,
+    pub revenue: Vec<RevenueDelta>,
+    /// Players who paid on a day (insert-or-ignore), for payers and ARPPU.
+    pub payer_days: Vec<PlayerDay>,
+    pub funnel: Vec<FunnelDelta>,
+    /// Players erased: their rows are deleted, or their id replaced by an irreversible
+    /// pseudonym where counts of distinct players depend on them.
+    pub erased: Vec<(GameId, PlayerId)>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
+            && self.active_days.is_empty()
+            && self.session_days.is_empty()
+            && self.revenue.is_empty()
+            && self.payer_days.is_empty()
+            && self.funnel.is_empty()
+            && self.erased.is_empty()
+    }
+}
+
+// ---- rows served by queries ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlayerProfile {
+    pub game_id: String,
+    pub player_id: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub events: u64,
+    pub sessions: u64,
+    pub playtime_seconds: u64,
+    pub purchases: u64,
+    /// Revenue per ISO 4217 currency, in minor units.
+    pub revenue_minor: std::collections::BTreeMap<String, i64>,
+    pub levels_completed: u64,
+    pub xp: i64,
+    pub current_level: Option<String>,
+    pub country: Option<String>,
+    pub language: Option<String>,
+    pub consent_analytics: Option<bool>,
+    pub consent_personalisation: Option<bool>,
+    /// Sequence number of the last event applied.
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ActiveUsersDay {
+    pub day: NaiveDate,
+    /// Distinct players active that UTC day.
+    pub dau: u64,
+    /// Distinct players active in the 7 days ending that day.
+    pub wau: u64,
+    /// Distinct players active in the 30 days ending that day.
+    pub mau: u64,
+    /// dau / mau.
+    pub stickiness: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LengthBucket {
+    pub bucket: String,
+    pub sessions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionsDay {
+    pub day: NaiveDate,
+    pub sessions_started: u64,
+    pub sessions_closed: u64,
+    pub average_length_seconds: f64,
+    pub length_distribution: Vec<LengthBucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RevenueDay {
+    pub day: NaiveDate,
+    pub currency: String,
+    pub revenue_minor: i64,
+    pub purchases: u64,
+    /// Distinct players who paid that day (any currency).
+    pub payers: u64,
+    pub dau: u64,
+    /// Average revenue per daily active user, minor units.
+    pub arpdau_minor: f64,
+    /// Average revenue per paying user, minor units.
+    pub arppu_minor: f64,
+    /// payers / dau.
+    pub conversion: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunnelStep {
+    pub level_id: String,
+    pub starts: u64,
+    pub completes: u64,
+    pub fails: u64,
+    /// completes / starts.
+    pub completion_rate: f64,
+}
+
+/// An inclusive range of UTC days, at most `MAX_DAYS` long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateRange {
+    from: NaiveDate,
+    to: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("from ({from}) is after to ({to})")]
+    Reversed { from: NaiveDate, to: NaiveDate },
+    #[error("range is {days} days; at most {max} allowed")]
+    TooWide { days: i64, max: i64 },
+}
+
+impl DateRange {
+    pub const MAX_DAYS: i64 = 366;
+
+    pub fn parse(from: NaiveDate, to: NaiveDate) -> Result<Self, RangeError> {
+        if from > to {
+            return Err(RangeError::Reversed { from, to });
+        }
+        let days = (to - from).num_days() + 1;
+        if days > Self::MAX_DAYS {
+            return Err(RangeError::TooWide { days, max: Self::MAX_DAYS });
+        }
+        Ok(Self { from, to })
+    }
+    pub fn from(&self) -> NaiveDate {
+        self.from
+    }
+    pub fn to(&self) -> NaiveDate {
+        self.to
+    }
+    pub fn days(&self) -> impl Iterator<Item = NaiveDate> {
+        let to = self.to;
+        self.from.iter_days().take_while(move |d| *d <= to)
+    }
+}

@@ -1,0 +1,108 @@
+//! The event envelope: what the gateway appends to `player.events.raw` after validation, and
+//! the public wire format it is decoded from.
+
+use crate::events::{EventBody, PersonalFields};
+use crate::ids::{GameId, PlayerId, SessionId};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The only schema version of the public format so far.
+pub const CURRENT_SCHEMA_VERSION: u16 = 1;
+
+/// A validated event, as stored on `player.events.raw`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// The client's id when it sent one (used for deduplication), otherwise a UUIDv7.
+    pub event_id: Uuid,
+    pub game_id: GameId,
+    pub player_id: PlayerId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// The time the client's clock gave.
+    pub client_ts: DateTime<Utc>,
+    /// The time the client's clock gave when the batch was sent, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The gateway's clock when the request arrived.
+    pub received_at: DateTime<Utc>,
+    /// `client_ts` corrected for the client's clock skew; what every read model uses.
+    pub timestamp: DateTime<Utc>,
+    pub schema_version: u16,
+    /// Personal data, apart from everything else (see `PersonalFields`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<PersonalFields>,
+}
+
+/// A request to erase a player everywhere. It travels on the player's partition of
+/// `player.events.raw`, after everything the player did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErasureRequest {
+    pub erasure_id: Uuid,
+    pub game_id: GameId,
+    pub player_id: PlayerId,
+    pub reason: String,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// Everything that travels on `player.events.raw`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum RawRecord {
+    Event(EventEnvelope),
+    ErasureRequested(ErasureRequest),
+}
+
+impl RawRecord {
+    pub fn game_id(&self) -> &GameId {
+        match self {
+            Self::Event(e) => &e.game_id,
+            Self::ErasureRequested(r) => &r.game_id,
+        }
+    }
+    pub fn player_id(&self) -> &PlayerId {
+        match self {
+            Self::Event(e) => &e.player_id,
+            Self::ErasureRequested(r) => &r.player_id,
+        }
+    }
+}
+
+/// One event of the public format, as a game sends it (documentation and JSON Schema; the
+/// decoder in `validate` checks it field by field to give a precise reason).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "GameMetrics event")]
+pub struct PublicEvent {
+    /// UUID chosen by the client; resubmitting the same id is counted once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Must equal the game of the API key when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub game_id: Option<GameId>,
+    pub player_id: PlayerId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    /// RFC 3339 time on the client's clock; not before 2000-01-01.
+    pub client_ts: DateTime<Utc>,
+    /// Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u16>,
+    #[serde(flatten)]
+    pub body: EventBody,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<PersonalFields>,
+}
+
+/// A batch as posted to `POST /v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "GameMetrics event batch")]
+pub struct PublicBatch {
+    /// The client's clock when it sent the batch, used to correct its skew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// 1 to 500 events; each at most 32 KiB of JSON.
+    pub events: Vec<PublicEvent>,
+}
