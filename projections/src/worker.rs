@@ -1,1 +1,175 @@
-//! Workers (below).
+//! Projection workers: a consumer-group member per projection that applies batches with
+//! their checkpoint in one transaction, and the rebuild that replays from offset 0.
+
+use crate::model::{ProjectionName, Target};
+use crate::ports::ReadModelStore;
+use crate::project::changes;
+use gm_ports::{EventLog, LogConsumer, LogError, Polled, Record, StoreError};
+use gm_schemas::{topics, ProcessedEvent};
+use gm_telemetry::Metrics;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct ProjectionWorker {
+    name: ProjectionName,
+    target: Target,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ReadModelStore>,
+    metrics: Metrics,
+    max_batch: usize,
+    /// The checkpoint (next offset to apply) of each assigned partition, exactly as stored.
+    positions: HashMap<u32, Option<u64>>,
+}
+
+impl ProjectionWorker {
+    pub fn new(name: ProjectionName, log: Arc<dyn EventLog>, store: Arc<dyn ReadModelStore>, metrics: Metrics) -> Self {
+        Self { name, target: Target::Live, log, store, metrics, max_batch: 5_000, positions: HashMap::new() }
+    }
+
+    /// Runs the live worker until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let mut consumer = self.log.consumer(&self.name.group(), topics::PROCESSED).await?;
+        let mut last_lag = Instant::now() - Duration::from_secs(10);
+        while !*shutdown.borrow() {
+            let polled = tokio::select! {
+                _ = shutdown.changed() => break,
+                polled = consumer.poll(self.max_batch, Duration::from_millis(200)) => polled,
+            };
+            let result = match polled {
+                Ok(Polled::Assigned(partitions)) => self.assign(consumer.as_mut(), &partitions).await,
+                Ok(Polled::Revoked(partitions)) => {
+                    partitions.iter().for_each(|p| {
+                        self.positions.remove(p);
+                    });
+                    Ok(())
+                }
+                Ok(Polled::Records(records)) => self.apply(consumer.as_mut(), records).await,
+                Ok(Polled::Idle) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(projection = %self.name, error = %e, "projection batch failed; re-reading checkpoints");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let partitions: Vec<u32> = self.positions.keys().copied().collect();
+                if let Err(e) = self.assign(consumer.as_mut(), &partitions).await {
+                    tracing::warn!(projection = %self.name, error = %e, "cannot re-read checkpoints yet");
+                }
+            }
+            if last_lag.elapsed() >= Duration::from_secs(1) {
+                last_lag = Instant::now();
+                self.report_lag().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeks each partition to the checkpoint stored with the read model.
+    async fn assign(&mut self, consumer: &mut dyn LogConsumer, partitions: &[u32]) -> Result<(), WorkerError> {
+        for &p in partitions {
+            let checkpoint = self.store.checkpoint(self.target, self.name, p).await?;
+            consumer.seek(p, checkpoint.unwrap_or(0));
+            self.positions.insert(p, checkpoint);
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, consumer: &mut dyn LogConsumer, records: Vec<Record>) -> Result<(), WorkerError> {
+        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+        for r in records {
+            by_partition.entry(r.partition).or_default().push(r);
+        }
+        for (partition, records) in by_partition {
+            let Some(&expected) = self.positions.get(&partition) else { continue };
+            let from = expected.unwrap_or(0);
+            let fresh: Vec<&Record> = records.iter().filter(|r| r.offset >= from).collect();
+            let Some(last) = fresh.last() else { continue };
+            let next = last.offset + 1;
+            let events: Vec<ProcessedEvent> = fresh
+                .iter()
+                .filter_map(|r| match serde_json::from_slice(&r.payload) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        tracing::error!(projection = %self.name, partition, offset = r.offset, error = %e, "unreadable processed event skipped");
+                        None
+                    }
+                })
+                .collect();
+            let started = Instant::now();
+            let change_set = changes(self.name, &events);
+            match self.store.apply(self.target, self.name, partition, expected, next, &change_set).await {
+                Ok(()) => {
+                    self.positions.insert(partition, Some(next));
+                    let labels = self.metrics.projection(self.name.as_str());
+                    self.metrics.projection_events_applied.get_or_create(&labels).inc_by(events.len() as u64);
+                    self.metrics.projection_batch_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+                }
+                Err(StoreError::Conflict { found, .. }) => {
+                    // Someone else (a rebuild swap, another worker) moved the checkpoint: follow it.
+                    tracing::info!(projection = %self.name, partition, ?found, "checkpoint moved; seeking to it");
+                    consumer.seek(partition, found.unwrap_or(0));
+                    self.positions.insert(partition, found);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_lag(&self) {
+        let Ok(ends) = self.log.end_offsets(topics::PROCESSED).await else { return };
+        let lag: u64 = self
+            .positions
+            .iter()
+            .map(|(p, next)| ends.get(*p as usize).copied().unwrap_or(0).saturating_sub(next.unwrap_or(0)))
+            .sum();
+        let labels = self.metrics.projection(self.name.as_str());
+        self.metrics.projection_lag.get_or_create(&labels).set(lag as i64);
+    }
+}
+
+/// Replays `name` from offset 0 into fresh tables, then swaps them in place of the live ones.
+/// A live worker running meanwhile finds its checkpoint moved and follows it.
+pub async fn rebuild(
+    name: ProjectionName,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ReadModelStore>,
+    metrics: Metrics,
+    progress: impl Fn(u64, u64),
+) -> Result<u64, WorkerError> {
+    store.begin_rebuild(name).await?;
+    let ends = log.end_offsets(topics::PROCESSED).await?;
+    let total: u64 = ends.iter().sum();
+    let mut applied = 0u64;
+    for (partition, &end) in ends.iter().enumerate() {
+        let partition = partition as u32;
+        let mut next = 0u64;
+        while next < end {
+            let records = log.read(topics::PROCESSED, partition, next, 5_000).await?;
+            if records.is_empty() {
+                break;
+            }
+            let events: Vec<ProcessedEvent> =
+                records.iter().filter_map(|r| serde_json::from_slice(&r.payload).ok()).collect();
+            let upto = records.last().map(|r| r.offset + 1).unwrap_or(next);
+            let expected = if next == 0 { None } else { Some(next) };
+            store.apply(Target::Rebuild, name, partition, expected, upto, &changes(name, &events)).await?;
+            applied += records.len() as u64;
+            next = upto;
+            progress(applied, total);
+        }
+    }
+    store.finish_rebuild(name).await?;
+    let labels = metrics.projection(name.as_str());
+    metrics.projection_events_applied.get_or_create(&labels).inc_by(applied);
+    Ok(applied)
+}

@@ -1,0 +1,184 @@
+//! PlayerActor: one player's state. `handle` decides (dedup, sequence numbers, sessions via
+//! the SessionActor, first sight) and returns the event to emit; `apply` folds an emitted
+//! event into state and holds no logic, so replay is pure and cannot fail.
+
+use crate::session::SessionActor;
+use chrono::{DateTime, Utc};
+use gm_schemas::events::{EventBody, ProgressionStatus, ResourceFlow};
+use gm_schemas::{Derived, ErasureRequest, EventEnvelope, ProcessedBody, ProcessedEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use uuid::Uuid;
+
+/// How many recent event ids a player remembers for deduplication. A client retrying a
+/// batch resubmits it within seconds, long before this many newer events of the player.
+pub const DEDUP_WINDOW: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub analytics: bool,
+    pub personalisation: bool,
+}
+
+/// Everything a player's actor keeps (and snapshots). No personal data: that never leaves
+/// the envelope's `personal` part, which actors do not read.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlayerState {
+    pub seq: u64,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub current_level: Option<String>,
+    pub levels_completed: u64,
+    pub xp: i64,
+    pub playtime_seconds: u64,
+    pub session_count: u64,
+    pub purchases: u64,
+    /// Revenue per ISO 4217 code, minor units.
+    pub revenue_minor: BTreeMap<String, i64>,
+    /// Items bought minus items used.
+    pub inventory: BTreeMap<String, i64>,
+    /// Virtual currency balances (sources minus sinks).
+    pub balances: BTreeMap<String, i64>,
+    pub achievements: u64,
+    pub country: Option<String>,
+    pub language: Option<String>,
+    pub consent: Option<Consent>,
+    /// Set when the player was erased; everything else was wiped then.
+    pub erased_at: Option<DateTime<Utc>>,
+    pub session: SessionActor,
+    pub recent_event_ids: VecDeque<Uuid>,
+}
+
+/// What the actor is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub enum PlayerCommand<'a> {
+    Record(&'a EventEnvelope),
+    Erase(&'a ErasureRequest),
+}
+
+/// Why a command produced nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("event {0} was already applied")]
+    Duplicate(Uuid),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlayerActor {
+    pub key: String,
+    pub state: PlayerState,
+}
+
+impl PlayerActor {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self { key: key.into(), state: PlayerState::default() }
+    }
+
+    pub fn handle(&self, command: PlayerCommand<'_>) -> Result<ProcessedEvent, Refusal> {
+        match command {
+            PlayerCommand::Record(event) => {
+                if self.state.recent_event_ids.contains(&event.event_id) {
+                    return Err(Refusal::Duplicate(event.event_id));
+                }
+                let session = self.state.session.decide(&self.key, event);
+                Ok(ProcessedEvent {
+                    game_id: event.game_id.clone(),
+                    player_id: event.player_id.clone(),
+                    seq: self.state.seq + 1,
+                    event_id: event.event_id,
+                    timestamp: event.timestamp,
+                    received_at: event.received_at,
+                    body: ProcessedBody::Event {
+                        event: event.body.clone(),
+                        derived: Derived {
+                            session_id: session.session_id,
+                            session_started: session.started,
+                            closed_session: session.closed,
+                            first_seen: self.state.first_seen.is_none(),
+                        },
+                    },
+                })
+            }
+            PlayerCommand::Erase(request) => Ok(ProcessedEvent {
+                game_id: request.game_id.clone(),
+                player_id: request.player_id.clone(),
+                seq: self.state.seq + 1,
+                event_id: request.erasure_id,
+                timestamp: request.requested_at,
+                received_at: request.requested_at,
+                body: ProcessedBody::PlayerErased { erasure_id: request.erasure_id, requested_at: request.requested_at },
+            }),
+        }
+    }
+
+    pub fn apply(&mut self, event: &ProcessedEvent) {
+        let s = &mut self.state;
+        match &event.body {
+            ProcessedBody::PlayerErased { requested_at, .. } => {
+                *s = PlayerState { seq: event.seq, erased_at: Some(*requested_at), ..PlayerState::default() };
+            }
+            ProcessedBody::Event { event: body, derived } => {
+                s.seq = event.seq;
+                s.recent_event_ids.push_back(event.event_id);
+                if s.recent_event_ids.len() > DEDUP_WINDOW {
+                    s.recent_event_ids.pop_front();
+                }
+                s.first_seen = Some(s.first_seen.map_or(event.timestamp, |f| f.min(event.timestamp)));
+                s.last_seen = Some(s.last_seen.map_or(event.timestamp, |l| l.max(event.timestamp)));
+                if let Some(closed) = &derived.closed_session {
+                    s.playtime_seconds += closed.length_seconds;
+                }
+                if derived.session_started {
+                    s.session_count += 1;
+                }
+                s.session.apply(
+                    derived.session_id.as_ref(),
+                    derived.session_started,
+                    derived.closed_session.as_ref(),
+                    event.timestamp,
+                );
+                apply_body(s, body);
+            }
+        }
+    }
+}
+
+fn apply_body(s: &mut PlayerState, body: &EventBody) {
+    match body {
+        EventBody::Purchase(p) => {
+            s.purchases += 1;
+            *s.revenue_minor.entry(p.currency.to_string()).or_default() += p.amount_minor.get();
+            *s.inventory.entry(p.item_id.to_string()).or_default() += i64::from(p.quantity);
+        }
+        EventBody::ItemUse(u) => {
+            *s.inventory.entry(u.item_id.to_string()).or_default() -= i64::from(u.quantity);
+        }
+        EventBody::Resource(r) => {
+            let balance = s.balances.entry(r.virtual_currency.to_string()).or_default();
+            match r.flow {
+                ResourceFlow::Source => *balance += r.amount,
+                ResourceFlow::Sink => *balance -= r.amount,
+            }
+        }
+        EventBody::Progression(p) => {
+            s.current_level = Some(p.level_id.to_string());
+            if p.status == ProgressionStatus::Complete {
+                s.levels_completed += 1;
+                s.xp += p.score.unwrap_or(0);
+            }
+        }
+        EventBody::Achievement(_) => s.achievements += 1,
+        EventBody::ProfileUpdate(u) => {
+            if u.country.is_some() {
+                s.country = u.country.clone();
+            }
+            if u.language.is_some() {
+                s.language = u.language.clone();
+            }
+        }
+        EventBody::ConsentUpdate(c) => {
+            s.consent = Some(Consent { analytics: c.analytics, personalisation: c.personalisation });
+        }
+        EventBody::SessionStart(_) | EventBody::SessionEnd(_) | EventBody::Score(_) | EventBody::Design(_) => {}
+    }
+}

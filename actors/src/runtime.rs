@@ -1,0 +1,229 @@
+//! The actors role: one consumer-group member on `player.events.raw`, a shard actor per
+//! assigned partition, and the loop that feeds them and writes what they return.
+//!
+//! For each poll: load the snapshots of players not in memory (one batched query per
+//! shard), let every shard apply its records, then append all outputs to
+//! `player.events.processed` **and** commit the consumed offsets in one log transaction.
+//! Snapshots are written after that commit, so a snapshot never runs ahead of what was
+//! emitted. Any failure after a shard applied records in memory resets that partition
+//! (drop the shard, recover it from snapshot + replay): memory never runs ahead of the log.
+
+use crate::shard::*;
+use actix::prelude::*;
+use gm_ports::{EventLog, LogConsumer, LogError, Polled, Position, Record, SnapshotStore, StoreError};
+use gm_schemas::topics;
+use gm_telemetry::Metrics;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub const GROUP: &str = "actors";
+
+#[derive(Debug, Clone)]
+pub struct ActorsConfig {
+    /// Snapshot a shard after this many applied events…
+    pub snapshot_every_events: u64,
+    /// …or this long after its last snapshot.
+    pub snapshot_every: Duration,
+    /// Players idle this long (and snapshotted) leave memory.
+    pub passivate_after: Duration,
+    pub max_batch: usize,
+    /// Arbiters (threads) the shards are spread over.
+    pub threads: usize,
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_every_events: 10_000,
+            snapshot_every: Duration::from_secs(10),
+            passivate_after: Duration::from_secs(300),
+            max_batch: 5_000,
+            threads: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActorsError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("shard mailbox closed: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+pub struct ActorsRuntime {
+    log: Arc<dyn EventLog>,
+    snapshots: Arc<dyn SnapshotStore>,
+    config: ActorsConfig,
+    metrics: Metrics,
+    arbiters: Vec<Arbiter>,
+    shards: BTreeMap<u32, Addr<Shard>>,
+    live: HashMap<u32, usize>,
+}
+
+impl ActorsRuntime {
+    pub fn new(log: Arc<dyn EventLog>, snapshots: Arc<dyn SnapshotStore>, config: ActorsConfig, metrics: Metrics) -> Self {
+        let arbiters = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
+        Self { log, snapshots, config, metrics, arbiters, shards: BTreeMap::new(), live: HashMap::new() }
+    }
+
+    /// Runs until `shutdown` turns true; then snapshots every shard so the next start replays little.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ActorsError> {
+        let mut consumer = self.log.consumer(GROUP, topics::RAW).await?;
+        let mut last_housekeeping = Instant::now();
+        while !*shutdown.borrow() {
+            let polled = tokio::select! {
+                _ = shutdown.changed() => break,
+                polled = consumer.poll(self.config.max_batch, Duration::from_millis(200)) => polled,
+            };
+            match polled {
+                Ok(Polled::Assigned(partitions)) => {
+                    for p in partitions {
+                        self.recover(consumer.as_mut(), p).await?;
+                    }
+                }
+                Ok(Polled::Revoked(partitions)) => {
+                    for p in partitions {
+                        self.stop_shard(p);
+                    }
+                }
+                Ok(Polled::Records(records)) => {
+                    if let Err(e) = self.process(consumer.as_mut(), records).await {
+                        tracing::warn!(error = %e, "batch failed; recovering partitions");
+                        self.recover_all(consumer.as_mut(), &shutdown).await;
+                    }
+                }
+                Ok(Polled::Idle) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            if last_housekeeping.elapsed() >= Duration::from_secs(1) {
+                last_housekeeping = Instant::now();
+                if let Err(e) = self.snapshot_all(false).await {
+                    // Players were marked clean for a snapshot that was not saved: rebuild
+                    // the shards so that the next snapshot holds every changed player again.
+                    tracing::warn!(error = %e, "periodic snapshot failed; recovering partitions");
+                    self.recover_all(consumer.as_mut(), &shutdown).await;
+                }
+                self.passivate().await;
+            }
+        }
+        self.snapshot_all(true).await?;
+        for shard in std::mem::take(&mut self.shards).into_values() {
+            drop(shard);
+        }
+        Ok(())
+    }
+
+    async fn recover_all(&mut self, consumer: &mut dyn LogConsumer, shutdown: &watch::Receiver<bool>) {
+        let partitions: Vec<u32> = self.shards.keys().copied().collect();
+        for p in partitions {
+            self.recover_with_retry(consumer, p, shutdown).await;
+        }
+    }
+
+    async fn recover_with_retry(&mut self, consumer: &mut dyn LogConsumer, partition: u32, shutdown: &watch::Receiver<bool>) {
+        let mut delay = Duration::from_millis(100);
+        while !*shutdown.borrow() {
+            match self.recover(consumer, partition).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "recovery failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// (Re)builds a partition's shard: replay from the snapshot watermark, emitting only
+    /// from the committed offset on.
+    async fn recover(&mut self, consumer: &mut dyn LogConsumer, partition: u32) -> Result<(), ActorsError> {
+        self.stop_shard(partition);
+        let committed = consumer.committed(partition).await?.unwrap_or(0);
+        let watermark = self.snapshots.watermark(partition).await?.unwrap_or(0);
+        let start = watermark.min(committed);
+        let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
+        let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(partition, start, committed));
+        consumer.seek(partition, start);
+        self.shards.insert(partition, shard);
+        tracing::info!(partition, start, committed, "partition assigned; replaying from snapshot watermark");
+        Ok(())
+    }
+
+    fn stop_shard(&mut self, partition: u32) {
+        self.shards.remove(&partition);
+        self.live.remove(&partition);
+        self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
+    }
+
+    async fn process(&mut self, consumer: &mut dyn LogConsumer, records: Vec<Record>) -> Result<(), ActorsError> {
+        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+        for r in records {
+            by_partition.entry(r.partition).or_default().push(r);
+        }
+        let work = by_partition.into_iter().filter_map(|(p, recs)| {
+            let shard = self.shards.get(&p)?.clone();
+            let snapshots = self.snapshots.clone();
+            Some(async move {
+                let keys: Vec<String> = recs.iter().map(|r| r.key.clone()).collect();
+                let missing = shard.send(MissingKeys(keys)).await?;
+                if !missing.is_empty() {
+                    let loaded = snapshots.load_many(&missing).await?;
+                    shard.send(Hydrate { requested: missing, loaded }).await?;
+                }
+                let processed = shard.send(Process(recs)).await?;
+                Ok::<_, ActorsError>((p, processed))
+            })
+        });
+        // Shards live on their own arbiters: sending to all before awaiting runs them in parallel.
+        let results = futures::future::join_all(work).await;
+        let mut outputs = Vec::new();
+        let mut offsets = Vec::new();
+        for result in results {
+            let (partition, processed) = result?;
+            self.metrics.actor_events_processed.inc_by(processed.applied);
+            self.metrics.actor_duplicates_dropped.inc_by(processed.duplicates);
+            outputs.extend(processed.outputs);
+            if let Some(offset) = processed.commit_next {
+                offsets.push(Position { partition, offset });
+            }
+        }
+        if !offsets.is_empty() {
+            consumer.commit_with_outputs(topics::PROCESSED, outputs, &offsets).await?;
+        }
+        self.snapshot_all(false).await
+    }
+
+    async fn snapshot_all(&mut self, force: bool) -> Result<(), ActorsError> {
+        for (&partition, shard) in &self.shards {
+            let msg = TakeSnapshot {
+                every_events: self.config.snapshot_every_events,
+                every: self.config.snapshot_every,
+                force,
+            };
+            if let Some(batch) = shard.send(msg).await? {
+                let written = batch.players.len() as u64;
+                self.snapshots.save(partition, batch.next_offset, batch.players).await?;
+                self.metrics.snapshots_written.inc_by(written);
+            }
+        }
+        Ok(())
+    }
+
+    async fn passivate(&mut self) {
+        for (&partition, shard) in &self.shards {
+            if let Ok(live) = shard.send(Passivate(self.config.passivate_after)).await {
+                self.live.insert(partition, live);
+            }
+        }
+        self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
+    }
+}
+

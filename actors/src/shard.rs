@@ -1,0 +1,221 @@
+//! A shard: the actix actor that owns the PlayerActors (and their SessionActors) of one
+//! partition of `player.events.raw`. Its handlers are synchronous and do no I/O: the runtime
+//! loads snapshots before handing it records, and writes what it returns.
+
+use crate::player::{PlayerActor, PlayerCommand, PlayerState, Refusal};
+use actix::prelude::*;
+use gm_ports::{NewRecord, Record};
+use gm_schemas::RawRecord;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+struct Entry {
+    actor: PlayerActor,
+    dirty: bool,
+    last_used: Instant,
+}
+
+pub struct Shard {
+    partition: u32,
+    players: HashMap<String, Entry>,
+    /// Records before this offset were already emitted: replay them into state only.
+    replay_until: u64,
+    /// Offset after the last record applied.
+    applied_next: u64,
+    events_since_snapshot: u64,
+    last_snapshot: Instant,
+}
+
+impl Shard {
+    pub fn new(partition: u32, start: u64, replay_until: u64) -> Self {
+        Self {
+            partition,
+            players: HashMap::new(),
+            replay_until,
+            applied_next: start,
+            events_since_snapshot: 0,
+            last_snapshot: Instant::now(),
+        }
+    }
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+}
+
+/// Which of these keys are not in memory (their snapshots must be loaded first).
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct MissingKeys(pub Vec<String>);
+
+impl Handler<MissingKeys> for Shard {
+    type Result = MessageResult<MissingKeys>;
+    fn handle(&mut self, msg: MissingKeys, _: &mut Context<Self>) -> Self::Result {
+        let mut seen = HashSet::new();
+        MessageResult(
+            msg.0.into_iter().filter(|k| !self.players.contains_key(k) && seen.insert(k.clone())).collect(),
+        )
+    }
+}
+
+/// Snapshots loaded for `requested` keys; keys without one start fresh.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Hydrate {
+    pub requested: Vec<String>,
+    pub loaded: Vec<(String, Vec<u8>)>,
+}
+
+impl Handler<Hydrate> for Shard {
+    type Result = usize;
+    fn handle(&mut self, msg: Hydrate, _: &mut Context<Self>) -> usize {
+        let now = Instant::now();
+        let mut loaded: HashMap<String, Vec<u8>> = msg.loaded.into_iter().collect();
+        for key in msg.requested {
+            let state = loaded
+                .remove(&key)
+                .and_then(|bytes| match serde_json::from_slice::<PlayerState>(&bytes) {
+                    Ok(state) => Some(state),
+                    Err(e) => {
+                        tracing::error!(partition = self.partition, error = %e, "unreadable snapshot; replaying from the log");
+                        None
+                    }
+                })
+                .unwrap_or_default();
+            self.players.entry(key.clone()).or_insert(Entry {
+                actor: PlayerActor { key, state },
+                dirty: false,
+                last_used: now,
+            });
+        }
+        self.players.len()
+    }
+}
+
+/// Apply these records (one partition, offset order).
+#[derive(Message)]
+#[rtype(result = "Processed")]
+pub struct Process(pub Vec<Record>);
+
+#[derive(Debug, Default)]
+pub struct Processed {
+    pub outputs: Vec<NewRecord>,
+    /// Offset to commit, when the batch held records beyond the replay boundary.
+    pub commit_next: Option<u64>,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub unreadable: u64,
+}
+
+impl Handler<Process> for Shard {
+    type Result = MessageResult<Process>;
+    fn handle(&mut self, msg: Process, _: &mut Context<Self>) -> Self::Result {
+        let mut out = Processed::default();
+        let now = Instant::now();
+        for record in msg.0 {
+            if record.offset < self.applied_next {
+                continue; // already applied (a re-delivery after a seek)
+            }
+            self.applied_next = record.offset + 1;
+            let emit = record.offset >= self.replay_until;
+            if emit {
+                out.commit_next = Some(record.offset + 1);
+            }
+            let raw: RawRecord = match serde_json::from_slice(&record.payload) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // The gateway validated it; an unreadable record is skipped, never a stall.
+                    tracing::error!(partition = self.partition, offset = record.offset, error = %e, "unreadable raw record skipped");
+                    out.unreadable += 1;
+                    continue;
+                }
+            };
+            let entry = self.players.entry(record.key.clone()).or_insert_with(|| Entry {
+                actor: PlayerActor::new(record.key.clone()),
+                dirty: false,
+                last_used: now,
+            });
+            let command = match &raw {
+                RawRecord::Event(e) => PlayerCommand::Record(e),
+                RawRecord::ErasureRequested(r) => PlayerCommand::Erase(r),
+            };
+            match entry.actor.handle(command) {
+                Ok(event) => {
+                    entry.actor.apply(&event);
+                    entry.dirty = true;
+                    entry.last_used = now;
+                    out.applied += 1;
+                    self.events_since_snapshot += 1;
+                    if emit {
+                        if let Ok(payload) = serde_json::to_vec(&event) {
+                            out.outputs.push(NewRecord { key: record.key.clone(), payload });
+                        }
+                    }
+                }
+                Err(Refusal::Duplicate(_)) => out.duplicates += 1,
+            }
+        }
+        MessageResult(out)
+    }
+}
+
+/// Snapshot the players changed since the last snapshot, when the policy says so.
+#[derive(Message)]
+#[rtype(result = "Option<SnapshotBatch>")]
+pub struct TakeSnapshot {
+    pub every_events: u64,
+    pub every: Duration,
+    pub force: bool,
+}
+
+pub struct SnapshotBatch {
+    pub next_offset: u64,
+    pub players: Vec<(String, Vec<u8>)>,
+}
+
+impl Handler<TakeSnapshot> for Shard {
+    type Result = Option<SnapshotBatch>;
+    fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) -> Option<SnapshotBatch> {
+        let due = msg.force
+            || self.events_since_snapshot >= msg.every_events
+            || (self.events_since_snapshot > 0 && self.last_snapshot.elapsed() >= msg.every);
+        if !due || self.events_since_snapshot == 0 && !msg.force {
+            return None;
+        }
+        let mut players = Vec::new();
+        for (key, entry) in self.players.iter_mut().filter(|(_, e)| e.dirty) {
+            if let Ok(bytes) = serde_json::to_vec(&entry.actor.state) {
+                players.push((key.clone(), bytes));
+            }
+            entry.dirty = false;
+        }
+        self.events_since_snapshot = 0;
+        self.last_snapshot = Instant::now();
+        Some(SnapshotBatch { next_offset: self.applied_next, players })
+    }
+}
+
+/// Drop from memory the players idle for longer than this whose state is snapshotted.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Passivate(pub Duration);
+
+impl Handler<Passivate> for Shard {
+    type Result = usize;
+    fn handle(&mut self, msg: Passivate, _: &mut Context<Self>) -> usize {
+        self.players.retain(|_, e| e.dirty || e.last_used.elapsed() < msg.0);
+        self.players.len()
+    }
+}
+
+/// Read a player's state (tests and tools).
+#[derive(Message)]
+#[rtype(result = "Option<PlayerState>")]
+pub struct GetState(pub String);
+
+impl Handler<GetState> for Shard {
+    type Result = Option<PlayerState>;
+    fn handle(&mut self, msg: GetState, _: &mut Context<Self>) -> Option<PlayerState> {
+        self.players.get(&msg.0).map(|e| e.actor.state.clone())
+    }
+}
