@@ -1,0 +1,128 @@
+//! Shared SQLite plumbing: connection options, batched multi-row inserts, error mapping.
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::SqliteConnection;
+use std::path::Path;
+use std::time::Duration;
+
+/// SQLite's default maximum number of bound variables per statement (since 3.32).
+pub(crate) const MAX_VARIABLES: usize = 32_766;
+
+/// Rows per multi-row statement, greedily: a handful of distinct SQL texts, so that the
+/// connection's prepared-statement cache keeps them all.
+const CHUNK_SIZES: [usize; 6] = [512, 128, 32, 8, 2, 1];
+
+/// Options for a database file: WAL, `synchronous=FULL` (a commit is on disk when it
+/// returns), a busy timeout so a second connection waits rather than fails.
+pub(crate) fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(false)
+        .statement_cache_capacity(256)
+}
+
+/// One bound value of a batched insert.
+#[derive(Debug, Clone)]
+pub(crate) enum V {
+    I(i64),
+    T(String),
+    NT(Option<String>),
+    NI(Option<i64>),
+    B(Vec<u8>),
+}
+
+/// `head` is `INSERT INTO t (a, b, c) VALUES`, `tail` what follows the values (an
+/// `ON CONFLICT` clause, or empty). Each row has exactly `cols` values. Inserts with as few
+/// statements as the variable limit allows.
+pub(crate) async fn insert_rows(
+    conn: &mut SqliteConnection,
+    head: &str,
+    tail: &str,
+    cols: usize,
+    rows: Vec<Vec<V>>,
+) -> Result<(), sqlx::Error> {
+    let mut rows = rows.into_iter().peekable();
+    let mut remaining = rows.len();
+    let max_rows = (MAX_VARIABLES / cols.max(1)).max(1);
+    while remaining > 0 {
+        let n = CHUNK_SIZES.iter().copied().find(|s| *s <= remaining && *s <= max_rows).unwrap_or(1);
+        let sql = values_sql(head, tail, cols, n);
+        let mut q = sqlx::query(&sql);
+        for row in rows.by_ref().take(n) {
+            debug_assert_eq!(row.len(), cols);
+            for v in row {
+                q = match v {
+                    V::I(x) => q.bind(x),
+                    V::T(x) => q.bind(x),
+                    V::NT(x) => q.bind(x),
+                    V::NI(x) => q.bind(x),
+                    V::B(x) => q.bind(x),
+                };
+            }
+        }
+        q.execute(&mut *conn).await?;
+        remaining -= n;
+    }
+    Ok(())
+}
+
+fn values_sql(head: &str, tail: &str, cols: usize, rows: usize) -> String {
+    let mut one = String::with_capacity(cols * 2 + 2);
+    one.push('(');
+    for c in 0..cols {
+        if c > 0 {
+            one.push(',');
+        }
+        one.push('?');
+    }
+    one.push(')');
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (one.len() + 1) + 2);
+    sql.push_str(head);
+    sql.push(' ');
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&one);
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
+}
+
+/// Whether an error is worth retrying (busy, locked, I/O, disk full, pool exhausted).
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let primary = code.as_deref().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
+            // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_IOERR 10, SQLITE_FULL 13, SQLITE_CANTOPEN 14
+            matches!(primary, Some(5 | 6 | 10 | 13 | 14))
+        }
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_sql_has_one_group_per_row() {
+        let sql = values_sql("INSERT INTO t (a, b) VALUES", "", 2, 3);
+        assert_eq!(sql.trim(), "INSERT INTO t (a, b) VALUES (?,?),(?,?),(?,?)");
+    }
+}
