@@ -26,3 +26,6 @@ pub mod shard;
 
 pub use player::{PlayerActor, PlayerCommand, PlayerState};
 pub use runtime::{ActorsConfig, ActorsRuntime};
+
+#[cfg(test)]
+mod test_support;

@@ -182,3 +182,6 @@ fn apply_body(s: &mut PlayerState, body: &EventBody) {
         EventBody::SessionStart(_) | EventBody::SessionEnd(_) | EventBody::Score(_) | EventBody::Design(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

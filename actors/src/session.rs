@@ -110,3 +110,6 @@ impl SessionActor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

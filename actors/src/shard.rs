@@ -219,3 +219,6 @@ impl Handler<GetState> for Shard {
         self.players.get(&msg.0).map(|e| e.actor.state.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

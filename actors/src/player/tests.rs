@@ -1,0 +1,286 @@
+use super::*;
+use crate::test_support::*;
+use gm_schemas::events::{ProgressionStatus::*, ResourceFlow::*};
+
+/// handle + apply, as the shard does; panics on a refusal.
+fn record(actor: &mut PlayerActor, event: &EventEnvelope) -> ProcessedEvent {
+    let out = actor.handle(PlayerCommand::Record(event)).expect("accepted");
+    actor.apply(&out);
+    out
+}
+
+fn fresh() -> PlayerActor {
+    PlayerActor::new(key())
+}
+
+/// A fresh actor that already saw one session_start at `at(0)` in client session "s1".
+fn started() -> PlayerActor {
+    let mut a = fresh();
+    record(&mut a, &envelope(0, at(0), Some("s1"), session_start()));
+    a
+}
+
+fn derived(e: &ProcessedEvent) -> &Derived {
+    match &e.body {
+        ProcessedBody::Event { derived, .. } => derived,
+        ProcessedBody::PlayerErased { .. } => panic!("not an event"),
+    }
+}
+
+/// A mixed sequence of every event type, with a derived session and a client session.
+fn script() -> Vec<EventEnvelope> {
+    vec![
+        envelope(1, at(0), Some("s1"), session_start()),
+        envelope(2, at(1), None, progression(Start, "l1", None)),
+        envelope(3, at(2), None, progression(Complete, "l1", Some(40))),
+        envelope(4, at(3), None, purchase(499, "USD", "sword", 2)),
+        envelope(5, at(4), None, item_use("sword", 1)),
+        envelope(6, at(5), None, resource(Source, "gold", 100)),
+        envelope(7, at(6), None, resource(Sink, "gold", 30)),
+        envelope(8, at(7), None, score(10)),
+        envelope(9, at(8), None, achievement("first")),
+        envelope(10, at(9), None, design("boss:forest:defeated")),
+        envelope(11, at(10), None, profile_update(Some("DE"), Some("de"))),
+        envelope(12, at(11), None, consent(true, false)),
+        envelope(13, at(12), Some("s1"), session_end(None)),
+        envelope(14, at(100), None, progression(Fail, "l2", None)),
+        envelope(15, at(200), None, purchase(100, "EUR", "gem", 1)),
+        envelope(16, at(150), None, score(3)),
+    ]
+}
+
+#[test]
+fn session_start_counts_a_session_and_opens_it() {
+    let a = started();
+    assert_eq!(a.state.session_count, 1);
+    assert_eq!(a.state.session.open.as_ref().map(|o| o.id.clone()), Some(sid("s1")));
+    assert_eq!(a.state.playtime_seconds, 0);
+}
+
+#[test]
+fn session_end_adds_client_length_to_playtime_and_closes_session() {
+    let mut a = started();
+    let out = record(&mut a, &envelope(1, at(10), Some("s1"), session_end(Some(500))));
+    assert_eq!(derived(&out).closed_session.as_ref().map(|c| c.length_seconds), Some(500));
+    assert_eq!(a.state.playtime_seconds, 500);
+    assert_eq!(a.state.session.open, None);
+    assert_eq!(a.state.session_count, 1);
+}
+
+#[test]
+fn session_end_without_length_adds_measured_playtime() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(10), None, session_end(None)));
+    assert_eq!(a.state.playtime_seconds, 600);
+}
+
+#[test]
+fn progression_start_sets_level_without_xp_or_completion() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, progression(Start, "l1", Some(99))));
+    assert_eq!(a.state.current_level.as_deref(), Some("l1"));
+    assert_eq!((a.state.levels_completed, a.state.xp), (0, 0));
+}
+
+#[test]
+fn progression_complete_adds_score_as_xp_and_counts_level() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, progression(Complete, "l1", Some(40))));
+    record(&mut a, &envelope(2, at(2), None, progression(Complete, "l2", None)));
+    assert_eq!(a.state.current_level.as_deref(), Some("l2"));
+    assert_eq!((a.state.levels_completed, a.state.xp), (2, 40));
+}
+
+#[test]
+fn progression_fail_sets_level_without_xp_or_completion() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, progression(Fail, "l3", Some(70))));
+    assert_eq!(a.state.current_level.as_deref(), Some("l3"));
+    assert_eq!((a.state.levels_completed, a.state.xp), (0, 0));
+}
+
+#[test]
+fn purchase_counts_revenue_per_currency_and_adds_inventory() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, purchase(499, "USD", "sword", 2)));
+    record(&mut a, &envelope(2, at(2), None, purchase(1, "USD", "shield", 1)));
+    record(&mut a, &envelope(3, at(3), None, purchase(250, "EUR", "sword", 3)));
+    let s = &a.state;
+    assert_eq!(s.purchases, 3);
+    assert_eq!(s.revenue_minor, BTreeMap::from([("EUR".to_string(), 250), ("USD".to_string(), 500)]));
+    assert_eq!(s.inventory, BTreeMap::from([("shield".to_string(), 1), ("sword".to_string(), 5)]));
+}
+
+#[test]
+fn resource_source_adds_and_sink_subtracts_balance() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, resource(Source, "gold", 100)));
+    record(&mut a, &envelope(2, at(2), None, resource(Sink, "gold", 130)));
+    record(&mut a, &envelope(3, at(3), None, resource(Source, "gems", 7)));
+    assert_eq!(a.state.balances, BTreeMap::from([("gems".to_string(), 7), ("gold".to_string(), -30)]));
+}
+
+/// Score and design change nothing but the bookkeeping every event does.
+fn assert_only_bookkeeping_changes(body: EventBody) {
+    let mut a = started();
+    let before = a.state.clone();
+    let e = envelope(1, at(5), None, body);
+    record(&mut a, &e);
+    let mut expected = before;
+    expected.seq += 1;
+    expected.last_seen = Some(at(5));
+    expected.recent_event_ids.push_back(e.event_id);
+    expected.session.open.as_mut().unwrap().last_event_at = at(5);
+    assert_eq!(a.state, expected);
+}
+
+#[test]
+fn score_changes_only_seq_last_seen_and_session_activity() {
+    assert_only_bookkeeping_changes(score(12345));
+}
+
+#[test]
+fn design_changes_only_seq_last_seen_and_session_activity() {
+    assert_only_bookkeeping_changes(design("boss:forest:defeated"));
+}
+
+#[test]
+fn achievements_are_counted() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, achievement("a")));
+    record(&mut a, &envelope(2, at(2), None, achievement("b")));
+    assert_eq!(a.state.achievements, 2);
+}
+
+#[test]
+fn item_use_decrements_inventory() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, purchase(100, "USD", "potion", 5)));
+    record(&mut a, &envelope(2, at(2), None, item_use("potion", 2)));
+    assert_eq!(a.state.inventory.get("potion"), Some(&3));
+}
+
+#[test]
+fn profile_update_replaces_only_given_fields() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, profile_update(Some("DE"), Some("de"))));
+    record(&mut a, &envelope(2, at(2), None, profile_update(Some("FR"), None)));
+    assert_eq!((a.state.country.as_deref(), a.state.language.as_deref()), (Some("FR"), Some("de")));
+    record(&mut a, &envelope(3, at(3), None, profile_update(None, Some("fr"))));
+    assert_eq!((a.state.country.as_deref(), a.state.language.as_deref()), (Some("FR"), Some("fr")));
+}
+
+#[test]
+fn consent_update_replaces_consent() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), None, consent(true, false)));
+    assert_eq!(a.state.consent, Some(Consent { analytics: true, personalisation: false }));
+    record(&mut a, &envelope(2, at(2), None, consent(false, true)));
+    assert_eq!(a.state.consent, Some(Consent { analytics: false, personalisation: true }));
+}
+
+#[test]
+fn seq_increments_by_one_per_emitted_event() {
+    let mut a = fresh();
+    let seqs: Vec<u64> = script().iter().map(|e| record(&mut a, e).seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<u64>>());
+    assert_eq!(a.state.seq, 16);
+}
+
+#[test]
+fn first_seen_flag_only_on_first_event() {
+    let mut a = fresh();
+    let flags: Vec<bool> = script().iter().map(|e| derived(&record(&mut a, e)).first_seen).collect();
+    assert!(flags[0]);
+    assert!(flags[1..].iter().all(|f| !f));
+    assert_eq!(a.state.first_seen, Some(at(0)));
+    assert_eq!(a.state.last_seen, Some(at(200)), "an earlier timestamp does not move last_seen back");
+}
+
+#[test]
+fn duplicate_event_id_is_refused() {
+    let mut a = started();
+    let e = envelope(1, at(1), None, purchase(100, "USD", "x", 1));
+    record(&mut a, &e);
+    let before = a.state.clone();
+    assert_eq!(a.handle(PlayerCommand::Record(&e)), Err(Refusal::Duplicate(e.event_id)));
+    // Same id with another body is still the same event.
+    let retry = envelope(1, at(2), None, score(1));
+    assert_eq!(a.handle(PlayerCommand::Record(&retry)), Err(Refusal::Duplicate(e.event_id)));
+    assert_eq!(a.state, before);
+}
+
+#[test]
+fn dedup_window_forgets_ids_after_dedup_window_newer_events() {
+    let mut a = fresh();
+    let first = envelope(0, at(0), None, score(1));
+    record(&mut a, &first);
+    for n in 1..DEDUP_WINDOW as u128 {
+        record(&mut a, &envelope(n, at(0), None, score(1)));
+    }
+    // DEDUP_WINDOW - 1 newer events: still remembered.
+    assert!(matches!(a.handle(PlayerCommand::Record(&first)), Err(Refusal::Duplicate(_))));
+    record(&mut a, &envelope(DEDUP_WINDOW as u128, at(0), None, score(1)));
+    // DEDUP_WINDOW newer events: forgotten.
+    assert_eq!(a.state.recent_event_ids.len(), DEDUP_WINDOW);
+    assert!(a.handle(PlayerCommand::Record(&first)).is_ok());
+}
+
+#[test]
+fn erase_emits_player_erased_with_next_seq() {
+    let mut a = fresh();
+    for e in script() {
+        record(&mut a, &e);
+    }
+    let request = erasure(99, at(300));
+    let out = a.handle(PlayerCommand::Erase(&request)).unwrap();
+    assert_eq!(out.seq, 17);
+    assert_eq!(out.event_id, request.erasure_id);
+    assert_eq!(
+        out.body,
+        ProcessedBody::PlayerErased { erasure_id: request.erasure_id, requested_at: request.requested_at }
+    );
+}
+
+#[test]
+fn applying_erasure_wipes_state_but_keeps_seq_and_sets_erased_at() {
+    let mut a = fresh();
+    for e in script() {
+        record(&mut a, &e);
+    }
+    let out = a.handle(PlayerCommand::Erase(&erasure(99, at(300)))).unwrap();
+    a.apply(&out);
+    assert_eq!(a.state, PlayerState { seq: 17, erased_at: Some(at(300)), ..PlayerState::default() });
+    // The sequence continues after an erasure.
+    assert_eq!(record(&mut a, &envelope(100, at(301), None, score(1))).seq, 18);
+}
+
+#[test]
+fn replay_is_deterministic_across_fresh_actors() {
+    let (mut a, mut b) = (fresh(), fresh());
+    let out_a: Vec<ProcessedEvent> = script().iter().map(|e| record(&mut a, e)).collect();
+    let out_b: Vec<ProcessedEvent> = script().iter().map(|e| record(&mut b, e)).collect();
+    assert_eq!(out_a, out_b);
+    assert_eq!(a.state, b.state);
+    // Folding the emitted events alone (no decisions) rebuilds the same state.
+    let mut c = fresh();
+    for e in &out_a {
+        c.apply(e);
+    }
+    assert_eq!(c.state, a.state);
+    // The script crossed the inactivity gap: the derived session id is the same in both runs.
+    assert!(out_a.iter().any(|e| derived(e).session_id.as_ref().is_some_and(|s| s.as_str().starts_with("d-"))));
+}
+
+#[test]
+fn snapshot_round_trips_through_json() {
+    let mut a = fresh();
+    for e in script() {
+        record(&mut a, &e);
+    }
+    record(&mut a, &envelope(50, at(201), None, score(1))); // leaves a session open
+    assert!(a.state.session.open.is_some());
+    let bytes = serde_json::to_vec(&a.state).unwrap();
+    let back: PlayerState = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(back, a.state);
+}

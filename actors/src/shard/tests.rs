@@ -1,0 +1,197 @@
+use super::*;
+use crate::test_support::*;
+use gm_schemas::{EventEnvelope, ProcessedEvent};
+
+fn rec(offset: u64, key: &str, payload: Vec<u8>) -> Record {
+    Record {
+        topic: gm_schemas::topics::RAW.into(),
+        partition: 0,
+        offset,
+        key: key.into(),
+        payload,
+        timestamp: at(0),
+    }
+}
+
+/// The raw record of a score event of `player` with event id `n`, at `offset`.
+fn event_rec(offset: u64, player: &str, n: u128) -> Record {
+    let e: EventEnvelope = envelope_for(player, n, at(n as i64), None, score(1));
+    rec(offset, &format!("{GAME}:{player}"), serde_json::to_vec(&RawRecord::Event(e)).unwrap())
+}
+
+/// Score events of PLAYER at `offsets`, event id = offset.
+fn batch(offsets: std::ops::Range<u64>) -> Process {
+    Process(offsets.map(|o| event_rec(o, PLAYER, o as u128)).collect())
+}
+
+fn seqs(outputs: &[NewRecord]) -> Vec<u64> {
+    outputs.iter().map(|o| serde_json::from_slice::<ProcessedEvent>(&o.payload).unwrap().seq).collect()
+}
+
+async fn seq_of(shard: &Addr<Shard>, key: &str) -> Option<u64> {
+    shard.send(GetState(key.into())).await.unwrap().map(|s| s.seq)
+}
+
+const SNAPSHOT_NOW: TakeSnapshot = TakeSnapshot { every_events: 1, every: Duration::from_secs(3600), force: false };
+
+#[actix::test]
+async fn records_before_replay_until_update_state_without_outputs_or_commit() {
+    let shard = Shard::new(0, 0, 3).start();
+    let p = shard.send(batch(0..3)).await.unwrap();
+    assert!(p.outputs.is_empty());
+    assert_eq!(p.commit_next, None);
+    assert_eq!(p.applied, 3);
+    assert_eq!(seq_of(&shard, &key()).await, Some(3));
+}
+
+#[actix::test]
+async fn records_from_replay_until_emit_one_output_each_keyed_like_input_and_commit_after_last() {
+    let shard = Shard::new(0, 0, 2).start();
+    let p = shard.send(batch(0..5)).await.unwrap();
+    assert_eq!(p.applied, 5);
+    assert_eq!(p.outputs.len(), 3);
+    assert!(p.outputs.iter().all(|o| o.key == key()));
+    assert_eq!(seqs(&p.outputs), vec![3, 4, 5]);
+    let ids: Vec<_> =
+        p.outputs.iter().map(|o| serde_json::from_slice::<ProcessedEvent>(&o.payload).unwrap().event_id).collect();
+    assert_eq!(ids, vec![eid(2), eid(3), eid(4)]);
+    assert_eq!(p.commit_next, Some(5));
+}
+
+#[actix::test]
+async fn outputs_keep_each_input_records_key() {
+    let shard = Shard::new(0, 0, 0).start();
+    let p = shard.send(Process(vec![event_rec(0, "a", 1), event_rec(1, "b", 2), event_rec(2, "a", 3)])).await.unwrap();
+    let keys: Vec<&str> = p.outputs.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, vec!["space-race:a", "space-race:b", "space-race:a"]);
+    assert_eq!(seqs(&p.outputs), vec![1, 1, 2]);
+    assert_eq!(p.commit_next, Some(3));
+}
+
+#[actix::test]
+async fn redelivered_offsets_below_applied_next_are_ignored() {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(batch(0..3)).await.unwrap();
+    let p = shard.send(batch(1..5)).await.unwrap();
+    assert_eq!(p.applied, 2);
+    assert_eq!(p.duplicates, 0, "a re-delivery is skipped by offset, not by the dedup window");
+    assert_eq!(seqs(&p.outputs), vec![4, 5]);
+    assert_eq!(p.commit_next, Some(5));
+    // A batch made only of re-deliveries does nothing and commits nothing.
+    let p = shard.send(batch(0..5)).await.unwrap();
+    assert_eq!((p.applied, p.outputs.len(), p.commit_next), (0, 0, None));
+    assert_eq!(seq_of(&shard, &key()).await, Some(5));
+}
+
+#[actix::test]
+async fn duplicate_event_id_at_a_new_offset_is_counted_not_emitted() {
+    let shard = Shard::new(0, 0, 0).start();
+    let p = shard.send(Process(vec![event_rec(0, PLAYER, 7), event_rec(1, PLAYER, 7)])).await.unwrap();
+    assert_eq!((p.applied, p.duplicates, p.outputs.len()), (1, 1, 1));
+    assert_eq!(p.commit_next, Some(2));
+}
+
+#[actix::test]
+async fn unreadable_payload_is_skipped_and_counted() {
+    let shard = Shard::new(0, 0, 0).start();
+    let p = shard
+        .send(Process(vec![rec(0, &key(), b"{not json".to_vec()), event_rec(1, PLAYER, 1), rec(2, &key(), vec![])]))
+        .await
+        .unwrap();
+    assert_eq!(p.unreadable, 2);
+    assert_eq!(p.applied, 1);
+    assert_eq!(seqs(&p.outputs), vec![1]);
+    assert_eq!(p.commit_next, Some(3), "the skipped record is consumed, never a stall");
+}
+
+#[actix::test]
+async fn take_snapshot_returns_only_dirty_players_then_none_until_new_events() {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(Process(vec![event_rec(0, "a", 1), event_rec(1, "b", 2)])).await.unwrap();
+    let first = shard.send(SNAPSHOT_NOW).await.unwrap().expect("due");
+    let mut keys: Vec<String> = first.players.iter().map(|(k, _)| k.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["space-race:a", "space-race:b"]);
+    assert_eq!(first.next_offset, 2);
+    assert!(shard.send(SNAPSHOT_NOW).await.unwrap().is_none());
+
+    shard.send(Process(vec![event_rec(2, "a", 3)])).await.unwrap();
+    let second = shard.send(SNAPSHOT_NOW).await.unwrap().expect("due");
+    assert_eq!(second.players.len(), 1);
+    assert_eq!(second.players[0].0, "space-race:a");
+    let state: PlayerState = serde_json::from_slice(&second.players[0].1).unwrap();
+    assert_eq!(state.seq, 2);
+    assert_eq!(second.next_offset, 3);
+    assert!(shard.send(SNAPSHOT_NOW).await.unwrap().is_none());
+}
+
+#[actix::test]
+async fn take_snapshot_waits_for_the_event_threshold_unless_forced() {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(batch(0..2)).await.unwrap();
+    let policy = |force| TakeSnapshot { every_events: 3, every: Duration::from_secs(3600), force };
+    assert!(shard.send(policy(false)).await.unwrap().is_none());
+    let forced = shard.send(policy(true)).await.unwrap().expect("forced");
+    assert_eq!(forced.players.len(), 1);
+}
+
+#[actix::test]
+async fn passivate_drops_idle_clean_players_but_never_dirty_ones() {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(Process(vec![event_rec(0, "a", 1), event_rec(1, "b", 2)])).await.unwrap();
+    // Both dirty: nothing leaves memory however idle.
+    assert_eq!(shard.send(Passivate(Duration::ZERO)).await.unwrap(), 2);
+    shard.send(SNAPSHOT_NOW).await.unwrap().expect("due");
+    shard.send(Process(vec![event_rec(2, "a", 3)])).await.unwrap();
+    // Not idle long enough: both stay.
+    assert_eq!(shard.send(Passivate(Duration::from_secs(3600))).await.unwrap(), 2);
+    // a is dirty again, b is clean and idle.
+    assert_eq!(shard.send(Passivate(Duration::ZERO)).await.unwrap(), 1);
+    assert_eq!(seq_of(&shard, "space-race:a").await, Some(2));
+    assert_eq!(seq_of(&shard, "space-race:b").await, None);
+    let missing = shard.send(MissingKeys(vec!["space-race:a".into(), "space-race:b".into()])).await.unwrap();
+    assert_eq!(missing, vec!["space-race:b".to_string()]);
+}
+
+#[actix::test]
+async fn hydrate_restores_snapshot_so_next_event_continues_its_seq() {
+    let mut actor = PlayerActor::new(key());
+    for n in 0..5u128 {
+        let e = envelope(n, at(n as i64), None, score(1));
+        let out = actor.handle(PlayerCommand::Record(&e)).unwrap();
+        actor.apply(&out);
+    }
+    let snapshot = serde_json::to_vec(&actor.state).unwrap();
+
+    let shard = Shard::new(0, 10, 10).start();
+    let missing = shard.send(MissingKeys(vec![key(), key()])).await.unwrap();
+    assert_eq!(missing, vec![key()], "missing keys are deduplicated");
+    let live = shard.send(Hydrate { requested: missing, loaded: vec![(key(), snapshot)] }).await.unwrap();
+    assert_eq!(live, 1);
+    assert_eq!(shard.send(GetState(key())).await.unwrap(), Some(actor.state.clone()));
+
+    let p = shard.send(Process(vec![event_rec(10, PLAYER, 100)])).await.unwrap();
+    assert_eq!(seqs(&p.outputs), vec![6]);
+    // The snapshot's dedup memory came along: an event it saw is refused.
+    let p = shard.send(Process(vec![event_rec(11, PLAYER, 3)])).await.unwrap();
+    assert_eq!((p.duplicates, p.outputs.len()), (1, 0));
+}
+
+#[actix::test]
+async fn hydrate_without_or_with_unreadable_snapshot_starts_fresh() {
+    let shard = Shard::new(0, 0, 0).start();
+    let requested = vec!["space-race:a".to_string(), "space-race:b".to_string()];
+    let loaded = vec![("space-race:b".to_string(), b"garbage".to_vec())];
+    assert_eq!(shard.send(Hydrate { requested, loaded }).await.unwrap(), 2);
+    assert_eq!(shard.send(GetState("space-race:a".into())).await.unwrap(), Some(PlayerState::default()));
+    assert_eq!(shard.send(GetState("space-race:b".into())).await.unwrap(), Some(PlayerState::default()));
+}
+
+#[actix::test]
+async fn hydrate_never_overwrites_a_player_in_memory() {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(batch(0..2)).await.unwrap();
+    let stale = serde_json::to_vec(&PlayerState::default()).unwrap();
+    shard.send(Hydrate { requested: vec![key()], loaded: vec![(key(), stale)] }).await.unwrap();
+    assert_eq!(seq_of(&shard, &key()).await, Some(2));
+}
