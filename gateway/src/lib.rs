@@ -1,1 +1,203 @@
-//! placeholder
+//! # gm-gateway
+//!
+//! The HTTP API of GameMetrics (actix-web): ingest, queries, health, metrics, OpenAPI.
+//!
+//! ## Path of an event through the gateway
+//!
+//! 1. **Endpoint checks** ([`ingest::post_events`]). The metrics middleware starts a timer;
+//!    the handler runs under the request timeout ([`GatewayConfig::request_timeout`], 503 on
+//!    expiry). The caller is identified by its API key ([`auth::authenticate`]: SHA-256 of
+//!    the key compared in constant time with the configured hashes, 401 otherwise) and
+//!    allowed to ingest ([`auth::authorize`], the one place for such decisions). The body is
+//!    read up to `limits.max_body_bytes` (413 beyond); a gzip body is inflated by the gateway
+//!    itself, stopping one byte past the limit, so a gzip bomb costs at most the limit.
+//! 2. **`decode_batch`** (`gm_schemas::validate`). The batch is parsed, `received_at` is the
+//!    gateway's clock, client clock skew is corrected from `sent_at`, and each event is
+//!    validated on its own: a batch-level problem (not JSON, too many events, bad `sent_at`)
+//!    refuses the request with 400 `{"error", "reason"}`; a bad event is reported with its
+//!    index, code, field and reason and never blocks the others.
+//! 3. **Append.** Each valid event becomes `RawRecord::Event(envelope)` as JSON, keyed
+//!    `game_id:player_id` (per-player order), and all of them go to `player.events.raw` in
+//!    ONE `LogProducer::append`, which returns only once the log holds them durably
+//!    (acks=all). A log failure answers 503 with `Retry-After: 1` and claims nothing.
+//! 4. **202** with `{"accepted", "rejected", "results": [...]}`, one result per posted event
+//!    (400 with the same shape when no event was valid). `events_accepted`,
+//!    `events_rejected{reason}` and `log_append_duration_seconds` are updated.
+//!
+//! From there the actors consume `player.events.raw` (DESIGN.md, data flow 2).
+//!
+//! ## Queries
+//!
+//! `/v1/players/{game_id}/{player_id}` and `/v1/analytics/{game_id}/...` authenticate the
+//! same way, then [`auth::authorize`] checks that the key belongs to that game (403
+//! otherwise); ids and date ranges are validated (400 with a reason) before the
+//! [`gm_projections::AnalyticsQueries`] port is asked.
+//!
+//! ## Modules
+//!
+//! - [`error`]: the one error enum and its status mapping.
+//! - [`auth`]: API keys, principals, the authorization decision.
+//! - [`ingest`], [`queries`], [`health`]: one file per endpoint group.
+//! - [`middleware`]: request metrics labelled by route pattern.
+//! - [`openapi`]: the generated OpenAPI document (checked in as `docs/openapi.json`).
+//! - [`readiness`]: flags the roles set, served by `/health/ready`.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod middleware;
+pub mod openapi;
+pub mod queries;
+pub mod readiness;
+
+pub use auth::{ApiKeyConfig, ApiKeys, Principal};
+pub use error::{ErrorBody, GatewayError};
+pub use openapi::openapi;
+pub use readiness::Readiness;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::KeepAlive;
+use actix_web::{web, App, HttpResponse, HttpServer, Route};
+use gm_ports::LogProducer;
+use gm_projections::AnalyticsQueries;
+use gm_schemas::validate::Limits;
+use gm_telemetry::Metrics;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the gateway needs to know. `Debug` never prints API keys.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub limits: Limits,
+    /// Upper bound on handling one request (reading the body included); 503 beyond.
+    pub request_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { api_keys: Vec::new(), limits: Limits::default(), request_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Everything the handlers share. Built once per process; cheap to share through `web::Data`.
+pub struct AppState {
+    pub(crate) config: GatewayConfig,
+    pub(crate) api_keys: ApiKeys,
+    pub(crate) producer: Arc<dyn LogProducer>,
+    pub(crate) queries: Arc<dyn AnalyticsQueries>,
+    pub(crate) metrics: Metrics,
+    pub(crate) readiness: Readiness,
+}
+
+impl AppState {
+    /// Hashes the configured API keys; the plain keys are dropped from the kept config.
+    pub fn new(
+        mut config: GatewayConfig,
+        producer: Arc<dyn LogProducer>,
+        queries: Arc<dyn AnalyticsQueries>,
+        metrics: Metrics,
+        readiness: Readiness,
+    ) -> Self {
+        let api_keys = ApiKeys::new(&config.api_keys);
+        config.api_keys.clear();
+        Self { config, api_keys, producer, queries, metrics, readiness }
+    }
+
+    /// The readiness flags (clone it to set components ready from elsewhere).
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+}
+
+/// Runs `fut` under the request timeout: a request that takes longer answers 503.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    tokio::time::timeout(timeout, fut).await.map_err(|_| GatewayError::Timeout)?
+}
+
+/// Every route of the gateway: (path pattern, method, handler). [`configure`] registers
+/// exactly these, and a test checks that each one is in the OpenAPI document.
+pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
+    vec![
+        ("/v1/events", "post", web::post().to(ingest::post_events)),
+        ("/v1/players/{game_id}/{player_id}", "get", web::get().to(queries::player_profile)),
+        ("/v1/analytics/{game_id}/active-users", "get", web::get().to(queries::active_users)),
+        ("/v1/analytics/{game_id}/sessions", "get", web::get().to(queries::sessions)),
+        ("/v1/analytics/{game_id}/revenue", "get", web::get().to(queries::revenue)),
+        ("/v1/analytics/{game_id}/funnel", "get", web::get().to(queries::funnel)),
+        ("/health/live", "get", web::get().to(health::live)),
+        ("/health/ready", "get", web::get().to(health::ready)),
+        ("/metrics", "get", web::get().to(health::metrics)),
+        ("/openapi.json", "get", web::get().to(health::openapi_json)),
+    ]
+}
+
+async fn not_found() -> Result<HttpResponse, GatewayError> {
+    Err(GatewayError::NotFound("no such route".into()))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, GatewayError> {
+    Err(GatewayError::MethodNotAllowed)
+}
+
+/// Registers the state, the extractor error handlers and every route (no middleware: use
+/// [`app`] for the complete application).
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
+    cfg.app_data(state)
+        .app_data(web::PathConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()));
+    for (path, _, route) in routes() {
+        cfg.service(web::resource(path).route(route).default_service(web::to(method_not_allowed)));
+    }
+}
+
+/// The complete application: routes, JSON 404 for unknown routes, request metrics.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    App::new()
+        .configure(|cfg| configure(cfg, state))
+        .default_service(web::to(not_found))
+        .wrap_fn(middleware::record(metrics))
+}
+
+/// Starts the HTTP server on `listener` (already bound) and returns it; await the returned
+/// [`Server`] to run it, or use its handle to stop it.
+pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io::Result<Server> {
+    let head_timeout = state.config.request_timeout.min(Duration::from_secs(5));
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || app(data.clone()))
+        // Time allowed to send the request head; slow clients must not hold workers.
+        .client_request_timeout(head_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        // Longer than common load-balancer idle timeouts (60 s), so the LB closes first.
+        .keep_alive(KeepAlive::Timeout(Duration::from_secs(75)))
+        .shutdown_timeout(30)
+        .listen(listener)?
+        .run();
+    Ok(server)
+}
+

@@ -1,0 +1,201 @@
+//! `POST /v1/events`: a batch of events in, one log append, a result per event out.
+
+use crate::auth::{authenticate, authorize, Action};
+use crate::error::{ErrorBody, GatewayError};
+use crate::{within, AppState};
+use actix_web::http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use flate2::read::MultiGzDecoder;
+use gm_ports::NewRecord;
+use gm_schemas::validate::{decode_batch, BatchError, Limits};
+use gm_schemas::{player_key, topics, RawRecord};
+use gm_telemetry::ReasonLabels;
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::time::Instant;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A batch of events, as posted. The full JSON Schema of an event is published in
+/// `schemas/json/batch.schema.json` (generated from `gm_schemas`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only: the body is decoded by `gm_schemas::validate`
+pub struct EventBatch {
+    /// The client's clock when the batch was sent (RFC 3339), used to correct clock skew.
+    sent_at: Option<DateTime<Utc>>,
+    /// The events: each an object with `player_id`, `type`, `client_ts` and optionally
+    /// `event_id` (UUID, for deduplication), `session_id`, `game_id` (must be the key's
+    /// game), `schema_version`, `properties` (per type) and `personal`.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    Accepted,
+    Rejected,
+}
+
+/// The outcome for one event of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventResult {
+    /// Position of the event in the posted `events` array.
+    pub index: usize,
+    pub status: EventStatus,
+    /// The event's id (the client's, or a UUIDv7 assigned by the gateway), when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Why it was rejected: `too_large`, `malformed`, `missing_field`, `invalid_field`,
+    /// `unknown_type`, `bad_timestamp`, `unsupported_version`, `wrong_game`, `duplicate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The offending field, e.g. `properties.currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer to a batch: counts and a result per event, in the order they were sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IngestResponse {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<EventResult>,
+}
+
+/// Ingest a batch of events.
+///
+/// Valid events are appended to the log (`player.events.raw`, keyed `game_id:player_id`)
+/// in one call; the answer comes only after the log acknowledged them. Invalid events are
+/// reported one by one and never block the valid ones. Bodies may be gzip-compressed
+/// (`Content-Encoding: gzip`); the size limit applies to the decompressed body.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "ingest",
+    request_body(content = EventBatch, description = "A batch of events; JSON Schema in schemas/json/batch.schema.json"),
+    params(("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`")),
+    responses(
+        (status = 202, description = "Every valid event is durably in the log", body = IngestResponse),
+        (status = 400, description = "No event was valid (body = IngestResponse), or the batch itself was refused (body = ErrorBody)", body = IngestResponse),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        (status = 503, description = "The log cannot take events now; nothing was accepted. Retry after `Retry-After` seconds", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn post_events(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let timeout = state.config.request_timeout;
+    within(timeout, ingest(req, payload, state)).await
+}
+
+async fn ingest(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+    let principal = authenticate(req.headers(), &state.api_keys)?;
+    authorize(&principal, Action::Ingest)?;
+    let game = principal.ingest_game().clone();
+    let limits = state.config.limits;
+
+    let body = read_body(req.headers(), payload, &limits).await?;
+    let decoded = decode_batch(&body, &game, Utc::now(), &limits)?;
+
+    let mut results = Vec::with_capacity(decoded.len());
+    let mut records = Vec::with_capacity(decoded.len());
+    let mut rejected_codes = Vec::new();
+    for (index, outcome) in decoded.into_iter().enumerate() {
+        match outcome {
+            Ok(envelope) => {
+                let event_id = envelope.event_id;
+                let key = player_key(&envelope.game_id, &envelope.player_id);
+                let payload = serde_json::to_vec(&RawRecord::Event(envelope))
+                    .map_err(|e| GatewayError::Internal(format!("serialising an envelope: {e}")))?;
+                records.push(NewRecord { key, payload });
+                results.push(EventResult {
+                    index,
+                    status: EventStatus::Accepted,
+                    event_id: Some(event_id),
+                    code: None,
+                    field: None,
+                    reason: None,
+                });
+            }
+            Err(rejection) => {
+                rejected_codes.push(rejection.code.as_str());
+                results.push(EventResult {
+                    index,
+                    status: EventStatus::Rejected,
+                    event_id: None,
+                    code: Some(rejection.code.as_str().to_string()),
+                    field: rejection.field,
+                    reason: Some(rejection.reason),
+                });
+            }
+        }
+    }
+
+    let accepted = records.len();
+    if accepted > 0 {
+        let started = Instant::now();
+        let appended = state.producer.append(topics::RAW, records).await;
+        state.metrics.log_append_duration.observe(started.elapsed().as_secs_f64());
+        appended?;
+        state.metrics.events_accepted.inc_by(accepted as u64);
+    }
+    for code in &rejected_codes {
+        state.metrics.events_rejected.get_or_create(&ReasonLabels { reason: (*code).to_string() }).inc();
+    }
+
+    let response = IngestResponse { accepted, rejected: rejected_codes.len(), results };
+    Ok(if accepted == 0 { HttpResponse::BadRequest().json(response) } else { HttpResponse::Accepted().json(response) })
+}
+
+/// Reads the body, decompressing gzip ourselves so that the limit bounds memory.
+///
+/// actix's own decoder (`compress-gzip`) applies `PayloadConfig`'s limit to the decoded size,
+/// but only after inflating a whole network chunk: a 1 MB chunk of compressed zeros becomes
+/// ~1 GB before the check. Here compressed bytes are capped at the limit, and inflation stops
+/// one byte past it.
+async fn read_body(headers: &HeaderMap, payload: web::Payload, limits: &Limits) -> Result<Vec<u8>, GatewayError> {
+    let max = limits.max_body_bytes;
+    let gzip = match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" => false,
+        Some(e) if e == "gzip" || e == "x-gzip" => true,
+        Some(e) => {
+            return Err(GatewayError::UnsupportedEncoding(format!(
+                "Content-Encoding '{e}' is not supported; use gzip or identity"
+            )))
+        }
+    };
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared.filter(|len| *len > max) {
+        return Err(BatchError::TooLarge { bytes: len, max }.into());
+    }
+    let raw = payload
+        .to_bytes_limited(max)
+        .await
+        .map_err(|_| GatewayError::from(BatchError::TooLarge { bytes: max + 1, max }))?
+        .map_err(|e| GatewayError::InvalidInput(format!("reading the body: {e}")))?;
+    if !gzip {
+        return Ok(raw.to_vec());
+    }
+    let mut body = Vec::with_capacity(raw.len().saturating_mul(4).min(max + 1));
+    MultiGzDecoder::new(&raw[..])
+        .take(max as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| GatewayError::InvalidInput(format!("body is not valid gzip: {e}")))?;
+    if body.len() > max {
+        return Err(GatewayError::TooLarge(format!(
+            "body is larger than {max} bytes after gzip decompression"
+        )));
+    }
+    Ok(body)
+}
+

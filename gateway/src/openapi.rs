@@ -1,0 +1,110 @@
+//! The OpenAPI document of the gateway, generated from the handlers' `#[utoipa::path]`
+//! attributes. `docs/openapi.json` is a checked-in copy (regenerate with
+//! `GM_BLESS=1 cargo test -p gm-gateway openapi`).
+
+use crate::{error, health, ingest, queries};
+use std::sync::OnceLock;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The game's API key: `Authorization: Bearer <key>`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "The game's API key, as an alternative to the bearer header",
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "GameMetrics gateway",
+        description = "Ingest of game events, analytics queries, health and metrics. Errors answer `{\"error\": code, \"reason\": text}`.",
+        license(name = "Apache-2.0"),
+        version = "0.1.0",
+    ),
+    paths(
+        ingest::post_events,
+        queries::player_profile,
+        queries::active_users,
+        queries::sessions,
+        queries::revenue,
+        queries::funnel,
+        health::live,
+        health::ready,
+        health::metrics,
+        health::openapi_json,
+    ),
+    components(schemas(error::ErrorBody)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "ingest", description = "Posting events"),
+        (name = "queries", description = "Read models: profiles and analytics"),
+        (name = "operations", description = "Health, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of every route of the gateway.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty JSON, built once.
+pub fn openapi_pretty() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_route_is_in_the_document() {
+        let doc = openapi();
+        for (path, method, _) in crate::routes() {
+            let item = doc.paths.paths.get(path).unwrap_or_else(|| panic!("{path} is not in the OpenAPI document"));
+            let json = serde_json::to_value(item).unwrap();
+            assert!(json.get(method).is_some(), "{method} {path} is not in the OpenAPI document");
+        }
+    }
+
+    #[test]
+    fn every_documented_path_is_registered() {
+        let registered: Vec<&str> = crate::routes().iter().map(|(p, _, _)| *p).collect();
+        for path in openapi().paths.paths.keys() {
+            assert!(registered.contains(&path.as_str()), "{path} is documented but not registered");
+        }
+    }
+
+    /// Fails when `docs/openapi.json` no longer matches the handlers. Regenerate with
+    /// `GM_BLESS=1 cargo test -p gm-gateway openapi`.
+    #[test]
+    fn checked_in_openapi_document_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let text = format!("{}\n", openapi_pretty());
+        if std::env::var_os("GM_BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}; run GM_BLESS=1 cargo test -p gm-gateway openapi"));
+        assert_eq!(on_disk, text, "{path} is stale; run GM_BLESS=1 cargo test -p gm-gateway openapi");
+    }
+}

@@ -1,0 +1,233 @@
+//! Read-model queries: player profiles and per-game analytics.
+
+use crate::auth::{authenticate, authorize, Action};
+use crate::error::{ErrorBody, GatewayError};
+use crate::{within, AppState};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDate;
+use gm_projections::model::{ActiveUsersDay, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
+use gm_projections::DateRange;
+use gm_schemas::{GameId, PlayerId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// An inclusive range of UTC days, at most 366 days long.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeParams {
+    /// First day, `YYYY-MM-DD` (UTC).
+    #[param(example = "2025-01-01")]
+    pub from: Option<String>,
+    /// Last day, inclusive, `YYYY-MM-DD` (UTC).
+    #[param(example = "2025-01-31")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ActiveUsersResponse {
+    pub game_id: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// One row per day that has data, in day order.
+    pub days: Vec<ActiveUsersDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionsResponse {
+    pub game_id: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub days: Vec<SessionsDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RevenueResponse {
+    pub game_id: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// One row per day and currency.
+    pub days: Vec<RevenueDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunnelResponse {
+    pub game_id: String,
+    /// One step per level.
+    pub steps: Vec<FunnelStep>,
+}
+
+fn parse_game(raw: &str) -> Result<GameId, GatewayError> {
+    GameId::parse(raw).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))
+}
+
+fn parse_day(name: &str, raw: Option<&str>) -> Result<NaiveDate, GatewayError> {
+    let raw = raw.ok_or_else(|| GatewayError::InvalidInput(format!("query parameter '{name}' (YYYY-MM-DD) is required")))?;
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|e| GatewayError::InvalidInput(format!("{name}: '{raw}' is not a date YYYY-MM-DD: {e}")))
+}
+
+fn parse_range(params: &RangeParams) -> Result<DateRange, GatewayError> {
+    let from = parse_day("from", params.from.as_deref())?;
+    let to = parse_day("to", params.to.as_deref())?;
+    DateRange::parse(from, to).map_err(|e| GatewayError::InvalidInput(format!("date range: {e}")))
+}
+
+/// Authenticates, checks the game id and authorizes `action` on it.
+fn game_for(req: &HttpRequest, state: &AppState, raw_game: &str, read_player: bool) -> Result<GameId, GatewayError> {
+    let principal = authenticate(req.headers(), &state.api_keys)?;
+    let game = parse_game(raw_game)?;
+    let action = if read_player { Action::ReadPlayer(&game) } else { Action::ReadAnalytics(&game) };
+    authorize(&principal, action)?;
+    Ok(game)
+}
+
+/// One player's profile.
+#[utoipa::path(
+    get,
+    path = "/v1/players/{game_id}/{player_id}",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), ("player_id" = String, Path, description = "The player")),
+    responses(
+        (status = 200, description = "The player's profile", body = PlayerProfile),
+        (status = 400, description = "Invalid game or player id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 404, description = "No such player", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn player_profile(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let (raw_game, raw_player) = path.into_inner();
+        let game = game_for(&req, &state, &raw_game, true)?;
+        let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        match state.queries.player_profile(&game, &player).await? {
+            Some(profile) => Ok(HttpResponse::Ok().json(profile)),
+            None => Err(GatewayError::NotFound(format!("no player '{player}' in game '{game}'"))),
+        }
+    })
+    .await
+}
+
+/// Daily, weekly and monthly active users and stickiness, per day.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/{game_id}/active-users",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), RangeParams),
+    responses(
+        (status = 200, description = "DAU, WAU, MAU and stickiness per day", body = ActiveUsersResponse),
+        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn active_users(
+    req: HttpRequest,
+    path: web::Path<String>,
+    params: web::Query<RangeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let game = game_for(&req, &state, &path, false)?;
+        let range = parse_range(&params)?;
+        let days = state.queries.active_users(&game, range).await?;
+        Ok(HttpResponse::Ok().json(ActiveUsersResponse { game_id: game.to_string(), from: range.from(), to: range.to(), days }))
+    })
+    .await
+}
+
+/// Sessions started and closed, average length and length distribution, per day.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/{game_id}/sessions",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), RangeParams),
+    responses(
+        (status = 200, description = "Session figures per day", body = SessionsResponse),
+        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn sessions(
+    req: HttpRequest,
+    path: web::Path<String>,
+    params: web::Query<RangeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let game = game_for(&req, &state, &path, false)?;
+        let range = parse_range(&params)?;
+        let days = state.queries.sessions(&game, range).await?;
+        Ok(HttpResponse::Ok().json(SessionsResponse { game_id: game.to_string(), from: range.from(), to: range.to(), days }))
+    })
+    .await
+}
+
+/// Revenue, purchases, payers, ARPDAU, ARPPU and conversion, per day and currency.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/{game_id}/revenue",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), RangeParams),
+    responses(
+        (status = 200, description = "Revenue figures per day and currency", body = RevenueResponse),
+        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn revenue(
+    req: HttpRequest,
+    path: web::Path<String>,
+    params: web::Query<RangeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let game = game_for(&req, &state, &path, false)?;
+        let range = parse_range(&params)?;
+        let days = state.queries.revenue(&game, range).await?;
+        Ok(HttpResponse::Ok().json(RevenueResponse { game_id: game.to_string(), from: range.from(), to: range.to(), days }))
+    })
+    .await
+}
+
+/// The progression funnel: starts, completions and failures per level, since the beginning.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/{game_id}/funnel",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game")),
+    responses(
+        (status = 200, description = "One step per level", body = FunnelResponse),
+        (status = 400, description = "Invalid game id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn funnel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let game = game_for(&req, &state, &path, false)?;
+        let steps = state.queries.funnel(&game).await?;
+        Ok(HttpResponse::Ok().json(FunnelResponse { game_id: game.to_string(), steps }))
+    })
+    .await
+}

@@ -1,0 +1,487 @@
+//! The gateway's HTTP contract, exercised in-process through `actix_web::test` with an
+//! in-memory log producer and read-model fakes (test doubles for these tests only).
+
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{header, StatusCode};
+use actix_web::{test, web};
+use async_trait::async_trait;
+use chrono::Utc;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use gm_gateway::{app, ApiKeyConfig, AppState, GatewayConfig, Readiness};
+use gm_ports::{LogError, LogProducer, NewRecord, Position, StoreError};
+use gm_projections::model::{ActiveUsersDay, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
+use gm_projections::{AnalyticsQueries, DateRange};
+use gm_schemas::validate::Limits;
+use gm_schemas::{GameId, PlayerId, RawRecord};
+use gm_telemetry::Metrics;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const KEY: &str = "space-key";
+const OTHER_KEY: &str = "farm-key";
+
+#[derive(Default)]
+struct FakeLog {
+    appends: Mutex<Vec<(String, Vec<NewRecord>)>>,
+    fail: AtomicBool,
+    delay: Mutex<Option<Duration>>,
+}
+
+impl FakeLog {
+    fn records(&self) -> Vec<NewRecord> {
+        self.appends.lock().unwrap().iter().flat_map(|(_, r)| r.clone()).collect()
+    }
+    fn append_calls(&self) -> usize {
+        self.appends.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl LogProducer for FakeLog {
+    async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>, LogError> {
+        let delay = *self.delay.lock().unwrap();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(LogError::Unavailable("broker down".into()));
+        }
+        let positions = (0..records.len()).map(|i| Position { partition: 0, offset: i as u64 }).collect();
+        self.appends.lock().unwrap().push((topic.to_string(), records));
+        Ok(positions)
+    }
+}
+
+struct FakeQueries;
+
+#[async_trait]
+impl AnalyticsQueries for FakeQueries {
+    async fn player_profile(&self, game: &GameId, player: &PlayerId) -> Result<Option<PlayerProfile>, StoreError> {
+        if player.as_str() != "p1" {
+            return Ok(None);
+        }
+        Ok(Some(PlayerProfile {
+            game_id: game.to_string(),
+            player_id: player.to_string(),
+            first_seen: Utc::now(),
+            last_seen: Utc::now(),
+            events: 3,
+            sessions: 1,
+            playtime_seconds: 60,
+            purchases: 0,
+            revenue_minor: Default::default(),
+            levels_completed: 0,
+            xp: 0,
+            current_level: None,
+            country: None,
+            language: None,
+            consent_analytics: None,
+            consent_personalisation: None,
+            last_seq: 3,
+        }))
+    }
+    async fn active_users(&self, _: &GameId, range: DateRange) -> Result<Vec<ActiveUsersDay>, StoreError> {
+        Ok(range.days().map(|d| ActiveUsersDay { day: d, dau: 1, wau: 1, mau: 1, stickiness: 1.0 }).collect())
+    }
+    async fn sessions(&self, _: &GameId, _: DateRange) -> Result<Vec<SessionsDay>, StoreError> {
+        Ok(vec![])
+    }
+    async fn revenue(&self, _: &GameId, _: DateRange) -> Result<Vec<RevenueDay>, StoreError> {
+        Err(StoreError::Unavailable("db restarting".into()))
+    }
+    async fn funnel(&self, _: &GameId) -> Result<Vec<FunnelStep>, StoreError> {
+        Ok(vec![FunnelStep { level_id: "1".into(), starts: 2, completes: 1, fails: 1, completion_rate: 0.5 }])
+    }
+}
+
+struct Harness {
+    log: Arc<FakeLog>,
+    metrics: Metrics,
+    readiness: Readiness,
+    data: web::Data<AppState>,
+}
+
+fn harness_with(limits: Limits, timeout: Duration) -> Harness {
+    let log = Arc::new(FakeLog::default());
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let config = GatewayConfig {
+        api_keys: vec![
+            ApiKeyConfig { game_id: GameId::parse("space-race").unwrap(), key: KEY.into() },
+            ApiKeyConfig { game_id: GameId::parse("farm").unwrap(), key: OTHER_KEY.into() },
+        ],
+        limits,
+        request_timeout: timeout,
+    };
+    let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone());
+    Harness { log, metrics, readiness, data: web::Data::new(state) }
+}
+
+fn harness() -> Harness {
+    harness_with(Limits::default(), Duration::from_secs(5))
+}
+
+fn session_start(player: &str) -> Value {
+    json!({"player_id": player, "type": "session_start", "client_ts": Utc::now().to_rfc3339()})
+}
+
+fn bad_purchase(player: &str) -> Value {
+    json!({"player_id": player, "type": "purchase", "client_ts": Utc::now().to_rfc3339(),
+           "properties": {"amount_minor": 199, "currency": "NOPE", "item_id": "gems"}})
+}
+
+/// Sends `$req` (a `TestRequest`) to `$app`; yields (status, headers, JSON or Null, text).
+macro_rules! call {
+    ($app:expr, $req:expr) => {
+        respond(test::call_service($app, $req.to_request()).await)
+    };
+}
+
+async fn respond<B: MessageBody>(res: ServiceResponse<B>) -> (StatusCode, actix_web::http::header::HeaderMap, Value, String) {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = test::read_body(res).await;
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, json, text)
+}
+
+fn post_events(body: impl Into<Vec<u8>>) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/v1/events")
+        .insert_header((header::AUTHORIZATION, format!("Bearer {KEY}")))
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body.into())
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[actix_web::test]
+async fn accepted_batch_appends_one_record_per_event_keyed_game_player_in_one_call() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let body = json!({"sent_at": Utc::now().to_rfc3339(), "events": [session_start("p1"), session_start("p2")]});
+    let (status, _, json, text) = call!(&app, post_events(body.to_string())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(json["accepted"], 2);
+    assert_eq!(json["rejected"], 0);
+    assert_eq!(h.log.append_calls(), 1);
+    assert_eq!(h.log.appends.lock().unwrap()[0].0, gm_schemas::topics::RAW);
+    let records = h.log.records();
+    assert_eq!(records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["space-race:p1", "space-race:p2"]);
+    let RawRecord::Event(envelope) = serde_json::from_slice::<RawRecord>(&records[0].payload).unwrap() else {
+        panic!("not an event record");
+    };
+    assert_eq!(envelope.game_id.as_str(), "space-race");
+    assert_eq!(json["results"][0]["event_id"], envelope.event_id.to_string());
+    assert_eq!(json["results"][0]["status"], "accepted");
+    assert!(h.metrics.encode().contains("gamemetrics_events_accepted_total 2"));
+}
+
+#[actix_web::test]
+async fn mixed_batch_is_202_with_reasons_and_appends_only_the_good_events() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let body = json!({"events": [session_start("p1"), bad_purchase("p2"), {"type": "session_start"}]});
+    let (status, _, json, text) = call!(&app, post_events(body.to_string())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!((json["accepted"].as_u64(), json["rejected"].as_u64()), (Some(1), Some(2)));
+    let bad = &json["results"][1];
+    assert_eq!(bad["index"], 1);
+    assert_eq!(bad["status"], "rejected");
+    assert_eq!(bad["code"], "invalid_field");
+    assert!(bad["field"].as_str().unwrap().starts_with("properties"), "{bad}");
+    assert!(!bad["reason"].as_str().unwrap().is_empty());
+    assert_eq!(json["results"][2]["code"], "missing_field");
+    assert_eq!(json["results"][2]["field"], "player_id");
+    let keys: Vec<String> = h.log.records().into_iter().map(|r| r.key).collect();
+    assert_eq!(keys, ["space-race:p1"]);
+    let metrics = h.metrics.encode();
+    assert!(metrics.contains("gamemetrics_events_rejected_total{reason=\"invalid_field\"} 1"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn batch_with_no_valid_event_is_400_with_results_and_appends_nothing() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let body = json!({"events": [bad_purchase("p1"), bad_purchase("p2")]});
+    let (status, _, json, text) = call!(&app, post_events(body.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(json["accepted"], 0);
+    assert_eq!(json["rejected"], 2);
+    assert_eq!(json["results"].as_array().unwrap().len(), 2);
+    assert_eq!(h.log.append_calls(), 0);
+}
+
+#[actix_web::test]
+async fn malformed_json_and_invalid_bodies_are_400_never_5xx() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let bodies: [&[u8]; 7] = [b"{not json", b"", b"[]", b"{\"events\": 3}", b"\xff\xfe\x00", b"{\"events\": []}", b"null"];
+    for body in bodies {
+        let (status, _, json, text) = call!(&app, post_events(body.to_vec())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{:?}: {text}", String::from_utf8_lossy(body));
+        assert!(json["error"].is_string() && json["reason"].is_string(), "{text}");
+    }
+    // A corrupt gzip body is the client's fault too.
+    let req = post_events(b"definitely not gzip".to_vec()).insert_header((header::CONTENT_ENCODING, "gzip"));
+    let (status, _, _, text) = call!(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(h.log.append_calls(), 0);
+}
+
+#[actix_web::test]
+async fn body_over_the_limit_is_413_with_json_reason() {
+    let h = harness_with(Limits { max_body_bytes: 1000, ..Limits::default() }, Duration::from_secs(5));
+    let app = test::init_service(app(h.data.clone())).await;
+    let events: Vec<Value> = (0..40).map(|i| session_start(&format!("p{i}"))).collect();
+    let (status, _, json, text) = call!(&app, post_events(json!({ "events": events }).to_string())).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert_eq!(json["error"], "too_large");
+    assert_eq!(h.log.append_calls(), 0);
+}
+
+#[actix_web::test]
+async fn too_many_events_is_400() {
+    let h = harness_with(Limits { max_events: 3, ..Limits::default() }, Duration::from_secs(5));
+    let app = test::init_service(app(h.data.clone())).await;
+    let events: Vec<Value> = (0..4).map(|i| session_start(&format!("p{i}"))).collect();
+    let (status, _, json, text) = call!(&app, post_events(json!({ "events": events }).to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(json["error"], "too_many_events");
+    assert_eq!(h.log.append_calls(), 0);
+}
+
+#[actix_web::test]
+async fn missing_or_unknown_api_key_is_401_with_reason() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let body = json!({"events": [session_start("p1")]}).to_string();
+    let missing = test::TestRequest::post().uri("/v1/events").set_payload(body.clone());
+    let (status, headers, json, _) = call!(&app, missing).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json["error"], "unauthenticated");
+    assert!(json["reason"].as_str().unwrap().contains("missing"));
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    let unknown = test::TestRequest::post().uri("/v1/events").insert_header(("X-API-Key", "guess")).set_payload(body.clone());
+    let (status, _, json, _) = call!(&app, unknown).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(json["reason"].as_str().unwrap().contains("unknown"));
+    let via_header = test::TestRequest::post().uri("/v1/events").insert_header(("X-API-Key", KEY)).set_payload(body);
+    assert_eq!(call!(&app, via_header).await.0, StatusCode::ACCEPTED);
+    let analytics = test::TestRequest::get().uri("/v1/analytics/space-race/funnel");
+    assert_eq!(call!(&app, analytics).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[actix_web::test]
+async fn key_of_another_game_is_403_on_queries() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    for uri in [
+        "/v1/players/space-race/p1",
+        "/v1/analytics/space-race/funnel",
+        "/v1/analytics/space-race/active-users?from=2025-01-01&to=2025-01-02",
+    ] {
+        let req = test::TestRequest::get().uri(uri).insert_header(("X-API-Key", OTHER_KEY));
+        let (status, _, json, text) = call!(&app, req).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {text}");
+        assert_eq!(json["error"], "forbidden");
+    }
+}
+
+#[actix_web::test]
+async fn log_failure_is_503_with_retry_after_and_claims_nothing() {
+    let h = harness();
+    h.log.fail.store(true, Ordering::SeqCst);
+    let app = test::init_service(app(h.data.clone())).await;
+    let body = json!({"events": [session_start("p1"), bad_purchase("p2")]});
+    let (status, headers, json, text) = call!(&app, post_events(body.to_string())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+    assert_eq!(json["error"], "unavailable");
+    assert!(json.get("accepted").is_none(), "{text}");
+    assert!(h.log.records().is_empty());
+    let metrics = h.metrics.encode();
+    assert!(metrics.contains("gamemetrics_events_accepted_total 0"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn slow_log_times_out_with_503() {
+    let h = harness_with(Limits::default(), Duration::from_millis(50));
+    *h.log.delay.lock().unwrap() = Some(Duration::from_secs(2));
+    let app = test::init_service(app(h.data.clone())).await;
+    let (status, headers, json, _) = call!(&app, post_events(json!({"events": [session_start("p1")]}).to_string())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json["error"], "timeout");
+    assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+}
+
+#[actix_web::test]
+async fn gzipped_batch_is_accepted() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let body = json!({"events": [session_start("p1"), session_start("p2")]}).to_string();
+    let req = post_events(gzip(body.as_bytes())).insert_header((header::CONTENT_ENCODING, "gzip"));
+    let (status, _, json, text) = call!(&app, req).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(json["accepted"], 2);
+    assert_eq!(h.log.records().len(), 2);
+}
+
+#[actix_web::test]
+async fn gzip_bomb_is_refused_with_413_after_inflating_at_most_the_limit() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    // 50 MB of zeros compress to ~50 KB: under the 1 MB limit on the wire, far over it inflated.
+    let bomb = gzip(&vec![0u8; 50 * 1024 * 1024]);
+    assert!(bomb.len() < Limits::default().max_body_bytes);
+    let started = std::time::Instant::now();
+    let req = post_events(bomb).insert_header((header::CONTENT_ENCODING, "gzip"));
+    let (status, _, json, text) = call!(&app, req).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert_eq!(json["error"], "too_large");
+    // Inflating 50 MB takes far longer than the ~1 MB we allow ourselves to inflate.
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert_eq!(h.log.append_calls(), 0);
+}
+
+#[actix_web::test]
+async fn unsupported_content_encoding_is_415() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let req = post_events(b"{}".to_vec()).insert_header((header::CONTENT_ENCODING, "br"));
+    let (status, _, json, _) = call!(&app, req).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(json["error"], "unsupported_encoding");
+}
+
+#[actix_web::test]
+async fn reversed_wide_or_bad_date_ranges_are_400_with_reason() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let cases = [
+        ("from=2025-02-01&to=2025-01-01", "after"),
+        ("from=2020-01-01&to=2025-01-01", "at most"),
+        ("from=2025-13-01&to=2025-01-01", "not a date"),
+        ("to=2025-01-01", "'from'"),
+    ];
+    for (query, expected) in cases {
+        let req = test::TestRequest::get()
+            .uri(&format!("/v1/analytics/space-race/sessions?{query}"))
+            .insert_header(("X-API-Key", KEY));
+        let (status, _, json, text) = call!(&app, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {text}");
+        assert!(json["reason"].as_str().unwrap().contains(expected), "{query}: {text}");
+    }
+}
+
+#[actix_web::test]
+async fn queries_answer_rows_404_and_503() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let get = |uri: &str| test::TestRequest::get().uri(uri).insert_header(("X-API-Key", KEY));
+    let (status, _, json, text) = call!(&app, get("/v1/analytics/space-race/active-users?from=2025-01-01&to=2025-01-03")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(json["game_id"], "space-race");
+    assert_eq!(json["from"], "2025-01-01");
+    assert_eq!(json["days"].as_array().unwrap().len(), 3);
+    let (status, _, json, _) = call!(&app, get("/v1/players/space-race/p1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["player_id"], "p1");
+    assert_eq!(call!(&app, get("/v1/players/space-race/nobody")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call!(&app, get("/v1/players/space-race/bad%20id")).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call!(&app, get("/v1/analytics/Space/funnel")).await.0, StatusCode::BAD_REQUEST);
+    let (status, _, json, _) = call!(&app, get("/v1/analytics/space-race/funnel")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["steps"][0]["level_id"], "1");
+    let (status, headers, _, _) = call!(&app, get("/v1/analytics/space-race/revenue?from=2025-01-01&to=2025-01-03")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+}
+
+#[actix_web::test]
+async fn metrics_label_routes_by_pattern_never_by_raw_ids() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let req = test::TestRequest::get().uri("/v1/players/space-race/secret-player-42").insert_header(("X-API-Key", KEY));
+    call!(&app, req).await;
+    call!(&app, test::TestRequest::get().uri("/nowhere/secret-player-43")).await;
+    let (status, headers, _, text) = call!(&app, test::TestRequest::get().uri("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get(header::CONTENT_TYPE).unwrap().to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(text.contains("route=\"/v1/players/{game_id}/{player_id}\""), "{text}");
+    assert!(text.contains("status=\"404\""), "{text}");
+    assert!(text.contains("route=\"unmatched\""), "{text}");
+    assert!(text.contains("gamemetrics_http_request_duration_seconds"), "{text}");
+    assert!(!text.contains("secret-player"), "{text}");
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/v2/nothing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json["error"], "not_found");
+    let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/v1/events")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(json["error"], "method_not_allowed");
+}
+
+#[actix_web::test]
+async fn ready_is_503_naming_components_until_all_are_ready() {
+    let h = harness();
+    h.readiness.register("log");
+    h.readiness.register("store");
+    let app = test::init_service(app(h.data.clone())).await;
+    assert_eq!(call!(&app, test::TestRequest::get().uri("/health/live")).await.0, StatusCode::OK);
+    h.readiness.set_ready("log", true);
+    let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/health/ready")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json["not_ready"], json!(["store"]));
+    h.readiness.set_ready("store", true);
+    assert_eq!(call!(&app, test::TestRequest::get().uri("/health/ready")).await.0, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn openapi_document_is_served() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(json["paths"]["/v1/events"]["post"].is_object());
+}
+
+#[actix_web::test]
+async fn serve_answers_on_a_real_socket() {
+    let h = harness();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::try_unwrap(h.data.into_inner()).ok().expect("sole owner of the state");
+    let server = gm_gateway::serve(listener, state).await.unwrap();
+    let handle = server.handle();
+    let running = actix_web::rt::spawn(server);
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    handle.stop(true).await;
+    running.await.unwrap().unwrap();
+}
