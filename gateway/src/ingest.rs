@@ -152,6 +152,7 @@ async fn ingest(req: HttpRequest, payload: web::Payload, state: web::Data<AppSta
         state.metrics.events_rejected.get_or_create(&ReasonLabels { reason: (*code).to_string() }).inc();
     }
 
+    tracing::debug!(game_id = %game, accepted, rejected = rejected_codes.len(), "batch ingested");
     let response = IngestResponse { accepted, rejected: rejected_codes.len(), results };
     Ok(if accepted == 0 { HttpResponse::BadRequest().json(response) } else { HttpResponse::Accepted().json(response) })
 }
@@ -186,16 +187,49 @@ async fn read_body(headers: &HeaderMap, payload: web::Payload, limits: &Limits) 
     if !gzip {
         return Ok(raw.to_vec());
     }
-    let mut body = Vec::with_capacity(raw.len().saturating_mul(4).min(max + 1));
-    MultiGzDecoder::new(&raw[..])
-        .take(max as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| GatewayError::InvalidInput(format!("body is not valid gzip: {e}")))?;
+    let body = inflate_at_most(&raw, max + 1)?;
     if body.len() > max {
         return Err(GatewayError::TooLarge(format!(
             "body is larger than {max} bytes after gzip decompression"
         )));
     }
     Ok(body)
+}
+
+/// Inflates gzip `data`, stopping after `cap` output bytes: memory stays O(cap) whatever
+/// the compression ratio.
+fn inflate_at_most(data: &[u8], cap: usize) -> Result<Vec<u8>, GatewayError> {
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(cap));
+    MultiGzDecoder::new(data)
+        .take(cap as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| GatewayError::InvalidInput(format!("body is not valid gzip: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    #[test]
+    fn inflation_of_a_gzip_bomb_stops_at_the_cap() {
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![0u8; 50 * 1024 * 1024]).unwrap();
+        let bomb = enc.finish().unwrap();
+        let cap = 1024 * 1024 + 1;
+        let out = inflate_at_most(&bomb, cap).unwrap();
+        assert_eq!(out.len(), cap);
+        // Growth by doubling at worst: nowhere near the 50 MB the bomb expands to.
+        assert!(out.capacity() <= 2 * cap, "capacity {}", out.capacity());
+    }
+
+    #[test]
+    fn small_gzip_bodies_inflate_whole() {
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"{\"events\": []}").unwrap();
+        assert_eq!(inflate_at_most(&enc.finish().unwrap(), 100).unwrap(), b"{\"events\": []}");
+    }
 }
 

@@ -462,26 +462,42 @@ async fn openapi_document_is_served() {
     assert!(json["paths"]["/v1/events"]["post"].is_object());
 }
 
+fn http_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(&request).unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[actix_web::test]
-async fn serve_answers_on_a_real_socket() {
+async fn serve_answers_on_a_real_socket_and_inflates_gzip_exactly_once() {
     let h = harness();
+    let log = h.log.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::try_unwrap(h.data.into_inner()).ok().expect("sole owner of the state");
     let server = gm_gateway::serve(listener, state).await.unwrap();
     let handle = server.handle();
     let running = actix_web::rt::spawn(server);
-    let answer = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        stream.read_to_string(&mut out).unwrap();
-        out
-    })
-    .await
-    .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let live = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+    let body = gzip(json!({"events": [session_start("p1")]}).to_string().as_bytes());
+    let mut post = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    post.extend_from_slice(&body);
+    let (live, posted) = tokio::task::spawn_blocking(move || (http_exchange(addr, live), http_exchange(addr, post)))
+        .await
+        .unwrap();
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert!(posted.starts_with("HTTP/1.1 202"), "{posted}");
+    assert_eq!(log.records().len(), 1);
+
     handle.stop(true).await;
     running.await.unwrap().unwrap();
 }
