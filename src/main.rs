@@ -1,1 +1,158 @@
-fn main() {}
+//! The `gamemetrics` command: CLI wiring only.
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use gamemetrics::config::Config;
+use gamemetrics::platform::{open_storage, Platform};
+use gamemetrics::simulate::{self, SimulateOptions};
+use gm_projections::ProjectionName;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "gamemetrics", version, about = "Real-time analytics and personalisation for games")]
+struct Cli {
+    /// Configuration file (TOML) layered over the defaults; GM_* variables override both.
+    #[arg(long, global = true, env = "GM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway, actors and projections in one process on embedded storage (the default).
+    Serve,
+    /// Drive realistic synthetic traffic against a gateway.
+    Simulate(SimulateArgs),
+    /// Projection maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// How many games (taken in order from --api-keys).
+    #[arg(long, default_value_t = 1)]
+    games: usize,
+    /// Players per game.
+    #[arg(long, default_value_t = 1000)]
+    players: usize,
+    /// Events per second (0 = as fast as the gateway answers).
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Virtual days the players' lives are spread over, ending now.
+    #[arg(long, default_value_t = 1)]
+    days: u32,
+    /// game=key pairs, comma-separated (defaults to the configured keys).
+    #[arg(long, env = "GM_SIMULATE_KEYS")]
+    api_keys: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 8)]
+    lanes: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Replay a projection from offset 0 into fresh tables and swap them in.
+    Rebuild {
+        /// player_profiles | daily_activity | sessions | revenue | funnel
+        name: String,
+    },
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    gm_telemetry::init_tracing(config.json_logs);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Simulate(args) => run_simulation(&config, args).await,
+        Command::Projections { command: ProjectionsCommand::Rebuild { name } } => rebuild(&config, &name).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let platform = Platform::start(&config).await?;
+    eprintln!("GameMetrics is listening on {} (data in {})", platform.url(), config.data_dir.display());
+    wait_for_termination().await?;
+    tracing::info!("shutting down: draining requests, snapshotting actors");
+    platform.stop().await;
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd).
+async fn wait_for_termination() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run_simulation(config: &Config, args: SimulateArgs) -> anyhow::Result<()> {
+    let mut keys = match &args.api_keys {
+        Some(text) => {
+            let mut c = config.clone();
+            c.api_keys = gamemetrics::config::ApiKeys::Text(text.clone());
+            c.api_key_pairs()?
+        }
+        None => config.api_key_pairs()?,
+    };
+    if keys.len() < args.games {
+        bail!("--games {} but only {} API keys are known (give --api-keys game=key,...)", args.games, keys.len());
+    }
+    keys.truncate(args.games);
+    let options = SimulateOptions {
+        url: args.url.trim_end_matches('/').to_string(),
+        games: keys.into_iter().map(|(g, k)| (g.to_string(), k)).collect(),
+        players_per_game: args.players,
+        rate: args.rate,
+        duration: args.duration.map(Duration::from_secs),
+        days: args.days,
+        seed: args.seed,
+        batch_size: args.batch_size,
+        lanes: args.lanes,
+        progress: true,
+        retry_for: Duration::from_secs(30),
+    };
+    let report = simulate::run(options).await;
+    println!("{}", report.summary());
+    if report.accepted.is_empty() {
+        bail!("no event was accepted: is the gateway at {} running, and are the API keys right?", args.url);
+    }
+    Ok(())
+}
+
+async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
+    let Some(projection) = ProjectionName::parse(name) else {
+        let known: Vec<&str> = ProjectionName::ALL.iter().map(|p| p.as_str()).collect();
+        bail!("unknown projection '{name}'; known: {}", known.join(", "));
+    };
+    let (log, store) = open_storage(config).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    let applied = gm_projections::worker::rebuild(projection, log.clone(), store, gm_telemetry::Metrics::new(), |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish();
+    println!("rebuilt {projection} from {applied} processed events and swapped it in");
+    log.close().await;
+    Ok(())
+}

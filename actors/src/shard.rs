@@ -41,6 +41,10 @@ impl Shard {
 
 impl Actor for Shard {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        tracing::info!(partition = self.partition, players = self.players.len(), "shard stopped");
+    }
 }
 
 /// Which of these keys are not in memory (their snapshots must be loaded first).

@@ -196,6 +196,8 @@ pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io:
         // Longer than common load-balancer idle timeouts (60 s), so the LB closes first.
         .keep_alive(KeepAlive::Timeout(Duration::from_secs(75)))
         .shutdown_timeout(30)
+        // The process owns SIGTERM/SIGINT: it stops the server, then lets actors snapshot.
+        .disable_signals()
         .listen(listener)?
         .run();
     Ok(server)
