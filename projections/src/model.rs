@@ -274,3 +274,6 @@ impl DateRange {
         self.from.iter_days().take_while(move |d| *d <= to)
     }
 }
+
+#[cfg(test)]
+mod tests;

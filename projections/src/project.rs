@@ -210,3 +210,6 @@ fn funnel(events: &[ProcessedEvent]) -> ChangeSet {
     }
     ChangeSet { funnel: by_level.into_values().collect(), ..Default::default() }
 }
+
+#[cfg(test)]
+mod tests;
