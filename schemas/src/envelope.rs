@@ -51,6 +51,9 @@ pub struct ErasureRequest {
 /// Everything that travels on `player.events.raw`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
+// Nearly every record is an `Event`; boxing it would add an allocation per event to save
+// space only on the rare erasure request.
+#[allow(clippy::large_enum_variant)]
 pub enum RawRecord {
     Event(EventEnvelope),
     ErasureRequested(ErasureRequest),
@@ -74,7 +77,7 @@ impl RawRecord {
 /// One event of the public format, as a game sends it (documentation and JSON Schema; the
 /// decoder in `validate` checks it field by field to give a precise reason).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[schemars(title = "GameMetrics event")]
+#[schemars(title = "GameMetrics event", extend("unevaluatedProperties" = false))]
 pub struct PublicEvent {
     /// UUID chosen by the client; resubmitting the same id is counted once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,8 +90,9 @@ pub struct PublicEvent {
     pub session_id: Option<SessionId>,
     /// RFC 3339 time on the client's clock; not before 2000-01-01.
     pub client_ts: DateTime<Utc>,
-    /// Defaults to 1.
+    /// Defaults to 1, the only version so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1))]
     pub schema_version: Option<u16>,
     #[serde(flatten)]
     pub body: EventBody,
@@ -98,11 +102,13 @@ pub struct PublicEvent {
 
 /// A batch as posted to `POST /v1/events`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 #[schemars(title = "GameMetrics event batch")]
 pub struct PublicBatch {
     /// The client's clock when it sent the batch, used to correct its skew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<DateTime<Utc>>,
     /// 1 to 500 events; each at most 32 KiB of JSON.
+    #[schemars(length(min = 1, max = 500))]
     pub events: Vec<PublicEvent>,
 }

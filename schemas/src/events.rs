@@ -72,6 +72,7 @@ pub struct SessionStart {
 pub struct SessionEnd {
     /// Length as measured by the client, 0..=604800 seconds; derived from timestamps when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 604_800))]
     pub length_seconds: Option<u32>,
 }
 
@@ -90,6 +91,7 @@ pub struct Progression {
     pub level_id: Name,
     /// 0..=1e12.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000_000_000i64))]
     pub score: Option<i64>,
 }
 
@@ -103,6 +105,7 @@ pub struct Purchase {
     pub item_id: Name,
     /// 1..=10000, default 1.
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10_000))]
     pub quantity: u32,
 }
 
@@ -125,6 +128,7 @@ pub struct Resource {
     pub flow: ResourceFlow,
     pub virtual_currency: Name,
     /// 1..=1e12.
+    #[schemars(range(min = 1, max = 1_000_000_000_000i64))]
     pub amount: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_id: Option<Name>,
@@ -135,6 +139,7 @@ pub struct Resource {
 pub struct Score {
     pub board: Name,
     /// -1e15..=1e15.
+    #[schemars(range(min = -1_000_000_000_000_000i64, max = 1_000_000_000_000_000i64))]
     pub value: i64,
 }
 
@@ -150,6 +155,7 @@ pub struct ItemUse {
     pub item_id: Name,
     /// 1..=10000, default 1.
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10_000))]
     pub quantity: u32,
 }
 
@@ -158,9 +164,12 @@ pub struct ItemUse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Design {
+    /// 1 to 5 parts of 1 to 32 characters, separated by `:`.
+    #[schemars(extend("pattern" = "^[A-Za-z0-9_.-]{1,32}(:[A-Za-z0-9_.-]{1,32}){0,4}$"))]
     pub event_id: Name,
     /// Finite, |value| <= 1e12.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1e12, max = 1e12))]
     pub value: Option<f64>,
 }
 
@@ -169,9 +178,11 @@ pub struct Design {
 pub struct ProfileUpdate {
     /// ISO 3166-1 alpha-2, upper case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[A-Z]{2}$"))]
     pub country: Option<String>,
     /// ISO 639-1, lower case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[a-z]{2}$"))]
     pub language: Option<String>,
 }
 
@@ -188,14 +199,20 @@ pub struct ConsentUpdate {
 #[serde(deny_unknown_fields)]
 pub struct PersonalFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub device_id: Option<String>,
+    /// An IPv4 or IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     pub display_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     pub free_text: Option<String>,
 }
 

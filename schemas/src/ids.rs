@@ -33,10 +33,11 @@ fn check(value: &str, max: usize, allowed: fn(char) -> bool, allowed_text: &'sta
 }
 
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident, $max:expr, $allowed:expr, $allowed_text:expr) => {
+    ($(#[$doc:meta])* $name:ident, $max:literal, $allowed:expr, $allowed_text:expr, $pattern:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
         #[serde(try_from = "String", into = "String")]
+        #[schemars(extend("pattern" = $pattern, "minLength" = 1, "maxLength" = $max))]
         pub struct $name(String);
 
         impl $name {
@@ -88,19 +89,19 @@ fn name_char(c: char) -> bool {
 string_id!(
     /// A game: lowercase letters, digits, `-`, `_`; at most 64 characters. No `:` so that
     /// the partition key `game_id:player_id` splits unambiguously.
-    GameId, 64, game_char, "a-z 0-9 - _"
+    GameId, 64, game_char, "a-z 0-9 - _", "^[a-z0-9][a-z0-9_-]*$"
 );
 string_id!(
     /// A player within a game: letters, digits, `-_.@`; at most 128 characters.
-    PlayerId, 128, player_char, "A-Z a-z 0-9 - _ . @"
+    PlayerId, 128, player_char, "A-Z a-z 0-9 - _ . @", "^[A-Za-z0-9_.@-]+$"
 );
 string_id!(
     /// A session id chosen by the client, or derived by the SessionActor.
-    SessionId, 64, name_char, "A-Z a-z 0-9 - _ . :"
+    SessionId, 64, name_char, "A-Z a-z 0-9 - _ . :", "^[A-Za-z0-9_.:-]+$"
 );
 string_id!(
     /// Items, levels, achievements, boards and virtual currencies.
-    Name, 64, name_char, "A-Z a-z 0-9 - _ . :"
+    Name, 64, name_char, "A-Z a-z 0-9 - _ . :", "^[A-Za-z0-9_.:-]+$"
 );
 
 impl GameId {

@@ -7,7 +7,7 @@ use std::fmt;
 /// An ISO 4217 currency code such as `USD` or `EUR`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schemars(with = "String")]
+#[schemars(with = "String", extend("pattern" = "^[A-Z]{3}$"))]
 pub struct Currency([u8; 3]);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +54,7 @@ impl fmt::Display for Currency {
 /// A positive amount of real money in the currency's minor units (cents for USD).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "i64", into = "i64")]
-#[schemars(with = "i64")]
+#[schemars(with = "i64", extend("minimum" = 1, "maximum" = 1_000_000_000))]
 pub struct MinorUnits(i64);
 
 impl MinorUnits {

@@ -101,6 +101,7 @@ pub enum BatchError {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireBatch<'a> {
     #[serde(borrow)]
     events: Vec<&'a RawValue>,
@@ -120,6 +121,11 @@ pub fn decode_batch(
 ) -> Result<DecodedEvents, BatchError> {
     if body.len() > limits.max_body_bytes {
         return Err(BatchError::TooLarge { bytes: body.len(), max: limits.max_body_bytes });
+    }
+    // serde would also accept a struct written as a JSON array (`[[...], "..."]`): refuse
+    // anything that does not even start like an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(BatchError::Malformed("a batch must be a JSON object with an `events` array".into()));
     }
     let batch: WireBatch<'_> =
         serde_json::from_slice(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
@@ -183,16 +189,15 @@ impl EventContext<'_> {
             })?,
             Some(_) => return Err(Rejection::new(RejectCode::InvalidField, "event_id", "must be a UUID string")),
         };
-        let reject = |r: Rejection| r;
         match fields.remove("game_id") {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == self.game.as_str() => {}
             Some(other) => {
-                return Err(reject(Rejection::new(
+                return Err(Rejection::new(
                     RejectCode::WrongGame,
                     "game_id",
                     format!("{other} is not the game of this API key ({})", self.game),
-                )))
+                ))
             }
         }
         let player_id = PlayerId::parse(required_str(&mut fields, "player_id")?)
@@ -213,9 +218,12 @@ impl EventContext<'_> {
                 ))
             }
         };
-        let client_ts_value = fields
-            .remove("client_ts")
-            .ok_or_else(|| Rejection::new(RejectCode::MissingField, "client_ts", "required"))?;
+        let client_ts_value = match fields.remove("client_ts") {
+            None | Some(Value::Null) => {
+                return Err(Rejection::new(RejectCode::MissingField, "client_ts", "required"))
+            }
+            Some(v) => v,
+        };
         let client_ts = parse_time(&client_ts_value)
             .map_err(|r| Rejection::new(RejectCode::BadTimestamp, "client_ts", r))?;
         let timestamp = correct_timestamp(client_ts, self.sent_at, self.received_at, self.limits)
@@ -230,13 +238,12 @@ impl EventContext<'_> {
         check_body(&body)?;
         let personal = match fields.remove("personal") {
             None | Some(Value::Null) => None,
-            Some(v) => {
-                let p: PersonalFields = serde_json::from_value(v).map_err(|e| {
-                    Rejection::new(RejectCode::InvalidField, "personal", e.to_string())
-                })?;
+            Some(v @ Value::Object(_)) => {
+                let p: PersonalFields = parse_object("personal", &v)?;
                 check_personal(&p)?;
                 Some(p)
             }
+            Some(_) => return Err(Rejection::new(RejectCode::InvalidField, "personal", "must be an object")),
         };
         Ok(EventEnvelope {
             event_id,
@@ -320,13 +327,44 @@ pub fn correct_timestamp(
     Ok(corrected)
 }
 
+/// Deserialises the object under `prefix` (`properties`, `personal`), naming the offending
+/// property in the rejection.
+fn parse_object<T: DeserializeOwned>(prefix: &str, value: &Value) -> Result<T, Rejection> {
+    let msg = match T::deserialize(value) {
+        Ok(parsed) => return Ok(parsed),
+        Err(e) => e.to_string(),
+    };
+    if let Some(name) = backticked(&msg, "missing field `") {
+        return Err(Rejection::new(RejectCode::MissingField, format!("{prefix}.{name}"), msg));
+    }
+    if let Some(name) = backticked(&msg, "unknown field `") {
+        return Err(Rejection::new(RejectCode::InvalidField, format!("{prefix}.{name}"), msg));
+    }
+    // serde does not say which property held a bad value: find the one whose removal makes
+    // the error go away (or turn into "missing field `name`"). No properties struct has more
+    // than a handful of fields, so a larger object must hold unknown ones too: don't search it
+    // (that would be quadratic in what a client sends).
+    const MAX_SEARCHED_KEYS: usize = 8;
+    let culprit = value.as_object().filter(|map| map.len() <= MAX_SEARCHED_KEYS).and_then(|map| {
+        map.keys().find(|key| {
+            let mut without = map.clone();
+            without.remove(*key);
+            match T::deserialize(&Value::Object(without)) {
+                Ok(_) => true,
+                Err(e) => backticked(&e.to_string(), "missing field `") == Some(key.as_str()),
+            }
+        })
+    });
+    let (field, reason) = match culprit {
+        Some(key) => (format!("{prefix}.{key}"), format!("{key}: {msg}")),
+        None => (prefix.to_string(), msg),
+    };
+    Err(Rejection::new(RejectCode::InvalidField, field, reason))
+}
+
 fn decode_body(type_name: &str, props: Value) -> Result<EventBody, Rejection> {
     fn parse<T: DeserializeOwned>(props: Value) -> Result<T, Rejection> {
-        serde_json::from_value(props).map_err(|e| {
-            let msg = e.to_string();
-            let code = if msg.starts_with("missing field") { RejectCode::MissingField } else { RejectCode::InvalidField };
-            Rejection::new(code, "properties", msg)
-        })
+        parse_object("properties", &props)
     }
     Ok(match type_name {
         "session_start" => EventBody::SessionStart(parse(props)?),
@@ -348,6 +386,12 @@ fn decode_body(type_name: &str, props: Value) -> Result<EventBody, Rejection> {
             ))
         }
     })
+}
+
+/// `name` in a serde message `{prefix}name` ... `.
+fn backticked<'m>(msg: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = msg.strip_prefix(prefix)?;
+    rest.split('`').next()
 }
 
 fn range(field: &str, value: i64, min: i64, max: i64) -> Result<(), Rejection> {
@@ -451,3 +495,6 @@ fn check_personal(p: &PersonalFields) -> Result<(), Rejection> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
