@@ -35,10 +35,7 @@ pub enum OpenError {
 }
 
 /// Opens (creating if needed) `<dir>/log.db` with `topics` and `<dir>/store.db`.
-pub async fn open_data_dir(
-    dir: &Path,
-    topics: &[gm_ports::TopicSpec],
-) -> Result<(SqliteLog, SqliteStore), OpenError> {
+pub async fn open_data_dir(dir: &Path, topics: &[gm_ports::TopicSpec]) -> Result<(SqliteLog, SqliteStore), OpenError> {
     std::fs::create_dir_all(dir).map_err(|e| OpenError::Dir(dir.display().to_string(), e))?;
     let log = SqliteLog::open(&dir.join("log.db"), topics).await?;
     let store = SqliteStore::open(&dir.join("store.db")).await?;

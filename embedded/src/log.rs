@@ -106,7 +106,10 @@ impl Shared {
 }
 
 enum Op {
-    Append { topic: String, rows: Vec<(u32, NewRecord)> },
+    Append {
+        topic: String,
+        rows: Vec<(u32, NewRecord)>,
+    },
     Commit {
         group: String,
         topic: String,
@@ -115,7 +118,11 @@ enum Op {
         offsets: Vec<Position>,
         outputs: Option<(String, Vec<(u32, NewRecord)>)>,
     },
-    Join { group: String, topic: String, partitions: u32 },
+    Join {
+        group: String,
+        topic: String,
+        partitions: u32,
+    },
     EnsureTopics(Vec<TopicSpec>),
     Shutdown,
 }
@@ -213,11 +220,7 @@ impl SqliteLog {
 
     async fn request(&self, op: Op) -> Result<Answer, LogError> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Request { op, reply })
-            .await
-            .map_err(|_| LogError::Unavailable("log closed".into()))?;
+        self.inner.writer.send(Request { op, reply }).await.map_err(|_| LogError::Unavailable("log closed".into()))?;
         rx.await.map_err(|_| LogError::Unavailable("log writer stopped".into()))?
     }
 
@@ -263,12 +266,13 @@ impl EventLog for SqliteLog {
         let mut conn = self.inner.reads.acquire().await.map_err(log_err)?;
         let mut out = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let max: Option<i64> = sqlx::query_scalar("SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ?")
-                .bind(topic)
-                .bind(i64::from(p))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(log_err)?;
+            let max: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ?")
+                    .bind(topic)
+                    .bind(i64::from(p))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(log_err)?;
             out.push(max.map_or(0, |m| to_u64(m) + 1));
         }
         Ok(out)
@@ -291,9 +295,7 @@ impl SqliteLog {
         let partitions = self.inner.shared.partitions(topic)?;
         // Subscribe before joining, so that no change after the join can be missed.
         let changes = self.inner.shared.changes.subscribe();
-        let answer = self
-            .request(Op::Join { group: group.to_string(), topic: topic.to_string(), partitions })
-            .await?;
+        let answer = self.request(Op::Join { group: group.to_string(), topic: topic.to_string(), partitions }).await?;
         let Answer::Joined { generation, committed } = answer else {
             return Err(LogError::Other("unexpected answer to join".into()));
         };
@@ -700,14 +702,9 @@ async fn run_batch(
     }
     if failure.is_none() && !tx.rows.is_empty() {
         let rows = std::mem::take(&mut tx.rows);
-        if let Err(e) = insert_rows(
-            conn,
-            "INSERT INTO records (topic, partition, offset, key, payload, ts_ms) VALUES",
-            "",
-            6,
-            rows,
-        )
-        .await
+        if let Err(e) =
+            insert_rows(conn, "INSERT INTO records (topic, partition, offset, key, payload, ts_ms) VALUES", "", 6, rows)
+                .await
         {
             failure = Some(e);
         }
@@ -884,7 +881,8 @@ mod tests {
         let log = open(&dir).await;
         let mut expected_next: BTreeMap<u32, u64> = BTreeMap::new();
         for round in 0..3 {
-            let records: Vec<NewRecord> = (0..40).map(|i| rec(&format!("game:p{i}"), &format!("{round}-{i}"))).collect();
+            let records: Vec<NewRecord> =
+                (0..40).map(|i| rec(&format!("game:p{i}"), &format!("{round}-{i}"))).collect();
             let positions = log.append("in", records.clone()).await.unwrap();
             assert_eq!(positions.len(), records.len());
             for (r, pos) in records.iter().zip(&positions) {
@@ -920,7 +918,8 @@ mod tests {
         }
         for recs in by_partition.values() {
             assert!(recs.iter().enumerate().all(|(i, r)| r.offset == i as u64));
-            let payloads: Vec<u32> = recs.iter().map(|r| String::from_utf8_lossy(&r.payload).parse().unwrap()).collect();
+            let payloads: Vec<u32> =
+                recs.iter().map(|r| String::from_utf8_lossy(&r.payload).parse().unwrap()).collect();
             assert!(payloads.windows(2).all(|w| w[0] < w[1]));
         }
         // Commit half of each partition, then close and reopen.
@@ -986,9 +985,7 @@ mod tests {
         let mut b = other.consumer("g", "in").await.unwrap();
         b.commit(&[Position { partition: p, offset: 7 }]).await.unwrap();
 
-        let stale = a
-            .commit_with_outputs("out", vec![rec("o3", "z")], &[Position { partition: p, offset: 10 }])
-            .await;
+        let stale = a.commit_with_outputs("out", vec![rec("o3", "z")], &[Position { partition: p, offset: 10 }]).await;
         assert!(matches!(stale, Err(LogError::Fenced(_))), "{stale:?}");
         assert_eq!(log.end_offsets("out").await.unwrap().iter().sum::<u64>(), 2, "no output written");
         assert_eq!(a.committed(p).await.unwrap(), Some(7), "offset unchanged");
@@ -1062,10 +1059,7 @@ mod tests {
         }
         let elapsed = started.elapsed();
         let total = tasks * appends * per;
-        eprintln!(
-            "appended {total} records in {elapsed:?}: {:.0} records/s",
-            total as f64 / elapsed.as_secs_f64()
-        );
+        eprintln!("appended {total} records in {elapsed:?}: {:.0} records/s", total as f64 / elapsed.as_secs_f64());
         assert_eq!(all.len(), total);
         let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for p in &all {

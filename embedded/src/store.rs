@@ -351,10 +351,8 @@ impl SnapshotStore for SqliteStore {
     async fn save(&self, partition: u32, next_offset: u64, players: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
         let mut w = self.begin().await?;
         let result = async {
-            let rows = players
-                .into_iter()
-                .map(|(k, state)| vec![V::T(k), V::I(i64::from(partition)), V::B(state)])
-                .collect();
+            let rows =
+                players.into_iter().map(|(k, state)| vec![V::T(k), V::I(i64::from(partition)), V::B(state)]).collect();
             insert_rows(
                 &mut w.conn,
                 "INSERT INTO snapshots (key, partition, state) VALUES",
@@ -390,11 +388,7 @@ impl SnapshotStore for SqliteStore {
 
 // ---------------------------------------------------------------- read models: writes
 
-async fn read_checkpoint(
-    conn: &mut SqliteConnection,
-    name: &str,
-    partition: u32,
-) -> Result<Option<u64>, StoreError> {
+async fn read_checkpoint(conn: &mut SqliteConnection, name: &str, partition: u32) -> Result<Option<u64>, StoreError> {
     let v: Option<i64> =
         sqlx::query_scalar("SELECT next_offset FROM projection_checkpoints WHERE projection = ? AND partition = ?")
             .bind(name)
@@ -675,7 +669,10 @@ impl ReadModelStore for SqliteStore {
         let result = async {
             for t in tables(projection) {
                 let rebuild = table_name(t.name, Target::Rebuild);
-                sqlx::query(&format!("DROP TABLE IF EXISTS {rebuild}")).execute(&mut w.conn).await.map_err(store_err)?;
+                sqlx::query(&format!("DROP TABLE IF EXISTS {rebuild}"))
+                    .execute(&mut w.conn)
+                    .await
+                    .map_err(store_err)?;
                 for ddl in std::iter::once(t.ddl).chain(t.indexes.iter().copied()) {
                     sqlx::query(&fill(ddl, &rebuild)).execute(&mut w.conn).await.map_err(store_err)?;
                 }
@@ -743,12 +740,7 @@ impl ReadModelStore for SqliteStore {
 
 /// The name an index template gives for `table` (the word after `EXISTS`).
 fn index_name(template: &str, table: &str) -> String {
-    fill(template, table)
-        .split_whitespace()
-        .skip_while(|w| *w != "EXISTS")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
+    fill(template, table).split_whitespace().skip_while(|w| *w != "EXISTS").nth(1).unwrap_or_default().to_string()
 }
 
 // ---------------------------------------------------------------- read models: queries
@@ -784,7 +776,8 @@ impl AnalyticsQueries for SqliteStore {
                 .map_err(store_err)?;
         let mut revenue_minor = BTreeMap::new();
         for r in revenue_rows {
-            revenue_minor.insert(r.try_get::<String, _>(0).map_err(store_err)?, r.try_get::<i64, _>(1).map_err(store_err)?);
+            revenue_minor
+                .insert(r.try_get::<String, _>(0).map_err(store_err)?, r.try_get::<i64, _>(1).map_err(store_err)?);
         }
         let ms = |i: usize| -> Result<DateTime<Utc>, StoreError> {
             let v: i64 = row.try_get(i).map_err(store_err)?;
@@ -917,13 +910,12 @@ impl AnalyticsQueries for SqliteStore {
     }
 
     async fn funnel(&self, game: &GameId) -> Result<Vec<FunnelStep>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT level_id, starts, completes, fails FROM funnel WHERE game_id = ? ORDER BY level_id",
-        )
-        .bind(game.as_str())
-        .fetch_all(&self.inner.reads)
-        .await
-        .map_err(store_err)?;
+        let rows =
+            sqlx::query("SELECT level_id, starts, completes, fails FROM funnel WHERE game_id = ? ORDER BY level_id")
+                .bind(game.as_str())
+                .fetch_all(&self.inner.reads)
+                .await
+                .map_err(store_err)?;
         rows.iter()
             .map(|row| {
                 let (starts, completes, fails) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
@@ -936,5 +928,343 @@ impl AnalyticsQueries for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gm_projections::model::{FunnelDelta, ProfileDelta, RevenueDelta, SessionDayDelta};
+    use gm_schemas::Currency;
+
+    fn game() -> GameId {
+        GameId::parse("space-race").unwrap()
+    }
+    fn player(p: &str) -> PlayerId {
+        PlayerId::parse(p).unwrap()
+    }
+    /// Day `n` of January 2024.
+    fn day(n: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 1, n).unwrap()
+    }
+    fn at(n: u32, hour: u32) -> DateTime<Utc> {
+        day(n).and_hms_opt(hour, 0, 0).unwrap().and_utc()
+    }
+    fn days(list: &[(&str, u32)]) -> Vec<PlayerDay> {
+        list.iter().map(|(p, d)| PlayerDay { game_id: game(), day: day(*d), player_id: player(p) }).collect()
+    }
+    fn range(from: u32, to: u32) -> DateRange {
+        DateRange::parse(day(from), day(to)).unwrap()
+    }
+    fn usd() -> Currency {
+        Currency::parse("USD").unwrap()
+    }
+    fn profile(p: &str, first: u32, last: u32, events: u64) -> ProfileDelta {
+        ProfileDelta {
+            game_id: game(),
+            player_id: player(p),
+            first_seen: at(first, 10),
+            last_seen: at(last, 10),
+            events,
+            sessions: 1,
+            playtime_seconds: 100,
+            purchases: 1,
+            levels_completed: 0,
+            xp: 5,
+            current_level: None,
+            country: Some("DE".into()),
+            language: None,
+            consent: None,
+            revenue: vec![(usd(), 199)],
+            last_seq: events,
+        }
+    }
+    fn funnel(level: &str, starts: u64) -> ChangeSet {
+        ChangeSet {
+            funnel: vec![FunnelDelta { game_id: game(), level_id: level.into(), starts, completes: 1, fails: 0 }],
+            ..Default::default()
+        }
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("store.db")).await.unwrap()
+    }
+
+    async fn raw_player_ids(store: &SqliteStore, table: &str) -> Vec<String> {
+        sqlx::query_scalar(&format!("SELECT player_id FROM {table} ORDER BY player_id"))
+            .fetch_all(&store.inner.reads)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn snapshots_and_watermark_are_saved_together_and_loaded_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        assert_eq!(store.watermark(1).await.unwrap(), None);
+        let players: Vec<(String, Vec<u8>)> = (0..1200).map(|i| (format!("g:p{i}"), vec![i as u8; 3])).collect();
+        store.save(1, 42, players).await.unwrap();
+        store.save(1, 50, vec![("g:p0".into(), vec![9])]).await.unwrap();
+        assert_eq!(store.watermark(1).await.unwrap(), Some(50));
+        assert_eq!(store.count().await.unwrap(), 1200);
+        let keys: Vec<String> = (0..1200).map(|i| format!("g:p{i}")).chain(["missing".to_string()]).collect();
+        let loaded: HashMap<String, Vec<u8>> = store.load_many(&keys).await.unwrap().into_iter().collect();
+        assert_eq!(loaded.len(), 1200);
+        assert_eq!(loaded["g:p0"], vec![9]);
+        assert_eq!(loaded["g:p7"], vec![7, 7, 7]);
+    }
+
+    #[tokio::test]
+    async fn apply_with_a_wrong_expected_checkpoint_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        store.apply(Target::Live, ProjectionName::Funnel, 0, None, 10, &funnel("l1", 4)).await.unwrap();
+        let err = store.apply(Target::Live, ProjectionName::Funnel, 0, Some(7), 20, &funnel("l1", 100)).await;
+        assert_eq!(err, Err(StoreError::Conflict { expected: Some(7), found: Some(10) }));
+        let err = store.apply(Target::Live, ProjectionName::Funnel, 1, Some(10), 20, &funnel("l2", 1)).await;
+        assert_eq!(err, Err(StoreError::Conflict { expected: Some(10), found: None }), "checkpoints are per partition");
+        let steps = store.funnel(&game()).await.unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].starts, 4);
+        assert_eq!(store.checkpoint(Target::Live, ProjectionName::Funnel, 0).await.unwrap(), Some(10));
+        assert_eq!(store.checkpoint(Target::Live, ProjectionName::Funnel, 1).await.unwrap(), None);
+        assert_eq!(store.checkpoint(Target::Live, ProjectionName::Sessions, 0).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn applying_the_same_batch_twice_counts_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let batch = ChangeSet {
+            revenue: vec![RevenueDelta {
+                game_id: game(),
+                day: day(1),
+                currency: usd(),
+                amount_minor: 500,
+                purchases: 2,
+            }],
+            payer_days: days(&[("p1", 1)]),
+            ..Default::default()
+        };
+        store.apply(Target::Live, ProjectionName::Revenue, 2, Some(100), 110, &batch).await.unwrap_err();
+        store.apply(Target::Live, ProjectionName::Revenue, 2, None, 110, &batch).await.unwrap();
+        let again = store.apply(Target::Live, ProjectionName::Revenue, 2, None, 110, &batch).await;
+        assert!(matches!(again, Err(StoreError::Conflict { .. })), "{again:?}");
+        let rows = store.revenue(&game(), range(1, 1)).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].revenue_minor, rows[0].purchases, rows[0].payers), (500, 2, 1));
+        // The next batch, with the right expected checkpoint, adds up.
+        store.apply(Target::Live, ProjectionName::Revenue, 2, Some(110), 120, &batch).await.unwrap();
+        let rows = store.revenue(&game(), range(1, 1)).await.unwrap();
+        assert_eq!((rows[0].revenue_minor, rows[0].purchases, rows[0].payers), (1000, 4, 1));
+    }
+
+    #[tokio::test]
+    async fn rebuild_swap_replaces_rows_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let activity = ProjectionName::DailyActivity;
+        let old = ChangeSet { active_days: days(&[("old1", 1), ("old2", 1)]), ..Default::default() };
+        store.apply(Target::Live, activity, 0, None, 100, &old).await.unwrap();
+        store.apply(Target::Live, activity, 1, None, 7, &old).await.unwrap();
+        store.apply(Target::Live, ProjectionName::Funnel, 0, None, 3, &funnel("l1", 1)).await.unwrap();
+        for round in 0..2 {
+            store.begin_rebuild(activity).await.unwrap();
+            assert_eq!(store.checkpoint(Target::Rebuild, activity, 0).await.unwrap(), None);
+            let new = ChangeSet { active_days: days(&[("new", 1)]), ..Default::default() };
+            store.apply(Target::Rebuild, activity, 0, None, 60 + round, &new).await.unwrap();
+            // Live is untouched until the swap.
+            if round == 0 {
+                assert_eq!(store.active_users(&game(), range(1, 1)).await.unwrap()[0].dau, 2);
+            }
+            store.finish_rebuild(activity).await.unwrap();
+            assert_eq!(store.active_users(&game(), range(1, 1)).await.unwrap()[0].dau, 1, "round {round}");
+            assert_eq!(raw_player_ids(&store, "player_days").await, vec!["new".to_string()]);
+            assert_eq!(store.checkpoint(Target::Live, activity, 0).await.unwrap(), Some(60 + round));
+            assert_eq!(store.checkpoint(Target::Live, activity, 1).await.unwrap(), None, "old checkpoints replaced");
+            assert_eq!(store.checkpoint(Target::Rebuild, activity, 0).await.unwrap(), None);
+        }
+        // Other projections are not touched; the index has its live name again.
+        assert_eq!(store.funnel(&game()).await.unwrap().len(), 1);
+        assert_eq!(store.checkpoint(Target::Live, ProjectionName::Funnel, 0).await.unwrap(), Some(3));
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'player_days'")
+                .fetch_all(&store.inner.reads)
+                .await
+                .unwrap();
+        assert_eq!(indexes, vec!["player_days_by_player".to_string()]);
+        // Finishing without a rebuild in progress fails and changes nothing.
+        assert!(store.finish_rebuild(activity).await.is_err());
+        assert_eq!(store.active_users(&game(), range(1, 1)).await.unwrap()[0].dau, 1);
+    }
+
+    /// p1 plays days 1..=10; p2 days 1 and 8; p3 day 10; p4 day 10. On day 10, p1 pays
+    /// 600 + 400 USD cents and p3 pays 500 EUR cents.
+    async fn hand_built(store: &SqliteStore) {
+        let mut active: Vec<(&str, u32)> = (1..=10).map(|d| ("p1", d)).collect();
+        active.extend([("p2", 1), ("p2", 8), ("p3", 10), ("p4", 10)]);
+        // Split in two batches, with an overlapping row, to show insert-or-ignore.
+        let (a, b) = active.split_at(6);
+        let mut b = b.to_vec();
+        b.push(("p1", 1));
+        store
+            .apply(
+                Target::Live,
+                ProjectionName::DailyActivity,
+                0,
+                None,
+                5,
+                &ChangeSet { active_days: days(a), ..Default::default() },
+            )
+            .await
+            .unwrap();
+        store
+            .apply(
+                Target::Live,
+                ProjectionName::DailyActivity,
+                0,
+                Some(5),
+                9,
+                &ChangeSet { active_days: days(&b), ..Default::default() },
+            )
+            .await
+            .unwrap();
+        let eur = Currency::parse("EUR").unwrap();
+        let revenue = ChangeSet {
+            revenue: vec![
+                RevenueDelta { game_id: game(), day: day(10), currency: usd(), amount_minor: 600, purchases: 1 },
+                RevenueDelta { game_id: game(), day: day(10), currency: usd(), amount_minor: 400, purchases: 1 },
+                RevenueDelta { game_id: game(), day: day(10), currency: eur, amount_minor: 500, purchases: 1 },
+            ],
+            payer_days: days(&[("p1", 10), ("p3", 10)]),
+            ..Default::default()
+        };
+        store.apply(Target::Live, ProjectionName::Revenue, 0, None, 3, &revenue).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn queries_compute_dau_wau_mau_and_revenue_per_payer_on_hand_built_change_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        hand_built(&store).await;
+
+        let au = store.active_users(&game(), range(8, 10)).await.unwrap();
+        let got: Vec<(NaiveDate, u64, u64, u64)> = au.iter().map(|d| (d.day, d.dau, d.wau, d.mau)).collect();
+        assert_eq!(got, vec![(day(8), 2, 2, 2), (day(9), 1, 2, 2), (day(10), 3, 4, 4)]);
+        assert!((au[0].stickiness - 1.0).abs() < 1e-9);
+        assert!((au[2].stickiness - 0.75).abs() < 1e-9);
+        // Day 1: p2's day-1 activity is inside the 30-day window of day 10 but not the 7-day one.
+        let au = store.active_users(&game(), range(1, 1)).await.unwrap();
+        assert_eq!((au[0].dau, au[0].wau, au[0].mau), (2, 2, 2));
+        let other = GameId::parse("other-game").unwrap();
+        assert_eq!(store.active_users(&other, range(10, 10)).await.unwrap()[0].dau, 0);
+        // Window edges: one play on day 1 counts in the WAU of day 7 (not 8), the MAU of day 30 (not 31).
+        let once = ChangeSet {
+            active_days: vec![PlayerDay { game_id: other.clone(), day: day(1), player_id: player("x") }],
+            ..Default::default()
+        };
+        store.apply(Target::Live, ProjectionName::DailyActivity, 5, None, 1, &once).await.unwrap();
+        let w: Vec<(u64, u64, u64)> =
+            store.active_users(&other, range(7, 8)).await.unwrap().iter().map(|d| (d.dau, d.wau, d.mau)).collect();
+        assert_eq!(w, vec![(0, 1, 1), (0, 0, 1)]);
+        let m: Vec<u64> = store.active_users(&other, range(30, 31)).await.unwrap().iter().map(|d| d.mau).collect();
+        assert_eq!(m, vec![1, 0]);
+
+        let rev = store.revenue(&game(), range(1, 31)).await.unwrap();
+        assert_eq!(rev.len(), 2, "only days/currencies with revenue: {rev:?}");
+        let eur = &rev[0];
+        let usd = &rev[1];
+        assert_eq!((eur.currency.as_str(), usd.currency.as_str()), ("EUR", "USD"));
+        assert_eq!((usd.revenue_minor, usd.purchases, usd.payers, usd.dau), (1000, 2, 2, 3));
+        assert!((usd.arppu_minor - 500.0).abs() < 1e-9);
+        assert!((usd.arpdau_minor - 1000.0 / 3.0).abs() < 1e-9);
+        assert!((usd.conversion - 2.0 / 3.0).abs() < 1e-9);
+        assert!((eur.arppu_minor - 250.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn sessions_funnel_and_profiles_are_aggregated_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let mut buckets = [0; 7];
+        buckets[1] = 1;
+        let s = ChangeSet {
+            session_days: vec![SessionDayDelta {
+                game_id: game(),
+                day: day(10),
+                started: 2,
+                closed: 1,
+                total_length_seconds: 120,
+                buckets,
+            }],
+            ..Default::default()
+        };
+        store.apply(Target::Live, ProjectionName::Sessions, 0, None, 1, &s).await.unwrap();
+        store.apply(Target::Live, ProjectionName::Sessions, 0, Some(1), 2, &s).await.unwrap();
+        let days = store.sessions(&game(), range(9, 10)).await.unwrap();
+        assert_eq!(days.len(), 2);
+        assert_eq!((days[0].sessions_started, days[0].average_length_seconds), (0, 0.0));
+        assert_eq!((days[1].sessions_started, days[1].sessions_closed), (4, 2));
+        assert!((days[1].average_length_seconds - 120.0).abs() < 1e-9);
+        assert_eq!(days[1].length_distribution[1].bucket, SESSION_BUCKETS[1].0);
+        assert_eq!(days[1].length_distribution[1].sessions, 2);
+        assert_eq!(days[1].length_distribution.len(), 7);
+
+        store.apply(Target::Live, ProjectionName::Funnel, 0, None, 1, &funnel("level-2", 5)).await.unwrap();
+        store.apply(Target::Live, ProjectionName::Funnel, 0, Some(1), 2, &funnel("level-1", 4)).await.unwrap();
+        let steps = store.funnel(&game()).await.unwrap();
+        assert_eq!(steps.iter().map(|s| s.level_id.as_str()).collect::<Vec<_>>(), vec!["level-1", "level-2"]);
+        assert!((steps[0].completion_rate - 0.25).abs() < 1e-9);
+
+        let mut second = profile("p1", 2, 5, 3);
+        second.country = None;
+        second.current_level = Some("level-2".into());
+        second.consent = Some((true, false));
+        let first = ChangeSet { profiles: vec![profile("p1", 3, 4, 2)], ..Default::default() };
+        let second = ChangeSet { profiles: vec![second], ..Default::default() };
+        store.apply(Target::Live, ProjectionName::PlayerProfiles, 0, None, 1, &first).await.unwrap();
+        store.apply(Target::Live, ProjectionName::PlayerProfiles, 0, Some(1), 2, &second).await.unwrap();
+        let p = store.player_profile(&game(), &player("p1")).await.unwrap().unwrap();
+        assert_eq!((p.first_seen, p.last_seen), (at(2, 10), at(5, 10)));
+        assert_eq!((p.events, p.sessions, p.playtime_seconds, p.purchases, p.xp, p.last_seq), (5, 2, 200, 2, 10, 3));
+        assert_eq!(p.country.as_deref(), Some("DE"), "a None delta keeps the setting");
+        assert_eq!(p.current_level.as_deref(), Some("level-2"));
+        assert_eq!((p.consent_analytics, p.consent_personalisation), (Some(true), Some(false)));
+        assert_eq!(p.revenue_minor.get("USD"), Some(&398));
+        assert_eq!(store.player_profile(&game(), &player("p9")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn erasure_removes_the_profile_and_keeps_dau_and_payer_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        hand_built(&store).await;
+        let profiles =
+            ChangeSet { profiles: vec![profile("p1", 1, 10, 4), profile("p3", 10, 10, 1)], ..Default::default() };
+        store.apply(Target::Live, ProjectionName::PlayerProfiles, 0, None, 1, &profiles).await.unwrap();
+        let before_au = store.active_users(&game(), range(1, 10)).await.unwrap();
+        let before_rev = store.revenue(&game(), range(10, 10)).await.unwrap();
+
+        let erased = vec![(game(), player("p1"))];
+        for (projection, expected) in
+            [(ProjectionName::PlayerProfiles, 1), (ProjectionName::DailyActivity, 9), (ProjectionName::Revenue, 3)]
+        {
+            let c = ChangeSet { erased: erased.clone(), ..Default::default() };
+            store.apply(Target::Live, projection, 0, Some(expected), expected + 1, &c).await.unwrap();
+        }
+        assert_eq!(store.player_profile(&game(), &player("p1")).await.unwrap(), None);
+        assert!(store.player_profile(&game(), &player("p3")).await.unwrap().is_some(), "others untouched");
+        let revenue_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profile_revenue WHERE player_id = 'p1'")
+            .fetch_one(&store.inner.reads)
+            .await
+            .unwrap();
+        assert_eq!(revenue_rows, 0);
+        for table in ["player_days", "payer_days"] {
+            let ids = raw_player_ids(&store, table).await;
+            assert!(!ids.iter().any(|id| id == "p1"), "{table}: {ids:?}");
+            assert!(ids.iter().any(|id| id.starts_with("erased-")), "{table}: {ids:?}");
+        }
+        assert_eq!(store.active_users(&game(), range(1, 10)).await.unwrap(), before_au);
+        assert_eq!(store.revenue(&game(), range(10, 10)).await.unwrap(), before_rev);
     }
 }
