@@ -124,11 +124,13 @@ enum Op {
         partitions: u32,
     },
     EnsureTopics(Vec<TopicSpec>),
+    Compact(String),
     Shutdown,
 }
 
 enum Answer {
     Positions(Vec<Position>),
+    Removed(u64),
     Joined { generation: u64, committed: Vec<Option<u64>> },
     Done,
 }
@@ -195,7 +197,7 @@ impl SqliteLog {
         ready_rx.await.map_err(|_| LogError::Other("log writer failed to start".into()))??;
 
         let reads = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(crate::sql::options(path).pragma("query_only", "ON"))
@@ -209,6 +211,25 @@ impl SqliteLog {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Log compaction of a compacted topic: removes every record that has a later record
+    /// with the same key in its partition (the latest value of each key, tombstones
+    /// included, stays; offsets of the remaining records do not change, so a partition's
+    /// end offset is kept). Returns how many records were removed. Refused for a topic that
+    /// is not compacted.
+    pub async fn compact(&self, topic: &str) -> Result<u64, LogError> {
+        let compacted = {
+            let topics = self.inner.shared.topics.read().map_err(|_| LogError::Other("topics lock poisoned".into()))?;
+            topics.get(topic).map(|t| t.compacted).ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?
+        };
+        if !compacted {
+            return Err(LogError::Other(format!("topic {topic} is not compacted")));
+        }
+        match self.request(Op::Compact(topic.to_string())).await? {
+            Answer::Removed(n) => Ok(n),
+            _ => Err(LogError::Other("unexpected answer to compact".into())),
+        }
     }
 
     /// Finishes pending writes and closes the database. Later calls on any clone fail
@@ -391,27 +412,30 @@ impl SqliteConsumer {
     }
 
     /// Reads up to `max` records, fairly across partitions: each partition first gets an
-    /// equal share, then partitions that filled their share get what is left.
+    /// equal share, then partitions that filled their share get what is left. Cancel-safe:
+    /// positions only move, all at once, after every read succeeded (a `poll` dropped by a
+    /// `select!` loses no record).
     async fn fetch(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
         let n = self.partitions as usize;
         let max = max.max(1);
         let share = max.div_ceil(n).max(1);
+        let mut positions = self.positions.clone();
         let mut conn = self.log.inner.reads.acquire().await.map_err(log_err)?;
         let mut out: Vec<Record> = Vec::new();
         let mut full = Vec::new();
-        let order: Vec<u32> = (0..self.partitions).map(|i| (self.next_first + i) % self.partitions).collect();
-        self.next_first = (self.next_first + 1) % self.partitions;
-        for &p in &order {
+        let first = self.next_first;
+        for i in 0..self.partitions {
+            let p = (first + i) % self.partitions;
             let limit = share.min(max - out.len());
             if limit == 0 {
                 break;
             }
-            let recs = read_partition(&mut conn, &self.topic, p, self.positions[p as usize], limit).await?;
+            let recs = read_partition(&mut conn, &self.topic, p, positions[p as usize], limit).await?;
             if recs.len() == limit {
                 full.push(p);
             }
             if let Some(last) = recs.last() {
-                self.positions[p as usize] = last.offset + 1;
+                positions[p as usize] = last.offset + 1;
             }
             out.extend(recs);
         }
@@ -420,12 +444,14 @@ impl SqliteConsumer {
             if limit == 0 {
                 break;
             }
-            let recs = read_partition(&mut conn, &self.topic, p, self.positions[p as usize], limit).await?;
+            let recs = read_partition(&mut conn, &self.topic, p, positions[p as usize], limit).await?;
             if let Some(last) = recs.last() {
-                self.positions[p as usize] = last.offset + 1;
+                positions[p as usize] = last.offset + 1;
             }
             out.extend(recs);
         }
+        self.positions = positions;
+        self.next_first = (first + 1) % self.partitions;
         Ok(out)
     }
 
@@ -822,6 +848,18 @@ async fn handle(
             load_topics(conn, shared).await?;
             Ok(Ok(Answer::Done))
         }
+        Op::Compact(topic) => {
+            let removed = sqlx::query(
+                "DELETE FROM records WHERE topic = ?1 AND (partition, offset) NOT IN
+                     (SELECT partition, MAX(offset) FROM records WHERE topic = ?1 GROUP BY partition, key)",
+            )
+            .bind(&topic)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            tx.changed |= removed > 0;
+            Ok(Ok(Answer::Removed(removed)))
+        }
         Op::Shutdown => Ok(Ok(Answer::Done)),
     }
 }
@@ -1018,6 +1056,58 @@ mod tests {
         let mut other = log.consumer("h", "in").await.unwrap();
         assert!(matches!(other.poll(10, Duration::from_millis(10)).await.unwrap(), Polled::Assigned(_)));
         assert_eq!(second.poll(10, Duration::from_millis(10)).await.unwrap(), Polled::Idle);
+    }
+
+    #[tokio::test]
+    async fn poll_is_fair_across_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir).await;
+        // 100 records on each partition.
+        let mut keys: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for i in 0.. {
+            let k = format!("k{i}");
+            keys.entry(partition_for(&k, 3)).or_default().push(k);
+            if keys.values().all(|v| v.len() >= 100) && keys.len() == 3 {
+                break;
+            }
+        }
+        for ks in keys.values() {
+            log.append("in", ks.iter().take(100).map(|k| rec(k, "v")).collect()).await.unwrap();
+        }
+        let mut c = log.consumer("g", "in").await.unwrap();
+        assert!(matches!(c.poll(30, Duration::from_millis(10)).await.unwrap(), Polled::Assigned(_)));
+        let Polled::Records(got) = c.poll(30, Duration::from_millis(100)).await.unwrap() else { panic!("no records") };
+        assert_eq!(got.len(), 30);
+        for p in 0..3 {
+            assert_eq!(got.iter().filter(|r| r.partition == p).count(), 10, "partition {p}");
+        }
+        // When only one partition has data left, it gets the whole budget.
+        log.append("in", (0..50).map(|_| rec(&keys[&1][0], "more")).collect()).await.unwrap();
+        c.seek(0, 100);
+        c.seek(2, 100);
+        c.seek(1, 100);
+        let Polled::Records(got) = c.poll(30, Duration::from_millis(100)).await.unwrap() else { panic!("no records") };
+        assert_eq!(got.len(), 30);
+        assert!(got.iter().all(|r| r.partition == 1));
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_the_latest_record_of_each_key_and_the_end_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteLog::open(
+            &dir.path().join("log.db"),
+            &[spec("in", 3), TopicSpec { name: "recs".into(), partitions: 1, compacted: true }],
+        )
+        .await
+        .unwrap();
+        log.append("recs", vec![rec("a", "1"), rec("b", "1"), rec("a", "2"), rec("b", "")]).await.unwrap();
+        assert!(log.compact("in").await.is_err(), "not a compacted topic");
+        assert_eq!(log.compact("recs").await.unwrap(), 2);
+        let left: Vec<(u64, String, Vec<u8>)> =
+            log.read("recs", 0, 0, 10).await.unwrap().into_iter().map(|r| (r.offset, r.key, r.payload)).collect();
+        assert_eq!(left, vec![(2, "a".into(), b"2".to_vec()), (3, "b".into(), vec![])]);
+        assert_eq!(log.end_offsets("recs").await.unwrap(), vec![4]);
+        assert_eq!(log.append("recs", vec![rec("c", "1")]).await.unwrap()[0].offset, 4);
     }
 
     #[tokio::test]
