@@ -1,0 +1,262 @@
+//! Helpers shared by the end-to-end tests: start the platform, query it, and compute every
+//! expected figure independently from what the simulator had acknowledged.
+#![allow(dead_code)]
+
+use chrono::NaiveDate;
+use gamemetrics::config::Config;
+use gamemetrics::platform::Platform;
+use gamemetrics::simulate::{SentEvent, SimulateOptions};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const GAME: &str = "sim-1";
+pub const KEY: &str = "sim-key-0001";
+
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::load(None).expect("default configuration loads");
+    config.data_dir = data_dir.to_path_buf();
+    config.http.bind = "127.0.0.1:0".into();
+    // Small snapshot intervals so that recovery from snapshots is exercised.
+    config.actors.snapshot_every_events = 500;
+    config.actors.snapshot_every_ms = 500;
+    config
+}
+
+/// The platform on a random port with a fresh data directory (`spawn_app`).
+pub async fn spawn_app(data_dir: &Path) -> Platform {
+    let config = test_config(data_dir);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    Platform::start_on(&config, listener).await.expect("platform starts")
+}
+
+pub fn sim_options(url: &str, players: usize) -> SimulateOptions {
+    SimulateOptions {
+        url: url.to_string(),
+        games: vec![(GAME.into(), KEY.into())],
+        players_per_game: players,
+        rate: 0.0,
+        duration: None,
+        days: 1,
+        seed: 7,
+        batch_size: 50,
+        lanes: 4,
+        progress: false,
+        retry_for: Duration::from_secs(60),
+    }
+}
+
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut response = client
+        .get(url)
+        .insert_header(("Authorization", format!("Bearer {KEY}")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().limit(64 * 1024 * 1024).await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub async fn post_events(base: &str, key: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut request = client.post(format!("{base}/v1/events")).insert_header(("Content-Type", "application/json"));
+    if let Some(key) = key {
+        request = request.insert_header(("Authorization", format!("Bearer {key}")));
+    }
+    let mut response = request.send_body(body).await.expect("POST /v1/events");
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Retries `check` until it returns Ok or `timeout` passes; then returns the last error.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => actix_rt::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Every figure the read models must show, computed from the acknowledged events alone
+/// (deduplicated by event id, as a duplicate must count once).
+#[derive(Debug, Default, PartialEq)]
+pub struct Expected {
+    pub dau: BTreeMap<NaiveDate, u64>,
+    /// (day, currency) → (revenue, purchases)
+    pub revenue: BTreeMap<(NaiveDate, String), (i64, u64)>,
+    pub payers: BTreeMap<NaiveDate, u64>,
+    /// day → (started, closed, total length)
+    pub sessions: BTreeMap<NaiveDate, (u64, u64, u64)>,
+    /// level → (starts, completes, fails)
+    pub funnel: BTreeMap<String, (u64, u64, u64)>,
+    /// player → (events, sessions, purchases, levels completed, xp)
+    pub profiles: BTreeMap<String, (u64, u64, u64, u64, i64)>,
+}
+
+impl Expected {
+    pub fn from_events(events: &[SentEvent]) -> Self {
+        let mut seen = BTreeSet::new();
+        let events: Vec<&SentEvent> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
+        let mut e = Expected::default();
+        let mut active: BTreeMap<NaiveDate, BTreeSet<&str>> = BTreeMap::new();
+        let mut payers: BTreeMap<NaiveDate, BTreeSet<&str>> = BTreeMap::new();
+        let mut session_start: HashMap<&str, chrono::DateTime<chrono::Utc>> = HashMap::new();
+        for ev in &events {
+            let day = ev.timestamp.date_naive();
+            active.entry(day).or_default().insert(&ev.player_id);
+            let profile = e.profiles.entry(ev.player_id.clone()).or_default();
+            profile.0 += 1;
+            match ev.kind() {
+                "session_start" => {
+                    session_start.insert(&ev.session_id, ev.timestamp);
+                    e.sessions.entry(day).or_default().0 += 1;
+                    profile.1 += 1;
+                }
+                "purchase" => {
+                    let currency = ev.prop("currency").as_str().unwrap().to_string();
+                    let r = e.revenue.entry((day, currency)).or_default();
+                    r.0 += ev.prop("amount_minor").as_i64().unwrap();
+                    r.1 += 1;
+                    payers.entry(day).or_default().insert(&ev.player_id);
+                    profile.2 += 1;
+                }
+                "progression" => {
+                    let f = e.funnel.entry(ev.prop("level_id").as_str().unwrap().to_string()).or_default();
+                    match ev.prop("status").as_str().unwrap() {
+                        "start" => f.0 += 1,
+                        "complete" => {
+                            f.1 += 1;
+                            profile.3 += 1;
+                            profile.4 += ev.prop("score").as_i64().unwrap_or(0);
+                        }
+                        _ => f.2 += 1,
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Sessions close on their session_end; length = end − start, counted on the start day.
+        for ev in &events {
+            if ev.kind() == "session_end" {
+                if let Some(start) = session_start.get(ev.session_id.as_str()) {
+                    let s = e.sessions.entry(start.date_naive()).or_default();
+                    s.1 += 1;
+                    s.2 += (ev.timestamp - *start).num_seconds() as u64;
+                }
+            }
+        }
+        e.dau = active.into_iter().map(|(d, p)| (d, p.len() as u64)).collect();
+        e.payers = payers.into_iter().map(|(d, p)| (d, p.len() as u64)).collect();
+        e
+    }
+
+    pub fn first_day(&self) -> NaiveDate {
+        *self.dau.keys().next().expect("some events")
+    }
+    pub fn last_day(&self) -> NaiveDate {
+        *self.dau.keys().last().expect("some events")
+    }
+}
+
+/// Reads every read model through the gateway and compares it with `expected`.
+pub async fn compare_read_models(base: String, expected: &Expected, sample_players: usize) -> Result<(), String> {
+    let (from, to) = (expected.first_day(), expected.last_day());
+    let range = format!("from={from}&to={to}");
+
+    let (_, active) = get_json(&format!("{base}/v1/analytics/{GAME}/active-users?{range}")).await;
+    let dau: BTreeMap<NaiveDate, u64> = active["days"]
+        .as_array()
+        .ok_or("active-users: no days")?
+        .iter()
+        .filter(|d| d["dau"].as_u64().unwrap_or(0) > 0)
+        .map(|d| (d["day"].as_str().unwrap().parse().unwrap(), d["dau"].as_u64().unwrap()))
+        .collect();
+    if dau != expected.dau {
+        return Err(format!("DAU differs: got {dau:?}, expected {:?}", expected.dau));
+    }
+
+    let (_, revenue) = get_json(&format!("{base}/v1/analytics/{GAME}/revenue?{range}")).await;
+    let mut got_revenue = BTreeMap::new();
+    let mut got_payers = BTreeMap::new();
+    for d in revenue["days"].as_array().ok_or("revenue: no days")? {
+        let day: NaiveDate = d["day"].as_str().unwrap().parse().unwrap();
+        got_revenue.insert(
+            (day, d["currency"].as_str().unwrap().to_string()),
+            (d["revenue_minor"].as_i64().unwrap(), d["purchases"].as_u64().unwrap()),
+        );
+        got_payers.insert(day, d["payers"].as_u64().unwrap());
+    }
+    if got_revenue != expected.revenue {
+        return Err(format!("revenue differs: got {got_revenue:?}, expected {:?}", expected.revenue));
+    }
+    if got_payers != expected.payers {
+        return Err(format!("payers differ: got {got_payers:?}, expected {:?}", expected.payers));
+    }
+
+    let (_, sessions) = get_json(&format!("{base}/v1/analytics/{GAME}/sessions?{range}")).await;
+    let mut got_sessions = BTreeMap::new();
+    for d in sessions["days"].as_array().ok_or("sessions: no days")? {
+        let started = d["sessions_started"].as_u64().unwrap();
+        let closed = d["sessions_closed"].as_u64().unwrap();
+        if started == 0 && closed == 0 {
+            continue;
+        }
+        let total = (d["average_length_seconds"].as_f64().unwrap() * closed as f64).round() as u64;
+        let bucket_sum: u64 = d["length_distribution"].as_array().unwrap().iter().map(|b| b["sessions"].as_u64().unwrap()).sum();
+        if bucket_sum != closed {
+            return Err(format!("length distribution of {} sums to {bucket_sum}, not {closed}", d["day"]));
+        }
+        got_sessions.insert(d["day"].as_str().unwrap().parse::<NaiveDate>().unwrap(), (started, closed, total));
+    }
+    if got_sessions != expected.sessions {
+        return Err(format!("sessions differ: got {got_sessions:?}, expected {:?}", expected.sessions));
+    }
+
+    let (_, funnel) = get_json(&format!("{base}/v1/analytics/{GAME}/funnel")).await;
+    let got_funnel: BTreeMap<String, (u64, u64, u64)> = funnel["steps"]
+        .as_array()
+        .ok_or("funnel: no steps")?
+        .iter()
+        .map(|s| {
+            (
+                s["level_id"].as_str().unwrap().to_string(),
+                (s["starts"].as_u64().unwrap(), s["completes"].as_u64().unwrap(), s["fails"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    if got_funnel != expected.funnel {
+        return Err(format!("funnel differs: got {got_funnel:?}, expected {:?}", expected.funnel));
+    }
+
+    let step = (expected.profiles.len() / sample_players.max(1)).max(1);
+    for (player, want) in expected.profiles.iter().step_by(step) {
+        let (status, p) = get_json(&format!("{base}/v1/players/{GAME}/{player}")).await;
+        if status != 200 {
+            return Err(format!("profile of {player}: HTTP {status}"));
+        }
+        let got = (
+            p["events"].as_u64().unwrap(),
+            p["sessions"].as_u64().unwrap(),
+            p["purchases"].as_u64().unwrap(),
+            p["levels_completed"].as_u64().unwrap(),
+            p["xp"].as_i64().unwrap(),
+        );
+        if got != *want {
+            return Err(format!("profile of {player} differs: got {got:?}, expected {want:?}"));
+        }
+    }
+    Ok(())
+}
