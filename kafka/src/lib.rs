@@ -1,0 +1,1 @@
+//! gm-kafka (being written).

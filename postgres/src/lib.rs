@@ -1,0 +1,1 @@
+//! gm-postgres (being written).

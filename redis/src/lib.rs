@@ -1,0 +1,1 @@
+//! gm-redis (being written).
