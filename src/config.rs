@@ -82,8 +82,8 @@ fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
 impl Config {
     /// Loads defaults, then `file` when given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file.to_path_buf()).required(true));
         }

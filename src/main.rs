@@ -146,11 +146,12 @@ async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
     };
     let (log, store) = open_storage(config).await?;
     let bar = indicatif::ProgressBar::new(0);
-    let applied = gm_projections::worker::rebuild(projection, log.clone(), store, gm_telemetry::Metrics::new(), |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .await?;
+    let applied =
+        gm_projections::worker::rebuild(projection, log.clone(), store, gm_telemetry::Metrics::new(), |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await?;
     bar.finish();
     println!("rebuilt {projection} from {applied} processed events and swapped it in");
     log.close().await;

@@ -21,7 +21,11 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
     vec![
         TopicSpec { name: topics::RAW.into(), partitions: config.log.raw_partitions, compacted: false },
         TopicSpec { name: topics::PROCESSED.into(), partitions: config.log.processed_partitions, compacted: false },
-        TopicSpec { name: topics::RECOMMENDATIONS.into(), partitions: config.log.processed_partitions, compacted: true },
+        TopicSpec {
+            name: topics::RECOMMENDATIONS.into(),
+            partitions: config.log.processed_partitions,
+            compacted: true,
+        },
         TopicSpec { name: topics::DLQ.into(), partitions: 1, compacted: false },
     ]
 }
@@ -49,7 +53,8 @@ impl Platform {
     /// Opens storage, starts the actors, the projection workers and the gateway. Must run
     /// inside an actix system (`#[actix_web::main]`, `#[actix_rt::test]`).
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
+        let listener =
+            TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
         Self::start_on(config, listener).await
     }
 
@@ -84,11 +89,8 @@ impl Platform {
         }
         readiness.set_ready("projections", true);
 
-        let api_keys = config
-            .api_key_pairs()?
-            .into_iter()
-            .map(|(game_id, key)| ApiKeyConfig { game_id, key })
-            .collect();
+        let api_keys =
+            config.api_key_pairs()?.into_iter().map(|(game_id, key)| ApiKeyConfig { game_id, key }).collect();
         let gateway = GatewayConfig { api_keys, limits: config.limits(), request_timeout: config.request_timeout() };
         let state = AppState::new(gateway, log.producer(), store.clone(), metrics.clone(), readiness.clone());
         let addr = listener.local_addr()?;

@@ -11,10 +11,10 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -147,7 +147,14 @@ pub fn plan(options: &SimulateOptions, now: DateTime<Utc>) -> Vec<SentEvent> {
     events
 }
 
-fn plan_player(rng: &mut StdRng, game: &str, player: &str, from: DateTime<Utc>, until: DateTime<Utc>, out: &mut Vec<SentEvent>) {
+fn plan_player(
+    rng: &mut StdRng,
+    game: &str,
+    player: &str,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    out: &mut Vec<SentEvent>,
+) {
     let span = (until - from).num_seconds().max(3600);
     // First visit somewhere in the window; then return visits until the player churns.
     let mut t = from + ChronoDuration::seconds(rng.random_range(0..span - 1800));
@@ -181,7 +188,13 @@ fn plan_player(rng: &mut StdRng, game: &str, player: &str, from: DateTime<Utc>, 
             let level_id = format!("level-{level}");
             let body = match rng.random_range(0..100) {
                 0..=34 => {
-                    ev(rng, t, &session, json!({"type": "progression", "properties": {"status": "start", "level_id": level_id}}), out);
+                    ev(
+                        rng,
+                        t,
+                        &session,
+                        json!({"type": "progression", "properties": {"status": "start", "level_id": level_id}}),
+                        out,
+                    );
                     t += ChronoDuration::seconds(rng.random_range(20..300));
                     if rng.random_bool(0.65) {
                         let score = rng.random_range(100..5000);
@@ -192,14 +205,28 @@ fn plan_player(rng: &mut StdRng, game: &str, player: &str, from: DateTime<Utc>, 
                     }
                 }
                 35..=42 => {
-                    let currency = match rng.random_range(0..10) { 0..=6 => "USD", 7..=8 => "EUR", _ => "GBP" };
+                    let currency = match rng.random_range(0..10) {
+                        0..=6 => "USD",
+                        7..=8 => "EUR",
+                        _ => "GBP",
+                    };
                     json!({"type": "purchase", "properties": {"amount_minor": PRICES[rng.random_range(0..PRICES.len())], "currency": currency, "item_id": ITEMS[rng.random_range(0..ITEMS.len())]}})
                 }
-                43..=55 => json!({"type": "resource", "properties": {"flow": if rng.random_bool(0.5) {"source"} else {"sink"}, "virtual_currency": "gold", "amount": rng.random_range(1..500)}}),
-                56..=68 => json!({"type": "score", "properties": {"board": "arena", "value": rng.random_range(0..100_000)}}),
-                69..=74 => json!({"type": "achievement", "properties": {"achievement_id": format!("ach-{}", rng.random_range(1..20))}}),
-                75..=84 => json!({"type": "item_use", "properties": {"item_id": ITEMS[rng.random_range(0..ITEMS.len())], "quantity": 1}}),
-                _ => json!({"type": "design", "properties": {"event_id": format!("tutorial:step{}", rng.random_range(1..6)), "value": rng.random_range(0..100)}}),
+                43..=55 => {
+                    json!({"type": "resource", "properties": {"flow": if rng.random_bool(0.5) {"source"} else {"sink"}, "virtual_currency": "gold", "amount": rng.random_range(1..500)}})
+                }
+                56..=68 => {
+                    json!({"type": "score", "properties": {"board": "arena", "value": rng.random_range(0..100_000)}})
+                }
+                69..=74 => {
+                    json!({"type": "achievement", "properties": {"achievement_id": format!("ach-{}", rng.random_range(1..20))}})
+                }
+                75..=84 => {
+                    json!({"type": "item_use", "properties": {"item_id": ITEMS[rng.random_range(0..ITEMS.len())], "quantity": 1}})
+                }
+                _ => {
+                    json!({"type": "design", "properties": {"event_id": format!("tutorial:step{}", rng.random_range(1..6)), "value": rng.random_range(0..100)}})
+                }
             };
             ev(rng, t, &session, body, out);
         }
@@ -244,8 +271,10 @@ pub async fn send(options: SimulateOptions, events: Vec<SentEvent>) -> Simulatio
     let progress = if options.progress {
         let bar = indicatif::ProgressBar::new(events.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {
@@ -297,7 +326,13 @@ pub async fn send(options: SimulateOptions, events: Vec<SentEvent>) -> Simulatio
     report
 }
 
-async fn send_batch(client: &awc::Client, options: &SimulateOptions, key: &str, batch: &[SentEvent], report: &RefCell<SimulationReport>) {
+async fn send_batch(
+    client: &awc::Client,
+    options: &SimulateOptions,
+    key: &str,
+    batch: &[SentEvent],
+    report: &RefCell<SimulationReport>,
+) {
     // No sent_at: the simulated clocks are right, so timestamps stay exactly as planned and
     // tests can compute every figure from them.
     let body = json!({"events": batch.iter().map(SentEvent::wire).collect::<Vec<_>>()});

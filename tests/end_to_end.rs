@@ -20,9 +20,7 @@ async fn a_simulated_day_of_1000_players_matches_independent_counts() {
     assert!(report.accepted.len() > 10_000, "a day of 1,000 players: {}", report.summary());
     let expected = Expected::from_events(&report.accepted);
     assert!(expected.dau.len() >= 2, "the day spans two UTC dates: {:?}", expected.dau);
-    eventually(Duration::from_secs(120), || compare_read_models(app.url(), &expected, 50))
-        .await
-        .unwrap();
+    eventually(Duration::from_secs(120), || compare_read_models(app.url(), &expected, 50)).await.unwrap();
     app.stop().await;
 }
 
@@ -85,7 +83,16 @@ async fn bad_input_gets_4xx_with_reasons_and_good_events_still_land() {
     let codes: Vec<&str> = results.iter().map(|r| r["code"].as_str().unwrap_or("accepted")).collect();
     assert_eq!(
         codes,
-        ["accepted", "invalid_field", "invalid_field", "unknown_type", "bad_timestamp", "bad_timestamp", "invalid_field", "accepted"]
+        [
+            "accepted",
+            "invalid_field",
+            "invalid_field",
+            "unknown_type",
+            "bad_timestamp",
+            "bad_timestamp",
+            "invalid_field",
+            "accepted"
+        ]
     );
     for r in results.iter().filter(|r| r["status"] == "rejected") {
         assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
@@ -97,8 +104,15 @@ async fn bad_input_gets_4xx_with_reasons_and_good_events_still_land() {
         let base = base.clone();
         async move {
             let (_, revenue) = get_json(&format!("{base}/v1/analytics/{GAME}/revenue?from={today}&to={today}")).await;
-            let total: i64 = revenue["days"].as_array().map(|d| d.iter().map(|r| r["revenue_minor"].as_i64().unwrap()).sum()).unwrap_or(0);
-            if total == 599 { Ok(()) } else { Err(format!("revenue {revenue}")) }
+            let total: i64 = revenue["days"]
+                .as_array()
+                .map(|d| d.iter().map(|r| r["revenue_minor"].as_i64().unwrap()).sum())
+                .unwrap_or(0);
+            if total == 599 {
+                Ok(())
+            } else {
+                Err(format!("revenue {revenue}"))
+            }
         }
     })
     .await
@@ -118,9 +132,10 @@ async fn rebuilding_each_projection_from_offset_zero_gives_the_same_read_models(
     let expected = Expected::from_events(&report.accepted);
     eventually(Duration::from_secs(60), || compare_read_models(app.url(), &expected, 30)).await.unwrap();
     for name in ProjectionName::ALL {
-        let applied = gm_projections::worker::rebuild(name, app.log.clone(), app.store.clone(), app.metrics.clone(), |_, _| {})
-            .await
-            .unwrap_or_else(|e| panic!("rebuild {name}: {e}"));
+        let applied =
+            gm_projections::worker::rebuild(name, app.log.clone(), app.store.clone(), app.metrics.clone(), |_, _| {})
+                .await
+                .unwrap_or_else(|e| panic!("rebuild {name}: {e}"));
         assert!(applied > 0, "{name} replayed nothing");
         compare_read_models(app.url(), &expected, 30).await.unwrap_or_else(|e| panic!("after rebuilding {name}: {e}"));
     }

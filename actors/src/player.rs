@@ -106,7 +106,10 @@ impl PlayerActor {
                 event_id: request.erasure_id,
                 timestamp: request.requested_at,
                 received_at: request.requested_at,
-                body: ProcessedBody::PlayerErased { erasure_id: request.erasure_id, requested_at: request.requested_at },
+                body: ProcessedBody::PlayerErased {
+                    erasure_id: request.erasure_id,
+                    requested_at: request.requested_at,
+                },
             }),
         }
     }

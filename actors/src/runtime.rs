@@ -66,7 +66,12 @@ pub struct ActorsRuntime {
 }
 
 impl ActorsRuntime {
-    pub fn new(log: Arc<dyn EventLog>, snapshots: Arc<dyn SnapshotStore>, config: ActorsConfig, metrics: Metrics) -> Self {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        snapshots: Arc<dyn SnapshotStore>,
+        config: ActorsConfig,
+        metrics: Metrics,
+    ) -> Self {
         let arbiters = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
         Self { log, snapshots, config, metrics, arbiters, shards: BTreeMap::new(), live: HashMap::new() }
     }
@@ -128,7 +133,12 @@ impl ActorsRuntime {
         }
     }
 
-    async fn recover_with_retry(&mut self, consumer: &mut dyn LogConsumer, partition: u32, shutdown: &watch::Receiver<bool>) {
+    async fn recover_with_retry(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        partition: u32,
+        shutdown: &watch::Receiver<bool>,
+    ) {
         let mut delay = Duration::from_millis(100);
         while !*shutdown.borrow() {
             match self.recover(consumer, partition).await {
@@ -226,4 +236,3 @@ impl ActorsRuntime {
         self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
     }
 }
-

@@ -67,11 +67,9 @@ impl SessionActor {
                 started: false,
                 closed: Some(close(o, t, end.length_seconds)),
             },
-            (EventBody::SessionEnd(_), Some(o)) => SessionDecision {
-                session_id: client,
-                started: false,
-                closed: Some(close(o, o.last_event_at, None)),
-            },
+            (EventBody::SessionEnd(_), Some(o)) => {
+                SessionDecision { session_id: client, started: false, closed: Some(close(o, o.last_event_at, None)) }
+            }
             (EventBody::SessionEnd(_), None) => SessionDecision { session_id: client, started: false, closed: None },
             (_, Some(o)) => {
                 let same = match &client {
@@ -93,7 +91,13 @@ impl SessionActor {
     }
 
     /// Folds a decision made by `decide` (no decisions here).
-    pub fn apply(&mut self, session_id: Option<&SessionId>, started: bool, closed: Option<&ClosedSession>, t: DateTime<Utc>) {
+    pub fn apply(
+        &mut self,
+        session_id: Option<&SessionId>,
+        started: bool,
+        closed: Option<&ClosedSession>,
+        t: DateTime<Utc>,
+    ) {
         if let (Some(c), Some(o)) = (closed, &self.open) {
             if c.session_id == o.id {
                 self.open = None;

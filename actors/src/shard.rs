@@ -56,9 +56,7 @@ impl Handler<MissingKeys> for Shard {
     type Result = MessageResult<MissingKeys>;
     fn handle(&mut self, msg: MissingKeys, _: &mut Context<Self>) -> Self::Result {
         let mut seen = HashSet::new();
-        MessageResult(
-            msg.0.into_iter().filter(|k| !self.players.contains_key(k) && seen.insert(k.clone())).collect(),
-        )
+        MessageResult(msg.0.into_iter().filter(|k| !self.players.contains_key(k) && seen.insert(k.clone())).collect())
     }
 }
 

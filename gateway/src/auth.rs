@@ -117,9 +117,8 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
         return Ok(Some(key.trim()));
     }
     if let Some(value) = headers.get("x-api-key") {
-        let key = value
-            .to_str()
-            .map_err(|_| GatewayError::Unauthenticated("X-API-Key header is not valid text".into()))?;
+        let key =
+            value.to_str().map_err(|_| GatewayError::Unauthenticated("X-API-Key header is not valid text".into()))?;
         return Ok(Some(key.trim()));
     }
     Ok(None)
@@ -128,7 +127,9 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
 /// Identifies the caller from the request headers (401 when it cannot).
 pub fn authenticate(headers: &HeaderMap, keys: &ApiKeys) -> Result<Principal, GatewayError> {
     let key = presented_key(headers)?.ok_or_else(|| {
-        GatewayError::Unauthenticated("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'".into())
+        GatewayError::Unauthenticated(
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'".into(),
+        )
     })?;
     if key.is_empty() {
         return Err(GatewayError::Unauthenticated("empty API key".into()));
@@ -186,7 +187,10 @@ mod tests {
     fn several_keys_per_game_are_accepted_by_either_header() {
         let k = keys();
         let game = GameId::parse("space-race").unwrap();
-        assert_eq!(authenticate(&headers("authorization", "Bearer k1"), &k).unwrap(), Principal::GameKey { game: game.clone() });
+        assert_eq!(
+            authenticate(&headers("authorization", "Bearer k1"), &k).unwrap(),
+            Principal::GameKey { game: game.clone() }
+        );
         assert_eq!(authenticate(&headers("x-api-key", "k1-rotated"), &k).unwrap(), Principal::GameKey { game });
     }
 
@@ -196,7 +200,10 @@ mod tests {
         assert!(matches!(authenticate(&HeaderMap::new(), &k), Err(GatewayError::Unauthenticated(_))));
         assert!(matches!(authenticate(&headers("x-api-key", "nope"), &k), Err(GatewayError::Unauthenticated(_))));
         assert!(matches!(authenticate(&headers("x-api-key", ""), &k), Err(GatewayError::Unauthenticated(_))));
-        assert!(matches!(authenticate(&headers("authorization", "Basic k1"), &k), Err(GatewayError::Unauthenticated(_))));
+        assert!(matches!(
+            authenticate(&headers("authorization", "Basic k1"), &k),
+            Err(GatewayError::Unauthenticated(_))
+        ));
     }
 
     #[test]

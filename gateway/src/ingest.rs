@@ -97,7 +97,11 @@ pub async fn post_events(
     within(timeout, ingest(req, payload, state)).await
 }
 
-async fn ingest(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+async fn ingest(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
     let principal = authenticate(req.headers(), &state.api_keys)?;
     authorize(&principal, Action::Ingest)?;
     let game = principal.ingest_game().clone();
@@ -189,9 +193,7 @@ async fn read_body(headers: &HeaderMap, payload: web::Payload, limits: &Limits) 
     }
     let body = inflate_at_most(&raw, max + 1)?;
     if body.len() > max {
-        return Err(GatewayError::TooLarge(format!(
-            "body is larger than {max} bytes after gzip decompression"
-        )));
+        return Err(GatewayError::TooLarge(format!("body is larger than {max} bytes after gzip decompression")));
     }
     Ok(body)
 }
@@ -232,4 +234,3 @@ mod tests {
         assert_eq!(inflate_at_most(&enc.finish().unwrap(), 100).unwrap(), b"{\"events\": []}");
     }
 }
-

@@ -202,4 +202,3 @@ pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io:
         .run();
     Ok(server)
 }
-

@@ -30,9 +30,7 @@ fn method_label(method: &Method) -> &'static str {
 type BoxedResponse<B> = std::pin::Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, actix_web::Error>>>>;
 
 /// For `App::wrap_fn`: times the request and records it once the response is known.
-pub(crate) fn record<S, B>(
-    metrics: Metrics,
-) -> impl Fn(ServiceRequest, &S) -> BoxedResponse<B> + Clone
+pub(crate) fn record<S, B>(metrics: Metrics) -> impl Fn(ServiceRequest, &S) -> BoxedResponse<B> + Clone
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
     S::Future: 'static,

@@ -61,7 +61,8 @@ fn parse_game(raw: &str) -> Result<GameId, GatewayError> {
 }
 
 fn parse_day(name: &str, raw: Option<&str>) -> Result<NaiveDate, GatewayError> {
-    let raw = raw.ok_or_else(|| GatewayError::InvalidInput(format!("query parameter '{name}' (YYYY-MM-DD) is required")))?;
+    let raw =
+        raw.ok_or_else(|| GatewayError::InvalidInput(format!("query parameter '{name}' (YYYY-MM-DD) is required")))?;
     NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .map_err(|e| GatewayError::InvalidInput(format!("{name}: '{raw}' is not a date YYYY-MM-DD: {e}")))
 }
@@ -139,7 +140,12 @@ pub async fn active_users(
         let game = game_for(&req, &state, &path, false)?;
         let range = parse_range(&params)?;
         let days = state.queries.active_users(&game, range).await?;
-        Ok(HttpResponse::Ok().json(ActiveUsersResponse { game_id: game.to_string(), from: range.from(), to: range.to(), days }))
+        Ok(HttpResponse::Ok().json(ActiveUsersResponse {
+            game_id: game.to_string(),
+            from: range.from(),
+            to: range.to(),
+            days,
+        }))
     })
     .await
 }
@@ -169,7 +175,12 @@ pub async fn sessions(
         let game = game_for(&req, &state, &path, false)?;
         let range = parse_range(&params)?;
         let days = state.queries.sessions(&game, range).await?;
-        Ok(HttpResponse::Ok().json(SessionsResponse { game_id: game.to_string(), from: range.from(), to: range.to(), days }))
+        Ok(HttpResponse::Ok().json(SessionsResponse {
+            game_id: game.to_string(),
+            from: range.from(),
+            to: range.to(),
+            days,
+        }))
     })
     .await
 }
@@ -199,7 +210,12 @@ pub async fn revenue(
         let game = game_for(&req, &state, &path, false)?;
         let range = parse_range(&params)?;
         let days = state.queries.revenue(&game, range).await?;
-        Ok(HttpResponse::Ok().json(RevenueResponse { game_id: game.to_string(), from: range.from(), to: range.to(), days }))
+        Ok(HttpResponse::Ok().json(RevenueResponse {
+            game_id: game.to_string(),
+            from: range.from(),
+            to: range.to(),
+            days,
+        }))
     })
     .await
 }

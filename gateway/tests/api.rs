@@ -142,7 +142,9 @@ macro_rules! call {
     };
 }
 
-async fn respond<B: MessageBody>(res: ServiceResponse<B>) -> (StatusCode, actix_web::http::header::HeaderMap, Value, String) {
+async fn respond<B: MessageBody>(
+    res: ServiceResponse<B>,
+) -> (StatusCode, actix_web::http::header::HeaderMap, Value, String) {
     let status = res.status();
     let headers = res.headers().clone();
     let bytes = test::read_body(res).await;
@@ -226,7 +228,8 @@ async fn batch_with_no_valid_event_is_400_with_results_and_appends_nothing() {
 async fn malformed_json_and_invalid_bodies_are_400_never_5xx() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
-    let bodies: [&[u8]; 7] = [b"{not json", b"", b"[]", b"{\"events\": 3}", b"\xff\xfe\x00", b"{\"events\": []}", b"null"];
+    let bodies: [&[u8]; 7] =
+        [b"{not json", b"", b"[]", b"{\"events\": 3}", b"\xff\xfe\x00", b"{\"events\": []}", b"null"];
     for body in bodies {
         let (status, _, json, text) = call!(&app, post_events(body.to_vec())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{:?}: {text}", String::from_utf8_lossy(body));
@@ -272,7 +275,8 @@ async fn missing_or_unknown_api_key_is_401_with_reason() {
     assert_eq!(json["error"], "unauthenticated");
     assert!(json["reason"].as_str().unwrap().contains("missing"));
     assert!(headers.contains_key(header::WWW_AUTHENTICATE));
-    let unknown = test::TestRequest::post().uri("/v1/events").insert_header(("X-API-Key", "guess")).set_payload(body.clone());
+    let unknown =
+        test::TestRequest::post().uri("/v1/events").insert_header(("X-API-Key", "guess")).set_payload(body.clone());
     let (status, _, json, _) = call!(&app, unknown).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(json["reason"].as_str().unwrap().contains("unknown"));
@@ -319,7 +323,8 @@ async fn slow_log_times_out_with_503() {
     let h = harness_with(Limits::default(), Duration::from_millis(50));
     *h.log.delay.lock().unwrap() = Some(Duration::from_secs(2));
     let app = test::init_service(app(h.data.clone())).await;
-    let (status, headers, json, _) = call!(&app, post_events(json!({"events": [session_start("p1")]}).to_string())).await;
+    let (status, headers, json, _) =
+        call!(&app, post_events(json!({"events": [session_start("p1")]}).to_string())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json["error"], "timeout");
     assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
@@ -390,7 +395,8 @@ async fn queries_answer_rows_404_and_503() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
     let get = |uri: &str| test::TestRequest::get().uri(uri).insert_header(("X-API-Key", KEY));
-    let (status, _, json, text) = call!(&app, get("/v1/analytics/space-race/active-users?from=2025-01-01&to=2025-01-03")).await;
+    let (status, _, json, text) =
+        call!(&app, get("/v1/analytics/space-race/active-users?from=2025-01-01&to=2025-01-03")).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(json["game_id"], "space-race");
     assert_eq!(json["from"], "2025-01-01");
@@ -404,7 +410,8 @@ async fn queries_answer_rows_404_and_503() {
     let (status, _, json, _) = call!(&app, get("/v1/analytics/space-race/funnel")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["steps"][0]["level_id"], "1");
-    let (status, headers, _, _) = call!(&app, get("/v1/analytics/space-race/revenue?from=2025-01-01&to=2025-01-03")).await;
+    let (status, headers, _, _) =
+        call!(&app, get("/v1/analytics/space-race/revenue?from=2025-01-01&to=2025-01-03")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
 }
@@ -491,9 +498,8 @@ async fn serve_answers_on_a_real_socket_and_inflates_gzip_exactly_once() {
     )
     .into_bytes();
     post.extend_from_slice(&body);
-    let (live, posted) = tokio::task::spawn_blocking(move || (http_exchange(addr, live), http_exchange(addr, post)))
-        .await
-        .unwrap();
+    let (live, posted) =
+        tokio::task::spawn_blocking(move || (http_exchange(addr, live), http_exchange(addr, post))).await.unwrap();
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
     assert!(posted.starts_with("HTTP/1.1 202"), "{posted}");
     assert_eq!(log.records().len(), 1);

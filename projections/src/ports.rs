@@ -9,8 +9,12 @@ use gm_schemas::{GameId, PlayerId};
 #[async_trait]
 pub trait ReadModelStore: Send + Sync {
     /// The next offset of `player.events.processed` to apply for this projection and partition.
-    async fn checkpoint(&self, target: Target, projection: ProjectionName, partition: u32)
-        -> Result<Option<u64>, StoreError>;
+    async fn checkpoint(
+        &self,
+        target: Target,
+        projection: ProjectionName,
+        partition: u32,
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Applies `changes` and moves the checkpoint from `expected` to `next`, in one
     /// transaction. Fails with `StoreError::Conflict` (and changes nothing) when the stored

@@ -42,7 +42,9 @@ fn after_last_erasure(events: &[ProcessedEvent]) -> Vec<&ProcessedEvent> {
         .collect()
 }
 
-fn player_events(events: &[ProcessedEvent]) -> impl Iterator<Item = (&ProcessedEvent, &EventBody, &gm_schemas::Derived)> {
+fn player_events(
+    events: &[ProcessedEvent],
+) -> impl Iterator<Item = (&ProcessedEvent, &EventBody, &gm_schemas::Derived)> {
     events.iter().filter_map(|e| match &e.body {
         ProcessedBody::Event { event, derived } => Some((e, event, derived)),
         ProcessedBody::PlayerErased { .. } => None,

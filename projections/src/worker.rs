@@ -111,7 +111,10 @@ impl ProjectionWorker {
                     self.positions.insert(partition, Some(next));
                     let labels = self.metrics.projection(self.name.as_str());
                     self.metrics.projection_events_applied.get_or_create(&labels).inc_by(events.len() as u64);
-                    self.metrics.projection_batch_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .projection_batch_duration
+                        .get_or_create(&labels)
+                        .observe(started.elapsed().as_secs_f64());
                 }
                 Err(StoreError::Conflict { found, .. }) => {
                     // Someone else (a rebuild swap, another worker) moved the checkpoint: follow it.

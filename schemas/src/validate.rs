@@ -127,8 +127,7 @@ pub fn decode_batch(
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(BatchError::Malformed("a batch must be a JSON object with an `events` array".into()));
     }
-    let batch: WireBatch<'_> =
-        serde_json::from_slice(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
+    let batch: WireBatch<'_> = serde_json::from_slice(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
     if batch.events.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -161,8 +160,8 @@ impl EventContext<'_> {
                 format!("event is {len} bytes; at most {} allowed", self.limits.max_event_bytes),
             ));
         }
-        let value: Value = serde_json::from_str(raw.get())
-            .map_err(|e| Rejection::whole(RejectCode::Malformed, e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(raw.get()).map_err(|e| Rejection::whole(RejectCode::Malformed, e.to_string()))?;
         let Value::Object(fields) = value else {
             return Err(Rejection::whole(RejectCode::Malformed, "an event must be a JSON object"));
         };
@@ -172,8 +171,15 @@ impl EventContext<'_> {
     /// Validates an event given as a JSON object (also used by the compatibility decoders).
     pub fn decode_fields(&self, mut fields: Map<String, Value>) -> Result<EventEnvelope, Rejection> {
         const KNOWN: &[&str] = &[
-            "event_id", "game_id", "player_id", "session_id", "client_ts", "schema_version", "type",
-            "properties", "personal",
+            "event_id",
+            "game_id",
+            "player_id",
+            "session_id",
+            "client_ts",
+            "schema_version",
+            "type",
+            "properties",
+            "personal",
         ];
         if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(Rejection::new(
@@ -184,9 +190,8 @@ impl EventContext<'_> {
         }
         let event_id = match fields.remove("event_id") {
             None | Some(Value::Null) => Uuid::now_v7(),
-            Some(Value::String(s)) => Uuid::parse_str(&s).map_err(|e| {
-                Rejection::new(RejectCode::InvalidField, "event_id", format!("not a UUID: {e}"))
-            })?,
+            Some(Value::String(s)) => Uuid::parse_str(&s)
+                .map_err(|e| Rejection::new(RejectCode::InvalidField, "event_id", format!("not a UUID: {e}")))?,
             Some(_) => return Err(Rejection::new(RejectCode::InvalidField, "event_id", "must be a UUID string")),
         };
         match fields.remove("game_id") {
@@ -200,8 +205,8 @@ impl EventContext<'_> {
                 ))
             }
         }
-        let player_id = PlayerId::parse(required_str(&mut fields, "player_id")?)
-            .map_err(|e| id_rejection("player_id", e))?;
+        let player_id =
+            PlayerId::parse(required_str(&mut fields, "player_id")?).map_err(|e| id_rejection("player_id", e))?;
         let session_id = match fields.remove("session_id") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(SessionId::parse(s).map_err(|e| id_rejection("session_id", e))?),
@@ -219,13 +224,11 @@ impl EventContext<'_> {
             }
         };
         let client_ts_value = match fields.remove("client_ts") {
-            None | Some(Value::Null) => {
-                return Err(Rejection::new(RejectCode::MissingField, "client_ts", "required"))
-            }
+            None | Some(Value::Null) => return Err(Rejection::new(RejectCode::MissingField, "client_ts", "required")),
             Some(v) => v,
         };
-        let client_ts = parse_time(&client_ts_value)
-            .map_err(|r| Rejection::new(RejectCode::BadTimestamp, "client_ts", r))?;
+        let client_ts =
+            parse_time(&client_ts_value).map_err(|r| Rejection::new(RejectCode::BadTimestamp, "client_ts", r))?;
         let timestamp = correct_timestamp(client_ts, self.sent_at, self.received_at, self.limits)
             .map_err(|r| Rejection::new(RejectCode::BadTimestamp, "client_ts", r))?;
         let type_name = required_str(&mut fields, "type")?;
@@ -265,11 +268,9 @@ fn required_str(fields: &mut Map<String, Value>, name: &str) -> Result<String, R
     match fields.remove(name) {
         None | Some(Value::Null) => Err(Rejection::new(RejectCode::MissingField, name, "required")),
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(Rejection::new(
-            RejectCode::InvalidField,
-            name,
-            format!("must be a string, got {}", json_kind(&other)),
-        )),
+        Some(other) => {
+            Err(Rejection::new(RejectCode::InvalidField, name, format!("must be a string, got {}", json_kind(&other))))
+        }
     }
 }
 
@@ -297,9 +298,8 @@ fn parse_time(v: &Value) -> Result<DateTime<Utc>, String> {
     let Value::String(s) = v else {
         return Err(format!("must be an RFC 3339 string, got {}", json_kind(v)));
     };
-    let t = DateTime::parse_from_rfc3339(s)
-        .map_err(|e| format!("'{s}' is not an RFC 3339 time: {e}"))?
-        .with_timezone(&Utc);
+    let t =
+        DateTime::parse_from_rfc3339(s).map_err(|e| format!("'{s}' is not an RFC 3339 time: {e}"))?.with_timezone(&Utc);
     if t < earliest_time() {
         return Err(format!("{s} is before 2000-01-01T00:00:00Z"));
     }
@@ -462,9 +462,7 @@ fn check_body(body: &EventBody) -> Result<(), Rejection> {
                 }
             }
         }
-        EventBody::SessionStart(_)
-        | EventBody::Achievement(_)
-        | EventBody::ConsentUpdate(_) => {}
+        EventBody::SessionStart(_) | EventBody::Achievement(_) | EventBody::ConsentUpdate(_) => {}
     }
     Ok(())
 }

@@ -70,28 +70,56 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests by route pattern, method and status", http_requests.clone());
         let http_request_duration =
             Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register("http_request_duration_seconds", "HTTP request latency by route pattern", http_request_duration.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route pattern",
+            http_request_duration.clone(),
+        );
         let events_accepted = Counter::default();
         registry.register("events_accepted", "Events validated and acknowledged by the log", events_accepted.clone());
         let events_rejected = Family::<ReasonLabels, Counter>::default();
         registry.register("events_rejected", "Events refused, by reason code", events_rejected.clone());
         let log_append_duration = latency_histogram();
-        registry.register("log_append_duration_seconds", "Time for the log to acknowledge an append", log_append_duration.clone());
+        registry.register(
+            "log_append_duration_seconds",
+            "Time for the log to acknowledge an append",
+            log_append_duration.clone(),
+        );
         let actors_live = Gauge::default();
         registry.register("actors_live", "Player actors held in memory (not passivated)", actors_live.clone());
         let actor_events_processed = Counter::default();
-        registry.register("actor_events_processed", "Raw records applied by player actors", actor_events_processed.clone());
+        registry.register(
+            "actor_events_processed",
+            "Raw records applied by player actors",
+            actor_events_processed.clone(),
+        );
         let actor_duplicates_dropped = Counter::default();
-        registry.register("actor_duplicates_dropped", "Events dropped as duplicates of an event id already applied", actor_duplicates_dropped.clone());
+        registry.register(
+            "actor_duplicates_dropped",
+            "Events dropped as duplicates of an event id already applied",
+            actor_duplicates_dropped.clone(),
+        );
         let snapshots_written = Counter::default();
         registry.register("snapshots_written", "Player snapshots written", snapshots_written.clone());
         let projection_lag = Family::<ProjectionLabels, Gauge>::default();
-        registry.register("projection_lag_events", "Processed events not yet applied, per projection", projection_lag.clone());
+        registry.register(
+            "projection_lag_events",
+            "Processed events not yet applied, per projection",
+            projection_lag.clone(),
+        );
         let projection_events_applied = Family::<ProjectionLabels, Counter>::default();
-        registry.register("projection_events_applied", "Processed events applied, per projection", projection_events_applied.clone());
+        registry.register(
+            "projection_events_applied",
+            "Processed events applied, per projection",
+            projection_events_applied.clone(),
+        );
         let projection_batch_duration =
             Family::<ProjectionLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        registry.register("projection_batch_duration_seconds", "Time to apply one batch with its checkpoint", projection_batch_duration.clone());
+        registry.register(
+            "projection_batch_duration_seconds",
+            "Time to apply one batch with its checkpoint",
+            projection_batch_duration.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             http_requests,

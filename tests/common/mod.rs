@@ -215,7 +215,8 @@ pub async fn compare_read_models(base: String, expected: &Expected, sample_playe
             continue;
         }
         let total = (d["average_length_seconds"].as_f64().unwrap() * closed as f64).round() as u64;
-        let bucket_sum: u64 = d["length_distribution"].as_array().unwrap().iter().map(|b| b["sessions"].as_u64().unwrap()).sum();
+        let bucket_sum: u64 =
+            d["length_distribution"].as_array().unwrap().iter().map(|b| b["sessions"].as_u64().unwrap()).sum();
         if bucket_sum != closed {
             return Err(format!("length distribution of {} sums to {bucket_sum}, not {closed}", d["day"]));
         }

@@ -123,10 +123,7 @@ fn client_session_start_while_open_closes_previous_and_opens_new() {
 fn derived_ids_are_deterministic_and_differ_by_start_time_and_key() {
     assert_eq!(derived_session_id("g:p", at(0)), derived_session_id("g:p", at(0)));
     assert_ne!(derived_session_id("g:p", at(0)), derived_session_id("g:p", at(1)));
-    assert_ne!(
-        derived_session_id("g:p", at(0)),
-        derived_session_id("g:p", at(0) + Duration::milliseconds(1))
-    );
+    assert_ne!(derived_session_id("g:p", at(0)), derived_session_id("g:p", at(0) + Duration::milliseconds(1)));
     assert_ne!(derived_session_id("g:p", at(0)), derived_session_id("g:q", at(0)));
 }
 

@@ -3,14 +3,7 @@ use crate::test_support::*;
 use gm_schemas::{EventEnvelope, ProcessedEvent};
 
 fn rec(offset: u64, key: &str, payload: Vec<u8>) -> Record {
-    Record {
-        topic: gm_schemas::topics::RAW.into(),
-        partition: 0,
-        offset,
-        key: key.into(),
-        payload,
-        timestamp: at(0),
-    }
+    Record { topic: gm_schemas::topics::RAW.into(), partition: 0, offset, key: key.into(), payload, timestamp: at(0) }
 }
 
 /// The raw record of a score event of `player` with event id `n`, at `offset`.

@@ -246,7 +246,12 @@ fn profiles_aggregate_counters_times_settings_and_revenue_per_currency() {
             at(10, 9, 11),
             EventBody::ProfileUpdate(ProfileUpdate { country: Some("DE".into()), language: Some("de".into()) }),
         ),
-        ev("a", 12, at(10, 9, 12), EventBody::ProfileUpdate(ProfileUpdate { country: Some("FR".into()), language: None })),
+        ev(
+            "a",
+            12,
+            at(10, 9, 12),
+            EventBody::ProfileUpdate(ProfileUpdate { country: Some("FR".into()), language: None }),
+        ),
         ev("a", 13, at(10, 9, 13), EventBody::ConsentUpdate(ConsentUpdate { analytics: true, personalisation: false })),
         // Out of order in time: first_seen takes the minimum, last_seq the maximum.
         ev("a", 14, at(10, 8, 0), score()),
