@@ -1,1 +1,24 @@
-//! gm-redis (being written).
+//! # gm-redis
+//!
+//! The Redis cache of GameMetrics (Data flow 4: "Redis first where it helps").
+//!
+//! * [`RedisConfig`] — URL, per-deployment `key_prefix`, TTLs, `op_timeout` (serde).
+//! * [`RedisCache`] — a resilient client: starts and keeps running while Redis is down,
+//!   reconnects by itself, bounds every operation by `op_timeout`, pipelines bulk writes
+//!   (`set_many`: one round trip for any number of keys), deletes by key or by prefix
+//!   (SCAN + UNLINK, for erasure), counts errors and logs them rate-limited, and answers
+//!   readiness probes with [`RedisCache::health`].
+//! * [`CachedQueries`] — a read-through decorator of any
+//!   [`AnalyticsQueries`](gm_projections::AnalyticsQueries): hits come from Redis, misses
+//!   and every Redis failure go to the store; staleness is bounded by the TTLs (see the
+//!   module docs of [`queries`]). [`CachedQueries::invalidate_player`] serves erasure.
+//!
+//! Redis is never the source of truth: losing it, or any key in it, loses no data.
+
+pub mod cache;
+pub mod config;
+pub mod queries;
+
+pub use cache::{CacheError, CacheStats, RedisCache};
+pub use config::RedisConfig;
+pub use queries::{erased_marker_key, funnel_key, profile_key, query_key, CachedQueries, QueryCacheStats, QueryKind};

@@ -1,0 +1,122 @@
+//! Configuration of the Redis cache (file + environment, like the rest of the platform:
+//! durations are plain milliseconds, as in `request_timeout_ms`).
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How to reach Redis and how long cached values live.
+///
+/// Every field but `url` has a default, so `{ "url": "redis://127.0.0.1:6379" }` is a
+/// complete configuration. A TTL of 0 disables caching of that kind of value (reads still
+/// work, they just always go to the store).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prepended to every key, per deployment (e.g. `gm:prod:`), so that several
+    /// deployments (or test runs) can share one Redis and `delete_prefix` never reaches
+    /// another deployment's keys.
+    pub key_prefix: String,
+    /// TTL of cached player profiles: the longest a profile can lag behind its read model.
+    pub profile_ttl_ms: u64,
+    /// TTL of cached analytics results whose range lies in the past (ends before yesterday).
+    pub query_ttl_ms: u64,
+    /// TTL of cached analytics results that are still changing: ranges ending yesterday,
+    /// today or later, and the (all-time) funnel.
+    pub recent_query_ttl_ms: u64,
+    /// Upper bound of one cache operation (one round trip). A slow or dead Redis costs a
+    /// request at most this much; after `breaker_threshold` consecutive failures the cache
+    /// is skipped outright for `breaker_cooldown_ms`.
+    pub op_timeout_ms: u64,
+    /// Upper bound of establishing a connection (done in the background, never on a
+    /// request's path).
+    pub connect_timeout_ms: u64,
+    /// Pause between background connection attempts while Redis is unreachable at start.
+    pub reconnect_interval_ms: u64,
+    /// Consecutive failures (errors or timeouts) after which the cache is bypassed...
+    pub breaker_threshold: u32,
+    /// ...for this long, before it is tried again.
+    pub breaker_cooldown_ms: u64,
+    /// At most this many background cache writes in flight; more are dropped (and counted).
+    pub max_pending_writes: usize,
+    /// After `invalidate_player`, read-through writes of that player's profile are refused
+    /// for this long, so that a read that started before the erasure cannot put the
+    /// profile back. Must exceed the longest store query (default 10 minutes).
+    pub erasure_guard_ms: u64,
+    /// Errors are logged at most once per this interval (with the count of those not logged).
+    pub error_log_interval_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "gm:".into(),
+            profile_ttl_ms: 30_000,
+            query_ttl_ms: 300_000,
+            recent_query_ttl_ms: 5_000,
+            op_timeout_ms: 50,
+            connect_timeout_ms: 1_000,
+            reconnect_interval_ms: 1_000,
+            breaker_threshold: 5,
+            breaker_cooldown_ms: 1_000,
+            max_pending_writes: 256,
+            erasure_guard_ms: 600_000,
+            error_log_interval_ms: 10_000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults, with `url` and `key_prefix` set.
+    pub fn new(url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
+        Self { url: url.into(), key_prefix: key_prefix.into(), ..Self::default() }
+    }
+    pub fn profile_ttl(&self) -> Duration {
+        Duration::from_millis(self.profile_ttl_ms)
+    }
+    pub fn query_ttl(&self) -> Duration {
+        Duration::from_millis(self.query_ttl_ms)
+    }
+    pub fn recent_query_ttl(&self) -> Duration {
+        Duration::from_millis(self.recent_query_ttl_ms)
+    }
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.op_timeout_ms.max(1))
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.max(1))
+    }
+    pub fn reconnect_interval(&self) -> Duration {
+        Duration::from_millis(self.reconnect_interval_ms)
+    }
+    pub fn breaker_cooldown(&self) -> Duration {
+        Duration::from_millis(self.breaker_cooldown_ms)
+    }
+    pub fn erasure_guard(&self) -> Duration {
+        Duration::from_millis(self.erasure_guard_ms.max(1))
+    }
+    pub fn error_log_interval(&self) -> Duration {
+        Duration::from_millis(self.error_log_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_json_gets_defaults() {
+        let c: RedisConfig = serde_json::from_str(r#"{"url":"redis://h:1","key_prefix":"gm:prod:"}"#).unwrap();
+        assert_eq!(c.url, "redis://h:1");
+        assert_eq!(c.key_prefix, "gm:prod:");
+        assert_eq!(c.op_timeout(), Duration::from_millis(50));
+        assert_eq!(c.recent_query_ttl(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(serde_json::from_str::<RedisConfig>(r#"{"url":"redis://h:1","op_timeout":5}"#).is_err());
+    }
+}

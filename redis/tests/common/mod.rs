@@ -1,0 +1,349 @@
+//! Shared helpers of the gm-redis integration tests: the real Redis (GM_REDIS_URL, never
+//! skipped), a per-test key prefix, a counting in-memory `AnalyticsQueries`, and a TCP proxy
+//! that can freeze (a hung Redis) or hold replies back (to prove pipelining).
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use gm_ports::StoreError;
+use gm_projections::model::*;
+use gm_projections::AnalyticsQueries;
+use gm_redis::{RedisCache, RedisConfig};
+use gm_schemas::{GameId, PlayerId};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// GM_REDIS_URL, which must be set and answer PING: these tests never skip.
+pub async fn redis_url() -> String {
+    let url = std::env::var("GM_REDIS_URL")
+        .expect("GM_REDIS_URL is not set: run `eval \"$(scripts/services env)\"` (and `scripts/services up redis`)");
+    let client =
+        redis::Client::open(url.as_str()).unwrap_or_else(|e| panic!("GM_REDIS_URL={url} is not a Redis URL: {e}"));
+    let mut con = tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
+        .await
+        .unwrap_or_else(|_| panic!("Redis at {url} did not answer within 5 s"))
+        .unwrap_or_else(|e| panic!("Redis at {url} is unreachable: {e}; start it with `scripts/services up redis`"));
+    let pong: String = redis::cmd("PING").query_async(&mut con).await.expect("PING failed");
+    assert_eq!(pong, "PONG");
+    url
+}
+
+/// A configuration for the real Redis with a fresh prefix `gm:test:<uuid>:`.
+pub async fn test_config() -> RedisConfig {
+    let mut cfg = RedisConfig::new(redis_url().await, format!("gm:test:{}:", uuid::Uuid::new_v4()));
+    cfg.profile_ttl_ms = 30_000;
+    cfg.query_ttl_ms = 300_000;
+    cfg.recent_query_ttl_ms = 5_000;
+    cfg.op_timeout_ms = 50;
+    cfg
+}
+
+/// A raw connection for looking behind the cache's back.
+pub async fn raw() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url().await.as_str()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+pub async fn pttl(con: &mut redis::aio::MultiplexedConnection, full_key: &str) -> i64 {
+    redis::cmd("PTTL").arg(full_key).query_async(con).await.unwrap()
+}
+
+pub async fn exists(con: &mut redis::aio::MultiplexedConnection, full_key: &str) -> bool {
+    redis::cmd("EXISTS").arg(full_key).query_async::<i64>(con).await.unwrap() == 1
+}
+
+/// Every key under `prefix` (SCAN).
+pub async fn keys_under(con: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await
+            .unwrap();
+        out.extend(keys);
+        if next == 0 {
+            return out;
+        }
+        cursor = next;
+    }
+}
+
+/// Deletes the test's keys and checks that none is left.
+pub async fn cleanup(cache: &RedisCache) {
+    cache.delete_prefix("").await.expect("cleanup failed");
+    let mut con = raw().await;
+    let left = keys_under(&mut con, &cache.config().key_prefix).await;
+    assert!(left.is_empty(), "keys left behind: {left:?}");
+}
+
+pub fn game(s: &str) -> GameId {
+    GameId::parse(s).unwrap()
+}
+pub fn player(s: &str) -> PlayerId {
+    PlayerId::parse(s).unwrap()
+}
+pub fn day(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+pub fn range(from: NaiveDate, to: NaiveDate) -> DateRange {
+    DateRange::parse(from, to).unwrap()
+}
+
+pub fn profile(game: &str, player: &str, events: u64) -> PlayerProfile {
+    let t: DateTime<Utc> = "2024-05-01T10:00:00Z".parse().unwrap();
+    PlayerProfile {
+        game_id: game.into(),
+        player_id: player.into(),
+        first_seen: t,
+        last_seen: t + chrono::Duration::minutes(42),
+        events,
+        sessions: 3,
+        playtime_seconds: 1234,
+        purchases: 1,
+        revenue_minor: BTreeMap::from([("EUR".to_string(), 499)]),
+        levels_completed: 7,
+        xp: 900,
+        current_level: Some("world-2".into()),
+        country: Some("DE".into()),
+        language: Some("de".into()),
+        consent_analytics: Some(true),
+        consent_personalisation: Some(false),
+        last_seq: events,
+    }
+}
+
+/// Deterministic results per (game, day), so that a cached answer can be compared with a
+/// fresh computation.
+pub fn active_users_of(game: &GameId, range: DateRange) -> Vec<ActiveUsersDay> {
+    range
+        .days()
+        .map(|d| {
+            let dau = (d.ordinal() as u64 + game.as_str().len() as u64) % 97 + 1;
+            ActiveUsersDay { day: d, dau, wau: dau * 3, mau: dau * 9, stickiness: 1.0 / 9.0 }
+        })
+        .collect()
+}
+pub fn sessions_of(game: &GameId, range: DateRange) -> Vec<SessionsDay> {
+    range
+        .days()
+        .map(|d| SessionsDay {
+            day: d,
+            sessions_started: d.ordinal() as u64 + game.as_str().len() as u64,
+            sessions_closed: d.ordinal() as u64,
+            average_length_seconds: 123.25,
+            length_distribution: SESSION_BUCKETS
+                .iter()
+                .enumerate()
+                .map(|(i, (b, _))| LengthBucket { bucket: b.to_string(), sessions: i as u64 })
+                .collect(),
+        })
+        .collect()
+}
+pub fn revenue_of(game: &GameId, range: DateRange) -> Vec<RevenueDay> {
+    range
+        .days()
+        .map(|d| RevenueDay {
+            day: d,
+            currency: "USD".into(),
+            revenue_minor: d.ordinal() as i64 * 100 + game.as_str().len() as i64,
+            purchases: 4,
+            payers: 2,
+            dau: 40,
+            arpdau_minor: 2.5,
+            arppu_minor: 50.0,
+            conversion: 0.05,
+        })
+        .collect()
+}
+pub fn funnel_of(game: &GameId) -> Vec<FunnelStep> {
+    vec![
+        FunnelStep { level_id: format!("{game}-1"), starts: 10, completes: 8, fails: 2, completion_rate: 0.8 },
+        FunnelStep { level_id: format!("{game}-2"), starts: 8, completes: 2, fails: 6, completion_rate: 0.25 },
+    ]
+}
+
+#[derive(Default)]
+pub struct CountingState {
+    pub profile_calls: AtomicU64,
+    pub active_calls: AtomicU64,
+    pub sessions_calls: AtomicU64,
+    pub revenue_calls: AtomicU64,
+    pub funnel_calls: AtomicU64,
+    pub fail: AtomicBool,
+    pub profiles: Mutex<HashMap<(String, String), PlayerProfile>>,
+}
+
+/// The inner store of the tests: in memory, counting every call.
+#[derive(Clone, Default)]
+pub struct CountingStore(pub Arc<CountingState>);
+
+impl CountingStore {
+    pub fn with_profile(self, p: PlayerProfile) -> Self {
+        self.0.profiles.lock().unwrap().insert((p.game_id.clone(), p.player_id.clone()), p);
+        self
+    }
+    pub fn remove_profile(&self, game: &str, player: &str) {
+        self.0.profiles.lock().unwrap().remove(&(game.to_string(), player.to_string()));
+    }
+    pub fn total(&self) -> u64 {
+        let s = &self.0;
+        [&s.profile_calls, &s.active_calls, &s.sessions_calls, &s.revenue_calls, &s.funnel_calls]
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .sum()
+    }
+    fn check(&self) -> Result<(), StoreError> {
+        if self.0.fail.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("test store down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl AnalyticsQueries for CountingStore {
+    async fn player_profile(&self, game: &GameId, player: &PlayerId) -> Result<Option<PlayerProfile>, StoreError> {
+        self.0.profile_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        Ok(self.0.profiles.lock().unwrap().get(&(game.to_string(), player.to_string())).cloned())
+    }
+    async fn active_users(&self, game: &GameId, range: DateRange) -> Result<Vec<ActiveUsersDay>, StoreError> {
+        self.0.active_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        Ok(active_users_of(game, range))
+    }
+    async fn sessions(&self, game: &GameId, range: DateRange) -> Result<Vec<SessionsDay>, StoreError> {
+        self.0.sessions_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        Ok(sessions_of(game, range))
+    }
+    async fn revenue(&self, game: &GameId, range: DateRange) -> Result<Vec<RevenueDay>, StoreError> {
+        self.0.revenue_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        Ok(revenue_of(game, range))
+    }
+    async fn funnel(&self, game: &GameId) -> Result<Vec<FunnelStep>, StoreError> {
+        self.0.funnel_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        Ok(funnel_of(game))
+    }
+}
+
+/// Times one call.
+pub async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let v = f.await;
+    (v, start.elapsed())
+}
+
+// ---- a TCP proxy in front of the real Redis ----
+
+#[derive(Default)]
+pub struct ProxyControl {
+    /// While set, nothing is forwarded in either direction (a hung server).
+    pub frozen: AtomicBool,
+    /// While armed, the first reply is held back until `expect_sets` SET commands arrived
+    /// from the client (or 2 s passed); `sets_before_first_reply` records how many had.
+    pub armed: AtomicBool,
+    pub expect_sets: AtomicU64,
+    pub sets_seen: AtomicU64,
+    pub sets_before_first_reply: AtomicU64,
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub control: Arc<ProxyControl>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    /// A proxy to the real Redis on `bind` (e.g. "127.0.0.1:0").
+    pub async fn start(bind: &str) -> Proxy {
+        let url = redis_url().await;
+        let upstream = url.trim_start_matches("redis://").split('/').next().unwrap().to_string();
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let control =
+            Arc::new(ProxyControl { sets_before_first_reply: AtomicU64::new(u64::MAX), ..Default::default() });
+        let ctl = control.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                conns.spawn(pump(cr, sw, ctl.clone(), true));
+                conns.spawn(pump(sr, cw, ctl.clone(), false));
+            }
+        });
+        Proxy { addr, control, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    ctl: Arc<ProxyControl>,
+    client_to_server: bool,
+) {
+    const SET: &[u8] = b"$3\r\nSET\r\n";
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while ctl.frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if ctl.armed.load(Ordering::SeqCst) {
+            if client_to_server {
+                let mut window = std::mem::take(&mut tail);
+                window.extend_from_slice(&buf[..n]);
+                let count = window.windows(SET.len()).filter(|w| w.eq_ignore_ascii_case(SET)).count() as u64;
+                ctl.sets_seen.fetch_add(count, Ordering::SeqCst);
+                tail = window[window.len().saturating_sub(SET.len() - 1)..].to_vec();
+            } else if ctl.sets_before_first_reply.load(Ordering::SeqCst) == u64::MAX {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while ctl.sets_seen.load(Ordering::SeqCst) < ctl.expect_sets.load(Ordering::SeqCst)
+                    && Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                ctl.sets_before_first_reply.store(ctl.sets_seen.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A local port that nothing listens on (bound, then released).
+pub async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
