@@ -1,0 +1,912 @@
+//! [`PgStore`]: snapshots, read models and analytics queries on PostgreSQL, with the
+//! semantics of the embedded SQLite store.
+//!
+//! # Read-model tables and their owners
+//! | projection | tables |
+//! |---|---|
+//! | player_profiles | `player_profiles`, `profile_revenue` |
+//! | daily_activity | `player_days` |
+//! | sessions | `session_days` |
+//! | revenue | `revenue_days`, `payer_days` |
+//! | funnel | `funnel` |
+//!
+//! `apply` only touches the tables of the projection it is called for; parts of a change
+//! set that belong to other projections are ignored. Rebuild tables are `<name>_rebuild`,
+//! their checkpoints are stored under `<projection>#rebuild`.
+
+use crate::error::{store_err, to_i64, to_u64};
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use gm_ports::{SnapshotStore, StoreError};
+use gm_projections::model::{
+    ActiveUsersDay, ChangeSet, DateRange, FunnelStep, LengthBucket, PlayerProfile, ProjectionName, RevenueDay,
+    SessionsDay, Target, SESSION_BUCKETS,
+};
+use gm_projections::{AnalyticsQueries, ReadModelStore};
+use gm_schemas::{GameId, PlayerId};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+/// Rows per statement for snapshot writes and key lookups (bounds one message's size).
+const SNAPSHOT_CHUNK: usize = 50_000;
+
+/// How long a rebuild swap waits for the locks on the live tables before giving up
+/// (as `Unavailable`, so the caller retries) instead of queueing every reader behind it.
+const SWAP_LOCK_TIMEOUT: &str = "30s";
+
+/// The tables a projection owns.
+fn tables(projection: ProjectionName) -> &'static [&'static str] {
+    match projection {
+        ProjectionName::PlayerProfiles => &["player_profiles", "profile_revenue"],
+        ProjectionName::DailyActivity => &["player_days"],
+        ProjectionName::Sessions => &["session_days"],
+        ProjectionName::Revenue => &["revenue_days", "payer_days"],
+        ProjectionName::Funnel => &["funnel"],
+    }
+}
+
+fn table_name(base: &str, target: Target) -> String {
+    match target {
+        Target::Live => base.to_string(),
+        Target::Rebuild => format!("{base}_rebuild"),
+    }
+}
+
+fn checkpoint_name(projection: ProjectionName, target: Target) -> String {
+    match target {
+        Target::Live => projection.as_str().to_string(),
+        Target::Rebuild => format!("{}#rebuild", projection.as_str()),
+    }
+}
+
+fn ratio(num: f64, den: f64) -> f64 {
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
+/// The PostgreSQL snapshot and read-model store. Cheap to clone (wraps the pool).
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects a pool of at most `max_connections` to `url` (does not migrate; see
+    /// [`crate::migrate`] / [`PgStore::migrate`]).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(true)
+            .connect(url)
+            .await
+            .map_err(|e| match store_err(e) {
+                StoreError::Other(m) => StoreError::Unavailable(m),
+                e => e,
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        crate::migrate(&self.pool).await
+    }
+
+    /// Retention on the `events` fact table; see [`crate::drop_event_partitions_before`].
+    pub async fn drop_event_partitions_before(&self, cutoff: NaiveDate) -> Result<Vec<String>, StoreError> {
+        crate::events::drop_partitions_before(&self.pool, cutoff).await
+    }
+
+    /// Creates the daily `events` partitions of `[from, to]` (a no-op under TimescaleDB);
+    /// returns how many were created.
+    pub async fn ensure_event_partitions(&self, from: NaiveDate, to: NaiveDate) -> Result<u32, StoreError> {
+        let n: i32 = sqlx::query_scalar("SELECT gm_ensure_event_partitions($1, $2)")
+            .bind(from)
+            .bind(to)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+// ---------------------------------------------------------------- snapshots
+
+#[async_trait]
+impl SnapshotStore for PgStore {
+    async fn watermark(&self, partition: u32) -> Result<Option<u64>, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT next_offset FROM watermarks WHERE partition = $1")
+            .bind(partition as i32)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(v.map(to_u64))
+    }
+
+    async fn load_many(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SNAPSHOT_CHUNK) {
+            let rows: Vec<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT key, state FROM snapshots WHERE key = ANY($1::text[])")
+                    .bind(chunk)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(store_err)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn save(&self, partition: u32, next_offset: u64, players: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        // The last state of a key wins (one statement may not update a row twice).
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(players.len());
+        let mut keys: Vec<String> = Vec::with_capacity(players.len());
+        let mut states: Vec<Vec<u8>> = Vec::with_capacity(players.len());
+        for (k, s) in players {
+            match index.get(&k) {
+                Some(&i) => states[i] = s,
+                None => {
+                    index.insert(k.clone(), keys.len());
+                    keys.push(k);
+                    states.push(s);
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        for (k, s) in keys.chunks(SNAPSHOT_CHUNK).zip(states.chunks(SNAPSHOT_CHUNK)) {
+            sqlx::query(
+                "INSERT INTO snapshots (key, partition, state)
+                 SELECT u.key, $3, u.state FROM UNNEST($1::text[], $2::bytea[]) AS u(key, state)
+                 ON CONFLICT (key) DO UPDATE SET partition = excluded.partition, state = excluded.state",
+            )
+            .bind(k)
+            .bind(s)
+            .bind(partition as i32)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        }
+        sqlx::query(
+            "INSERT INTO watermarks (partition, next_offset) VALUES ($1, $2)
+             ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
+        )
+        .bind(partition as i32)
+        .bind(to_i64(next_offset))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM snapshots").fetch_one(&self.pool).await.map_err(store_err)?;
+        Ok(to_u64(n))
+    }
+}
+
+// ---------------------------------------------------------------- read models: writes
+
+async fn read_checkpoint(conn: &mut PgConnection, name: &str, partition: u32) -> Result<Option<u64>, StoreError> {
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT next_offset FROM projection_checkpoints WHERE projection = $1 AND partition = $2")
+            .bind(name)
+            .bind(partition as i32)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(store_err)?;
+    Ok(v.map(to_u64))
+}
+
+/// Erased players, each once, in first-seen order.
+fn unique_erased(erased: &[(GameId, PlayerId)]) -> (Vec<String>, Vec<String>) {
+    let mut seen = HashSet::new();
+    let mut games = Vec::new();
+    let mut players = Vec::new();
+    for (g, p) in erased {
+        if seen.insert((g.as_str(), p.as_str())) {
+            games.push(g.to_string());
+            players.push(p.to_string());
+        }
+    }
+    (games, players)
+}
+
+/// Replaces each erased player's id in `table` by a fresh pseudonym (one per player).
+async fn pseudonymise(conn: &mut PgConnection, table: &str, erased: &[(GameId, PlayerId)]) -> Result<(), sqlx::Error> {
+    if erased.is_empty() {
+        return Ok(());
+    }
+    let (games, players) = unique_erased(erased);
+    let pseudonyms: Vec<String> = games.iter().map(|_| format!("erased-{}", uuid::Uuid::new_v4())).collect();
+    sqlx::query(&format!(
+        "UPDATE {table} AS t SET player_id = e.pseudonym
+         FROM UNNEST($1::text[], $2::text[], $3::text[]) AS e(game_id, player_id, pseudonym)
+         WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
+    ))
+    .bind(&games)
+    .bind(&players)
+    .bind(&pseudonyms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts player-days (insert-or-ignore).
+async fn insert_days(
+    conn: &mut PgConnection,
+    table: &str,
+    days: &[gm_projections::model::PlayerDay],
+) -> Result<(), sqlx::Error> {
+    if days.is_empty() {
+        return Ok(());
+    }
+    let games: Vec<&str> = days.iter().map(|d| d.game_id.as_str()).collect();
+    let dates: Vec<NaiveDate> = days.iter().map(|d| d.day).collect();
+    let players: Vec<&str> = days.iter().map(|d| d.player_id.as_str()).collect();
+    sqlx::query(&format!(
+        "INSERT INTO {table} (game_id, day, player_id)
+         SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[])
+         ON CONFLICT DO NOTHING"
+    ))
+    .bind(&games)
+    .bind(&dates)
+    .bind(&players)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One player's profile deltas of a batch, merged in order (counters add, times take
+/// min/max, a later non-empty setting replaces an earlier one).
+struct MergedProfile {
+    game_id: String,
+    player_id: String,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    counters: [u64; 5], // events, sessions, playtime_seconds, purchases, levels_completed
+    xp: i64,
+    current_level: Option<String>,
+    country: Option<String>,
+    language: Option<String>,
+    consent: Option<(bool, bool)>,
+    last_seq: u64,
+    revenue: BTreeMap<String, i64>,
+}
+
+fn merge_profiles(deltas: &[gm_projections::model::ProfileDelta]) -> Vec<MergedProfile> {
+    let mut index: HashMap<(&str, &str), usize> = HashMap::with_capacity(deltas.len());
+    let mut out: Vec<MergedProfile> = Vec::with_capacity(deltas.len());
+    for d in deltas {
+        let counters = [d.events, d.sessions, d.playtime_seconds, d.purchases, d.levels_completed];
+        match index.get(&(d.game_id.as_str(), d.player_id.as_str())) {
+            Some(&i) => {
+                let m = &mut out[i];
+                m.first_seen = m.first_seen.min(d.first_seen);
+                m.last_seen = m.last_seen.max(d.last_seen);
+                for (a, b) in m.counters.iter_mut().zip(counters) {
+                    *a = a.saturating_add(b);
+                }
+                m.xp = m.xp.saturating_add(d.xp);
+                if d.current_level.is_some() {
+                    m.current_level.clone_from(&d.current_level);
+                }
+                if d.country.is_some() {
+                    m.country.clone_from(&d.country);
+                }
+                if d.language.is_some() {
+                    m.language.clone_from(&d.language);
+                }
+                if d.consent.is_some() {
+                    m.consent = d.consent;
+                }
+                m.last_seq = m.last_seq.max(d.last_seq);
+                for (cur, amount) in &d.revenue {
+                    *m.revenue.entry(cur.code().to_string()).or_default() += amount;
+                }
+            }
+            None => {
+                index.insert((d.game_id.as_str(), d.player_id.as_str()), out.len());
+                let mut revenue = BTreeMap::new();
+                for (cur, amount) in &d.revenue {
+                    *revenue.entry(cur.code().to_string()).or_default() += amount;
+                }
+                out.push(MergedProfile {
+                    game_id: d.game_id.to_string(),
+                    player_id: d.player_id.to_string(),
+                    first_seen: d.first_seen,
+                    last_seen: d.last_seen,
+                    counters,
+                    xp: d.xp,
+                    current_level: d.current_level.clone(),
+                    country: d.country.clone(),
+                    language: d.language.clone(),
+                    consent: d.consent,
+                    last_seq: d.last_seq,
+                    revenue,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Sums rows with the same key, keeping first-seen order.
+fn sum_by_key<K: std::hash::Hash + Eq + Clone, const N: usize>(
+    rows: impl Iterator<Item = (K, [i64; N])>,
+) -> Vec<(K, [i64; N])> {
+    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut out: Vec<(K, [i64; N])> = Vec::new();
+    for (k, v) in rows {
+        match index.get(&k) {
+            Some(&i) => {
+                for (a, b) in out[i].1.iter_mut().zip(v) {
+                    *a = a.saturating_add(b);
+                }
+            }
+            None => {
+                index.insert(k.clone(), out.len());
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
+fn column<K, const N: usize>(rows: &[(K, [i64; N])], i: usize) -> Vec<i64> {
+    rows.iter().map(|(_, v)| v[i]).collect()
+}
+
+async fn apply_changes(
+    conn: &mut PgConnection,
+    target: Target,
+    projection: ProjectionName,
+    c: &ChangeSet,
+) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    match projection {
+        ProjectionName::PlayerProfiles => {
+            let profiles = t("player_profiles");
+            let revenue = t("profile_revenue");
+            if !c.erased.is_empty() {
+                let (games, players) = unique_erased(&c.erased);
+                for table in [&profiles, &revenue] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} AS t USING UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
+                         WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
+                    ))
+                    .bind(&games)
+                    .bind(&players)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            if !c.profiles.is_empty() {
+                let merged = merge_profiles(&c.profiles);
+                let games: Vec<&str> = merged.iter().map(|m| m.game_id.as_str()).collect();
+                let players: Vec<&str> = merged.iter().map(|m| m.player_id.as_str()).collect();
+                let first: Vec<DateTime<Utc>> = merged.iter().map(|m| m.first_seen).collect();
+                let last: Vec<DateTime<Utc>> = merged.iter().map(|m| m.last_seen).collect();
+                let counter = |i: usize| -> Vec<i64> { merged.iter().map(|m| to_i64(m.counters[i])).collect() };
+                let xp: Vec<i64> = merged.iter().map(|m| m.xp).collect();
+                let level: Vec<Option<&str>> = merged.iter().map(|m| m.current_level.as_deref()).collect();
+                let country: Vec<Option<&str>> = merged.iter().map(|m| m.country.as_deref()).collect();
+                let language: Vec<Option<&str>> = merged.iter().map(|m| m.language.as_deref()).collect();
+                let ca: Vec<Option<bool>> = merged.iter().map(|m| m.consent.map(|(a, _)| a)).collect();
+                let cp: Vec<Option<bool>> = merged.iter().map(|m| m.consent.map(|(_, b)| b)).collect();
+                let seq: Vec<i64> = merged.iter().map(|m| to_i64(m.last_seq)).collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {profiles} AS t (game_id, player_id, first_seen, last_seen, events, sessions,
+                         playtime_seconds, purchases, levels_completed, xp, current_level, country, language,
+                         consent_analytics, consent_personalisation, last_seq)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                         $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
+                         $11::text[], $12::text[], $13::text[], $14::bool[], $15::bool[], $16::int8[])
+                     ON CONFLICT (game_id, player_id) DO UPDATE SET
+                         first_seen = LEAST(t.first_seen, excluded.first_seen),
+                         last_seen = GREATEST(t.last_seen, excluded.last_seen),
+                         events = t.events + excluded.events,
+                         sessions = t.sessions + excluded.sessions,
+                         playtime_seconds = t.playtime_seconds + excluded.playtime_seconds,
+                         purchases = t.purchases + excluded.purchases,
+                         levels_completed = t.levels_completed + excluded.levels_completed,
+                         xp = t.xp + excluded.xp,
+                         current_level = coalesce(excluded.current_level, t.current_level),
+                         country = coalesce(excluded.country, t.country),
+                         language = coalesce(excluded.language, t.language),
+                         consent_analytics = coalesce(excluded.consent_analytics, t.consent_analytics),
+                         consent_personalisation = coalesce(excluded.consent_personalisation, t.consent_personalisation),
+                         last_seq = GREATEST(t.last_seq, excluded.last_seq)"
+                ))
+                .bind(&games)
+                .bind(&players)
+                .bind(&first)
+                .bind(&last)
+                .bind(counter(0))
+                .bind(counter(1))
+                .bind(counter(2))
+                .bind(counter(3))
+                .bind(counter(4))
+                .bind(&xp)
+                .bind(&level)
+                .bind(&country)
+                .bind(&language)
+                .bind(&ca)
+                .bind(&cp)
+                .bind(&seq)
+                .execute(&mut *conn)
+                .await?;
+                let mut rg: Vec<&str> = Vec::new();
+                let mut rp: Vec<&str> = Vec::new();
+                let mut rc: Vec<&str> = Vec::new();
+                let mut ra: Vec<i64> = Vec::new();
+                for m in &merged {
+                    for (cur, amount) in &m.revenue {
+                        rg.push(&m.game_id);
+                        rp.push(&m.player_id);
+                        rc.push(cur);
+                        ra.push(*amount);
+                    }
+                }
+                if !rg.is_empty() {
+                    sqlx::query(&format!(
+                        "INSERT INTO {revenue} AS t (game_id, player_id, currency, amount_minor)
+                         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])
+                         ON CONFLICT (game_id, player_id, currency) DO UPDATE SET
+                             amount_minor = t.amount_minor + excluded.amount_minor"
+                    ))
+                    .bind(&rg)
+                    .bind(&rp)
+                    .bind(&rc)
+                    .bind(&ra)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+        }
+        ProjectionName::DailyActivity => {
+            let days = t("player_days");
+            pseudonymise(conn, &days, &c.erased).await?;
+            insert_days(conn, &days, &c.active_days).await?;
+        }
+        ProjectionName::Sessions => {
+            if !c.session_days.is_empty() {
+                let table = t("session_days");
+                let rows = sum_by_key(c.session_days.iter().map(|s| {
+                    let mut v = [0i64; 10];
+                    v[0] = to_i64(s.started);
+                    v[1] = to_i64(s.closed);
+                    v[2] = to_i64(s.total_length_seconds);
+                    for (slot, b) in v[3..].iter_mut().zip(s.buckets) {
+                        *slot = to_i64(b);
+                    }
+                    ((s.game_id.as_str(), s.day), v)
+                }));
+                let games: Vec<&str> = rows.iter().map(|((g, _), _)| *g).collect();
+                let dates: Vec<NaiveDate> = rows.iter().map(|((_, d), _)| *d).collect();
+                let sql = format!(
+                    "INSERT INTO {table} AS t (game_id, day, started, closed, total_length_seconds,
+                         b0, b1, b2, b3, b4, b5, b6)
+                     SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[], $5::int8[],
+                         $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[])
+                     ON CONFLICT (game_id, day) DO UPDATE SET
+                         started = t.started + excluded.started,
+                         closed = t.closed + excluded.closed,
+                         total_length_seconds = t.total_length_seconds + excluded.total_length_seconds,
+                         b0 = t.b0 + excluded.b0, b1 = t.b1 + excluded.b1, b2 = t.b2 + excluded.b2,
+                         b3 = t.b3 + excluded.b3, b4 = t.b4 + excluded.b4, b5 = t.b5 + excluded.b5,
+                         b6 = t.b6 + excluded.b6"
+                );
+                let mut q = sqlx::query(&sql).bind(games).bind(dates);
+                for i in 0..10 {
+                    q = q.bind(column(&rows, i));
+                }
+                q.execute(&mut *conn).await?;
+            }
+        }
+        ProjectionName::Revenue => {
+            let payers = t("payer_days");
+            pseudonymise(conn, &payers, &c.erased).await?;
+            if !c.revenue.is_empty() {
+                let table = t("revenue_days");
+                let rows =
+                    sum_by_key(c.revenue.iter().map(|r| {
+                        ((r.game_id.as_str(), r.day, r.currency.code()), [r.amount_minor, to_i64(r.purchases)])
+                    }));
+                let games: Vec<&str> = rows.iter().map(|((g, _, _), _)| *g).collect();
+                let dates: Vec<NaiveDate> = rows.iter().map(|((_, d, _), _)| *d).collect();
+                let currencies: Vec<&str> = rows.iter().map(|((_, _, c), _)| *c).collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {table} AS t (game_id, day, currency, amount_minor, purchases)
+                     SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::int8[], $5::int8[])
+                     ON CONFLICT (game_id, day, currency) DO UPDATE SET
+                         amount_minor = t.amount_minor + excluded.amount_minor,
+                         purchases = t.purchases + excluded.purchases"
+                ))
+                .bind(games)
+                .bind(dates)
+                .bind(currencies)
+                .bind(column(&rows, 0))
+                .bind(column(&rows, 1))
+                .execute(&mut *conn)
+                .await?;
+            }
+            insert_days(conn, &payers, &c.payer_days).await?;
+        }
+        ProjectionName::Funnel => {
+            if !c.funnel.is_empty() {
+                let table = t("funnel");
+                let rows = sum_by_key(c.funnel.iter().map(|f| {
+                    (
+                        (f.game_id.as_str(), f.level_id.as_str()),
+                        [to_i64(f.starts), to_i64(f.completes), to_i64(f.fails)],
+                    )
+                }));
+                let games: Vec<&str> = rows.iter().map(|((g, _), _)| *g).collect();
+                let levels: Vec<&str> = rows.iter().map(|((_, l), _)| *l).collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {table} AS t (game_id, level_id, starts, completes, fails)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
+                     ON CONFLICT (game_id, level_id) DO UPDATE SET
+                         starts = t.starts + excluded.starts,
+                         completes = t.completes + excluded.completes,
+                         fails = t.fails + excluded.fails"
+                ))
+                .bind(games)
+                .bind(levels)
+                .bind(column(&rows, 0))
+                .bind(column(&rows, 1))
+                .bind(column(&rows, 2))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ReadModelStore for PgStore {
+    async fn checkpoint(
+        &self,
+        target: Target,
+        projection: ProjectionName,
+        partition: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(store_err)?;
+        read_checkpoint(&mut conn, &checkpoint_name(projection, target), partition).await
+    }
+
+    async fn apply(
+        &self,
+        target: Target,
+        projection: ProjectionName,
+        partition: u32,
+        expected: Option<u64>,
+        next: u64,
+        changes: &ChangeSet,
+    ) -> Result<(), StoreError> {
+        let name = checkpoint_name(projection, target);
+        // Dropping `tx` without commit (an error below, or a cancelled future) rolls back.
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        match expected {
+            Some(_) => {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT next_offset FROM projection_checkpoints
+                     WHERE projection = $1 AND partition = $2 FOR UPDATE",
+                )
+                .bind(&name)
+                .bind(partition as i32)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_err)?;
+                let found = found.map(to_u64);
+                if found != expected {
+                    let _ = tx.rollback().await;
+                    return Err(StoreError::Conflict { expected, found });
+                }
+            }
+            None => {
+                // Claim the checkpoint row: a concurrent claimer blocks on the key until we
+                // finish, then finds it taken.
+                let claimed = sqlx::query(
+                    "INSERT INTO projection_checkpoints (projection, partition, next_offset) VALUES ($1, $2, $3)
+                     ON CONFLICT (projection, partition) DO NOTHING",
+                )
+                .bind(&name)
+                .bind(partition as i32)
+                .bind(to_i64(next))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?
+                .rows_affected();
+                if claimed == 0 {
+                    let found = read_checkpoint(&mut tx, &name, partition).await?;
+                    let _ = tx.rollback().await;
+                    return Err(StoreError::Conflict { expected, found });
+                }
+            }
+        }
+        apply_changes(&mut tx, target, projection, changes).await.map_err(store_err)?;
+        if expected.is_some() {
+            sqlx::query("UPDATE projection_checkpoints SET next_offset = $3 WHERE projection = $1 AND partition = $2")
+                .bind(&name)
+                .bind(partition as i32)
+                .bind(to_i64(next))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+        }
+        tx.commit().await.map_err(store_err)
+    }
+
+    async fn begin_rebuild(&self, projection: ProjectionName) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        for base in tables(projection) {
+            let rebuild = table_name(base, Target::Rebuild);
+            sqlx::query(&format!("DROP TABLE IF EXISTS {rebuild}")).execute(&mut *tx).await.map_err(store_err)?;
+            sqlx::query(&format!("CREATE TABLE {rebuild} (LIKE {base} INCLUDING ALL)"))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+        }
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+            .bind(checkpoint_name(projection, Target::Rebuild))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)
+    }
+
+    async fn finish_rebuild(&self, projection: ProjectionName) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        for base in tables(projection) {
+            let rebuild = table_name(base, Target::Rebuild);
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(&rebuild)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            if !exists {
+                let _ = tx.rollback().await;
+                return Err(StoreError::Other(format!(
+                    "no rebuild of {projection} to finish (table {rebuild} missing)"
+                )));
+            }
+            sqlx::query(&format!("DROP TABLE IF EXISTS {base}")).execute(&mut *tx).await.map_err(store_err)?;
+            sqlx::query(&format!("ALTER TABLE {rebuild} RENAME TO {base}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            // Indexes (and the constraints they back) keep their `<base>_rebuild…` names
+            // across the rename: give them the live names again.
+            let indexes: Vec<String> = sqlx::query_scalar(
+                "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE i.indrelid = to_regclass($1)",
+            )
+            .bind(*base)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_err)?;
+            for index in indexes {
+                if let Some(rest) = index.strip_prefix(&rebuild) {
+                    sqlx::query(&format!("ALTER INDEX \"{index}\" RENAME TO \"{base}{rest}\""))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_err)?;
+                }
+            }
+        }
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+            .bind(checkpoint_name(projection, Target::Live))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        sqlx::query("UPDATE projection_checkpoints SET projection = $1 WHERE projection = $2")
+            .bind(checkpoint_name(projection, Target::Live))
+            .bind(checkpoint_name(projection, Target::Rebuild))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        tx.commit().await.map_err(store_err)
+    }
+}
+
+// ---------------------------------------------------------------- read models: queries
+
+fn u(row: &PgRow, i: usize) -> Result<u64, StoreError> {
+    row.try_get::<i64, _>(i).map(to_u64).map_err(store_err)
+}
+
+#[async_trait]
+impl AnalyticsQueries for PgStore {
+    async fn player_profile(&self, game: &GameId, player: &PlayerId) -> Result<Option<PlayerProfile>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(store_err)?;
+        let Some(row) = sqlx::query(
+            "SELECT first_seen, last_seen, events, sessions, playtime_seconds, purchases,
+                    levels_completed, xp, current_level, country, language, consent_analytics,
+                    consent_personalisation, last_seq
+             FROM player_profiles WHERE game_id = $1 AND player_id = $2",
+        )
+        .bind(game.as_str())
+        .bind(player.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        let revenue_rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT currency, amount_minor FROM profile_revenue WHERE game_id = $1 AND player_id = $2")
+                .bind(game.as_str())
+                .bind(player.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(store_err)?;
+        Ok(Some(PlayerProfile {
+            game_id: game.to_string(),
+            player_id: player.to_string(),
+            first_seen: row.try_get(0).map_err(store_err)?,
+            last_seen: row.try_get(1).map_err(store_err)?,
+            events: u(&row, 2)?,
+            sessions: u(&row, 3)?,
+            playtime_seconds: u(&row, 4)?,
+            purchases: u(&row, 5)?,
+            revenue_minor: revenue_rows.into_iter().collect(),
+            levels_completed: u(&row, 6)?,
+            xp: row.try_get(7).map_err(store_err)?,
+            current_level: row.try_get(8).map_err(store_err)?,
+            country: row.try_get(9).map_err(store_err)?,
+            language: row.try_get(10).map_err(store_err)?,
+            consent_analytics: row.try_get(11).map_err(store_err)?,
+            consent_personalisation: row.try_get(12).map_err(store_err)?,
+            last_seq: u(&row, 13)?,
+        }))
+    }
+
+    async fn active_users(&self, game: &GameId, range: DateRange) -> Result<Vec<ActiveUsersDay>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d::date,
+                 (SELECT COUNT(*) FROM player_days WHERE game_id = $1 AND day = d::date),
+                 (SELECT COUNT(DISTINCT player_id) FROM player_days
+                     WHERE game_id = $1 AND day BETWEEN d::date - 6 AND d::date),
+                 (SELECT COUNT(DISTINCT player_id) FROM player_days
+                     WHERE game_id = $1 AND day BETWEEN d::date - 29 AND d::date)
+             FROM generate_series($2::date::timestamp, $3::date::timestamp, interval '1 day') AS d
+             ORDER BY 1",
+        )
+        .bind(game.as_str())
+        .bind(range.from())
+        .bind(range.to())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|row| {
+                let day: NaiveDate = row.try_get(0).map_err(store_err)?;
+                let (dau, wau, mau) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
+                Ok(ActiveUsersDay { day, dau, wau, mau, stickiness: ratio(dau as f64, mau as f64) })
+            })
+            .collect()
+    }
+
+    async fn sessions(&self, game: &GameId, range: DateRange) -> Result<Vec<SessionsDay>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT day, started, closed, total_length_seconds, b0, b1, b2, b3, b4, b5, b6
+             FROM session_days WHERE game_id = $1 AND day BETWEEN $2 AND $3",
+        )
+        .bind(game.as_str())
+        .bind(range.from())
+        .bind(range.to())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        let mut by_day: HashMap<NaiveDate, [u64; 10]> = HashMap::new();
+        for row in &rows {
+            let day: NaiveDate = row.try_get(0).map_err(store_err)?;
+            let mut v = [0u64; 10];
+            for (i, slot) in v.iter_mut().enumerate() {
+                *slot = u(row, i + 1)?;
+            }
+            by_day.insert(day, v);
+        }
+        Ok(range
+            .days()
+            .map(|day| {
+                let v = by_day.get(&day).copied().unwrap_or([0; 10]);
+                SessionsDay {
+                    day,
+                    sessions_started: v[0],
+                    sessions_closed: v[1],
+                    average_length_seconds: ratio(v[2] as f64, v[1] as f64),
+                    length_distribution: SESSION_BUCKETS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (label, _))| LengthBucket { bucket: (*label).to_string(), sessions: v[3 + i] })
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    async fn revenue(&self, game: &GameId, range: DateRange) -> Result<Vec<RevenueDay>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.day, r.currency, r.amount_minor, r.purchases,
+                 (SELECT COUNT(*) FROM payer_days p WHERE p.game_id = r.game_id AND p.day = r.day),
+                 (SELECT COUNT(*) FROM player_days a WHERE a.game_id = r.game_id AND a.day = r.day)
+             FROM revenue_days r
+             WHERE r.game_id = $1 AND r.day BETWEEN $2 AND $3
+             ORDER BY r.day, r.currency COLLATE \"C\"",
+        )
+        .bind(game.as_str())
+        .bind(range.from())
+        .bind(range.to())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|row| {
+                let day: NaiveDate = row.try_get(0).map_err(store_err)?;
+                let revenue_minor: i64 = row.try_get(2).map_err(store_err)?;
+                let (purchases, payers, dau) = (u(row, 3)?, u(row, 4)?, u(row, 5)?);
+                Ok(RevenueDay {
+                    day,
+                    currency: row.try_get(1).map_err(store_err)?,
+                    revenue_minor,
+                    purchases,
+                    payers,
+                    dau,
+                    arpdau_minor: ratio(revenue_minor as f64, dau as f64),
+                    arppu_minor: ratio(revenue_minor as f64, payers as f64),
+                    conversion: ratio(payers as f64, dau as f64),
+                })
+            })
+            .collect()
+    }
+
+    async fn funnel(&self, game: &GameId) -> Result<Vec<FunnelStep>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT level_id, starts, completes, fails FROM funnel WHERE game_id = $1 ORDER BY level_id COLLATE \"C\"",
+        )
+        .bind(game.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|row| {
+                let (starts, completes, fails) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
+                Ok(FunnelStep {
+                    level_id: row.try_get(0).map_err(store_err)?,
+                    starts,
+                    completes,
+                    fails,
+                    completion_rate: ratio(completes as f64, starts as f64),
+                })
+            })
+            .collect()
+    }
+}
