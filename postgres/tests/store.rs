@@ -15,6 +15,7 @@ use gm_projections::model::{
 use gm_projections::{AnalyticsQueries, ReadModelStore};
 use gm_schemas::events::SessionStart;
 use gm_schemas::{Currency, Derived, EventBody, GameId, PlayerId, ProcessedBody, ProcessedEvent};
+use sqlx::Connection;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -538,6 +539,20 @@ async fn a_batch_of_10000_profile_deltas_applies_in_one_call() {
         rate(update),
         rate(days_time)
     );
+    let snapshots: Vec<(String, Vec<u8>)> = (0..10_000).map(|i| (format!("g:p{i}"), vec![7u8; 200])).collect();
+    let started = Instant::now();
+    store.save(0, 10_000, snapshots).await.unwrap();
+    let save_time = started.elapsed();
+    let now = Utc::now();
+    let events: Vec<ProcessedEvent> = (0..10_000).map(|i| event(&format!("p{i}"), 1, now)).collect();
+    let started = Instant::now();
+    assert_eq!(store.insert_events(&events).await.unwrap(), 10_000);
+    let events_time = started.elapsed();
+    println!(
+        "10k snapshots (200 B) saved in {save_time:?} ({:.0} rows/s); 10k events inserted in {events_time:?} ({:.0} rows/s)",
+        rate(save_time),
+        rate(events_time)
+    );
     assert_eq!(scalar_i64(store, "SELECT COUNT(*) FROM player_profiles").await, 10_000);
     assert_eq!(scalar_i64(store, "SELECT SUM(events)::int8 FROM player_profiles").await, 30_000);
     assert_eq!(scalar_i64(store, "SELECT SUM(amount_minor)::int8 FROM profile_revenue").await, 10_000 * 398);
@@ -652,4 +667,68 @@ async fn events_store_no_personal_fields_and_erasure_pseudonymises_the_player() 
     // Replaying the first batch does not bring the real id back.
     store.insert_events(&first).await.unwrap();
     assert_eq!(raw_player_ids(store, "events").await.iter().filter(|i| *i == "p1").count(), 1);
+}
+
+/// A server-side kill of every connection (what a PostgreSQL restart does to the pool):
+/// calls fail as `Unavailable` or succeed on a fresh connection, a retry succeeds, and
+/// nothing is applied twice.
+#[tokio::test]
+async fn killed_connections_surface_as_unavailable_and_a_retry_succeeds() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    store.apply(Target::Live, ProjectionName::Funnel, 0, None, 1, &funnel("l1", 1)).await.unwrap();
+    // Hold a few connections so the pool has idle ones to hand out after the kill.
+    let held: Vec<_> = futures::future::join_all((0..4).map(|_| store.pool().acquire())).await;
+    drop(held);
+    let mut admin = sqlx::PgConnection::connect(&common::admin_url()).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&db.name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "there were connections to kill");
+    let mut expected = Some(1);
+    let mut next = 2;
+    let mut unavailable = 0;
+    for _ in 0..20 {
+        match store.apply(Target::Live, ProjectionName::Funnel, 0, expected, next, &funnel("l1", 1)).await {
+            Ok(()) => {
+                expected = Some(next);
+                next += 1;
+                if next > 4 {
+                    break;
+                }
+            }
+            Err(StoreError::Unavailable(_)) => unavailable += 1,
+            Err(e) => panic!("a killed connection must be Unavailable (retryable), got {e:?}"),
+        }
+    }
+    println!("after killing {} connections: {unavailable} Unavailable before 3 batches applied", killed.len());
+    assert_eq!(next, 5, "three batches applied after retries ({unavailable} Unavailable)");
+    assert_eq!(store.funnel(&game()).await.unwrap()[0].starts, 4, "each batch once");
+    assert_eq!(store.checkpoint(Target::Live, ProjectionName::Funnel, 0).await.unwrap(), Some(4));
+}
+
+/// The error a query gets on a connection the server killed maps to `Unavailable`.
+#[tokio::test]
+async fn a_query_on_a_killed_connection_is_unavailable() {
+    let db = TestDb::new().await;
+    let mut conn = db.store.pool().acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&common::admin_url()).await.unwrap();
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut admin).await.unwrap();
+    assert!(killed);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let err = sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap_err();
+    assert!(gm_postgres::is_transient(&err), "{err:?}");
+    assert!(matches!(gm_postgres::store_err(err), StoreError::Unavailable(_)));
+    // A constraint violation is not.
+    let err = sqlx::query("INSERT INTO watermarks (partition, next_offset) VALUES (NULL, 1)")
+        .execute(db.store.pool())
+        .await
+        .unwrap_err();
+    assert!(matches!(gm_postgres::store_err(err), StoreError::Other(_)));
 }
