@@ -352,7 +352,18 @@ async fn member(log: KafkaLog, group: String, input: String, output: String, sto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_hands_partitions_over_without_losing_or_duplicating_records() {
-    let log = connect().await;
+    handover("cooperative-sticky").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eager_rebalance_hands_partitions_over_without_losing_or_duplicating_records() {
+    handover("range,roundrobin").await;
+}
+
+async fn handover(strategy: &str) {
+    let mut cfg = config();
+    cfg.consumer.assignment_strategy = strategy.into();
+    let log = connect_with(cfg).await;
     let input = EphemeralTopic::new(&log, 6).await;
     let output = EphemeralTopic::new(&log, 6).await;
     let group = random_name("group");
@@ -393,7 +404,7 @@ async fn a_rebalance_hands_partitions_over_without_losing_or_duplicating_records
     stop.store(true, Ordering::SeqCst);
     let s1 = m1.await.unwrap();
     let s2 = m2.unwrap().await.unwrap();
-    eprintln!("member 1: {s1:?}\nmember 2: {s2:?}");
+    eprintln!("{strategy}: member 1: {s1:?}\nmember 2: {s2:?}");
     assert!(s1.revoked >= 1, "member 1 saw a revocation: {s1:?}");
     assert!(s2.assigned >= 1 && s2.processed > 0, "member 2 took partitions over: {s2:?}");
 
