@@ -22,6 +22,44 @@ pub struct Config {
     /// `[[api_keys]]` table list in the file.
     #[serde(default)]
     pub api_keys: ApiKeys,
+    /// `embedded` (SQLite files under data_dir) or `production` (Kafka, PostgreSQL, Redis).
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub kafka: gm_kafka::KafkaConfig,
+    #[serde(default)]
+    pub postgres: PostgresSettings,
+    /// Optional in production: without it every query goes to PostgreSQL.
+    #[serde(default)]
+    pub redis: Option<gm_redis::RedisConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Embedded,
+    Production,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct PostgresSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 16 }
+    }
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresSettings").field("max_connections", &self.max_connections).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +150,14 @@ impl Config {
         }
         if self.actors.threads == 0 || self.actors.threads > 64 {
             return Err(invalid("actors.threads", "must be 1..=64"));
+        }
+        if self.mode == Mode::Production {
+            if self.postgres.url.is_empty() {
+                return Err(invalid("postgres.url", "required in production mode (GM_POSTGRES__URL)"));
+            }
+            if self.kafka.brokers.trim().is_empty() {
+                return Err(invalid("kafka.brokers", "required in production mode (GM_KAFKA__BROKERS)"));
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use gamemetrics::config::Config;
-use gamemetrics::platform::{open_storage, Platform};
+use gamemetrics::platform::{Backends, Platform, Roles};
 use gamemetrics::simulate::{self, SimulateOptions};
 use gm_projections::ProjectionName;
 use std::path::PathBuf;
@@ -21,14 +21,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Gateway, actors and projections in one process on embedded storage (the default).
+    /// Gateway, actors and projections in one process (embedded storage by default).
     Serve,
+    /// The HTTP gateway role (production: scale by running more copies).
+    Gateway,
+    /// The actors role: a consumer-group member on player.events.raw.
+    Actors,
+    /// Apply the PostgreSQL migrations embedded in the binary.
+    Migrate,
     /// Drive realistic synthetic traffic against a gateway.
     Simulate(SimulateArgs),
-    /// Projection maintenance.
+    /// The projections role (a member of every projection's consumer group), or `rebuild`.
     Projections {
         #[command(subcommand)]
-        command: ProjectionsCommand,
+        command: Option<ProjectionsCommand>,
     },
 }
 
@@ -79,14 +85,24 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     gm_telemetry::init_tracing(config.json_logs);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config, Roles::ALL).await,
+        Command::Gateway => serve(config, Roles::GATEWAY).await,
+        Command::Actors => serve(config, Roles::ACTORS).await,
+        Command::Projections { command: None } => serve(config, Roles::PROJECTIONS).await,
+        Command::Migrate => migrate(&config).await,
         Command::Simulate(args) => run_simulation(&config, args).await,
-        Command::Projections { command: ProjectionsCommand::Rebuild { name } } => rebuild(&config, &name).await,
+        Command::Projections { command: Some(ProjectionsCommand::Rebuild { name }) } => rebuild(&config, &name).await,
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let platform = Platform::start(&config).await?;
+async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    if config.mode == gamemetrics::config::Mode::Production && roles == Roles::ALL {
+        // One process with every role on production services (tests, small deployments).
+        migrate(&config).await?;
+    }
+    let listener = std::net::TcpListener::bind(config.bind_addr()?)
+        .with_context(|| format!("binding {}", config.http.bind))?;
+    let platform = Platform::start_roles(&config, listener, roles).await?;
     eprintln!("GameMetrics is listening on {} (data in {})", platform.url(), config.data_dir.display());
     wait_for_termination().await?;
     tracing::info!("shutting down: draining requests, snapshotting actors");
@@ -144,16 +160,33 @@ async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
         let known: Vec<&str> = ProjectionName::ALL.iter().map(|p| p.as_str()).collect();
         bail!("unknown projection '{name}'; known: {}", known.join(", "));
     };
-    let (log, store) = open_storage(config).await?;
+    let backends = Backends::open(config).await?;
     let bar = indicatif::ProgressBar::new(0);
-    let applied =
-        gm_projections::worker::rebuild(projection, log.clone(), store, gm_telemetry::Metrics::new(), |done, total| {
+    let metrics = gm_telemetry::Metrics::new();
+    let applied = gm_projections::worker::rebuild(
+        projection,
+        backends.log.clone(),
+        backends.read_models.clone(),
+        metrics,
+        |done, total| {
             bar.set_length(total);
             bar.set_position(done);
-        })
-        .await?;
+        },
+    )
+    .await?;
     bar.finish();
     println!("rebuilt {projection} from {applied} processed events and swapped it in");
-    log.close().await;
+    backends.close().await;
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    if config.mode != gamemetrics::config::Mode::Production {
+        println!("embedded mode: the SQLite stores create their tables themselves; nothing to migrate");
+        return Ok(());
+    }
+    let store = gm_postgres::PgStore::connect(&config.postgres.url, 2).await.context("connecting to PostgreSQL")?;
+    store.migrate().await.context("applying migrations")?;
+    println!("PostgreSQL migrations applied");
     Ok(())
 }

@@ -1,19 +1,18 @@
-//! The all-in-one embedded platform: gateway, actors and projections in one process, on the
-//! embedded log and stores under the data directory. The same code path as production,
-//! with other adapters behind the same traits.
+//! Composition: which adapters (embedded or production) and which roles (gateway, actors,
+//! projections) a process runs. The domain code is the same whichever is chosen.
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use anyhow::Context as _;
 use gm_actors::ActorsRuntime;
-use gm_embedded::{SqliteLog, SqliteStore};
 use gm_gateway::{ApiKeyConfig, AppState, GatewayConfig, Readiness};
-use gm_ports::{EventLog, TopicSpec};
+use gm_ports::{EventLog, SnapshotStore, TopicSpec};
 use gm_projections::worker::ProjectionWorker;
-use gm_projections::ProjectionName;
+use gm_projections::{AnalyticsQueries, ProjectionName, ReadModelStore};
 use gm_schemas::topics;
 use gm_telemetry::Metrics;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The topics of DESIGN.md, with the partition counts of this deployment.
@@ -21,88 +20,173 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
     vec![
         TopicSpec { name: topics::RAW.into(), partitions: config.log.raw_partitions, compacted: false },
         TopicSpec { name: topics::PROCESSED.into(), partitions: config.log.processed_partitions, compacted: false },
-        TopicSpec {
-            name: topics::RECOMMENDATIONS.into(),
-            partitions: config.log.processed_partitions,
-            compacted: true,
-        },
+        TopicSpec { name: topics::RECOMMENDATIONS.into(), partitions: config.log.processed_partitions, compacted: true },
         TopicSpec { name: topics::DLQ.into(), partitions: 1, compacted: false },
     ]
 }
 
-pub async fn open_storage(config: &Config) -> anyhow::Result<(Arc<SqliteLog>, Arc<SqliteStore>)> {
-    let (log, store) = gm_embedded::open_data_dir(&config.data_dir, &topic_specs(config))
-        .await
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    Ok((Arc::new(log), Arc::new(store)))
+/// The adapters behind every trait the roles use.
+#[derive(Clone)]
+pub struct Backends {
+    pub log: Arc<dyn EventLog>,
+    pub snapshots: Arc<dyn SnapshotStore>,
+    pub read_models: Arc<dyn ReadModelStore>,
+    pub queries: Arc<dyn AnalyticsQueries>,
+    /// Present in production when Redis is configured: polled for `/health/ready`.
+    pub cache: Option<gm_redis::RedisCache>,
+    embedded: Option<(Arc<gm_embedded::SqliteLog>, Arc<gm_embedded::SqliteStore>)>,
 }
 
-/// A running embedded platform.
+impl Backends {
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        match config.mode {
+            Mode::Embedded => {
+                let (log, store) = gm_embedded::open_data_dir(&config.data_dir, &topic_specs(config))
+                    .await
+                    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+                let (log, store) = (Arc::new(log), Arc::new(store));
+                Ok(Self {
+                    log: log.clone(),
+                    snapshots: store.clone(),
+                    read_models: store.clone(),
+                    queries: store.clone(),
+                    cache: None,
+                    embedded: Some((log, store)),
+                })
+            }
+            Mode::Production => {
+                let store = gm_postgres::PgStore::connect(&config.postgres.url, config.postgres.max_connections)
+                    .await
+                    .context("connecting to PostgreSQL (postgres.url)")?;
+                let log = gm_kafka::KafkaLog::connect(config.kafka.clone()).await.context("connecting to Kafka")?;
+                log.ensure_topics(&topic_specs(config)).await.context("creating the Kafka topics")?;
+                let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match &config.redis {
+                    Some(redis) => {
+                        let cache = gm_redis::RedisCache::connect(redis.clone()).await.context("redis.url")?;
+                        (Arc::new(gm_redis::CachedQueries::new(store.clone(), cache.clone())), Some(cache))
+                    }
+                    None => (Arc::new(store.clone()), None),
+                };
+                let store = Arc::new(store);
+                Ok(Self {
+                    log: Arc::new(log),
+                    snapshots: store.clone(),
+                    read_models: store,
+                    queries,
+                    cache,
+                    embedded: None,
+                })
+            }
+        }
+    }
+
+    /// Lets pending writes of the embedded log finish (no-op in production).
+    pub async fn close(&self) {
+        if let Some((log, store)) = &self.embedded {
+            log.close().await;
+            store.close().await;
+        }
+    }
+}
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub gateway: bool,
+    pub actors: bool,
+    pub projections: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { gateway: true, actors: true, projections: true };
+    pub const GATEWAY: Roles = Roles { gateway: true, actors: false, projections: false };
+    pub const ACTORS: Roles = Roles { gateway: false, actors: true, projections: false };
+    pub const PROJECTIONS: Roles = Roles { gateway: false, actors: false, projections: true };
+}
+
+/// A running process: its roles, and the HTTP server (API, or operations routes only).
 pub struct Platform {
     pub addr: SocketAddr,
     pub metrics: Metrics,
     pub readiness: Readiness,
-    pub log: Arc<SqliteLog>,
-    pub store: Arc<SqliteStore>,
+    pub backends: Backends,
     shutdown: watch::Sender<bool>,
     server: actix_web::dev::ServerHandle,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Platform {
-    /// Opens storage, starts the actors, the projection workers and the gateway. Must run
-    /// inside an actix system (`#[actix_web::main]`, `#[actix_rt::test]`).
+    /// All roles on the configured adapters (`gamemetrics serve`).
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let listener =
-            TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
-        Self::start_on(config, listener).await
+        let listener = TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
+        Self::start_roles(config, listener, Roles::ALL).await
     }
 
     pub async fn start_on(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
+        Self::start_roles(config, listener, Roles::ALL).await
+    }
+
+    /// Starts `roles` with the configured adapters. Must run inside an actix system.
+    pub async fn start_roles(config: &Config, listener: TcpListener, roles: Roles) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let readiness = Readiness::new();
         readiness.register("storage");
-        readiness.register("actors");
-        readiness.register("projections");
-        let (log, store) = open_storage(config).await?;
+        let backends = Backends::open(config).await?;
         readiness.set_ready("storage", true);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let dyn_log: Arc<dyn EventLog> = log.clone();
-        let actors = ActorsRuntime::new(dyn_log.clone(), store.clone(), config.actors(), metrics.clone());
-        let rx = shutdown_rx.clone();
-        tasks.push(actix_rt::spawn(async move {
-            if let Err(e) = actors.run(rx).await {
-                tracing::error!(error = %e, "actors stopped");
-            }
-        }));
-        readiness.set_ready("actors", true);
-        for name in ProjectionName::ALL {
-            let worker = ProjectionWorker::new(name, dyn_log.clone(), store.clone(), metrics.clone());
+        if roles.actors {
+            let actors = ActorsRuntime::new(backends.log.clone(), backends.snapshots.clone(), config.actors(), metrics.clone());
             let rx = shutdown_rx.clone();
             tasks.push(actix_rt::spawn(async move {
-                if let Err(e) = worker.run(rx).await {
-                    tracing::error!(projection = %name, error = %e, "projection stopped");
+                if let Err(e) = actors.run(rx).await {
+                    tracing::error!(error = %e, "actors stopped");
                 }
             }));
         }
-        readiness.set_ready("projections", true);
+        if roles.projections {
+            for name in ProjectionName::ALL {
+                let worker = ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone());
+                let rx = shutdown_rx.clone();
+                tasks.push(actix_rt::spawn(async move {
+                    if let Err(e) = worker.run(rx).await {
+                        tracing::error!(projection = %name, error = %e, "projection stopped");
+                    }
+                }));
+            }
+        }
+        if let Some(cache) = backends.cache.clone() {
+            tasks.push(actix_rt::spawn(watch_cache(cache, readiness.clone(), shutdown_rx.clone())));
+        }
 
-        let api_keys =
-            config.api_key_pairs()?.into_iter().map(|(game_id, key)| ApiKeyConfig { game_id, key }).collect();
-        let gateway = GatewayConfig { api_keys, limits: config.limits(), request_timeout: config.request_timeout() };
-        let state = AppState::new(gateway, log.producer(), store.clone(), metrics.clone(), readiness.clone());
         let addr = listener.local_addr()?;
-        let server = gm_gateway::serve(listener, state).await?;
+        let server = if roles.gateway {
+            let api_keys =
+                config.api_key_pairs()?.into_iter().map(|(game_id, key)| ApiKeyConfig { game_id, key }).collect();
+            let gateway = GatewayConfig { api_keys, limits: config.limits(), request_timeout: config.request_timeout() };
+            let state =
+                AppState::new(gateway, backends.log.producer(), backends.queries.clone(), metrics.clone(), readiness.clone());
+            gm_gateway::serve(listener, state).await?
+        } else {
+            let (readiness, metrics) = (readiness.clone(), metrics.clone());
+            actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .configure(|cfg| gm_gateway::health::configure_ops(cfg, readiness.clone(), metrics.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)?
+            .run()
+        };
         let handle = server.handle();
         tasks.push(actix_rt::spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         }));
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "GameMetrics (embedded) listening");
-        Ok(Self { addr, metrics, readiness, log, store, shutdown, server: handle, tasks })
+        tracing::info!(%addr, ?roles, mode = ?config.mode, "GameMetrics started");
+        Ok(Self { addr, metrics, readiness, backends, shutdown, server: handle, tasks })
     }
 
     pub fn url(&self) -> String {
@@ -116,6 +200,17 @@ impl Platform {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.log.close().await;
+        self.backends.close().await;
+    }
+}
+
+/// Reports the cache as degraded in `/health/ready` while Redis does not answer.
+async fn watch_cache(cache: gm_redis::RedisCache, readiness: Readiness, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        readiness.set_optional("cache", cache.health().await);
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
     }
 }

@@ -133,7 +133,7 @@ async fn rebuilding_each_projection_from_offset_zero_gives_the_same_read_models(
     eventually(Duration::from_secs(60), || compare_read_models(app.url(), &expected, 30)).await.unwrap();
     for name in ProjectionName::ALL {
         let applied =
-            gm_projections::worker::rebuild(name, app.log.clone(), app.store.clone(), app.metrics.clone(), |_, _| {})
+            gm_projections::worker::rebuild(name, app.backends.log.clone(), app.backends.read_models.clone(), app.metrics.clone(), |_, _| {})
                 .await
                 .unwrap_or_else(|e| panic!("rebuild {name}: {e}"));
         assert!(applied > 0, "{name} replayed nothing");
@@ -162,7 +162,7 @@ async fn a_restart_recovers_state_from_snapshots_and_counts_nothing_twice() {
     app.stop().await;
 
     let app = spawn_app(dir.path()).await;
-    let snapshots = gm_ports::SnapshotStore::count(app.store.as_ref()).await.unwrap();
+    let snapshots = app.backends.snapshots.count().await.unwrap();
     assert!(snapshots > 0, "the first run left snapshots");
     let mut options = options;
     options.url = app.url();

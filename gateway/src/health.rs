@@ -1,7 +1,8 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
-use crate::AppState;
+use crate::Readiness;
 use actix_web::{web, HttpResponse};
+use gm_telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -14,10 +15,13 @@ pub struct LiveResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReadyResponse {
-    /// `ready` or `not_ready`.
+    /// `ready`, `degraded` (ready, but an optional component such as the cache is down: correct,
+    /// only slower) or `not_ready`.
     pub status: String,
     /// Components not ready yet, in name order.
     pub not_ready: Vec<String>,
+    /// Optional components that are down, in name order.
+    pub degraded: Vec<String>,
     /// Every registered component and whether it is ready.
     pub components: BTreeMap<String, bool>,
 }
@@ -35,21 +39,38 @@ pub async fn live() -> HttpResponse {
         (status = 200, description = "Every component is ready", body = ReadyResponse),
         (status = 503, description = "Some component is not ready; `not_ready` names them", body = ReadyResponse),
     ))]
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let components = state.readiness.snapshot();
+pub async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
+    let components = readiness.snapshot();
     let not_ready: Vec<String> = components.iter().filter(|(_, r)| !**r).map(|(n, _)| n.clone()).collect();
+    let degraded = readiness.degraded();
     if not_ready.is_empty() {
-        HttpResponse::Ok().json(ReadyResponse { status: "ready".into(), not_ready, components })
+        let status = if degraded.is_empty() { "ready" } else { "degraded" };
+        HttpResponse::Ok().json(ReadyResponse { status: status.into(), not_ready, degraded, components })
     } else {
-        HttpResponse::ServiceUnavailable().json(ReadyResponse { status: "not_ready".into(), not_ready, components })
+        HttpResponse::ServiceUnavailable().json(ReadyResponse {
+            status: "not_ready".into(),
+            not_ready,
+            degraded,
+            components,
+        })
     }
 }
 
 /// Prometheus metrics, text exposition format 0.0.4.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Every metric of this process", body = String, content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.encode())
+pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.encode())
+}
+
+/// The operations routes alone (liveness, readiness, metrics), for roles that serve no API:
+/// the actors and projections processes.
+pub fn configure_ops(cfg: &mut web::ServiceConfig, readiness: Readiness, metrics: Metrics) {
+    cfg.app_data(web::Data::new(readiness))
+        .app_data(web::Data::new(metrics))
+        .route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(self::metrics));
 }
 
 /// This document.

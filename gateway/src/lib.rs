@@ -157,7 +157,9 @@ async fn method_not_allowed() -> Result<HttpResponse, GatewayError> {
 /// Registers the state, the extractor error handlers and every route (no middleware: use
 /// [`app`] for the complete application).
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
-    cfg.app_data(state)
+    cfg.app_data(web::Data::new(state.readiness.clone()))
+        .app_data(web::Data::new(state.metrics.clone()))
+        .app_data(state)
         .app_data(web::PathConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()))
         .app_data(web::QueryConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()));
     for (path, _, route) in routes() {

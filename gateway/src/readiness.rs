@@ -9,6 +9,9 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     components: Arc<RwLock<BTreeMap<String, bool>>>,
+    /// Components the process works without, only slower (the cache): reported, never
+    /// failing readiness, so a Redis outage does not take every pod out of its Service.
+    optional: Arc<RwLock<BTreeMap<String, bool>>>,
 }
 
 impl Readiness {
@@ -40,6 +43,17 @@ impl Readiness {
         self.read().clone()
     }
 
+    /// Sets the state of an optional component (reported as degraded when false).
+    pub fn set_optional(&self, component: &str, healthy: bool) {
+        self.optional.write().unwrap_or_else(|e| e.into_inner()).insert(component.to_string(), healthy);
+    }
+
+    /// Optional components that are down, in name order.
+    pub fn degraded(&self) -> Vec<String> {
+        let optional = self.optional.read().unwrap_or_else(|e| e.into_inner());
+        optional.iter().filter(|(_, ok)| !**ok).map(|(name, _)| name.clone()).collect()
+    }
+
     // A panic while holding the lock cannot leave the map half-written (single inserts), so
     // a poisoned lock is still safe to use.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, bool>> {
@@ -66,5 +80,16 @@ mod tests {
         assert!(r.is_ready());
         r.set_ready("log", false);
         assert!(!r.is_ready());
+    }
+
+    #[test]
+    fn an_optional_component_down_degrades_but_keeps_ready() {
+        let r = Readiness::new();
+        r.set_ready("log", true);
+        r.set_optional("cache", false);
+        assert!(r.is_ready());
+        assert_eq!(r.degraded(), vec!["cache".to_string()]);
+        r.set_optional("cache", true);
+        assert!(r.degraded().is_empty());
     }
 }
