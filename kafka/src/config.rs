@@ -229,7 +229,11 @@ pub struct ProducerConfig {
     pub message_timeout_ms: u32,
     /// `queue.buffering.max.kbytes`: the producer's local buffer.
     pub queue_buffering_max_kbytes: u32,
-    /// `transaction.timeout.ms` of the consume-transform-produce transactions.
+    /// `transaction.timeout.ms` of the consume-transform-produce transactions. A member that
+    /// crashes mid-transaction blocks read_committed readers of the output partitions and
+    /// the group's offset fetch (unstable offsets) until this expires, so keep it short
+    /// (Kafka Streams uses 10 s for exactly-once); it caps `message.timeout.ms` of the
+    /// transactional producer.
     pub transaction_timeout_ms: u32,
 }
 
@@ -241,7 +245,7 @@ impl Default for ProducerConfig {
             compression: Compression::Lz4,
             message_timeout_ms: 30_000,
             queue_buffering_max_kbytes: 256 * 1024,
-            transaction_timeout_ms: 60_000,
+            transaction_timeout_ms: 15_000,
         }
     }
 }
