@@ -79,6 +79,9 @@ pub struct LimitsConfig {
 pub struct LogConfig {
     pub raw_partitions: u32,
     pub processed_partitions: u32,
+    /// Prefix of every Kafka topic and consumer group (several deployments on one cluster).
+    #[serde(default)]
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

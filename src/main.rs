@@ -100,8 +100,8 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         // One process with every role on production services (tests, small deployments).
         migrate(&config).await?;
     }
-    let listener = std::net::TcpListener::bind(config.bind_addr()?)
-        .with_context(|| format!("binding {}", config.http.bind))?;
+    let listener =
+        std::net::TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
     let platform = Platform::start_roles(&config, listener, roles).await?;
     eprintln!("GameMetrics is listening on {} (data in {})", platform.url(), config.data_dir.display());
     wait_for_termination().await?;

@@ -20,7 +20,11 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
     vec![
         TopicSpec { name: topics::RAW.into(), partitions: config.log.raw_partitions, compacted: false },
         TopicSpec { name: topics::PROCESSED.into(), partitions: config.log.processed_partitions, compacted: false },
-        TopicSpec { name: topics::RECOMMENDATIONS.into(), partitions: config.log.processed_partitions, compacted: true },
+        TopicSpec {
+            name: topics::RECOMMENDATIONS.into(),
+            partitions: config.log.processed_partitions,
+            compacted: true,
+        },
         TopicSpec { name: topics::DLQ.into(), partitions: 1, compacted: false },
     ]
 }
@@ -58,8 +62,14 @@ impl Backends {
                 let store = gm_postgres::PgStore::connect(&config.postgres.url, config.postgres.max_connections)
                     .await
                     .context("connecting to PostgreSQL (postgres.url)")?;
-                let log = gm_kafka::KafkaLog::connect(config.kafka.clone()).await.context("connecting to Kafka")?;
-                log.ensure_topics(&topic_specs(config)).await.context("creating the Kafka topics")?;
+                let kafka = gm_kafka::KafkaLog::connect(config.kafka.clone()).await.context("connecting to Kafka")?;
+                let log: Arc<dyn EventLog> = if config.log.namespace.is_empty() {
+                    Arc::new(kafka)
+                } else {
+                    Arc::new(gm_ports::namespaced::Namespaced::new(Arc::new(kafka), config.log.namespace.clone()))
+                };
+                // Partition counts and configs of production topics come from the Kafka settings.
+                log.ensure_topics(&config.kafka.topics.specs()).await.context("creating the Kafka topics")?;
                 let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match &config.redis {
                     Some(redis) => {
                         let cache = gm_redis::RedisCache::connect(redis.clone()).await.context("redis.url")?;
@@ -68,14 +78,7 @@ impl Backends {
                     None => (Arc::new(store.clone()), None),
                 };
                 let store = Arc::new(store);
-                Ok(Self {
-                    log: Arc::new(log),
-                    snapshots: store.clone(),
-                    read_models: store,
-                    queries,
-                    cache,
-                    embedded: None,
-                })
+                Ok(Self { log, snapshots: store.clone(), read_models: store, queries, cache, embedded: None })
             }
         }
     }
@@ -118,7 +121,8 @@ pub struct Platform {
 impl Platform {
     /// All roles on the configured adapters (`gamemetrics serve`).
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
+        let listener =
+            TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
         Self::start_roles(config, listener, Roles::ALL).await
     }
 
@@ -137,7 +141,8 @@ impl Platform {
         let mut tasks = Vec::new();
 
         if roles.actors {
-            let actors = ActorsRuntime::new(backends.log.clone(), backends.snapshots.clone(), config.actors(), metrics.clone());
+            let actors =
+                ActorsRuntime::new(backends.log.clone(), backends.snapshots.clone(), config.actors(), metrics.clone());
             let rx = shutdown_rx.clone();
             tasks.push(actix_rt::spawn(async move {
                 if let Err(e) = actors.run(rx).await {
@@ -147,7 +152,8 @@ impl Platform {
         }
         if roles.projections {
             for name in ProjectionName::ALL {
-                let worker = ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone());
+                let worker =
+                    ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone());
                 let rx = shutdown_rx.clone();
                 tasks.push(actix_rt::spawn(async move {
                     if let Err(e) = worker.run(rx).await {
@@ -164,9 +170,15 @@ impl Platform {
         let server = if roles.gateway {
             let api_keys =
                 config.api_key_pairs()?.into_iter().map(|(game_id, key)| ApiKeyConfig { game_id, key }).collect();
-            let gateway = GatewayConfig { api_keys, limits: config.limits(), request_timeout: config.request_timeout() };
-            let state =
-                AppState::new(gateway, backends.log.producer(), backends.queries.clone(), metrics.clone(), readiness.clone());
+            let gateway =
+                GatewayConfig { api_keys, limits: config.limits(), request_timeout: config.request_timeout() };
+            let state = AppState::new(
+                gateway,
+                backends.log.producer(),
+                backends.queries.clone(),
+                metrics.clone(),
+                readiness.clone(),
+            );
             gm_gateway::serve(listener, state).await?
         } else {
             let (readiness, metrics) = (readiness.clone(), metrics.clone());

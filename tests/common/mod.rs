@@ -13,6 +13,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub mod services;
+
 pub const GAME: &str = "sim-1";
 pub const KEY: &str = "sim-key-0001";
 

@@ -1,0 +1,97 @@
+//! Production-mode helpers: a fresh PostgreSQL database, a Kafka namespace (topics and
+//! groups) and a Redis key prefix per test, so tests run in parallel against one set of
+//! local services. Missing services fail the test loudly: start them with
+//! `scripts/services up` (scripts/test does).
+
+use gamemetrics::config::{Config, Mode};
+use sqlx::Connection;
+use std::path::Path;
+
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `eval \"$(scripts/services env)\"` after `scripts/services up` (scripts/test does both)")
+    })
+}
+
+/// Everything a production-mode process of one test needs.
+#[derive(Clone, Debug)]
+pub struct TestServices {
+    pub postgres_url: String,
+    pub kafka_brokers: String,
+    pub redis_url: String,
+    pub namespace: String,
+    pub redis_prefix: String,
+    admin_url: String,
+    database: String,
+}
+
+impl TestServices {
+    /// Creates a database (with migrations) and picks a fresh namespace and key prefix.
+    pub async fn create() -> Self {
+        let admin_url = required_env("GM_POSTGRES_URL");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let database = format!("gm_e2e_{}", &id[..16]);
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at GM_POSTGRES_URL is unreachable: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+        let (base, _) = admin_url.rsplit_once('/').expect("GM_POSTGRES_URL ends with /database");
+        let postgres_url = format!("{base}/{database}");
+        let store = gm_postgres::PgStore::connect(&postgres_url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            postgres_url,
+            kafka_brokers: required_env("GM_KAFKA_BROKERS"),
+            redis_url: required_env("GM_REDIS_URL"),
+            namespace: format!("t{}.", &id[..12]),
+            redis_prefix: format!("gm:test:{}:", &id[..12]),
+            admin_url,
+            database,
+        }
+    }
+
+    /// The configuration of a production-mode process of this test.
+    pub fn config(&self, data_dir: &Path) -> Config {
+        let mut config = super::test_config(data_dir);
+        config.mode = Mode::Production;
+        config.kafka.brokers = self.kafka_brokers.clone();
+        config.log.namespace = self.namespace.clone();
+        config.postgres.url = self.postgres_url.clone();
+        config.postgres.max_connections = 8;
+        let mut redis = gm_redis::RedisConfig::new(self.redis_url.clone(), self.redis_prefix.clone());
+        redis.profile_ttl_ms = 1000;
+        redis.recent_query_ttl_ms = 1000;
+        config.redis = Some(redis);
+        config
+    }
+
+    /// The same, as environment variables for a child process.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("GM_MODE".into(), "production".into()),
+            ("GM_KAFKA__BROKERS".into(), self.kafka_brokers.clone()),
+            ("GM_LOG__NAMESPACE".into(), self.namespace.clone()),
+            ("GM_POSTGRES__URL".into(), self.postgres_url.clone()),
+            ("GM_REDIS__URL".into(), self.redis_url.clone()),
+            ("GM_REDIS__KEY_PREFIX".into(), self.redis_prefix.clone()),
+            ("GM_REDIS__PROFILE_TTL_MS".into(), "1000".into()),
+            ("GM_REDIS__RECENT_QUERY_TTL_MS".into(), "1000".into()),
+        ]
+    }
+
+    /// Drops the test's database (topics of the namespace are left to the broker's retention).
+    pub async fn drop_database(&self) {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
+/// `scripts/services ARGS` (restart a service in fault tests).
+pub fn services(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services");
+    let status = std::process::Command::new(script).args(args).status().expect("run scripts/services");
+    assert!(status.success(), "scripts/services {args:?} failed");
+}
