@@ -95,3 +95,74 @@ pub fn services(args: &[&str]) {
     let status = std::process::Command::new(script).args(args).status().expect("run scripts/services");
     assert!(status.success(), "scripts/services {args:?} failed");
 }
+
+/// Brings a stopped service back up when dropped, even when the test panics, so that the
+/// test binaries after this one find every service running.
+pub struct RestartOnDrop(pub &'static str);
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        services(&["up", self.0]);
+    }
+}
+
+/// A `gamemetrics` child process (a role) that is SIGKILLed when dropped.
+pub struct Role {
+    pub name: &'static str,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Role {
+    /// Starts `gamemetrics <role>` in production mode with `services`' settings.
+    pub fn start(role: &'static str, services: &TestServices, api_keys: &str) -> Self {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gamemetrics"))
+            .arg(role)
+            .envs(services.env())
+            .env("GM_HTTP__BIND", format!("127.0.0.1:{port}"))
+            .env("GM_API_KEYS", api_keys)
+            .env("GM_ACTORS__SNAPSHOT_EVERY_EVENTS", "500")
+            .env("GM_ACTORS__SNAPSHOT_EVERY_MS", "500")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start gamemetrics");
+        Self { name: role, port, child: Some(child) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let client = awc::Client::default();
+        while std::time::Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/health/ready", self.url())).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("{} on port {} did not become ready", self.name, self.port);
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
