@@ -1161,36 +1161,4 @@ mod tests {
         }
         assert_eq!(log.end_offsets("in").await.unwrap().iter().sum::<u64>(), total as u64);
     }
-
-    /// `cargo test -p gm-embedded --release -- --ignored --nocapture append_throughput`
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "measurement, not a check"]
-    async fn append_throughput() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(&dir).await;
-        let payload = "x".repeat(300);
-        let started = std::time::Instant::now();
-        for b in 0..200 {
-            log.append("in", (0..100).map(|i| rec(&format!("g:p{b}-{i}"), &payload)).collect()).await.unwrap();
-        }
-        let e = started.elapsed();
-        eprintln!("sequential, batches of 100: {:.0} records/s ({:?} per append)", 20_000.0 / e.as_secs_f64(), e / 200);
-        let started = std::time::Instant::now();
-        let mut handles = Vec::new();
-        for t in 0..64 {
-            let producer = log.producer();
-            let payload = payload.clone();
-            handles.push(tokio::spawn(async move {
-                for b in 0..50 {
-                    let records = (0..100).map(|i| rec(&format!("g:t{t}-{b}-{i}"), &payload)).collect();
-                    producer.append("in", records).await.unwrap();
-                }
-            }));
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-        let e = started.elapsed();
-        eprintln!("64 concurrent producers, batches of 100: {:.0} records/s", 320_000.0 / e.as_secs_f64());
-    }
 }
