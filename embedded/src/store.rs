@@ -32,8 +32,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use gm_ports::{SnapshotStore, StoreError};
 use gm_projections::model::{
-    ActiveUsersDay, ChangeSet, DateRange, FunnelStep, LengthBucket, PlayerDay, PlayerProfile, ProjectionName,
-    RevenueDay, SessionsDay, Target, SESSION_BUCKETS,
+    erased_pseudonym, sessions_over, ActiveUsersDay, ChangeSet, DateRange, FunnelStep, PlayerDay, PlayerProfile,
+    ProjectionName, RevenueDay, SessionCounts, SessionsDay, Target,
 };
 use gm_projections::{AnalyticsQueries, ReadModelStore};
 use gm_schemas::{GameId, PlayerId};
@@ -208,14 +208,6 @@ fn day_text(d: NaiveDate) -> String {
 
 fn parse_day(s: &str) -> Result<NaiveDate, StoreError> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| StoreError::Other(format!("bad day '{s}' in store: {e}")))
-}
-
-fn ratio(num: f64, den: f64) -> f64 {
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
-    }
 }
 
 struct Writer {
@@ -413,7 +405,7 @@ async fn pseudonymise(
 ) -> Result<(), sqlx::Error> {
     let sql = format!("UPDATE {table} SET player_id = ? WHERE game_id = ? AND player_id = ?");
     for (game, player) in erased {
-        let pseudonym = format!("erased-{}", uuid::Uuid::new_v4());
+        let pseudonym = erased_pseudonym();
         sqlx::query(&sql).bind(pseudonym).bind(game.as_str()).bind(player.as_str()).execute(&mut *conn).await?;
     }
     Ok(())
@@ -829,8 +821,7 @@ impl AnalyticsQueries for SqliteStore {
         rows.iter()
             .map(|row| {
                 let day = parse_day(&row.try_get::<String, _>(0).map_err(store_err)?)?;
-                let (dau, wau, mau) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
-                Ok(ActiveUsersDay { day, dau, wau, mau, stickiness: ratio(dau as f64, mau as f64) })
+                Ok(ActiveUsersDay::new(day, u(row, 1)?, u(row, 2)?, u(row, 3)?))
             })
             .collect()
     }
@@ -846,32 +837,17 @@ impl AnalyticsQueries for SqliteStore {
         .fetch_all(&self.inner.reads)
         .await
         .map_err(store_err)?;
-        let mut by_day: HashMap<NaiveDate, [u64; 10]> = HashMap::new();
+        let mut by_day = HashMap::new();
         for row in &rows {
             let day = parse_day(&row.try_get::<String, _>(0).map_err(store_err)?)?;
-            let mut v = [0u64; 10];
-            for (i, slot) in v.iter_mut().enumerate() {
-                *slot = u(row, i + 1)?;
+            let mut buckets = [0u64; 7];
+            for (i, b) in buckets.iter_mut().enumerate() {
+                *b = u(row, 4 + i)?;
             }
-            by_day.insert(day, v);
+            let (started, closed, total_length_seconds) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
+            by_day.insert(day, SessionCounts { started, closed, total_length_seconds, buckets });
         }
-        Ok(range
-            .days()
-            .map(|day| {
-                let v = by_day.get(&day).copied().unwrap_or([0; 10]);
-                SessionsDay {
-                    day,
-                    sessions_started: v[0],
-                    sessions_closed: v[1],
-                    average_length_seconds: ratio(v[2] as f64, v[1] as f64),
-                    length_distribution: SESSION_BUCKETS
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (label, _))| LengthBucket { bucket: (*label).to_string(), sessions: v[3 + i] })
-                        .collect(),
-                }
-            })
-            .collect())
+        Ok(sessions_over(range, &by_day))
     }
 
     async fn revenue(&self, game: &GameId, range: DateRange) -> Result<Vec<RevenueDay>, StoreError> {
@@ -892,19 +868,9 @@ impl AnalyticsQueries for SqliteStore {
         rows.iter()
             .map(|row| {
                 let day = parse_day(&row.try_get::<String, _>(0).map_err(store_err)?)?;
-                let revenue_minor: i64 = row.try_get(2).map_err(store_err)?;
-                let (purchases, payers, dau) = (u(row, 3)?, u(row, 4)?, u(row, 5)?);
-                Ok(RevenueDay {
-                    day,
-                    currency: row.try_get(1).map_err(store_err)?,
-                    revenue_minor,
-                    purchases,
-                    payers,
-                    dau,
-                    arpdau_minor: ratio(revenue_minor as f64, dau as f64),
-                    arppu_minor: ratio(revenue_minor as f64, payers as f64),
-                    conversion: ratio(payers as f64, dau as f64),
-                })
+                let currency = row.try_get(1).map_err(store_err)?;
+                let revenue_minor = row.try_get(2).map_err(store_err)?;
+                Ok(RevenueDay::new(day, currency, revenue_minor, u(row, 3)?, u(row, 4)?, u(row, 5)?))
             })
             .collect()
     }
@@ -917,16 +883,7 @@ impl AnalyticsQueries for SqliteStore {
                 .await
                 .map_err(store_err)?;
         rows.iter()
-            .map(|row| {
-                let (starts, completes, fails) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
-                Ok(FunnelStep {
-                    level_id: row.try_get(0).map_err(store_err)?,
-                    starts,
-                    completes,
-                    fails,
-                    completion_rate: ratio(completes as f64, starts as f64),
-                })
-            })
+            .map(|row| Ok(FunnelStep::new(row.try_get(0).map_err(store_err)?, u(row, 1)?, u(row, 2)?, u(row, 3)?)))
             .collect()
     }
 }
@@ -934,7 +891,7 @@ impl AnalyticsQueries for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gm_projections::model::{FunnelDelta, ProfileDelta, RevenueDelta, SessionDayDelta};
+    use gm_projections::model::{FunnelDelta, ProfileDelta, RevenueDelta, SessionDayDelta, SESSION_BUCKETS};
     use gm_schemas::Currency;
 
     fn game() -> GameId {

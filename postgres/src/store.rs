@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use gm_ports::{SnapshotStore, StoreError};
 use gm_projections::model::{
-    ActiveUsersDay, ChangeSet, DateRange, FunnelStep, LengthBucket, PlayerProfile, ProjectionName, RevenueDay,
-    SessionsDay, Target, SESSION_BUCKETS,
+    erased_pseudonym, sessions_over, ActiveUsersDay, ChangeSet, DateRange, FunnelStep, PlayerProfile, ProjectionName,
+    RevenueDay, SessionCounts, SessionsDay, Target,
 };
 use gm_projections::{AnalyticsQueries, ReadModelStore};
 use gm_schemas::{GameId, PlayerId};
@@ -58,14 +58,6 @@ fn checkpoint_name(projection: ProjectionName, target: Target) -> String {
     match target {
         Target::Live => projection.as_str().to_string(),
         Target::Rebuild => format!("{}#rebuild", projection.as_str()),
-    }
-}
-
-fn ratio(num: f64, den: f64) -> f64 {
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
     }
 }
 
@@ -238,7 +230,7 @@ async fn pseudonymise(conn: &mut PgConnection, table: &str, erased: &[(GameId, P
         return Ok(());
     }
     let (games, players) = unique_erased(erased);
-    let pseudonyms: Vec<String> = games.iter().map(|_| format!("erased-{}", uuid::Uuid::new_v4())).collect();
+    let pseudonyms: Vec<String> = games.iter().map(|_| erased_pseudonym()).collect();
     sqlx::query(&format!(
         "UPDATE {table} AS t SET player_id = e.pseudonym
          FROM UNNEST($1::text[], $2::text[], $3::text[]) AS e(game_id, player_id, pseudonym)
@@ -808,8 +800,7 @@ impl AnalyticsQueries for PgStore {
         rows.iter()
             .map(|row| {
                 let day: NaiveDate = row.try_get(0).map_err(store_err)?;
-                let (dau, wau, mau) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
-                Ok(ActiveUsersDay { day, dau, wau, mau, stickiness: ratio(dau as f64, mau as f64) })
+                Ok(ActiveUsersDay::new(day, u(row, 1)?, u(row, 2)?, u(row, 3)?))
             })
             .collect()
     }
@@ -825,32 +816,17 @@ impl AnalyticsQueries for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(store_err)?;
-        let mut by_day: HashMap<NaiveDate, [u64; 10]> = HashMap::new();
+        let mut by_day = HashMap::new();
         for row in &rows {
             let day: NaiveDate = row.try_get(0).map_err(store_err)?;
-            let mut v = [0u64; 10];
-            for (i, slot) in v.iter_mut().enumerate() {
-                *slot = u(row, i + 1)?;
+            let mut buckets = [0u64; 7];
+            for (i, b) in buckets.iter_mut().enumerate() {
+                *b = u(row, 4 + i)?;
             }
-            by_day.insert(day, v);
+            let (started, closed, total_length_seconds) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
+            by_day.insert(day, SessionCounts { started, closed, total_length_seconds, buckets });
         }
-        Ok(range
-            .days()
-            .map(|day| {
-                let v = by_day.get(&day).copied().unwrap_or([0; 10]);
-                SessionsDay {
-                    day,
-                    sessions_started: v[0],
-                    sessions_closed: v[1],
-                    average_length_seconds: ratio(v[2] as f64, v[1] as f64),
-                    length_distribution: SESSION_BUCKETS
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (label, _))| LengthBucket { bucket: (*label).to_string(), sessions: v[3 + i] })
-                        .collect(),
-                }
-            })
-            .collect())
+        Ok(sessions_over(range, &by_day))
     }
 
     async fn revenue(&self, game: &GameId, range: DateRange) -> Result<Vec<RevenueDay>, StoreError> {
@@ -871,19 +847,9 @@ impl AnalyticsQueries for PgStore {
         rows.iter()
             .map(|row| {
                 let day: NaiveDate = row.try_get(0).map_err(store_err)?;
-                let revenue_minor: i64 = row.try_get(2).map_err(store_err)?;
-                let (purchases, payers, dau) = (u(row, 3)?, u(row, 4)?, u(row, 5)?);
-                Ok(RevenueDay {
-                    day,
-                    currency: row.try_get(1).map_err(store_err)?,
-                    revenue_minor,
-                    purchases,
-                    payers,
-                    dau,
-                    arpdau_minor: ratio(revenue_minor as f64, dau as f64),
-                    arppu_minor: ratio(revenue_minor as f64, payers as f64),
-                    conversion: ratio(payers as f64, dau as f64),
-                })
+                let currency = row.try_get(1).map_err(store_err)?;
+                let revenue_minor = row.try_get(2).map_err(store_err)?;
+                Ok(RevenueDay::new(day, currency, revenue_minor, u(row, 3)?, u(row, 4)?, u(row, 5)?))
             })
             .collect()
     }
@@ -897,16 +863,7 @@ impl AnalyticsQueries for PgStore {
         .await
         .map_err(store_err)?;
         rows.iter()
-            .map(|row| {
-                let (starts, completes, fails) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
-                Ok(FunnelStep {
-                    level_id: row.try_get(0).map_err(store_err)?,
-                    starts,
-                    completes,
-                    fails,
-                    completion_rate: ratio(completes as f64, starts as f64),
-                })
-            })
+            .map(|row| Ok(FunnelStep::new(row.try_get(0).map_err(store_err)?, u(row, 1)?, u(row, 2)?, u(row, 3)?)))
             .collect()
     }
 }

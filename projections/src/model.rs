@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use gm_schemas::{Currency, GameId, PlayerId};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use utoipa::ToSchema;
 
@@ -67,6 +68,20 @@ pub const SESSION_BUCKETS: [(&str, u64); 7] = [
 
 pub fn session_bucket(length_seconds: u64) -> usize {
     SESSION_BUCKETS.iter().position(|(_, upper)| length_seconds < *upper).unwrap_or(SESSION_BUCKETS.len() - 1)
+}
+
+/// `num / den`, or 0 when `den` is 0 (a day without players has no ratios, not NaN).
+pub fn ratio(num: f64, den: f64) -> f64 {
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
+/// A fresh, irreversible pseudonym for an erased player's id (`erased-<uuid v4>`).
+pub fn erased_pseudonym() -> String {
+    format!("erased-{}", uuid::Uuid::new_v4())
 }
 
 /// Increments to one player's profile (counters add; times take min/max; settings replace).
@@ -193,6 +208,12 @@ pub struct ActiveUsersDay {
     pub stickiness: f64,
 }
 
+impl ActiveUsersDay {
+    pub fn new(day: NaiveDate, dau: u64, wau: u64, mau: u64) -> Self {
+        Self { day, dau, wau, mau, stickiness: ratio(dau as f64, mau as f64) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LengthBucket {
     pub bucket: String,
@@ -206,6 +227,40 @@ pub struct SessionsDay {
     pub sessions_closed: u64,
     pub average_length_seconds: f64,
     pub length_distribution: Vec<LengthBucket>,
+}
+
+/// The stored totals of one day's sessions (a `session_days` row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionCounts {
+    pub started: u64,
+    pub closed: u64,
+    pub total_length_seconds: u64,
+    /// Closed sessions per [`SESSION_BUCKETS`] entry.
+    pub buckets: [u64; 7],
+}
+
+impl SessionsDay {
+    pub fn from_counts(day: NaiveDate, counts: &SessionCounts) -> Self {
+        Self {
+            day,
+            sessions_started: counts.started,
+            sessions_closed: counts.closed,
+            average_length_seconds: ratio(counts.total_length_seconds as f64, counts.closed as f64),
+            length_distribution: SESSION_BUCKETS
+                .iter()
+                .zip(counts.buckets)
+                .map(|((label, _), sessions)| LengthBucket { bucket: (*label).to_string(), sessions })
+                .collect(),
+        }
+    }
+}
+
+/// One [`SessionsDay`] per day of `range`, in order; days without a row count zero.
+pub fn sessions_over(range: DateRange, by_day: &HashMap<NaiveDate, SessionCounts>) -> Vec<SessionsDay> {
+    range
+        .days()
+        .map(|day| SessionsDay::from_counts(day, by_day.get(&day).unwrap_or(&SessionCounts::default())))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -225,6 +280,22 @@ pub struct RevenueDay {
     pub conversion: f64,
 }
 
+impl RevenueDay {
+    pub fn new(day: NaiveDate, currency: String, revenue_minor: i64, purchases: u64, payers: u64, dau: u64) -> Self {
+        Self {
+            day,
+            currency,
+            revenue_minor,
+            purchases,
+            payers,
+            dau,
+            arpdau_minor: ratio(revenue_minor as f64, dau as f64),
+            arppu_minor: ratio(revenue_minor as f64, payers as f64),
+            conversion: ratio(payers as f64, dau as f64),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FunnelStep {
     pub level_id: String,
@@ -233,6 +304,12 @@ pub struct FunnelStep {
     pub fails: u64,
     /// completes / starts.
     pub completion_rate: f64,
+}
+
+impl FunnelStep {
+    pub fn new(level_id: String, starts: u64, completes: u64, fails: u64) -> Self {
+        Self { level_id, starts, completes, fails, completion_rate: ratio(completes as f64, starts as f64) }
+    }
 }
 
 /// An inclusive range of UTC days, at most `MAX_DAYS` long.

@@ -55,3 +55,74 @@ fn projection_names_round_trip_and_have_their_group() {
     assert_eq!(ProjectionName::parse("nope"), None);
     assert_eq!(ProjectionName::Revenue.group(), "projection.revenue");
 }
+
+#[test]
+fn ratio_is_zero_when_dividing_by_zero() {
+    assert_eq!(ratio(5.0, 0.0), 0.0);
+    assert_eq!(ratio(0.0, 0.0), 0.0);
+    assert_eq!(ratio(3.0, 4.0), 0.75);
+}
+
+#[test]
+fn erased_pseudonyms_are_fresh_uuids() {
+    let (a, b) = (erased_pseudonym(), erased_pseudonym());
+    assert_ne!(a, b);
+    let uuid = a.strip_prefix("erased-").expect("prefix");
+    assert_eq!(uuid::Uuid::parse_str(uuid).unwrap().get_version_num(), 4);
+}
+
+#[test]
+fn active_users_day_stickiness_is_dau_over_mau() {
+    let a = ActiveUsersDay::new(d(2024, 1, 3), 2, 3, 8);
+    assert_eq!((a.day, a.dau, a.wau, a.mau, a.stickiness), (d(2024, 1, 3), 2, 3, 8, 0.25));
+    assert_eq!(ActiveUsersDay::new(d(2024, 1, 3), 0, 0, 0).stickiness, 0.0);
+}
+
+#[test]
+fn sessions_day_averages_over_closed_sessions_and_labels_the_buckets() {
+    let counts = SessionCounts { started: 4, closed: 2, total_length_seconds: 450, buckets: [0, 1, 1, 0, 0, 0, 0] };
+    let s = SessionsDay::from_counts(d(2024, 1, 10), &counts);
+    assert_eq!((s.day, s.sessions_started, s.sessions_closed), (d(2024, 1, 10), 4, 2));
+    assert_eq!(s.average_length_seconds, 225.0);
+    let labels: Vec<&str> = s.length_distribution.iter().map(|b| b.bucket.as_str()).collect();
+    assert_eq!(labels, ["0-1m", "1-5m", "5-15m", "15-30m", "30-60m", "1-2h", "2h+"]);
+    let sessions: Vec<u64> = s.length_distribution.iter().map(|b| b.sessions).collect();
+    assert_eq!(sessions, counts.buckets);
+    // Started but none closed yet: no average, not NaN.
+    let open = SessionsDay::from_counts(d(2024, 1, 10), &SessionCounts { started: 3, ..Default::default() });
+    assert_eq!((open.sessions_started, open.average_length_seconds), (3, 0.0));
+}
+
+#[test]
+fn sessions_over_fills_every_day_of_the_range_in_order() {
+    let range = DateRange::parse(d(2024, 1, 9), d(2024, 1, 11)).unwrap();
+    let counts = SessionCounts { started: 1, closed: 1, total_length_seconds: 30, buckets: [1, 0, 0, 0, 0, 0, 0] };
+    // A row outside the range is ignored.
+    let by_day = HashMap::from([(d(2024, 1, 10), counts), (d(2024, 1, 12), counts)]);
+    let days = sessions_over(range, &by_day);
+    assert_eq!(days.iter().map(|s| s.day).collect::<Vec<_>>(), vec![d(2024, 1, 9), d(2024, 1, 10), d(2024, 1, 11)]);
+    assert_eq!(days[0], SessionsDay::from_counts(d(2024, 1, 9), &SessionCounts::default()));
+    assert_eq!((days[0].sessions_started, days[0].length_distribution.len()), (0, 7));
+    assert!(days[0].length_distribution.iter().all(|b| b.sessions == 0));
+    assert_eq!(days[1], SessionsDay::from_counts(d(2024, 1, 10), &counts));
+    assert_eq!(days[1].average_length_seconds, 30.0);
+    assert_eq!(days[2].sessions_started, 0);
+}
+
+#[test]
+fn revenue_day_ratios_per_active_user_and_payer() {
+    let r = RevenueDay::new(d(2024, 1, 1), "USD".into(), 600, 3, 2, 8);
+    assert_eq!((r.currency.as_str(), r.revenue_minor, r.purchases, r.payers, r.dau), ("USD", 600, 3, 2, 8));
+    assert_eq!((r.arpdau_minor, r.arppu_minor, r.conversion), (75.0, 300.0, 0.25));
+    // Revenue whose payers and players were erased or not yet projected: no division by zero.
+    let z = RevenueDay::new(d(2024, 1, 1), "EUR".into(), -150, 1, 0, 0);
+    assert_eq!((z.arpdau_minor, z.arppu_minor, z.conversion), (0.0, 0.0, 0.0));
+    assert_eq!(RevenueDay::new(d(2024, 1, 1), "EUR".into(), -150, 1, 1, 2).arpdau_minor, -75.0);
+}
+
+#[test]
+fn funnel_step_completion_rate_is_completes_over_starts() {
+    let f = FunnelStep::new("level-1".into(), 4, 3, 1);
+    assert_eq!((f.level_id.as_str(), f.starts, f.completes, f.fails, f.completion_rate), ("level-1", 4, 3, 1, 0.75));
+    assert_eq!(FunnelStep::new("level-2".into(), 0, 0, 0).completion_rate, 0.0);
+}
