@@ -32,6 +32,96 @@ pub struct Config {
     /// Optional in production: without it every query goes to PostgreSQL.
     #[serde(default)]
     pub redis: Option<gm_redis::RedisConfig>,
+    /// Revocation, body signatures, people's tokens, the metrics token.
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
+}
+
+/// `[auth]`: every secret may be given inline, or as `*_file` naming a file that holds it
+/// (Kubernetes Secrets and External Secrets mounted as files).
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// Key ids of revoked API keys, comma-separated: the first 16 (at least 8) hex digits of
+    /// the key's SHA-256 (`printf %s "$KEY" | sha256sum | cut -c1-16`).
+    pub revoked_keys: String,
+    /// `game=secret,...`: the games whose ingest requests must carry `X-GM-Signature`.
+    pub signing_secrets: String,
+    pub signing_secrets_file: Option<PathBuf>,
+    /// The JWKS of the identity provider, as a file or a URL (fetched at start, refreshed).
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh_secs: u64,
+    /// What people's tokens must say (`iss`, `aud`), and the claim holding their roles.
+    pub issuer: String,
+    pub audience: String,
+    pub roles_claim: String,
+    /// The bearer token Prometheus presents to read `/metrics`.
+    pub metrics_token: String,
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            revoked_keys: String::new(),
+            signing_secrets: String::new(),
+            signing_secrets_file: None,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            issuer: String::new(),
+            audience: String::new(),
+            roles_claim: "roles".into(),
+            metrics_token: String::new(),
+            metrics_token_file: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("revoked_keys", &self.revoked_keys)
+            .field("jwks_file", &self.jwks_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("roles_claim", &self.roles_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[rate_limits]`: 0 per second disables a limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Requests per second per API key, and the burst above it.
+    pub per_key_per_second: u32,
+    pub per_key_burst: u32,
+    /// Events per second per player, and the burst above it.
+    pub per_player_per_second: u32,
+    pub per_player_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        // Per key: off, since one key may carry a whole fleet of clients; set it per
+        // deployment. Per player: no real player sends 200 events a second for long.
+        Self { per_key_per_second: 0, per_key_burst: 0, per_player_per_second: 200, per_player_burst: 2000 }
+    }
+}
+
+/// A secret given inline or in a file (trailing newline dropped).
+fn secret(inline: &str, file: Option<&Path>, setting: &'static str) -> Result<String, ConfigError> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| invalid(setting, format!("reading {}: {e}", path.display()))),
+        None => Ok(inline.to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -139,6 +229,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
         self.api_key_pairs()?;
+        self.signing_secret_pairs()?;
+        self.metrics_token()?;
+        let auth = &self.auth;
+        if auth.jwks_file.is_some() && auth.jwks_url.is_some() {
+            return Err(invalid("auth.jwks_file", "give auth.jwks_file or auth.jwks_url, not both"));
+        }
+        if (auth.jwks_file.is_some() || auth.jwks_url.is_some())
+            && (auth.issuer.trim().is_empty() || auth.audience.trim().is_empty())
+        {
+            return Err(invalid("auth.issuer", "auth.issuer and auth.audience are required with a JWKS"));
+        }
+        if auth.jwks_refresh_secs == 0 {
+            return Err(invalid("auth.jwks_refresh_secs", "must be positive"));
+        }
         if self.log.raw_partitions == 0 || self.log.raw_partitions > 1024 {
             return Err(invalid("log.raw_partitions", "must be 1..=1024"));
         }
@@ -194,6 +298,53 @@ impl Config {
                 Ok((game, key))
             })
             .collect()
+    }
+
+    /// The games' body-signing secrets as (game, secret) pairs.
+    pub fn signing_secret_pairs(&self) -> Result<Vec<(GameId, String)>, ConfigError> {
+        let text =
+            secret(&self.auth.signing_secrets, self.auth.signing_secrets_file.as_deref(), "auth.signing_secrets")?;
+        text.split([',', '\n'])
+            .filter(|s| !s.trim().is_empty())
+            .map(|pair| {
+                let (game, secret) = pair
+                    .split_once('=')
+                    .ok_or_else(|| invalid("auth.signing_secrets", "an entry is not game=secret"))?;
+                let game = GameId::parse(game.trim())
+                    .map_err(|e| invalid("auth.signing_secrets", format!("game id '{}': {e}", game.trim())))?;
+                if secret.trim().len() < 16 {
+                    return Err(invalid("auth.signing_secrets", format!("the secret of {game} is shorter than 16")));
+                }
+                Ok((game, secret.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// The metrics token, if one is configured.
+    pub fn metrics_token(&self) -> Result<Option<String>, ConfigError> {
+        let token = secret(&self.auth.metrics_token, self.auth.metrics_token_file.as_deref(), "auth.metrics_token")?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if token.len() < 16 {
+            return Err(invalid("auth.metrics_token", "shorter than 16 characters"));
+        }
+        Ok(Some(token))
+    }
+
+    pub fn revoked_keys(&self) -> Vec<String> {
+        self.auth.revoked_keys.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    }
+
+    pub fn rate_limits(&self) -> gm_gateway::RateLimitConfig {
+        let r = &self.rate_limits;
+        gm_gateway::RateLimitConfig {
+            per_key_per_second: r.per_key_per_second,
+            per_key_burst: r.per_key_burst,
+            per_player_per_second: r.per_player_per_second,
+            per_player_burst: r.per_player_burst,
+        }
     }
 
     pub fn limits(&self) -> gm_schemas::validate::Limits {
@@ -258,5 +409,28 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("shorter than 8"));
         c.api_keys = ApiKeys::Text("no-equals-sign".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn auth_settings_are_checked_and_secrets_read_from_files() {
+        let mut c = base();
+        c.auth.jwks_url = Some("https://idp.example/jwks".into());
+        assert!(c.validate().unwrap_err().to_string().contains("auth.issuer"));
+        c.auth.issuer = "https://idp.example".into();
+        c.auth.audience = "gamemetrics".into();
+        c.validate().unwrap();
+        c.auth.signing_secrets = "space-race=short".into();
+        assert!(c.validate().unwrap_err().to_string().contains("auth.signing_secrets"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets");
+        std::fs::write(&file, "space-race=0123456789abcdef0123\nfarm=fedcba9876543210fedc\n").unwrap();
+        c.auth.signing_secrets_file = Some(file);
+        assert_eq!(c.signing_secret_pairs().unwrap().len(), 2);
+        c.auth.metrics_token_file = Some(dir.path().join("missing"));
+        assert!(c.validate().unwrap_err().to_string().contains("auth.metrics_token"));
+        c.auth.metrics_token_file = None;
+        c.auth.revoked_keys = " abcdef0123456789 , 01234567".into();
+        assert_eq!(c.revoked_keys(), ["abcdef0123456789", "01234567"]);
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
     }
 }

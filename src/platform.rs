@@ -168,10 +168,7 @@ impl Platform {
 
         let addr = listener.local_addr()?;
         let server = if roles.gateway {
-            let api_keys =
-                config.api_key_pairs()?.into_iter().map(|(game_id, key)| ApiKeyConfig { game_id, key }).collect();
-            let gateway =
-                GatewayConfig { api_keys, limits: config.limits(), request_timeout: config.request_timeout() };
+            let gateway = gateway_config(config).await?;
             let state = AppState::new(
                 gateway,
                 backends.log.producer(),
@@ -214,6 +211,46 @@ impl Platform {
         }
         self.backends.close().await;
     }
+}
+
+/// The gateway's settings: keys, revocations, signing secrets, people's tokens (the JWKS is
+/// read or fetched here, and refreshed in the background when it comes from a URL), limits.
+pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
+    let api_keys = config.api_key_pairs()?.into_iter().map(|(game_id, key)| ApiKeyConfig { game_id, key }).collect();
+    let signing_secrets = config
+        .signing_secret_pairs()?
+        .into_iter()
+        .map(|(game_id, secret)| gm_gateway::SigningSecret { game_id, secret: gm_gateway::Secret(secret) })
+        .collect();
+    let auth = &config.auth;
+    let jwks = match (&auth.jwks_file, &auth.jwks_url) {
+        (Some(file), _) => Some(gm_gateway::Jwks::load_file(file).context("auth.jwks_file")?),
+        (None, Some(url)) => {
+            let jwks = gm_gateway::Jwks::fetch(url).await.context("auth.jwks_url")?;
+            jwks.spawn_refresh(url.clone(), Duration::from_secs(auth.jwks_refresh_secs));
+            Some(jwks)
+        }
+        (None, None) => None,
+    };
+    let jwt = jwks.map(|jwks| {
+        let settings = gm_gateway::JwtConfig {
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            roles_claim: auth.roles_claim.clone(),
+            ..Default::default()
+        };
+        (settings, jwks)
+    });
+    Ok(GatewayConfig {
+        api_keys,
+        revoked_keys: config.revoked_keys(),
+        signing_secrets,
+        jwt,
+        metrics_token: config.metrics_token()?.map(gm_gateway::Secret),
+        rate_limits: config.rate_limits(),
+        limits: config.limits(),
+        request_timeout: config.request_timeout(),
+    })
 }
 
 /// Reports the cache as degraded in `/health/ready` while Redis does not answer.

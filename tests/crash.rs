@@ -22,6 +22,7 @@ fn start_server(data_dir: &Path, port: u16) -> Child {
         .env("GM_ACTORS__SNAPSHOT_EVERY_EVENTS", "300")
         .env("GM_ACTORS__SNAPSHOT_EVERY_MS", "300")
         .env("RUST_LOG", "warn")
+        .envs(auth_env())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

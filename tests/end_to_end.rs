@@ -192,7 +192,10 @@ async fn health_and_metrics_answer() {
     assert_eq!(status, 200, "{ready}");
     let _ = simulate::run(sim_options(&app.url(), 5)).await;
     let client = awc::Client::default();
-    let text = client.get(format!("{}/metrics", app.url())).send().await.unwrap().body().await.unwrap();
+    let metrics = client
+        .get(format!("{}/metrics", app.url()))
+        .insert_header(("Authorization", format!("Bearer {METRICS_TOKEN}")));
+    let text = metrics.send().await.unwrap().body().await.unwrap();
     let text = String::from_utf8_lossy(&text);
     for metric in [
         "gamemetrics_http_requests_total",

@@ -1,16 +1,31 @@
 //! Who is calling (authentication) and what they may do (authorization).
 //!
-//! Authentication: a per-game API key, sent as `Authorization: Bearer <key>` or
-//! `X-API-Key: <key>`. Only SHA-256 hashes of the keys are kept in memory, and a presented
-//! key is compared against every stored hash in constant time, so neither a memory dump nor
-//! response timing reveals a key.
+//! ## Credentials
 //!
-//! Authorization: [`authorize`] is the one place that decides whether a [`Principal`] may
-//! perform an [`Action`]. JWT principals with roles (analyst, compliance, admin) are meant to
-//! be added here as new `Principal` variants, without touching the handlers.
+//! - **Game API keys** (game clients and servers), sent as `Authorization: Bearer <key>`,
+//!   `X-API-Key: <key>`, or HTTP basic auth with the key as user name (Segment SDKs send their
+//!   write key that way). Only SHA-256 hashes of the keys are kept (a key may even be
+//!   configured as `sha256:<hex>`), and a presented key is compared against every stored hash
+//!   in constant time. Several keys per game may be active at once (rotation with overlap); a
+//!   key is revoked by listing its *key id* (the first 16 hex digits of its SHA-256, or any
+//!   prefix of at least 8 of them) in `auth.revoked_keys`.
+//! - **JWT bearer tokens** (people: analysts, compliance staff, administrators), checked by
+//!   [`crate::jwt::JwtVerifier`] against a JWKS: signature, issuer, audience, expiry; roles from a
+//!   configurable claim.
+//! - **The metrics token** (Prometheus), a static bearer token that only reads `/metrics`.
+//!
+//! The optional HMAC body signature of a game ([`crate::signature`]) is checked by the ingest
+//! routes on top of the key, over the raw body before any decompression.
+//!
+//! ## Authorization
+//!
+//! [`PERMISSIONS`] declares once what each kind of principal may do, and [`authorize`] is the
+//! one place that applies it. Handlers only name the [`Action`] they perform.
 
 use crate::error::GatewayError;
+use crate::jwt::JwtVerifier;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use base64::Engine as _;
 use gm_schemas::GameId;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -19,6 +34,7 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeyConfig {
     pub game_id: GameId,
+    /// The key itself, or `sha256:<64 hex digits>` of it.
     pub key: String,
 }
 
@@ -28,34 +44,87 @@ impl fmt::Debug for ApiKeyConfig {
     }
 }
 
-type KeyHash = [u8; 32];
+pub(crate) type KeyHash = [u8; 32];
 
-fn hash_key(key: &str) -> KeyHash {
+pub(crate) fn hash_key(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The public id of a key: the first 16 hex digits of its SHA-256 (safe to log and to list
+/// in `auth.revoked_keys`). `printf %s "$KEY" | sha256sum | cut -c1-16`.
+pub fn key_id(key: &str) -> String {
+    hex::encode(hash_key(key))[..16].to_string()
+}
+
 /// Equality that looks at every byte whatever the input, so its duration says nothing.
-fn constant_time_eq(a: &KeyHash, b: &KeyHash) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
     let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
+}
+
+fn stored_hash(key: &str) -> KeyHash {
+    if let Some(hex_hash) = key.strip_prefix("sha256:") {
+        let mut out = [0u8; 32];
+        if hex::decode_to_slice(hex_hash.trim(), &mut out).is_ok() {
+            return out;
+        }
+        tracing::warn!("an API key configured as sha256:<hex> is not 64 hex digits; taking it as a plain key");
+    }
+    hash_key(key)
+}
+
+#[derive(Clone)]
+struct StoredKey {
+    hash: KeyHash,
+    game: GameId,
+    revoked: bool,
 }
 
 /// The hashed API keys of every game (several keys per game allowed, for rotation).
 #[derive(Clone, Default)]
 pub struct ApiKeys {
-    hashes: Vec<(KeyHash, GameId)>,
+    keys: Vec<StoredKey>,
 }
 
 impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeys").field("keys", &self.hashes.len()).finish()
+        let revoked = self.keys.iter().filter(|k| k.revoked).count();
+        f.debug_struct("ApiKeys").field("keys", &self.keys.len()).field("revoked", &revoked).finish()
     }
+}
+
+/// What a presented key turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMatch {
+    Active { game: GameId, key_id: String },
+    Revoked { key_id: String },
+    Unknown,
 }
 
 impl ApiKeys {
     /// Hashes the configured keys; empty keys are ignored (they would match an empty header).
     pub fn new(keys: &[ApiKeyConfig]) -> Self {
-        let hashes = keys
+        Self::with_revoked(keys, &[])
+    }
+
+    /// As [`ApiKeys::new`], marking revoked every key whose hex SHA-256 starts with one of
+    /// `revoked` (prefixes shorter than 8 hex digits are ignored: they could match by chance).
+    pub fn with_revoked(keys: &[ApiKeyConfig], revoked: &[String]) -> Self {
+        let revoked: Vec<String> = revoked
+            .iter()
+            .map(|r| r.trim().trim_start_matches("sha256:").to_ascii_lowercase())
+            .filter(|r| {
+                let ok = r.len() >= 8 && r.chars().all(|c| c.is_ascii_hexdigit());
+                if !ok {
+                    tracing::warn!("ignoring a revoked key id that is not at least 8 hex digits");
+                }
+                ok
+            })
+            .collect();
+        let keys = keys
             .iter()
             .filter(|k| {
                 let empty = k.key.trim().is_empty();
@@ -64,30 +133,120 @@ impl ApiKeys {
                 }
                 !empty
             })
-            .map(|k| (hash_key(k.key.trim()), k.game_id.clone()))
+            .map(|k| {
+                let hash = stored_hash(k.key.trim());
+                let hex_hash = hex::encode(hash);
+                let revoked = revoked.iter().any(|r| hex_hash.starts_with(r.as_str()));
+                StoredKey { hash, game: k.game_id.clone(), revoked }
+            })
             .collect();
-        Self { hashes }
+        Self { keys }
     }
 
-    /// The game whose key this is. Compares against every stored hash, without early exit.
-    pub fn game_of(&self, key: &str) -> Option<GameId> {
+    /// Looks the key up. Compares against every stored hash, without early exit.
+    pub fn lookup(&self, key: &str) -> KeyMatch {
         let presented = hash_key(key);
         let mut found = None;
-        for (hash, game) in &self.hashes {
-            if constant_time_eq(hash, &presented) {
-                found = Some(game.clone());
+        for stored in &self.keys {
+            if constant_time_eq(&stored.hash, &presented) {
+                found = Some(stored);
             }
         }
-        found
+        let key_id = || hex::encode(presented)[..16].to_string();
+        match found {
+            Some(k) if k.revoked => KeyMatch::Revoked { key_id: key_id() },
+            Some(k) => KeyMatch::Active { game: k.game.clone(), key_id: key_id() },
+            None => KeyMatch::Unknown,
+        }
+    }
+
+    /// The game whose active key this is.
+    pub fn game_of(&self, key: &str) -> Option<GameId> {
+        match self.lookup(key) {
+            KeyMatch::Active { game, .. } => Some(game),
+            _ => None,
+        }
+    }
+}
+
+/// A role of a person, from the roles claim of their token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Analyst,
+    Compliance,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Analyst, Role::Compliance, Role::Admin];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "analyst" => Some(Self::Analyst),
+            "compliance" => Some(Self::Compliance),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Analyst => "analyst",
+            Self::Compliance => "compliance",
+            Self::Admin => "admin",
+        }
     }
 }
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// Holder of an API key of `game`: may ingest for it and read its analytics.
-    GameKey { game: GameId },
+    /// Holder of an active API key of `game`.
+    GameKey { game: GameId, key_id: String },
+    /// A person with a valid token; `roles` may be empty (then nothing is allowed).
+    Person { subject: String, roles: Vec<Role> },
+    /// Holder of the metrics token (Prometheus).
+    MetricsScraper,
 }
+
+/// What kind of caller a permission is granted to: a game key, a person with a role, the
+/// metrics scraper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grantee {
+    GameKey,
+    Person(Role),
+    MetricsScraper,
+}
+
+/// What may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Post events, for the game of the key only (the key names the game).
+    IngestOwnGame,
+    /// Read player profiles and analytics of any game.
+    Query,
+    /// Erasure and export of a player's data (the privacy routes).
+    Privacy,
+    /// Read `/metrics`.
+    ReadMetrics,
+    /// Read `/openapi.json`.
+    ReadApiDocs,
+}
+
+/// Who may do what, declared once. Game keys only ingest ("game API keys can only ingest":
+/// a leaked client key must not read player profiles); queries need an analyst or admin
+/// token; the privacy routes a compliance or admin token. The admin may do everything a
+/// person can; ingest stays with game keys, since the key is what names the game.
+pub const PERMISSIONS: &[(Grantee, &[Permission])] = &[
+    (Grantee::GameKey, &[Permission::IngestOwnGame, Permission::ReadApiDocs]),
+    (Grantee::Person(Role::Analyst), &[Permission::Query, Permission::ReadApiDocs]),
+    (Grantee::Person(Role::Compliance), &[Permission::Privacy, Permission::ReadApiDocs]),
+    (
+        Grantee::Person(Role::Admin),
+        &[Permission::Query, Permission::Privacy, Permission::ReadMetrics, Permission::ReadApiDocs],
+    ),
+    (Grantee::MetricsScraper, &[Permission::ReadMetrics]),
+];
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,68 +257,208 @@ pub enum Action<'a> {
     ReadPlayer(&'a GameId),
     /// Read aggregated analytics of `game`.
     ReadAnalytics(&'a GameId),
+    /// Request erasure or export of a player of `game`.
+    Privacy(&'a GameId),
+    ReadMetrics,
+    ReadApiDocs,
 }
 
-/// The key presented with the request, if any.
-fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let text = value
-            .to_str()
-            .map_err(|_| GatewayError::Unauthenticated("Authorization header is not valid text".into()))?;
-        let Some((scheme, key)) = text.split_once(' ') else {
-            return Err(GatewayError::Unauthenticated("Authorization header must be 'Bearer <api key>'".into()));
-        };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(GatewayError::Unauthenticated(format!(
-                "unsupported Authorization scheme '{scheme}'; use 'Bearer <api key>' or X-API-Key"
-            )));
-        }
-        return Ok(Some(key.trim()));
-    }
-    if let Some(value) = headers.get("x-api-key") {
-        let key =
-            value.to_str().map_err(|_| GatewayError::Unauthenticated("X-API-Key header is not valid text".into()))?;
-        return Ok(Some(key.trim()));
-    }
-    Ok(None)
-}
-
-/// Identifies the caller from the request headers (401 when it cannot).
-pub fn authenticate(headers: &HeaderMap, keys: &ApiKeys) -> Result<Principal, GatewayError> {
-    let key = presented_key(headers)?.ok_or_else(|| {
-        GatewayError::Unauthenticated(
-            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'".into(),
-        )
-    })?;
-    if key.is_empty() {
-        return Err(GatewayError::Unauthenticated("empty API key".into()));
-    }
-    keys.game_of(key)
-        .map(|game| Principal::GameKey { game })
-        .ok_or_else(|| GatewayError::Unauthenticated("unknown API key".into()))
-}
-
-/// Decides whether `principal` may perform `action` (403 when not). The only place that does.
-pub fn authorize(principal: &Principal, action: Action<'_>) -> Result<(), GatewayError> {
-    match (principal, action) {
-        (Principal::GameKey { .. }, Action::Ingest) => Ok(()),
-        (Principal::GameKey { game }, Action::ReadPlayer(target) | Action::ReadAnalytics(target)) => {
-            if game == target {
-                Ok(())
-            } else {
-                Err(GatewayError::Forbidden(format!("this API key belongs to another game than '{target}'")))
-            }
+impl Action<'_> {
+    /// The permission the action needs.
+    pub fn permission(&self) -> Permission {
+        match self {
+            Self::Ingest => Permission::IngestOwnGame,
+            Self::ReadPlayer(_) | Self::ReadAnalytics(_) => Permission::Query,
+            Self::Privacy(_) => Permission::Privacy,
+            Self::ReadMetrics => Permission::ReadMetrics,
+            Self::ReadApiDocs => Permission::ReadApiDocs,
         }
     }
 }
 
 impl Principal {
-    /// The game an ingest request posts for.
-    pub fn ingest_game(&self) -> &GameId {
+    fn grantees(&self) -> Vec<Grantee> {
         match self {
-            Self::GameKey { game } => game,
+            Self::GameKey { .. } => vec![Grantee::GameKey],
+            Self::Person { roles, .. } => roles.iter().map(|r| Grantee::Person(*r)).collect(),
+            Self::MetricsScraper => vec![Grantee::MetricsScraper],
         }
     }
+
+    /// Whether [`PERMISSIONS`] grants `permission` to this principal.
+    pub fn has(&self, permission: Permission) -> bool {
+        self.grantees()
+            .iter()
+            .any(|g| PERMISSIONS.iter().any(|(grantee, granted)| grantee == g && granted.contains(&permission)))
+    }
+
+    /// The game an ingest request posts for (only game keys ingest).
+    pub fn ingest_game(&self) -> Result<&GameId, GatewayError> {
+        match self {
+            Self::GameKey { game, .. } => Ok(game),
+            _ => Err(GatewayError::Forbidden("ingest needs a game API key (the key names the game)".into())),
+        }
+    }
+
+    /// Safe to log: the key id or the token's subject, never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::GameKey { game, key_id } => format!("key {key_id} of {game}"),
+            Self::Person { subject, roles } => {
+                let roles: Vec<&str> = roles.iter().map(Role::as_str).collect();
+                format!("{subject} ({})", roles.join(","))
+            }
+            Self::MetricsScraper => "metrics scraper".into(),
+        }
+    }
+}
+
+/// Decides whether `principal` may perform `action` (403 when not). The only place that does.
+pub fn authorize(principal: &Principal, action: Action<'_>) -> Result<(), GatewayError> {
+    let permission = action.permission();
+    if !principal.has(permission) {
+        let who = match principal {
+            Principal::GameKey { .. } => "a game API key".to_string(),
+            Principal::Person { roles, .. } if roles.is_empty() => "a token without a known role".to_string(),
+            Principal::Person { roles, .. } => {
+                let roles: Vec<&str> = roles.iter().map(Role::as_str).collect();
+                format!("role {}", roles.join(", "))
+            }
+            Principal::MetricsScraper => "the metrics token".to_string(),
+        };
+        let needs = match permission {
+            Permission::IngestOwnGame => "a game API key",
+            Permission::Query => "an analyst or admin token",
+            Permission::Privacy => "a compliance or admin token",
+            Permission::ReadMetrics => "the metrics token or an admin token",
+            Permission::ReadApiDocs => "any API key or token",
+        };
+        return Err(GatewayError::Forbidden(format!("{who} may not do this; it needs {needs}")));
+    }
+    // Game keys act on their own game only (ingest is for the key's game by construction).
+    if let (Principal::GameKey { game, .. }, Action::ReadPlayer(t) | Action::ReadAnalytics(t) | Action::Privacy(t)) =
+        (principal, action)
+    {
+        if game != t {
+            return Err(GatewayError::Forbidden(format!("this API key belongs to another game than '{t}'")));
+        }
+    }
+    Ok(())
+}
+
+/// Everything that can authenticate a request. Built once; `Debug` prints no secret.
+#[derive(Default)]
+pub struct Authenticator {
+    pub(crate) keys: ApiKeys,
+    pub(crate) jwt: Option<JwtVerifier>,
+    pub(crate) metrics_token: Option<KeyHash>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("keys", &self.keys)
+            .field("jwt", &self.jwt.is_some())
+            .field("metrics_token", &self.metrics_token.is_some())
+            .finish()
+    }
+}
+
+/// The credential presented with a request.
+enum Credential<'a> {
+    ApiKey(&'a str),
+    /// Basic auth user name (Segment write key); decoded, so owned.
+    BasicUser(String),
+    Jwt(&'a str),
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+fn presented(headers: &HeaderMap) -> Result<Option<Credential<'_>>, GatewayError> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let text = value
+            .to_str()
+            .map_err(|_| GatewayError::Unauthenticated("Authorization header is not valid text".into()))?;
+        let Some((scheme, credential)) = text.trim().split_once(' ') else {
+            return Err(GatewayError::Unauthenticated(
+                "Authorization header must be 'Bearer <key or token>' or 'Basic <base64 of key:>'".into(),
+            ));
+        };
+        let credential = credential.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(Some(if looks_like_jwt(credential) {
+                Credential::Jwt(credential)
+            } else {
+                Credential::ApiKey(credential)
+            }));
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credential)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| GatewayError::Unauthenticated("Basic credentials are not base64 of 'key:'".into()))?;
+            let user = decoded.split_once(':').map(|(u, _)| u).unwrap_or(&decoded);
+            return Ok(Some(Credential::BasicUser(user.to_string())));
+        }
+        return Err(GatewayError::Unauthenticated(format!(
+            "unsupported Authorization scheme '{scheme}'; use Bearer, Basic or X-API-Key"
+        )));
+    }
+    if let Some(value) = headers.get("x-api-key") {
+        let key =
+            value.to_str().map_err(|_| GatewayError::Unauthenticated("X-API-Key header is not valid text".into()))?;
+        return Ok(Some(Credential::ApiKey(key.trim())));
+    }
+    Ok(None)
+}
+
+impl Authenticator {
+    pub fn new(keys: ApiKeys, jwt: Option<JwtVerifier>, metrics_token: Option<&str>) -> Self {
+        let metrics_token = metrics_token.map(str::trim).filter(|t| !t.is_empty()).map(hash_key);
+        Self { keys, jwt, metrics_token }
+    }
+
+    fn by_key(&self, key: &str) -> Result<Principal, GatewayError> {
+        if key.is_empty() {
+            return Err(GatewayError::Unauthenticated("empty API key".into()));
+        }
+        if let Some(token) = &self.metrics_token {
+            if constant_time_eq(token, &hash_key(key)) {
+                return Ok(Principal::MetricsScraper);
+            }
+        }
+        match self.keys.lookup(key) {
+            KeyMatch::Active { game, key_id } => Ok(Principal::GameKey { game, key_id }),
+            KeyMatch::Revoked { key_id } => {
+                tracing::info!(key_id, "a revoked API key was presented");
+                Err(GatewayError::Unauthenticated("revoked API key".into()))
+            }
+            KeyMatch::Unknown => Err(GatewayError::Unauthenticated("unknown API key".into())),
+        }
+    }
+
+    /// Identifies the caller from the request headers (401 when it cannot).
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GatewayError> {
+        match presented(headers)? {
+            None => Err(GatewayError::Unauthenticated(
+                "missing credentials: send 'Authorization: Bearer <API key or token>' or 'X-API-Key: <key>'".into(),
+            )),
+            Some(Credential::ApiKey(key)) => self.by_key(key),
+            Some(Credential::BasicUser(user)) => self.by_key(user.trim()),
+            Some(Credential::Jwt(token)) => match &self.jwt {
+                Some(verifier) => verifier.verify(token),
+                None => Err(GatewayError::Unauthenticated("bearer tokens are not accepted: no JWKS configured".into())),
+            },
+        }
+    }
+}
+
+/// Identifies the caller by API key alone (no tokens configured).
+pub fn authenticate(headers: &HeaderMap, keys: &ApiKeys) -> Result<Principal, GatewayError> {
+    Authenticator::new(keys.clone(), None, None).authenticate(headers)
 }
 
 #[cfg(test)]
@@ -167,14 +466,22 @@ mod tests {
     use super::*;
     use actix_web::http::header::HeaderValue;
 
+    fn g(s: &str) -> GameId {
+        GameId::parse(s).unwrap()
+    }
+
     fn keys() -> ApiKeys {
-        let g = |s: &str| GameId::parse(s).unwrap();
-        ApiKeys::new(&[
-            ApiKeyConfig { game_id: g("space-race"), key: "k1".into() },
-            ApiKeyConfig { game_id: g("space-race"), key: "k1-rotated".into() },
-            ApiKeyConfig { game_id: g("farm"), key: "k2".into() },
-            ApiKeyConfig { game_id: g("farm"), key: "".into() },
-        ])
+        ApiKeys::with_revoked(
+            &[
+                ApiKeyConfig { game_id: g("space-race"), key: "k1".into() },
+                ApiKeyConfig { game_id: g("space-race"), key: "k1-rotated".into() },
+                ApiKeyConfig { game_id: g("farm"), key: "k2".into() },
+                ApiKeyConfig { game_id: g("farm"), key: "".into() },
+                ApiKeyConfig { game_id: g("farm"), key: format!("sha256:{}", hex::encode(hash_key("hashed-key"))) },
+                ApiKeyConfig { game_id: g("farm"), key: "old-leaked".into() },
+            ],
+            &[key_id("old-leaked")[..10].to_string(), "abc".into()],
+        )
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
@@ -183,43 +490,140 @@ mod tests {
         h
     }
 
-    #[test]
-    fn several_keys_per_game_are_accepted_by_either_header() {
-        let k = keys();
-        let game = GameId::parse("space-race").unwrap();
-        assert_eq!(
-            authenticate(&headers("authorization", "Bearer k1"), &k).unwrap(),
-            Principal::GameKey { game: game.clone() }
-        );
-        assert_eq!(authenticate(&headers("x-api-key", "k1-rotated"), &k).unwrap(), Principal::GameKey { game });
+    fn principal(game: &str, key: &str) -> Principal {
+        Principal::GameKey { game: g(game), key_id: key_id(key) }
     }
 
     #[test]
-    fn missing_unknown_and_empty_keys_are_unauthenticated() {
+    fn several_keys_per_game_are_accepted_by_any_header() {
         let k = keys();
-        assert!(matches!(authenticate(&HeaderMap::new(), &k), Err(GatewayError::Unauthenticated(_))));
-        assert!(matches!(authenticate(&headers("x-api-key", "nope"), &k), Err(GatewayError::Unauthenticated(_))));
-        assert!(matches!(authenticate(&headers("x-api-key", ""), &k), Err(GatewayError::Unauthenticated(_))));
-        assert!(matches!(
-            authenticate(&headers("authorization", "Basic k1"), &k),
-            Err(GatewayError::Unauthenticated(_))
-        ));
+        assert_eq!(authenticate(&headers("authorization", "Bearer k1"), &k).unwrap(), principal("space-race", "k1"));
+        assert_eq!(
+            authenticate(&headers("x-api-key", "k1-rotated"), &k).unwrap(),
+            principal("space-race", "k1-rotated")
+        );
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("k2:"));
+        assert_eq!(authenticate(&headers("authorization", &basic), &k).unwrap(), principal("farm", "k2"));
+        assert_eq!(authenticate(&headers("x-api-key", "hashed-key"), &k).unwrap(), principal("farm", "hashed-key"));
+    }
+
+    #[test]
+    fn missing_unknown_empty_and_revoked_keys_are_unauthenticated() {
+        let k = keys();
+        let reason = |h: HeaderMap| match authenticate(&h, &k) {
+            Err(GatewayError::Unauthenticated(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(HeaderMap::new()).contains("missing"));
+        assert!(reason(headers("x-api-key", "nope")).contains("unknown"));
+        assert!(reason(headers("x-api-key", "")).contains("empty"));
+        assert!(reason(headers("authorization", "Digest k1")).contains("unsupported"));
+        assert!(reason(headers("x-api-key", "old-leaked")).contains("revoked"));
+        assert!(reason(headers("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x")).contains("no JWKS"));
     }
 
     #[test]
     fn keys_are_stored_only_as_hashes() {
         let k = keys();
-        let debug = format!("{k:?} {:?}", k.hashes);
-        assert!(!debug.contains("k1"), "{debug}");
+        let debug = format!("{k:?} {:?}", Authenticator::new(k.clone(), None, Some("metrics-secret")));
+        assert!(!debug.contains("k1") && !debug.contains("metrics-secret"), "{debug}");
+        assert!(k.keys.iter().all(|s| s.hash != [0; 32]));
     }
 
     #[test]
-    fn a_key_reads_only_its_own_game() {
-        let space = GameId::parse("space-race").unwrap();
-        let farm = GameId::parse("farm").unwrap();
-        let p = Principal::GameKey { game: space.clone() };
-        assert!(authorize(&p, Action::ReadAnalytics(&space)).is_ok());
-        assert!(matches!(authorize(&p, Action::ReadAnalytics(&farm)), Err(GatewayError::Forbidden(_))));
-        assert!(matches!(authorize(&p, Action::ReadPlayer(&farm)), Err(GatewayError::Forbidden(_))));
+    fn the_metrics_token_is_a_principal_of_its_own() {
+        let auth = Authenticator::new(keys(), None, Some("metrics-secret"));
+        let p = auth.authenticate(&headers("authorization", "Bearer metrics-secret")).unwrap();
+        assert_eq!(p, Principal::MetricsScraper);
+    }
+
+    fn person(roles: &[Role]) -> Principal {
+        Principal::Person { subject: "someone".into(), roles: roles.to_vec() }
+    }
+
+    /// Every principal against every action: the whole table, cell by cell.
+    #[test]
+    fn every_principal_is_allowed_exactly_the_actions_of_the_table() {
+        let own = g("space-race");
+        let other = g("farm");
+        let key = principal("space-race", "k1");
+        let actions: [(&str, Action<'_>); 10] = [
+            ("ingest", Action::Ingest),
+            ("player-own", Action::ReadPlayer(&own)),
+            ("player-other", Action::ReadPlayer(&other)),
+            ("analytics-own", Action::ReadAnalytics(&own)),
+            ("analytics-other", Action::ReadAnalytics(&other)),
+            ("privacy-own", Action::Privacy(&own)),
+            ("privacy-other", Action::Privacy(&other)),
+            ("metrics", Action::ReadMetrics),
+            ("docs", Action::ReadApiDocs),
+            ("docs-again", Action::ReadApiDocs),
+        ];
+        // (principal, names of the actions it may perform)
+        let expectations: Vec<(Principal, &[&str])> = vec![
+            (key.clone(), &["ingest", "docs", "docs-again"]),
+            (
+                person(&[Role::Analyst]),
+                &["player-own", "player-other", "analytics-own", "analytics-other", "docs", "docs-again"],
+            ),
+            (person(&[Role::Compliance]), &["privacy-own", "privacy-other", "docs", "docs-again"]),
+            (
+                person(&[Role::Admin]),
+                &[
+                    "player-own",
+                    "player-other",
+                    "analytics-own",
+                    "analytics-other",
+                    "privacy-own",
+                    "privacy-other",
+                    "metrics",
+                    "docs",
+                    "docs-again",
+                ],
+            ),
+            (
+                person(&[Role::Analyst, Role::Compliance]),
+                &[
+                    "player-own",
+                    "player-other",
+                    "analytics-own",
+                    "analytics-other",
+                    "privacy-own",
+                    "privacy-other",
+                    "docs",
+                    "docs-again",
+                ],
+            ),
+            (person(&[]), &[]),
+            (Principal::MetricsScraper, &["metrics"]),
+        ];
+        for (p, allowed) in &expectations {
+            for (name, action) in actions {
+                let result = authorize(p, action);
+                if allowed.contains(&name) {
+                    assert!(result.is_ok(), "{p:?} should be allowed {name}: {result:?}");
+                } else {
+                    assert!(
+                        matches!(result, Err(GatewayError::Forbidden(_))),
+                        "{p:?} should be refused {name}: {result:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_game_keys_name_an_ingest_game() {
+        assert_eq!(principal("farm", "k2").ingest_game().unwrap(), &g("farm"));
+        assert!(person(&[Role::Admin]).ingest_game().is_err());
+        assert!(Principal::MetricsScraper.ingest_game().is_err());
+    }
+
+    #[test]
+    fn roles_parse_case_insensitively_and_unknown_ones_are_none() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(&role.as_str().to_uppercase()), Some(role));
+        }
+        assert_eq!(Role::parse("superuser"), None);
     }
 }

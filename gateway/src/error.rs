@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// A stable, low-cardinality code: `invalid_input`, `malformed`, `too_many_events`,
     /// `empty`, `bad_sent_at`, `too_large`, `unauthenticated`, `forbidden`, `not_found`,
-    /// `method_not_allowed`, `unsupported_encoding`, `unavailable`, `timeout`, `internal`.
+    /// `method_not_allowed`, `unsupported_encoding`, `rate_limited`, `unavailable`, `timeout`, `internal`.
     pub error: String,
     /// What was wrong, for a human.
     pub reason: String,
@@ -46,6 +46,9 @@ pub enum GatewayError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Over a rate limit (429 with `Retry-After`).
+    #[error("{reason}")]
+    RateLimited { retry_after_secs: u64, reason: String },
     /// A dependency (log, store) cannot serve now; the client should retry (503).
     #[error("{0}")]
     Unavailable(String),
@@ -72,6 +75,7 @@ impl GatewayError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Timeout => "timeout",
             Self::Internal(_) => "internal",
@@ -114,6 +118,7 @@ impl ResponseError for GatewayError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -128,6 +133,9 @@ impl ResponseError for GatewayError {
         match self {
             Self::Unavailable(_) | Self::Timeout => {
                 res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            Self::RateLimited { retry_after_secs, .. } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             Self::Unauthenticated(_) => {
                 res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));

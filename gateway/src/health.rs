@@ -1,7 +1,10 @@
-//! Operations endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+//! Operations endpoints: liveness, readiness (open: probes carry no credentials), Prometheus
+//! metrics and the OpenAPI document (authenticated, like every route but `/health/*`).
 
-use crate::Readiness;
-use actix_web::{web, HttpResponse};
+use crate::auth::{authorize, Action};
+use crate::error::{ErrorBody, GatewayError};
+use crate::{AppState, Readiness};
+use actix_web::{web, HttpRequest, HttpResponse};
 use gm_telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,11 +59,29 @@ pub async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
     }
 }
 
-/// Prometheus metrics, text exposition format 0.0.4.
+/// Prometheus metrics, text exposition format 0.0.4. Needs the metrics token (Prometheus:
+/// `authorization: {credentials_file: ...}` in the scrape config) or an admin token.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Every metric of this process", body = String, content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    responses(
+        (status = 200, description = "Every metric of this process", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "Credentials other than the metrics token or an admin token", body = ErrorBody),
+    ),
+    security(("metrics_token" = []), ("jwt" = ["admin"])))]
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+    let principal = state.auth.authenticate(req.headers())?;
+    authorize(&principal, Action::ReadMetrics)?;
+    Ok(metrics_text(&state.metrics))
+}
+
+fn metrics_text(metrics: &Metrics) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.encode())
+}
+
+/// `/metrics` of the processes that serve no API (actors, projections): they hold no
+/// credentials, so their operations port is open and must stay on the cluster network only.
+async fn metrics_open(metrics: web::Data<Metrics>) -> HttpResponse {
+    metrics_text(&metrics)
 }
 
 /// The operations routes alone (liveness, readiness, metrics), for roles that serve no API:
@@ -70,12 +91,19 @@ pub fn configure_ops(cfg: &mut web::ServiceConfig, readiness: Readiness, metrics
         .app_data(web::Data::new(metrics))
         .route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(self::metrics));
+        .route("/metrics", web::get().to(metrics_open));
 }
 
-/// This document.
+/// This document (any valid credentials).
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(crate::openapi::openapi_pretty())
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", body = Object),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The metrics token reads only /metrics", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("api_key" = []), ("jwt" = [])))]
+pub async fn openapi_json(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+    let principal = state.auth.authenticate(req.headers())?;
+    authorize(&principal, Action::ReadApiDocs)?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(crate::openapi::openapi_pretty()))
 }

@@ -1,19 +1,22 @@
 //! `POST /v1/events`: a batch of events in, one log append, a result per event out.
 
-use crate::auth::{authenticate, authorize, Action};
+use crate::auth::{authorize, Action, Principal};
 use crate::error::{ErrorBody, GatewayError};
+use crate::rate_limit::retry_after_secs;
 use crate::{within, AppState};
-use actix_web::http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
+use actix_web::http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use flate2::read::MultiGzDecoder;
 use gm_ports::NewRecord;
-use gm_schemas::validate::{decode_batch, BatchError, Limits};
-use gm_schemas::{player_key, topics, RawRecord};
+use gm_schemas::validate::{decode_batch, BatchError, DecodedEvents, Limits};
+use gm_schemas::{player_key, topics, GameId, RawRecord};
 use gm_telemetry::ReasonLabels;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -48,7 +51,8 @@ pub struct EventResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// Why it was rejected: `too_large`, `malformed`, `missing_field`, `invalid_field`,
-    /// `unknown_type`, `bad_timestamp`, `unsupported_version`, `wrong_game`, `duplicate`.
+    /// `unknown_type`, `bad_timestamp`, `unsupported_version`, `wrong_game`, `duplicate`,
+    /// `rate_limited` (the player is over its event quota: retry later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// The offending field, e.g. `properties.currency`.
@@ -81,9 +85,11 @@ pub struct IngestResponse {
     responses(
         (status = 202, description = "Every valid event is durably in the log", body = IngestResponse),
         (status = 400, description = "No event was valid (body = IngestResponse), or the batch itself was refused (body = ErrorBody)", body = IngestResponse),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key; missing or wrong X-GM-Signature when the game requires one", body = ErrorBody),
+        (status = 403, description = "Credentials that may not ingest (only game API keys do)", body = ErrorBody),
         (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        (status = 429, description = "The API key is over its request quota (ErrorBody), or every event was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "The log cannot take events now; nothing was accepted. Retry after `Retry-After` seconds", body = ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -102,22 +108,103 @@ async fn ingest(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let principal = authenticate(req.headers(), &state.api_keys)?;
+    let (game, body) = accept_body(&req, payload, &state).await?;
+    let decoded = decode_batch(&body, &game, Utc::now(), &state.config.limits)?;
+    let outcome = append_decoded(&state, &game, decoded).await?;
+    Ok(outcome.respond(StatusCode::ACCEPTED))
+}
+
+/// What every ingest route does before decoding: the caller is a game key allowed to ingest
+/// and within its request quota; the raw body is read within the size limit; the game's body
+/// signature, if it has a secret, is checked over those raw bytes; then gzip is inflated
+/// (within the limit too). Returns the key's game and the decompressed body.
+pub(crate) async fn accept_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(GameId, Vec<u8>), GatewayError> {
+    let principal = state.auth.authenticate(req.headers())?;
     authorize(&principal, Action::Ingest)?;
-    let game = principal.ingest_game().clone();
-    let limits = state.config.limits;
+    let game = principal.ingest_game()?.clone();
+    if let Principal::GameKey { key_id, .. } = &principal {
+        state.rate_limits.check_key(key_id).map_err(|wait| GatewayError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+            reason: format!("API key {key_id} is over its request quota"),
+        })?;
+    }
+    let limits = &state.config.limits;
+    let gzip = is_gzip(req.headers())?;
+    let raw = read_raw(req.headers(), payload, limits).await?;
+    state.signing.verify(&game, req.headers(), &raw)?;
+    if !gzip {
+        return Ok((game, raw.to_vec()));
+    }
+    let max = limits.max_body_bytes;
+    let body = inflate_at_most(&raw, max + 1)?;
+    if body.len() > max {
+        return Err(GatewayError::TooLarge(format!("body is larger than {max} bytes after gzip decompression")));
+    }
+    Ok((game, body))
+}
 
-    let body = read_body(req.headers(), payload, &limits).await?;
-    let decoded = decode_batch(&body, &game, Utc::now(), &limits)?;
+/// The result of appending a decoded batch.
+pub(crate) struct Outcome {
+    pub response: IngestResponse,
+    /// Set when events were refused by their player's rate limit: the longest wait.
+    pub rate_limited: Option<Duration>,
+}
 
+impl Outcome {
+    /// `ok` when something was accepted; 429 with `Retry-After` when nothing was, because of
+    /// rate limits; 400 otherwise.
+    pub fn respond(self, ok: StatusCode) -> HttpResponse {
+        if self.response.accepted > 0 {
+            return HttpResponse::build(ok).json(self.response);
+        }
+        match self.rate_limited {
+            Some(wait) => HttpResponse::TooManyRequests()
+                .insert_header((RETRY_AFTER, retry_after_secs(wait).to_string()))
+                .json(self.response),
+            None => HttpResponse::BadRequest().json(self.response),
+        }
+    }
+}
+
+/// Appends the valid events of `decoded` to the log in ONE call (answering only once the log
+/// holds them), after the per-player rate limit; a result per event, in order.
+pub(crate) async fn append_decoded(
+    state: &AppState,
+    game: &GameId,
+    decoded: DecodedEvents,
+) -> Result<Outcome, GatewayError> {
     let mut results = Vec::with_capacity(decoded.len());
     let mut records = Vec::with_capacity(decoded.len());
     let mut rejected_codes = Vec::new();
+    let mut rate_limited: Option<Duration> = None;
     for (index, outcome) in decoded.into_iter().enumerate() {
+        let rejected = |code: &'static str, field: Option<String>, reason: String| EventResult {
+            index,
+            status: EventStatus::Rejected,
+            event_id: None,
+            code: Some(code.to_string()),
+            field,
+            reason: Some(reason),
+        };
         match outcome {
             Ok(envelope) => {
-                let event_id = envelope.event_id;
                 let key = player_key(&envelope.game_id, &envelope.player_id);
+                if let Err(wait) = state.rate_limits.check_player(&key) {
+                    rate_limited = Some(rate_limited.map_or(wait, |w| w.max(wait)));
+                    rejected_codes.push(RATE_LIMITED);
+                    let reason = format!(
+                        "player '{}' is over its event quota; retry after {} s",
+                        envelope.player_id,
+                        retry_after_secs(wait)
+                    );
+                    results.push(rejected(RATE_LIMITED, Some("player_id".into()), reason));
+                    continue;
+                }
+                let event_id = envelope.event_id;
                 let payload = serde_json::to_vec(&RawRecord::Event(envelope))
                     .map_err(|e| GatewayError::Internal(format!("serialising an envelope: {e}")))?;
                 records.push(NewRecord { key, payload });
@@ -132,14 +219,7 @@ async fn ingest(
             }
             Err(rejection) => {
                 rejected_codes.push(rejection.code.as_str());
-                results.push(EventResult {
-                    index,
-                    status: EventStatus::Rejected,
-                    event_id: None,
-                    code: Some(rejection.code.as_str().to_string()),
-                    field: rejection.field,
-                    reason: Some(rejection.reason),
-                });
+                results.push(rejected(rejection.code.as_str(), rejection.field, rejection.reason));
             }
         }
     }
@@ -158,45 +238,41 @@ async fn ingest(
 
     tracing::debug!(game_id = %game, accepted, rejected = rejected_codes.len(), "batch ingested");
     let response = IngestResponse { accepted, rejected: rejected_codes.len(), results };
-    Ok(if accepted == 0 { HttpResponse::BadRequest().json(response) } else { HttpResponse::Accepted().json(response) })
+    Ok(Outcome { response, rate_limited })
 }
 
-/// Reads the body, decompressing gzip ourselves so that the limit bounds memory.
-///
-/// actix's own decoder (`compress-gzip`) applies `PayloadConfig`'s limit to the decoded size,
-/// but only after inflating a whole network chunk: a 1 MB chunk of compressed zeros becomes
-/// ~1 GB before the check. Here compressed bytes are capped at the limit, and inflation stops
-/// one byte past it.
-async fn read_body(headers: &HeaderMap, payload: web::Payload, limits: &Limits) -> Result<Vec<u8>, GatewayError> {
+/// The rejection code of an event over its player's rate limit.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+fn is_gzip(headers: &HeaderMap) -> Result<bool, GatewayError> {
+    match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(e) if e.is_empty() || e == "identity" => Ok(false),
+        Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
+        Some(e) => Err(GatewayError::UnsupportedEncoding(format!(
+            "Content-Encoding '{e}' is not supported; use gzip or identity"
+        ))),
+    }
+}
+
+/// Reads the raw body (as sent, possibly compressed), at most `limits.max_body_bytes`.
+async fn read_raw(headers: &HeaderMap, payload: web::Payload, limits: &Limits) -> Result<Bytes, GatewayError> {
     let max = limits.max_body_bytes;
-    let gzip = match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
-        None => false,
-        Some(e) if e.is_empty() || e == "identity" => false,
-        Some(e) if e == "gzip" || e == "x-gzip" => true,
-        Some(e) => {
-            return Err(GatewayError::UnsupportedEncoding(format!(
-                "Content-Encoding '{e}' is not supported; use gzip or identity"
-            )))
-        }
-    };
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if let Some(len) = declared.filter(|len| *len > max) {
         return Err(BatchError::TooLarge { bytes: len, max }.into());
     }
-    let raw = payload
+    payload
         .to_bytes_limited(max)
         .await
         .map_err(|_| GatewayError::from(BatchError::TooLarge { bytes: max + 1, max }))?
-        .map_err(|e| GatewayError::InvalidInput(format!("reading the body: {e}")))?;
-    if !gzip {
-        return Ok(raw.to_vec());
-    }
-    let body = inflate_at_most(&raw, max + 1)?;
-    if body.len() > max {
-        return Err(GatewayError::TooLarge(format!("body is larger than {max} bytes after gzip decompression")));
-    }
-    Ok(body)
+        .map_err(|e| GatewayError::InvalidInput(format!("reading the body: {e}")))
 }
+
+// Why the gateway inflates gzip itself: actix's own decoder (`compress-gzip`) applies
+// `PayloadConfig`'s limit to the decoded size, but only after inflating a whole network
+// chunk: a 1 MB chunk of compressed zeros becomes ~1 GB before the check. Here compressed
+// bytes are capped at the limit, and inflation stops one byte past it.
 
 /// Inflates gzip `data`, stopping after `cap` output bytes: memory stays O(cap) whatever
 /// the compression ratio.

@@ -46,15 +46,21 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod ingest;
+pub mod jwt;
 pub mod middleware;
 pub mod openapi;
 pub mod queries;
+pub mod rate_limit;
 pub mod readiness;
+pub mod signature;
 
-pub use auth::{ApiKeyConfig, ApiKeys, Principal};
+pub use auth::{ApiKeyConfig, ApiKeys, Authenticator, Principal, Role};
 pub use error::{ErrorBody, GatewayError};
+pub use jwt::{Jwks, JwtConfig, JwtVerifier};
 pub use openapi::openapi;
+pub use rate_limit::RateLimitConfig;
 pub use readiness::Readiness;
+pub use signature::{Secret, SigningSecret};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -68,10 +74,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the gateway needs to know. `Debug` never prints API keys.
+/// What the gateway needs to know. `Debug` never prints a key, secret or token.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Key ids (hex SHA-256 prefixes, at least 8 digits) of revoked API keys.
+    pub revoked_keys: Vec<String>,
+    /// Games whose ingest requests must be signed (HMAC-SHA256 of the raw body).
+    pub signing_secrets: Vec<SigningSecret>,
+    /// People's bearer tokens: what they must say, and the keys that sign them. `None`: no
+    /// token is accepted (only API keys).
+    pub jwt: Option<(JwtConfig, Jwks)>,
+    /// The bearer token Prometheus presents to read `/metrics`.
+    pub metrics_token: Option<Secret>,
+    pub rate_limits: RateLimitConfig,
     pub limits: Limits,
     /// Upper bound on handling one request (reading the body included); 503 beyond.
     pub request_timeout: Duration,
@@ -79,14 +95,25 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { api_keys: Vec::new(), limits: Limits::default(), request_timeout: Duration::from_secs(10) }
+        Self {
+            api_keys: Vec::new(),
+            revoked_keys: Vec::new(),
+            signing_secrets: Vec::new(),
+            jwt: None,
+            metrics_token: None,
+            rate_limits: RateLimitConfig::default(),
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(10),
+        }
     }
 }
 
 /// Everything the handlers share. Built once per process; cheap to share through `web::Data`.
 pub struct AppState {
     pub(crate) config: GatewayConfig,
-    pub(crate) api_keys: ApiKeys,
+    pub(crate) auth: Authenticator,
+    pub(crate) signing: signature::SigningSecrets,
+    pub(crate) rate_limits: rate_limit::RateLimits,
     pub(crate) producer: Arc<dyn LogProducer>,
     pub(crate) queries: Arc<dyn AnalyticsQueries>,
     pub(crate) metrics: Metrics,
@@ -94,7 +121,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Hashes the configured API keys; the plain keys are dropped from the kept config.
+    /// Hashes the configured API keys and tokens; the plain ones are dropped from the kept
+    /// config.
     pub fn new(
         mut config: GatewayConfig,
         producer: Arc<dyn LogProducer>,
@@ -102,9 +130,14 @@ impl AppState {
         metrics: Metrics,
         readiness: Readiness,
     ) -> Self {
-        let api_keys = ApiKeys::new(&config.api_keys);
+        let keys = ApiKeys::with_revoked(&config.api_keys, &config.revoked_keys);
+        let jwt = config.jwt.take().map(|(c, jwks)| JwtVerifier::new(c, jwks));
+        let auth = Authenticator::new(keys, jwt, config.metrics_token.take().as_ref().map(|s| s.0.as_str()));
+        let signing = signature::SigningSecrets::new(&config.signing_secrets);
+        let rate_limits = rate_limit::RateLimits::new(config.rate_limits);
         config.api_keys.clear();
-        Self { config, api_keys, producer, queries, metrics, readiness }
+        config.signing_secrets.clear();
+        Self { config, auth, signing, rate_limits, producer, queries, metrics, readiness }
     }
 
     /// The readiness flags (clone it to set components ready from elsewhere).

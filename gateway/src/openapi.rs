@@ -17,7 +17,31 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("The game's API key: `Authorization: Bearer <key>`"))
+                    .description(Some("The game's API key: `Authorization: Bearer <key>` (game API keys only ingest)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A person's OAuth2 access token (JWT signed by a key of the configured JWKS, with the \
+                         configured issuer and audience, unexpired). The roles claim (default `roles`) grants: \
+                         `analyst` the queries, `compliance` the privacy routes, `admin` everything but ingest \
+                         (and /metrics). The scopes listed on an operation are the roles that may call it.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The metrics token (`auth.metrics_token`), for Prometheus: reads /metrics only"))
                     .build(),
             ),
         );

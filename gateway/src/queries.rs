@@ -1,6 +1,6 @@
 //! Read-model queries: player profiles and per-game analytics.
 
-use crate::auth::{authenticate, authorize, Action};
+use crate::auth::{authorize, Action};
 use crate::error::{ErrorBody, GatewayError};
 use crate::{within, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -75,7 +75,7 @@ fn parse_range(params: &RangeParams) -> Result<DateRange, GatewayError> {
 
 /// Authenticates, checks the game id and authorizes `action` on it.
 fn game_for(req: &HttpRequest, state: &AppState, raw_game: &str, read_player: bool) -> Result<GameId, GatewayError> {
-    let principal = authenticate(req.headers(), &state.api_keys)?;
+    let principal = state.auth.authenticate(req.headers())?;
     let game = parse_game(raw_game)?;
     let action = if read_player { Action::ReadPlayer(&game) } else { Action::ReadAnalytics(&game) };
     authorize(&principal, action)?;
@@ -91,12 +91,12 @@ fn game_for(req: &HttpRequest, state: &AppState, raw_game: &str, read_player: bo
     responses(
         (status = 200, description = "The player's profile", body = PlayerProfile),
         (status = 400, description = "Invalid game or player id", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
         (status = 404, description = "No such player", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("jwt" = ["analyst", "admin"]))
 )]
 pub async fn player_profile(
     req: HttpRequest,
@@ -124,11 +124,11 @@ pub async fn player_profile(
     responses(
         (status = 200, description = "DAU, WAU, MAU and stickiness per day", body = ActiveUsersResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("jwt" = ["analyst", "admin"]))
 )]
 pub async fn active_users(
     req: HttpRequest,
@@ -159,11 +159,11 @@ pub async fn active_users(
     responses(
         (status = 200, description = "Session figures per day", body = SessionsResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("jwt" = ["analyst", "admin"]))
 )]
 pub async fn sessions(
     req: HttpRequest,
@@ -194,11 +194,11 @@ pub async fn sessions(
     responses(
         (status = 200, description = "Revenue figures per day and currency", body = RevenueResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("jwt" = ["analyst", "admin"]))
 )]
 pub async fn revenue(
     req: HttpRequest,
@@ -229,11 +229,11 @@ pub async fn revenue(
     responses(
         (status = 200, description = "One step per level", body = FunnelResponse),
         (status = 400, description = "Invalid game id", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key belongs to another game", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("jwt" = ["analyst", "admin"]))
 )]
 pub async fn funnel(
     req: HttpRequest,

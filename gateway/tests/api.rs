@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use gm_gateway::{app, ApiKeyConfig, AppState, GatewayConfig, Readiness};
+use gm_gateway::jwt::testing::{TestIssuer, AUDIENCE, ISSUER};
+use gm_gateway::{app, ApiKeyConfig, AppState, GatewayConfig, Jwks, JwtConfig, Readiness, Secret};
 use gm_ports::{LogError, LogProducer, NewRecord, Position, StoreError};
 use gm_projections::model::{ActiveUsersDay, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
 use gm_projections::{AnalyticsQueries, DateRange};
@@ -24,6 +25,21 @@ use std::time::Duration;
 
 const KEY: &str = "space-key";
 const OTHER_KEY: &str = "farm-key";
+const METRICS_TOKEN: &str = "metrics-scrape-token";
+
+/// One key pair per test process, generated at run time.
+fn issuer() -> &'static TestIssuer {
+    static ISSUER_KEYS: std::sync::OnceLock<TestIssuer> = std::sync::OnceLock::new();
+    ISSUER_KEYS.get_or_init(|| TestIssuer::generate("test-key"))
+}
+
+fn bearer(roles: &[&str]) -> (header::HeaderName, String) {
+    (header::AUTHORIZATION, format!("Bearer {}", issuer().token("someone", roles)))
+}
+
+fn analyst() -> (header::HeaderName, String) {
+    bearer(&["analyst"])
+}
 
 #[derive(Default)]
 struct FakeLog {
@@ -107,23 +123,46 @@ struct Harness {
 }
 
 fn harness_with(limits: Limits, timeout: Duration) -> Harness {
+    harness_from(harness_config(limits, timeout))
+}
+
+fn harness_from(config: GatewayConfig) -> Harness {
     let log = Arc::new(FakeLog::default());
     let metrics = Metrics::new();
     let readiness = Readiness::new();
-    let config = GatewayConfig {
-        api_keys: vec![
-            ApiKeyConfig { game_id: GameId::parse("space-race").unwrap(), key: KEY.into() },
-            ApiKeyConfig { game_id: GameId::parse("farm").unwrap(), key: OTHER_KEY.into() },
-        ],
-        limits,
-        request_timeout: timeout,
-    };
     let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone());
     Harness { log, metrics, readiness, data: web::Data::new(state) }
 }
 
+fn harness_config(limits: Limits, timeout: Duration) -> GatewayConfig {
+    GatewayConfig {
+        api_keys: vec![
+            ApiKeyConfig { game_id: GameId::parse("space-race").unwrap(), key: KEY.into() },
+            ApiKeyConfig { game_id: GameId::parse("farm").unwrap(), key: OTHER_KEY.into() },
+        ],
+        jwt: Some((
+            JwtConfig { issuer: ISSUER.into(), audience: AUDIENCE.into(), ..JwtConfig::default() },
+            Jwks::from_json(&issuer().jwks().to_string()).unwrap(),
+        )),
+        metrics_token: Some(Secret(METRICS_TOKEN.into())),
+        limits,
+        request_timeout: timeout,
+        ..GatewayConfig::default()
+    }
+}
+
 fn harness() -> Harness {
     harness_with(Limits::default(), Duration::from_secs(5))
+}
+
+fn harness_configured(change: impl FnOnce(&mut GatewayConfig)) -> Harness {
+    let mut config = harness_config(Limits::default(), Duration::from_secs(5));
+    change(&mut config);
+    harness_from(config)
+}
+
+fn harness_revoking(key_ids: &[&str]) -> Harness {
+    harness_configured(|c| c.revoked_keys = key_ids.iter().map(|s| s.to_string()).collect())
 }
 
 fn session_start(player: &str) -> Value {
@@ -284,22 +323,120 @@ async fn missing_or_unknown_api_key_is_401_with_reason() {
     assert_eq!(call!(&app, via_header).await.0, StatusCode::ACCEPTED);
     let analytics = test::TestRequest::get().uri("/v1/analytics/space-race/funnel");
     assert_eq!(call!(&app, analytics).await.0, StatusCode::UNAUTHORIZED);
+    let revoked_body = json!({"events": [session_start("p1")]}).to_string();
+    let h = harness_revoking(&[&gm_gateway::auth::key_id(KEY)[..8]]);
+    let revoking = test::init_service(gm_gateway::app(h.data.clone())).await;
+    let revoked =
+        test::TestRequest::post().uri("/v1/events").insert_header(("X-API-Key", KEY)).set_payload(revoked_body);
+    let (status, _, json, _) = call!(&revoking, revoked).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(json["reason"].as_str().unwrap().contains("revoked"), "{json}");
+    let other = test::TestRequest::post()
+        .uri("/v1/events")
+        .insert_header(("X-API-Key", OTHER_KEY))
+        .set_payload(json!({"events": [session_start("p1")]}).to_string());
+    assert_eq!(call!(&revoking, other).await.0, StatusCode::ACCEPTED, "other keys stay valid");
 }
 
 #[actix_web::test]
-async fn key_of_another_game_is_403_on_queries() {
+async fn game_keys_only_ingest_and_queries_need_an_analyst_or_admin_token() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
-    for uri in [
+    let uris = [
         "/v1/players/space-race/p1",
         "/v1/analytics/space-race/funnel",
         "/v1/analytics/space-race/active-users?from=2025-01-01&to=2025-01-02",
-    ] {
-        let req = test::TestRequest::get().uri(uri).insert_header(("X-API-Key", OTHER_KEY));
-        let (status, _, json, text) = call!(&app, req).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {text}");
-        assert_eq!(json["error"], "forbidden");
+    ];
+    for uri in uris {
+        // A game key, even of the game itself, does not read (game API keys only ingest).
+        for key in [KEY, OTHER_KEY] {
+            let req = test::TestRequest::get().uri(uri).insert_header(("X-API-Key", key));
+            let (status, _, json, text) = call!(&app, req).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {text}");
+            assert_eq!(json["error"], "forbidden");
+        }
+        for roles in [&["compliance"][..], &[], &["superuser"]] {
+            let req = test::TestRequest::get().uri(uri).insert_header(bearer(roles));
+            assert_eq!(call!(&app, req).await.0, StatusCode::FORBIDDEN, "{uri} with {roles:?}");
+        }
+        let req = test::TestRequest::get().uri(uri).insert_header(("Authorization", format!("Bearer {METRICS_TOKEN}")));
+        assert_eq!(call!(&app, req).await.0, StatusCode::FORBIDDEN, "{uri} with the metrics token");
+        for roles in [&["analyst"][..], &["admin"]] {
+            let req = test::TestRequest::get().uri(uri).insert_header(bearer(roles));
+            let (status, _, _, text) = call!(&app, req).await;
+            assert_eq!(status, StatusCode::OK, "{uri} with {roles:?}: {text}");
+        }
     }
+    // People do not ingest: the game is named by the key.
+    let body = json!({"events": [session_start("p1")]}).to_string();
+    for roles in [&["admin"][..], &["analyst"]] {
+        let req = test::TestRequest::post().uri("/v1/events").insert_header(bearer(roles)).set_payload(body.clone());
+        assert_eq!(call!(&app, req).await.0, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(h.log.append_calls(), 0);
+}
+
+#[actix_web::test]
+async fn expired_forged_and_foreign_tokens_are_401_on_queries() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let now = Utc::now().timestamp();
+    let claims =
+        |iss: &str, aud: &str, exp: i64| json!({"sub": "x", "iss": iss, "aud": aud, "exp": exp, "roles": ["admin"]});
+    let tokens = [
+        ("expired", issuer().sign(&claims(ISSUER, AUDIENCE, now - 600))),
+        ("issuer", issuer().sign(&claims("https://elsewhere", AUDIENCE, now + 600))),
+        ("audience", issuer().sign(&claims(ISSUER, "another-api", now + 600))),
+        ("signature", TestIssuer::generate("test-key").sign(&claims(ISSUER, AUDIENCE, now + 600))),
+    ];
+    for (expected, token) in tokens {
+        let req = test::TestRequest::get()
+            .uri("/v1/analytics/space-race/funnel")
+            .insert_header(("Authorization", format!("Bearer {token}")));
+        let (status, headers, json, text) = call!(&app, req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{expected}: {text}");
+        assert!(json["reason"].as_str().unwrap().contains(expected), "{expected}: {text}");
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+    }
+}
+
+#[actix_web::test]
+async fn every_route_but_health_requires_credentials() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    for (path, method, _) in gm_gateway::routes() {
+        let uri = path.replace("{game_id}", "space-race").replace("{player_id}", "p1");
+        let req = match method {
+            "get" => test::TestRequest::get(),
+            _ => test::TestRequest::post().set_payload("{}"),
+        }
+        .uri(&uri);
+        let status = call!(&app, req).await.0;
+        if path.starts_with("/health/") {
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{path}");
+        } else {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} answered without credentials");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn metrics_need_the_metrics_token_or_an_admin_and_docs_any_credentials() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let get = |uri: &str, auth: String| test::TestRequest::get().uri(uri).insert_header(("Authorization", auth));
+    let admin = format!("Bearer {}", issuer().token("root", &["admin"]));
+    let analyst_token = format!("Bearer {}", issuer().token("ana", &["analyst"]));
+    let key = format!("Bearer {KEY}");
+    let metrics_token = format!("Bearer {METRICS_TOKEN}");
+    assert_eq!(call!(&app, get("/metrics", metrics_token.clone())).await.0, StatusCode::OK);
+    assert_eq!(call!(&app, get("/metrics", admin.clone())).await.0, StatusCode::OK);
+    assert_eq!(call!(&app, get("/metrics", analyst_token.clone())).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call!(&app, get("/metrics", key.clone())).await.0, StatusCode::FORBIDDEN);
+    for auth in [admin, analyst_token, key] {
+        assert_eq!(call!(&app, get("/openapi.json", auth)).await.0, StatusCode::OK);
+    }
+    assert_eq!(call!(&app, get("/openapi.json", metrics_token)).await.0, StatusCode::FORBIDDEN);
 }
 
 #[actix_web::test]
@@ -383,7 +520,7 @@ async fn reversed_wide_or_bad_date_ranges_are_400_with_reason() {
     for (query, expected) in cases {
         let req = test::TestRequest::get()
             .uri(&format!("/v1/analytics/space-race/sessions?{query}"))
-            .insert_header(("X-API-Key", KEY));
+            .insert_header(analyst());
         let (status, _, json, text) = call!(&app, req).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {text}");
         assert!(json["reason"].as_str().unwrap().contains(expected), "{query}: {text}");
@@ -394,7 +531,7 @@ async fn reversed_wide_or_bad_date_ranges_are_400_with_reason() {
 async fn queries_answer_rows_404_and_503() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
-    let get = |uri: &str| test::TestRequest::get().uri(uri).insert_header(("X-API-Key", KEY));
+    let get = |uri: &str| test::TestRequest::get().uri(uri).insert_header(analyst());
     let (status, _, json, text) =
         call!(&app, get("/v1/analytics/space-race/active-users?from=2025-01-01&to=2025-01-03")).await;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -420,10 +557,11 @@ async fn queries_answer_rows_404_and_503() {
 async fn metrics_label_routes_by_pattern_never_by_raw_ids() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
-    let req = test::TestRequest::get().uri("/v1/players/space-race/secret-player-42").insert_header(("X-API-Key", KEY));
+    let req = test::TestRequest::get().uri("/v1/players/space-race/secret-player-42").insert_header(analyst());
     call!(&app, req).await;
     call!(&app, test::TestRequest::get().uri("/nowhere/secret-player-43")).await;
-    let (status, headers, _, text) = call!(&app, test::TestRequest::get().uri("/metrics")).await;
+    let metrics = test::TestRequest::get().uri("/metrics").insert_header(("X-API-Key", METRICS_TOKEN));
+    let (status, headers, _, text) = call!(&app, metrics).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers.get(header::CONTENT_TYPE).unwrap().to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     assert!(text.contains("route=\"/v1/players/{game_id}/{player_id}\""), "{text}");
@@ -464,7 +602,8 @@ async fn ready_is_503_naming_components_until_all_are_ready() {
 async fn openapi_document_is_served() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
-    let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/openapi.json")).await;
+    let (status, _, json, _) =
+        call!(&app, test::TestRequest::get().uri("/openapi.json").insert_header(analyst())).await;
     assert_eq!(status, StatusCode::OK);
     assert!(json["paths"]["/v1/events"]["post"].is_object());
 }
@@ -506,4 +645,124 @@ async fn serve_answers_on_a_real_socket_and_inflates_gzip_exactly_once() {
 
     handle.stop(true).await;
     running.await.unwrap().unwrap();
+}
+
+const SECRET: &str = "space-signing-secret-0001";
+
+fn signing_harness() -> Harness {
+    harness_configured(|c| {
+        c.signing_secrets = vec![gm_gateway::SigningSecret {
+            game_id: GameId::parse("space-race").unwrap(),
+            secret: Secret(SECRET.into()),
+        }]
+    })
+}
+
+#[actix_web::test]
+async fn a_game_with_a_secret_needs_the_hmac_of_the_raw_possibly_gzipped_body() {
+    let h = signing_harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let body = gzip(json!({"events": [session_start("p1")]}).to_string().as_bytes());
+    let signed = |sig: String| {
+        post_events(body.clone())
+            .insert_header((header::CONTENT_ENCODING, "gzip"))
+            .insert_header(("X-GM-Signature", sig))
+    };
+    let good = gm_gateway::signature::sign_hex(SECRET.as_bytes(), &body);
+    let (status, _, _, text) = call!(&app, signed(good.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    // The same signature in base64 is accepted too.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(&good).unwrap());
+    assert_eq!(call!(&app, signed(b64)).await.0, StatusCode::ACCEPTED);
+    // A signature of the inflated body, of another secret, or none at all: 401.
+    let inflated = json!({"events": [session_start("p1")]}).to_string();
+    for bad in [
+        gm_gateway::signature::sign_hex(SECRET.as_bytes(), inflated.as_bytes()),
+        gm_gateway::signature::sign_hex(b"another-secret", &body),
+    ] {
+        let (status, _, json, text) = call!(&app, signed(bad)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+        assert!(json["reason"].as_str().unwrap().contains("does not match"), "{text}");
+    }
+    let unsigned = post_events(body.clone()).insert_header((header::CONTENT_ENCODING, "gzip"));
+    let (status, _, json, _) = call!(&app, unsigned).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(json["reason"].as_str().unwrap().contains("requires a body signature"));
+    assert_eq!(h.log.records().len(), 2, "only the two signed batches landed");
+    // A game without a secret needs no signature.
+    let farm = test::TestRequest::post()
+        .uri("/v1/events")
+        .insert_header(("X-API-Key", OTHER_KEY))
+        .set_payload(json!({"events": [session_start("p1")]}).to_string());
+    assert_eq!(call!(&app, farm).await.0, StatusCode::ACCEPTED);
+}
+
+#[actix_web::test]
+async fn an_unsigned_gzip_bomb_is_refused_before_inflating() {
+    let h = signing_harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let bomb = gzip(&vec![0u8; 50 * 1024 * 1024]);
+    let started = std::time::Instant::now();
+    let req = post_events(bomb).insert_header((header::CONTENT_ENCODING, "gzip"));
+    assert_eq!(call!(&app, req).await.0, StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+}
+
+fn rate_limited_harness(config: gm_gateway::RateLimitConfig) -> Harness {
+    harness_configured(|c| c.rate_limits = config)
+}
+
+#[actix_web::test]
+async fn a_key_over_its_request_quota_gets_429_with_retry_after_and_recovers() {
+    let h = rate_limited_harness(gm_gateway::RateLimitConfig {
+        per_key_per_second: 5,
+        per_key_burst: 2,
+        ..Default::default()
+    });
+    let app = test::init_service(app(h.data.clone())).await;
+    let batch = || post_events(json!({"events": [session_start("p1")]}).to_string());
+    assert_eq!(call!(&app, batch()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(call!(&app, batch()).await.0, StatusCode::ACCEPTED);
+    let (status, headers, json, text) = call!(&app, batch()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert_eq!(json["error"], "rate_limited");
+    assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+    // Another key has its own quota.
+    let farm = test::TestRequest::post()
+        .uri("/v1/events")
+        .insert_header(("X-API-Key", OTHER_KEY))
+        .set_payload(json!({"events": [session_start("p1")]}).to_string());
+    assert_eq!(call!(&app, farm).await.0, StatusCode::ACCEPTED);
+    // 5 per second: a slot is free again after 200 ms.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(call!(&app, batch()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(h.log.append_calls(), 4);
+}
+
+#[actix_web::test]
+async fn events_of_a_player_over_its_quota_are_refused_one_by_one_and_the_others_land() {
+    let h = rate_limited_harness(gm_gateway::RateLimitConfig {
+        per_player_per_second: 10,
+        per_player_burst: 2,
+        ..Default::default()
+    });
+    let app = test::init_service(app(h.data.clone())).await;
+    let events: Vec<Value> = ["hot", "hot", "hot", "cold", "hot"].iter().map(|p| session_start(p)).collect();
+    let (status, _, json, text) = call!(&app, post_events(json!({ "events": events }).to_string())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let codes: Vec<&str> =
+        json["results"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap_or("ok")).collect();
+    assert_eq!(codes, ["ok", "ok", "rate_limited", "ok", "rate_limited"]);
+    assert_eq!(h.log.records().len(), 3);
+    // Nothing accepted because of the limit: 429 with Retry-After and the per-event results.
+    let (status, headers, json, _) =
+        call!(&app, post_events(json!({"events": [session_start("hot")]}).to_string())).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(json["results"][0]["code"], "rate_limited");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (status, _, _, _) = call!(&app, post_events(json!({"events": [session_start("hot")]}).to_string())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the player's quota recovered");
+    assert!(h.metrics.encode().contains("gamemetrics_events_rejected_total{reason=\"rate_limited\"} 3"));
 }

@@ -17,6 +17,38 @@ pub mod services;
 
 pub const GAME: &str = "sim-1";
 pub const KEY: &str = "sim-key-0001";
+pub const METRICS_TOKEN: &str = "test-metrics-token-0001";
+
+/// The tests' identity provider: a key pair generated at run time (no private key is
+/// committed), its public JWKS in a temporary file the platform is configured with.
+pub fn test_issuer() -> &'static gm_gateway::jwt::testing::TestIssuer {
+    static ISSUER: std::sync::OnceLock<gm_gateway::jwt::testing::TestIssuer> = std::sync::OnceLock::new();
+    ISSUER.get_or_init(|| gm_gateway::jwt::testing::TestIssuer::generate("e2e"))
+}
+
+pub fn jwks_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<tempfile::TempPath> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let file = tempfile::NamedTempFile::new().expect("a temporary JWKS file");
+        std::fs::write(file.path(), test_issuer().jwks().to_string()).expect("write the JWKS");
+        file.into_temp_path()
+    })
+}
+
+/// A token of an analyst (queries, the OpenAPI document), valid for an hour.
+pub fn analyst_token() -> String {
+    test_issuer().token("e2e-analyst", &["analyst"])
+}
+
+/// The authentication settings as environment variables, for child processes.
+pub fn auth_env() -> Vec<(String, String)> {
+    vec![
+        ("GM_AUTH__JWKS_FILE".into(), jwks_file().display().to_string()),
+        ("GM_AUTH__ISSUER".into(), gm_gateway::jwt::testing::ISSUER.into()),
+        ("GM_AUTH__AUDIENCE".into(), gm_gateway::jwt::testing::AUDIENCE.into()),
+        ("GM_AUTH__METRICS_TOKEN".into(), METRICS_TOKEN.into()),
+    ]
+}
 
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::load(None).expect("default configuration loads");
@@ -25,6 +57,10 @@ pub fn test_config(data_dir: &Path) -> Config {
     // Small snapshot intervals so that recovery from snapshots is exercised.
     config.actors.snapshot_every_events = 500;
     config.actors.snapshot_every_ms = 500;
+    config.auth.jwks_file = Some(jwks_file().to_path_buf());
+    config.auth.issuer = gm_gateway::jwt::testing::ISSUER.into();
+    config.auth.audience = gm_gateway::jwt::testing::AUDIENCE.into();
+    config.auth.metrics_token = METRICS_TOKEN.into();
     config
 }
 
@@ -55,7 +91,7 @@ pub async fn get_json(url: &str) -> (u16, Value) {
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let mut response = client
         .get(url)
-        .insert_header(("Authorization", format!("Bearer {KEY}")))
+        .insert_header(("Authorization", format!("Bearer {}", analyst_token())))
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));

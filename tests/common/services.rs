@@ -67,7 +67,8 @@ impl TestServices {
 
     /// The same, as environment variables for a child process.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = super::auth_env();
+        env.extend([
             ("GM_MODE".into(), "production".into()),
             ("GM_KAFKA__BROKERS".into(), self.kafka_brokers.clone()),
             ("GM_LOG__NAMESPACE".into(), self.namespace.clone()),
@@ -76,7 +77,8 @@ impl TestServices {
             ("GM_REDIS__KEY_PREFIX".into(), self.redis_prefix.clone()),
             ("GM_REDIS__PROFILE_TTL_MS".into(), "1000".into()),
             ("GM_REDIS__RECENT_QUERY_TTL_MS".into(), "1000".into()),
-        ]
+        ]);
+        env
     }
 
     /// Drops the test's database (topics of the namespace are left to the broker's retention).

@@ -1,0 +1,368 @@
+//! The OAuth2 resource server: JWT bearer tokens of people, checked against a JWKS.
+//!
+//! A token is accepted when its signature verifies with the JWKS key named by its `kid`
+//! (or the only key, when the set has one and the token names none), with an asymmetric
+//! algorithm matching that key (RS*, PS*, ES256/384, EdDSA: never a shared-secret `HS*` key,
+//! so a public key cannot be turned into an HMAC secret), when `iss` and `aud` are the
+//! configured ones and `exp` is in the future (with a small leeway for clock skew). Roles come
+//! from a configurable claim (default `roles`; a dotted path such as `realm_access.roles`
+//! reaches into nested objects), given as an array or a space/comma separated string; unknown
+//! role names are ignored.
+//!
+//! The JWKS comes from a file (read at start) or a URL (fetched at start, refreshed
+//! periodically by [`Jwks::spawn_refresh`]; a failed refresh keeps the previous keys).
+
+use crate::auth::{Principal, Role};
+use crate::error::GatewayError;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// What a token must say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// The claim holding the roles; a dotted path reaches into nested objects.
+    pub roles_claim: String,
+    /// Allowed clock skew on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audience: String::new(),
+            roles_claim: "roles".into(),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("reading the JWKS file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("fetching the JWKS from {url}: {error}")]
+    Fetch { url: String, error: String },
+    #[error("the JWKS is not a valid key set: {0}")]
+    Invalid(String),
+}
+
+/// The current key set, shared by the verifier and the refresh task.
+#[derive(Debug, Clone)]
+pub struct Jwks {
+    keys: Arc<RwLock<JwkSet>>,
+}
+
+impl Jwks {
+    pub fn from_json(text: &str) -> Result<Self, JwksError> {
+        let set: JwkSet = serde_json::from_str(text).map_err(|e| JwksError::Invalid(e.to_string()))?;
+        Ok(Self { keys: Arc::new(RwLock::new(set)) })
+    }
+
+    pub fn load_file(path: &Path) -> Result<Self, JwksError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| JwksError::Read { path: path.display().to_string(), error })?;
+        Self::from_json(&text)
+    }
+
+    async fn download(url: &str) -> Result<JwkSet, JwksError> {
+        let fetch_error = |error: String| JwksError::Fetch { url: url.to_string(), error };
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let mut response = client.get(url).send().await.map_err(|e| fetch_error(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fetch_error(format!("HTTP {}", response.status())));
+        }
+        let body = response.body().limit(1024 * 1024).await.map_err(|e| fetch_error(e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|e| JwksError::Invalid(e.to_string()))
+    }
+
+    /// Fetches the set from `url` (at start: a failure stops the start).
+    pub async fn fetch(url: &str) -> Result<Self, JwksError> {
+        Ok(Self { keys: Arc::new(RwLock::new(Self::download(url).await?)) })
+    }
+
+    /// Refetches the set every `every` on the current actix/tokio runtime; a failed fetch keeps
+    /// the previous keys and is logged.
+    pub fn spawn_refresh(&self, url: String, every: Duration) -> tokio::task::JoinHandle<()> {
+        let jwks = self.clone();
+        actix_web::rt::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match Self::download(&url).await {
+                    Ok(set) => jwks.replace(set),
+                    Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
+                }
+            }
+        })
+    }
+
+    pub fn replace(&self, set: JwkSet) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = set;
+    }
+
+    fn key_for(&self, kid: Option<&str>) -> Option<Jwk> {
+        let set = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        match kid {
+            Some(kid) => set.find(kid).cloned(),
+            None if set.keys.len() == 1 => set.keys.first().cloned(),
+            None => None,
+        }
+    }
+}
+
+/// The algorithms a key may verify: asymmetric ones of its own type only.
+fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+        // Shared secrets (`oct`) never verify tokens here.
+        _ => vec![],
+    }
+}
+
+/// Checks bearer tokens of people.
+#[derive(Debug, Clone)]
+pub struct JwtVerifier {
+    config: JwtConfig,
+    jwks: Jwks,
+}
+
+fn unauthenticated(reason: impl Into<String>) -> GatewayError {
+    GatewayError::Unauthenticated(reason.into())
+}
+
+impl JwtVerifier {
+    pub fn new(config: JwtConfig, jwks: Jwks) -> Self {
+        Self { config, jwks }
+    }
+
+    /// Verifies `token`; 401 with the reason when it is not acceptable.
+    pub fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| unauthenticated(format!("malformed token: {e}")))?;
+        let jwk = self.jwks.key_for(header.kid.as_deref()).ok_or_else(|| match &header.kid {
+            Some(_) => unauthenticated("token signed by an unknown key (kid)"),
+            None => unauthenticated("token names no key (kid) and the JWKS has several"),
+        })?;
+        let algorithms = algorithms_for(&jwk);
+        if !algorithms.contains(&header.alg) {
+            return Err(unauthenticated(format!("algorithm {:?} is not accepted for this key", header.alg)));
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| unauthenticated(format!("unusable JWKS key: {e}")))?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = algorithms;
+        validation.leeway = self.config.leeway.as_secs();
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind::*;
+            unauthenticated(match e.kind() {
+                ExpiredSignature => "token expired".to_string(),
+                ImmatureSignature => "token not valid yet (nbf)".to_string(),
+                InvalidIssuer => "token from another issuer".to_string(),
+                InvalidAudience => "token for another audience".to_string(),
+                InvalidSignature => "token signature does not verify".to_string(),
+                MissingRequiredClaim(c) => format!("token lacks the '{c}' claim"),
+                other => format!("invalid token: {other:?}"),
+            })
+        })?;
+        let subject = data.claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_string();
+        let roles = roles_from(&data.claims, &self.config.roles_claim);
+        Ok(Principal::Person { subject, roles })
+    }
+}
+
+/// The known roles in the claim at `path` (dotted), deduplicated and sorted.
+fn roles_from(claims: &Value, path: &str) -> Vec<Role> {
+    let mut value = claims;
+    for part in path.split('.') {
+        match value.get(part) {
+            Some(v) => value = v,
+            None => return Vec::new(),
+        }
+    }
+    let names: Vec<&str> = match value {
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        Value::String(s) => s.split([' ', ',']).collect(),
+        _ => Vec::new(),
+    };
+    let mut roles: Vec<Role> = names.into_iter().filter_map(Role::parse).collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// Test tokens: an Ed25519 key pair generated at run time (never a committed private key),
+/// its public JWKS, and tokens signed with it.
+#[cfg(feature = "test-support")]
+pub mod testing {
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use ring::signature::KeyPair as _;
+    use serde_json::{json, Value};
+
+    pub const ISSUER: &str = "https://issuer.test.gamemetrics";
+    pub const AUDIENCE: &str = "gamemetrics-api";
+
+    pub struct TestIssuer {
+        kid: String,
+        encoding: EncodingKey,
+        public: Vec<u8>,
+    }
+
+    impl TestIssuer {
+        pub fn generate(kid: &str) -> Self {
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("generate an Ed25519 key");
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse the generated key");
+            Self {
+                kid: kid.to_string(),
+                encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+                public: pair.public_key().as_ref().to_vec(),
+            }
+        }
+
+        /// The public key as a one-key JWKS.
+        pub fn jwks(&self) -> Value {
+            json!({"keys": [{
+                "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": self.kid,
+                "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.public),
+            }]})
+        }
+
+        /// Signs arbitrary claims.
+        pub fn sign(&self, claims: &Value) -> String {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.kid.clone());
+            jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign a test token")
+        }
+
+        /// A token of [`ISSUER`] for [`AUDIENCE`] with `roles`, valid for an hour.
+        pub fn token(&self, subject: &str, roles: &[&str]) -> String {
+            let now = chrono::Utc::now().timestamp();
+            self.sign(
+                &json!({"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600, "roles": roles}),
+            )
+        }
+    }
+}
+
+#[cfg(all(test, feature = "test-support"))]
+mod tests {
+    use super::testing::{TestIssuer, AUDIENCE, ISSUER};
+    use super::*;
+    use serde_json::json;
+
+    fn verifier(issuer: &TestIssuer) -> JwtVerifier {
+        let config = JwtConfig { issuer: ISSUER.into(), audience: AUDIENCE.into(), ..JwtConfig::default() };
+        JwtVerifier::new(config, Jwks::from_json(&issuer.jwks().to_string()).unwrap())
+    }
+
+    fn reason(result: Result<Principal, GatewayError>) -> String {
+        match result {
+            Err(GatewayError::Unauthenticated(r)) => r,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    fn claims(overrides: Value) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        let mut c = json!({"sub": "ana", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "roles": ["analyst"]});
+        for (k, v) in overrides.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_valid_token_gives_a_person_with_its_known_roles() {
+        let issuer = TestIssuer::generate("k1");
+        let token = issuer.sign(&claims(json!({"roles": ["Analyst", "compliance", "superuser", "analyst"]})));
+        let p = verifier(&issuer).verify(&token).unwrap();
+        assert_eq!(p, Principal::Person { subject: "ana".into(), roles: vec![Role::Analyst, Role::Compliance] });
+    }
+
+    #[test]
+    fn expired_forged_wrong_issuer_and_wrong_audience_tokens_are_refused() {
+        let issuer = TestIssuer::generate("k1");
+        let v = verifier(&issuer);
+        let past = chrono::Utc::now().timestamp() - 3600;
+        assert!(reason(v.verify(&issuer.sign(&claims(json!({"exp": past}))))).contains("expired"));
+        assert!(reason(v.verify(&issuer.sign(&claims(json!({"iss": "https://evil"}))))).contains("issuer"));
+        assert!(reason(v.verify(&issuer.sign(&claims(json!({"aud": "other-api"}))))).contains("audience"));
+        assert!(reason(v.verify(&issuer.sign(&claims(json!({"exp": null}))))).contains("exp"));
+        // Signed by another key that claims the trusted key's id.
+        let forger = TestIssuer::generate("k1");
+        assert!(reason(v.verify(&forger.sign(&claims(json!({}))))).contains("signature"));
+        // A valid token with its payload swapped for one granting admin.
+        let good = issuer.sign(&claims(json!({})));
+        let admin = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            claims(json!({"roles": ["admin"]})).to_string(),
+        );
+        let parts: Vec<&str> = good.split('.').collect();
+        let tampered = format!("{}.{admin}.{}", parts[0], parts[2]);
+        assert!(reason(v.verify(&tampered)).contains("signature"));
+        // Unknown kid, and an HS256 token using the public key as a secret.
+        assert!(reason(v.verify(&TestIssuer::generate("k2").sign(&claims(json!({}))))).contains("unknown key"));
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let x = issuer.jwks()["keys"][0]["x"].as_str().unwrap().to_string();
+        let hs =
+            jsonwebtoken::encode(&header, &claims(json!({})), &jsonwebtoken::EncodingKey::from_secret(x.as_bytes()))
+                .unwrap();
+        assert!(reason(v.verify(&hs)).contains("not accepted"));
+        assert!(reason(v.verify("eyJ.not.atoken")).contains("malformed"));
+    }
+
+    #[test]
+    fn roles_come_from_a_configurable_possibly_nested_claim() {
+        let issuer = TestIssuer::generate("k1");
+        let config = JwtConfig {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            roles_claim: "realm_access.roles".into(),
+            ..JwtConfig::default()
+        };
+        let v = JwtVerifier::new(config, Jwks::from_json(&issuer.jwks().to_string()).unwrap());
+        let token = issuer.sign(&claims(json!({"roles": ["admin"], "realm_access": {"roles": "compliance analyst"}})));
+        let Principal::Person { roles, .. } = v.verify(&token).unwrap() else { panic!() };
+        assert_eq!(roles, vec![Role::Analyst, Role::Compliance]);
+    }
+
+    #[test]
+    fn a_replaced_key_set_takes_effect_at_once() {
+        let old = TestIssuer::generate("old");
+        let new = TestIssuer::generate("new");
+        let v = verifier(&old);
+        let token = new.token("ana", &["analyst"]);
+        assert!(v.verify(&token).is_err());
+        v.jwks.replace(serde_json::from_value(new.jwks()).unwrap());
+        assert!(v.verify(&token).is_ok());
+        assert!(v.verify(&old.token("ana", &["analyst"])).is_err());
+    }
+}
