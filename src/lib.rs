@@ -4,6 +4,7 @@
 //! ([`platform`]) and the traffic simulator ([`simulate`]). The `gamemetrics` binary
 //! (src/main.rs) turns command lines into calls to these.
 
+pub mod bench;
 pub mod config;
 pub mod platform;
 pub mod simulate;

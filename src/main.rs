@@ -36,6 +36,22 @@ enum Command {
         #[command(subcommand)]
         command: Option<ProjectionsCommand>,
     },
+    /// Measure the performance targets on the configured mode (fresh namespace and database)
+    /// and print the figures with their targets and ratios.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Events of the ingest (batches of 100) and whole-pipeline phases.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Requests of the one-event-per-request phase.
+    #[arg(long, default_value_t = 20_000)]
+    single_events: usize,
+    /// Append the report as a markdown section to this file (e.g. docs/performance.md).
+    #[arg(long)]
+    write: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -92,6 +108,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&config).await,
         Command::Simulate(args) => run_simulation(&config, args).await,
         Command::Projections { command: Some(ProjectionsCommand::Rebuild { name }) } => rebuild(&config, &name).await,
+        Command::Bench(args) => {
+            let options = gamemetrics::bench::BenchOptions {
+                events: args.events,
+                single_events: args.single_events,
+                write: args.write,
+                config_file: cli.config.clone(),
+            };
+            gamemetrics::bench::run(&config, options).await
+        }
     }
 }
 
