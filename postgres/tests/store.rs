@@ -125,7 +125,11 @@ async fn migrations_are_idempotent_and_create_every_table() {
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
     let url = common::with_database(&common::admin_url(), "gamemetrics");
-    let url = url.replace(":5432/", ":1/");
+    // Same server address, port 1 (nothing listens there), whatever port GM_POSTGRES_URL uses.
+    let (credentials, rest) = url.rsplit_once('@').expect("user@host:port/db");
+    let (host_port, database) = rest.split_once('/').expect("host:port/db");
+    let host = host_port.rsplit_once(':').map_or(host_port, |(host, _)| host);
+    let url = format!("{credentials}@{host}:1/{database}");
     match PgStore::connect(&url, 1).await {
         Err(StoreError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
