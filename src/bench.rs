@@ -53,6 +53,8 @@ pub struct BenchOptions {
     pub events: usize,
     /// Requests of the one-event-per-request phase.
     pub single_events: usize,
+    /// Concurrent requests of the one-event-per-request phase.
+    pub single_lanes: usize,
     /// Append the report as a markdown section to this file.
     pub write: Option<PathBuf>,
     /// The `--config` file, handed to the child processes.
@@ -285,7 +287,7 @@ impl<'a> Bench<'a> {
         ingest_half.check("half-rate ingest")?;
         sent_so_far += ingest_half.accepted;
         eprintln!("bench: one event per request, {} requests", single.len());
-        let ingest_single = self.send(&gateway, &single, 1, 64, 0.0, None).await;
+        let ingest_single = self.send(&gateway, &single, 1, self.options.single_lanes, 0.0, None).await;
         ingest_single.check("single-event ingest")?;
         sent_so_far += ingest_single.accepted;
 
@@ -401,7 +403,7 @@ impl<'a> Bench<'a> {
                 per_lane[lane].push((chunk.len(), serde_json::to_vec(&body).unwrap_or_default().into()));
             }
         }
-        let state = Rc::new(RefCell::new(SendReport { planned: events.len() as u64, ..Default::default() }));
+        let state = Rc::new(RefCell::new(SendReport { planned: events.len() as u64, lanes, ..Default::default() }));
         let scheduled = Rc::new(RefCell::new(0u64));
         let started = Instant::now();
         let endpoint = format!("{url}/v1/events");
@@ -736,6 +738,8 @@ fn parse_producer_performance(line: &str, label: String) -> anyhow::Result<Kafka
 #[derive(Debug, Default)]
 struct SendReport {
     planned: u64,
+    /// Concurrent requests.
+    lanes: usize,
     accepted: u64,
     rejected: u64,
     unsent: u64,
@@ -933,7 +937,10 @@ impl Report {
         ]);
         let s = &self.ingest_single;
         rows.push([
-            format!("ingest, one event per request, 64 concurrent requests ({} requests)", s.requests),
+            format!(
+                "ingest, one event per request, {} concurrent requests ({} requests)",
+                s.lanes, s.requests
+            ),
             format!(
                 "**{} requests/s**; p50 {:.1} ms, p99 {:.1} ms",
                 thousands(s.requests_per_second()),

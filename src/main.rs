@@ -49,6 +49,10 @@ struct BenchArgs {
     /// Requests of the one-event-per-request phase.
     #[arg(long, default_value_t = 20_000)]
     single_events: usize,
+    /// Concurrent requests of the one-event-per-request phase (each waits for the broker's
+    /// acknowledgement, so throughput = concurrency ÷ latency).
+    #[arg(long, default_value_t = 256)]
+    single_lanes: usize,
     /// Append the report as a markdown section to this file (e.g. docs/performance.md).
     #[arg(long)]
     write: Option<PathBuf>,
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
             let options = gamemetrics::bench::BenchOptions {
                 events: args.events,
                 single_events: args.single_events,
+                single_lanes: args.single_lanes,
                 write: args.write,
                 config_file: cli.config.clone(),
             };
