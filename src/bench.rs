@@ -937,10 +937,7 @@ impl Report {
         ]);
         let s = &self.ingest_single;
         rows.push([
-            format!(
-                "ingest, one event per request, {} concurrent requests ({} requests)",
-                s.lanes, s.requests
-            ),
+            format!("ingest, one event per request, {} concurrent requests ({} requests)", s.lanes, s.requests),
             format!(
                 "**{} requests/s**; p50 {:.1} ms, p99 {:.1} ms",
                 thousands(s.requests_per_second()),
