@@ -13,6 +13,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub mod faults;
 pub mod services;
 
 pub const GAME: &str = "sim-1";

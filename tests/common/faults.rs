@@ -1,0 +1,37 @@
+//! Stop a shared service in the middle of simulated traffic, bring it back, and check that
+//! every acknowledged event reached every read model exactly once.
+
+use super::services::{services, RestartOnDrop, TestServices};
+use super::*;
+use gamemetrics::platform::Platform;
+use gamemetrics::simulate::{self, SimulationReport};
+
+/// Runs all roles in-process on production services, sends 500 players' events at 2,000
+/// events/s, stops `service` 2 s in for `down_for`, then compares the read models.
+pub async fn restart_under_load(service: &'static str, down_for: Duration) -> SimulationReport {
+    let test_services = TestServices::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_services.config(dir.path());
+    let app = Platform::start_on(&config, std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
+
+    let mut options = sim_options(&app.url(), 500);
+    options.rate = 2000.0;
+    options.retry_for = Duration::from_secs(180);
+    let plan = simulate::plan(&options, chrono::Utc::now());
+    let planned = plan.len();
+    let traffic = actix_rt::spawn(simulate::send(options, plan));
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    {
+        let _restart = RestartOnDrop(service);
+        services(&["down", service]);
+        actix_rt::time::sleep(down_for).await;
+    }
+    let report = traffic.await.unwrap();
+    assert_eq!(report.accepted.len(), planned, "{}", report.summary());
+
+    let expected = Expected::from_events(&report.accepted);
+    eventually(Duration::from_secs(240), || compare_read_models(app.url(), &expected, 60)).await.unwrap();
+    app.stop().await;
+    test_services.drop_database().await;
+    report
+}
