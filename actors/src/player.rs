@@ -20,10 +20,36 @@ pub struct Consent {
     pub personalisation: bool,
 }
 
+/// The version of the [`PlayerState`] snapshot format written today.
+///
+/// | version | change |
+/// |---|---|
+/// | 1 | no `version` field (snapshots written before schema evolution) |
+/// | 2 | `version` field; state built from canonical events (`purchase` v1 and v2 alike) |
+pub const SNAPSHOT_VERSION: u32 = 2;
+
+fn snapshot_v1() -> u32 {
+    1
+}
+
+/// Why a snapshot could not be read (the player is then rebuilt from the log).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("snapshot version {0} is newer than this build's {SNAPSHOT_VERSION}")]
+    TooNew(u64),
+    #[error("snapshot is not a JSON object")]
+    NotAnObject,
+}
+
 /// Everything a player's actor keeps (and snapshots). No personal data: that never leaves
 /// the envelope's `personal` part, which actors do not read.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlayerState {
+    /// Snapshot format version ([`SNAPSHOT_VERSION`]); absent in version 1 snapshots.
+    #[serde(default = "snapshot_v1")]
+    pub version: u32,
     pub seq: u64,
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
@@ -47,6 +73,57 @@ pub struct PlayerState {
     pub erased_at: Option<DateTime<Utc>>,
     pub session: SessionActor,
     pub recent_event_ids: VecDeque<Uuid>,
+}
+
+impl Default for PlayerState {
+    fn default() -> Self {
+        Self {
+            version: SNAPSHOT_VERSION,
+            seq: 0,
+            first_seen: None,
+            last_seen: None,
+            current_level: None,
+            levels_completed: 0,
+            xp: 0,
+            playtime_seconds: 0,
+            session_count: 0,
+            purchases: 0,
+            revenue_minor: BTreeMap::new(),
+            inventory: BTreeMap::new(),
+            balances: BTreeMap::new(),
+            achievements: 0,
+            country: None,
+            language: None,
+            consent: None,
+            erased_at: None,
+            session: SessionActor::default(),
+            recent_event_ids: VecDeque::new(),
+        }
+    }
+}
+
+impl PlayerState {
+    /// Reads a snapshot of any version up to [`SNAPSHOT_VERSION`], upcasting older JSON step
+    /// by step to the current form.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+        let obj = value.as_object_mut().ok_or(SnapshotError::NotAnObject)?;
+        let version = obj.get("version").and_then(serde_json::Value::as_u64).unwrap_or(1);
+        if version > u64::from(SNAPSHOT_VERSION) {
+            return Err(SnapshotError::TooNew(version));
+        }
+        if version < 2 {
+            // v1 → v2: the fields are the same; the canonical event form made v1 and v2
+            // purchases fold identically, so only the version is stamped.
+            obj.insert("version".into(), serde_json::Value::from(2u32));
+        }
+        Ok(serde_json::from_value(value)?)
+    }
+
+    /// The snapshot bytes (always the current version).
+    pub fn to_snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&Self { version: SNAPSHOT_VERSION, ..self.clone() })
+    }
 }
 
 /// What the actor is asked to do.

@@ -76,7 +76,7 @@ impl Handler<Hydrate> for Shard {
         for key in msg.requested {
             let state = loaded
                 .remove(&key)
-                .and_then(|bytes| match serde_json::from_slice::<PlayerState>(&bytes) {
+                .and_then(|bytes| match PlayerState::from_snapshot(&bytes) {
                     Ok(state) => Some(state),
                     Err(e) => {
                         tracing::error!(partition = self.partition, error = %e, "unreadable snapshot; replaying from the log");
@@ -123,7 +123,7 @@ impl Handler<Process> for Shard {
             if emit {
                 out.commit_next = Some(record.offset + 1);
             }
-            let raw: RawRecord = match serde_json::from_slice(&record.payload) {
+            let raw: RawRecord = match gm_schemas::upcast::decode_raw(&record.payload) {
                 Ok(raw) => raw,
                 Err(e) => {
                     // The gateway validated it; an unreadable record is skipped, never a stall.
@@ -186,7 +186,7 @@ impl Handler<TakeSnapshot> for Shard {
         }
         let mut players = Vec::new();
         for (key, entry) in self.players.iter_mut().filter(|(_, e)| e.dirty) {
-            if let Ok(bytes) = serde_json::to_vec(&entry.actor.state) {
+            if let Ok(bytes) = entry.actor.state.to_snapshot() {
                 players.push((key.clone(), bytes));
             }
             entry.dirty = false;

@@ -75,6 +75,7 @@ pub fn purchase(amount: i64, currency: &str, item: &str, quantity: u32) -> Event
         currency: Currency::parse(currency).unwrap(),
         item_id: name(item),
         quantity,
+        store: None,
     })
 }
 pub fn resource(flow: ResourceFlow, currency: &str, amount: i64) -> EventBody {

@@ -3,16 +3,19 @@
 
 use crate::events::{EventBody, PersonalFields};
 use crate::ids::{GameId, PlayerId, SessionId};
+use crate::upcast::StoredProperties;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The only schema version of the public format so far.
-pub const CURRENT_SCHEMA_VERSION: u16 = 1;
+/// The newest schema version of the public format (see [`crate::upcast`]).
+pub const CURRENT_SCHEMA_VERSION: u16 = 2;
 
-/// A validated event, as stored on `player.events.raw`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A validated event, as stored on `player.events.raw`. It serialises its body in the stored
+/// form of its `schema_version` (what was ingested); decode records with
+/// [`crate::upcast::decode_raw`], which accepts every stored version.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct EventEnvelope {
     /// The client's id when it sent one (used for deduplication), otherwise a UUIDv7.
     pub event_id: Uuid,
@@ -35,6 +38,32 @@ pub struct EventEnvelope {
     /// Personal data, apart from everything else (see `PersonalFields`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub personal: Option<PersonalFields>,
+}
+
+impl Serialize for EventEnvelope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("event_id", &self.event_id)?;
+        map.serialize_entry("game_id", &self.game_id)?;
+        map.serialize_entry("player_id", &self.player_id)?;
+        if let Some(session_id) = &self.session_id {
+            map.serialize_entry("session_id", session_id)?;
+        }
+        map.serialize_entry("type", self.body.type_name())?;
+        map.serialize_entry("properties", &StoredProperties { body: &self.body, schema_version: self.schema_version })?;
+        map.serialize_entry("client_ts", &self.client_ts)?;
+        if let Some(sent_at) = &self.sent_at {
+            map.serialize_entry("sent_at", sent_at)?;
+        }
+        map.serialize_entry("received_at", &self.received_at)?;
+        map.serialize_entry("timestamp", &self.timestamp)?;
+        map.serialize_entry("schema_version", &self.schema_version)?;
+        if let Some(personal) = &self.personal {
+            map.serialize_entry("personal", personal)?;
+        }
+        map.end()
+    }
 }
 
 /// A request to erase a player everywhere. It travels on the player's partition of
@@ -90,9 +119,11 @@ pub struct PublicEvent {
     pub session_id: Option<SessionId>,
     /// RFC 3339 time on the client's clock; not before 2000-01-01.
     pub client_ts: DateTime<Utc>,
-    /// Defaults to 1, the only version so far.
+    /// 1 (the default) or 2. Only `purchase` differs: v2 gives the price as
+    /// `{"price": {"amount_minor", "currency"}}` and requires `store`
+    /// (`app_store`, `google_play` or `web`); v1 has neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1))]
+    #[schemars(range(min = 1, max = 2))]
     pub schema_version: Option<u16>,
     #[serde(flatten)]
     pub body: EventBody,

@@ -14,7 +14,8 @@ pub enum EventBody {
     SessionStart(SessionStart),
     SessionEnd(SessionEnd),
     Progression(Progression),
-    Purchase(Purchase),
+    /// `schema_version` 1: the price flat; 2: `price {amount_minor, currency}` and `store`.
+    Purchase(#[schemars(with = "crate::upcast::PurchaseAnyVersion")] Purchase),
     Resource(Resource),
     Score(Score),
     Achievement(Achievement),
@@ -107,6 +108,30 @@ pub struct Purchase {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 10_000))]
     pub quantity: u32,
+    /// Where the purchase was made. Only `schema_version: 2` purchases carry it (see
+    /// [`crate::upcast`]); a v1 purchase has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub store: Option<Store>,
+}
+
+/// The store a purchase was made in (`purchase` v2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Store {
+    AppStore,
+    GooglePlay,
+    Web,
+}
+
+impl Store {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::AppStore => "app_store",
+            Self::GooglePlay => "google_play",
+            Self::Web => "web",
+        }
+    }
 }
 
 fn one() -> u32 {

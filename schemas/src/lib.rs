@@ -5,7 +5,8 @@
 //! ([`events`]); the envelope stored on `player.events.raw` and the erasure request
 //! ([`envelope`]); decoding and validation of posted batches with a reason per event
 //! ([`validate`]); the enriched events actors emit to `player.events.processed`
-//! ([`processed`]); and the JSON Schema export of the public format ([`json_schema`]).
+//! ([`processed`]); schema evolution of stored records ([`upcast`]); and the JSON Schema
+//! export of the public format ([`json_schema`]).
 
 pub mod envelope;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod json_schema;
 pub mod money;
 pub mod processed;
+pub mod upcast;
 pub mod validate;
 
 pub use envelope::{ErasureRequest, EventEnvelope, PublicBatch, PublicEvent, RawRecord};

@@ -4,9 +4,10 @@
 //! request; anything wrong inside one event refuses that event only, so bad input never
 //! blocks the good events beside it.
 
-use crate::envelope::{EventEnvelope, CURRENT_SCHEMA_VERSION};
+use crate::envelope::EventEnvelope;
 use crate::events::*;
 use crate::ids::{GameId, IdError, PlayerId, SessionId};
+use crate::upcast::{PurchaseV2, DEFAULT_SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -213,14 +214,19 @@ impl EventContext<'_> {
             Some(_) => return Err(Rejection::new(RejectCode::InvalidField, "session_id", "must be a string")),
         };
         let schema_version = match fields.remove("schema_version") {
-            None | Some(Value::Null) => CURRENT_SCHEMA_VERSION,
-            Some(Value::Number(n)) if n.as_u64() == Some(u64::from(CURRENT_SCHEMA_VERSION)) => CURRENT_SCHEMA_VERSION,
+            None | Some(Value::Null) => DEFAULT_SCHEMA_VERSION,
+            Some(Value::Number(n))
+                if n.as_u64().is_some_and(|v| SUPPORTED_SCHEMA_VERSIONS.iter().any(|s| u64::from(*s) == v)) =>
+            {
+                n.as_u64().and_then(|v| u16::try_from(v).ok()).unwrap_or(DEFAULT_SCHEMA_VERSION)
+            }
             Some(other) => {
+                let supported: Vec<String> = SUPPORTED_SCHEMA_VERSIONS.iter().map(u16::to_string).collect();
                 return Err(Rejection::new(
                     RejectCode::UnsupportedVersion,
                     "schema_version",
-                    format!("{other} is not supported; supported: {CURRENT_SCHEMA_VERSION}"),
-                ))
+                    format!("{other} is not supported; supported: {}", supported.join(", ")),
+                ));
             }
         };
         let client_ts_value = match fields.remove("client_ts") {
@@ -237,7 +243,7 @@ impl EventContext<'_> {
             Some(v @ Value::Object(_)) => v,
             Some(_) => return Err(Rejection::new(RejectCode::InvalidField, "properties", "must be an object")),
         };
-        let body = decode_body(&type_name, properties)?;
+        let body = decode_body(&type_name, properties, schema_version)?;
         check_body(&body)?;
         let personal = match fields.remove("personal") {
             None | Some(Value::Null) => None,
@@ -362,7 +368,51 @@ fn parse_object<T: DeserializeOwned>(prefix: &str, value: &Value) -> Result<T, R
     Err(Rejection::new(RejectCode::InvalidField, field, reason))
 }
 
-fn decode_body(type_name: &str, props: Value) -> Result<EventBody, Rejection> {
+/// `purchase` properties of `schema_version` (see [`crate::upcast`]), in the canonical form.
+fn decode_purchase(props: Value, schema_version: u16) -> Result<Purchase, Rejection> {
+    if schema_version < 2 {
+        let p: Purchase = parse_object("properties", &props)?;
+        if p.store.is_some() {
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                "properties.store",
+                "store is a schema_version 2 field; send schema_version: 2 with price {amount_minor, currency}",
+            ));
+        }
+        return Ok(p);
+    }
+    for v1_field in ["amount_minor", "currency"] {
+        if props.get(v1_field).is_some() {
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                format!("properties.{v1_field}"),
+                format!("schema_version 2 gives the price as price.{v1_field}"),
+            ));
+        }
+    }
+    match props.get("price") {
+        None | Some(Value::Null) => {
+            return Err(Rejection::new(
+                RejectCode::MissingField,
+                "properties.price",
+                "required: {\"amount_minor\", \"currency\"}",
+            ))
+        }
+        Some(price @ Value::Object(_)) => {
+            parse_object::<crate::upcast::Price>("properties.price", price)?;
+        }
+        Some(other) => {
+            return Err(Rejection::new(
+                RejectCode::InvalidField,
+                "properties.price",
+                format!("must be an object {{\"amount_minor\", \"currency\"}}, got {}", json_kind(other)),
+            ))
+        }
+    }
+    Ok(parse_object::<PurchaseV2>("properties", &props)?.into())
+}
+
+fn decode_body(type_name: &str, props: Value, schema_version: u16) -> Result<EventBody, Rejection> {
     fn parse<T: DeserializeOwned>(props: Value) -> Result<T, Rejection> {
         parse_object("properties", &props)
     }
@@ -370,7 +420,7 @@ fn decode_body(type_name: &str, props: Value) -> Result<EventBody, Rejection> {
         "session_start" => EventBody::SessionStart(parse(props)?),
         "session_end" => EventBody::SessionEnd(parse(props)?),
         "progression" => EventBody::Progression(parse(props)?),
-        "purchase" => EventBody::Purchase(parse(props)?),
+        "purchase" => EventBody::Purchase(decode_purchase(props, schema_version)?),
         "resource" => EventBody::Resource(parse(props)?),
         "score" => EventBody::Score(parse(props)?),
         "achievement" => EventBody::Achievement(parse(props)?),

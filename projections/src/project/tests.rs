@@ -81,6 +81,7 @@ fn buy(amount: i64, currency: Currency) -> EventBody {
         currency,
         item_id: name("gem"),
         quantity: 1,
+        store: None,
     })
 }
 fn prog(status: ProgressionStatus, level: &str, score: Option<i64>) -> EventBody {

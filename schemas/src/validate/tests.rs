@@ -381,10 +381,87 @@ fn schema_version_1_or_absent_is_accepted() {
 }
 
 #[test]
-fn schema_version_2_is_unsupported_version() {
-    for v in [json!(2), json!(0), json!("1"), json!(1.5)] {
-        rejected(with(any_event(), "schema_version", v), RejectCode::UnsupportedVersion, "schema_version");
+fn schema_version_other_than_1_or_2_is_unsupported_version() {
+    for v in [json!(3), json!(0), json!("1"), json!(1.5), json!(-1)] {
+        let r = rejected(with(any_event(), "schema_version", v), RejectCode::UnsupportedVersion, "schema_version");
+        assert!(r.reason.contains("supported: 1, 2"), "{r:?}");
     }
+}
+
+fn purchase_v2(props: Value) -> Value {
+    with(event("purchase", props), "schema_version", json!(2))
+}
+
+fn v2_props() -> Value {
+    json!({ "price": { "amount_minor": 499, "currency": "USD" }, "item_id": "gems-100", "quantity": 2, "store": "google_play" })
+}
+
+#[test]
+fn schema_version_2_of_other_types_is_the_v1_shape() {
+    assert_eq!(accepted(with(any_event(), "schema_version", json!(2))).schema_version, 2);
+}
+
+#[test]
+fn purchase_v2_decodes_to_the_same_canonical_purchase_as_v1_plus_store() {
+    let v2 = accepted(purchase_v2(v2_props()));
+    let v1 = accepted(example("purchase"));
+    assert_eq!(v2.schema_version, 2);
+    let (EventBody::Purchase(a), EventBody::Purchase(b)) = (v1.body, v2.body) else { panic!() };
+    assert_eq!(b.store, Some(Store::GooglePlay));
+    assert_eq!(Purchase { store: None, ..b }, a);
+}
+
+#[test]
+fn purchase_v2_rejections_name_the_field() {
+    let mut no_price = v2_props();
+    no_price.as_object_mut().unwrap().remove("price");
+    rejected(purchase_v2(no_price), RejectCode::MissingField, "properties.price");
+    rejected(purchase_v2(with_prop_v(v2_props(), "price", json!(499))), RejectCode::InvalidField, "properties.price");
+    rejected(
+        purchase_v2(with_prop_v(v2_props(), "price", json!({ "currency": "USD" }))),
+        RejectCode::MissingField,
+        "properties.price.amount_minor",
+    );
+    rejected(
+        purchase_v2(with_prop_v(v2_props(), "price", json!({ "amount_minor": 499, "currency": "usd!" }))),
+        RejectCode::InvalidField,
+        "properties.price.currency",
+    );
+    rejected(
+        purchase_v2(with_prop_v(v2_props(), "price", json!({ "amount_minor": 0, "currency": "USD" }))),
+        RejectCode::InvalidField,
+        "properties.price.amount_minor",
+    );
+    let mut no_store = v2_props();
+    no_store.as_object_mut().unwrap().remove("store");
+    rejected(purchase_v2(no_store), RejectCode::MissingField, "properties.store");
+    rejected(
+        purchase_v2(with_prop_v(v2_props(), "store", json!("steam"))),
+        RejectCode::InvalidField,
+        "properties.store",
+    );
+    // The v1 shape under version 2, and the v2 field under version 1, are named.
+    rejected(
+        purchase_v2(with_prop_v(v2_props(), "amount_minor", json!(499))),
+        RejectCode::InvalidField,
+        "properties.amount_minor",
+    );
+    rejected(with_prop(example("purchase"), "store", json!("web")), RejectCode::InvalidField, "properties.store");
+    rejected(
+        with_prop(example("purchase"), "price", json!({ "amount_minor": 1, "currency": "USD" })),
+        RejectCode::InvalidField,
+        "properties.price",
+    );
+    rejected(
+        purchase_v2(with_prop_v(v2_props(), "quantity", json!(0))),
+        RejectCode::InvalidField,
+        "properties.quantity",
+    );
+}
+
+fn with_prop_v(mut props: Value, key: &str, value: Value) -> Value {
+    props[key] = value;
+    props
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -573,6 +650,7 @@ fn examples_decode_to_the_exact_values() {
             currency: Currency::parse("USD").unwrap(),
             item_id: name("gems-100"),
             quantity: 2,
+            store: None,
         })
     );
     assert_eq!(
