@@ -64,6 +64,9 @@ async fn sigkill_mid_traffic_loses_nothing_and_counts_nothing_twice() {
         actix_rt::time::sleep(pause).await;
         server.kill().expect("SIGKILL the server");
         server.wait().unwrap();
+        // Stay down longer than the simulator's gap between requests (a restart takes ~30 ms
+        // on an idle machine), so the kill surely catches traffic.
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
         kills += 1;
         server = start_server(dir.path(), port);
         wait_ready(&base).await;

@@ -81,7 +81,10 @@ pub struct IngestResponse {
     path = "/v1/events",
     tag = "ingest",
     request_body(content = EventBatch, description = "A batch of events; JSON Schema in schemas/json/batch.schema.json"),
-    params(("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`")),
+    params(
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
+        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret"),
+    ),
     responses(
         (status = 202, description = "Every valid event is durably in the log", body = IngestResponse),
         (status = 400, description = "No event was valid (body = IngestResponse), or the batch itself was refused (body = ErrorBody)", body = IngestResponse),
@@ -92,7 +95,7 @@ pub struct IngestResponse {
         (status = 429, description = "The API key is over its request quota (ErrorBody), or every event was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "The log cannot take events now; nothing was accepted. Retry after `Retry-After` seconds", body = ErrorBody),
     ),
-    security(("bearer" = []), ("api_key" = []))
+    security(("bearer" = []), ("api_key" = []), ("basic" = []))
 )]
 pub async fn post_events(
     req: HttpRequest,
@@ -207,7 +210,7 @@ pub(crate) async fn append_decoded(
                 let event_id = envelope.event_id;
                 let payload = serde_json::to_vec(&RawRecord::Event(envelope))
                     .map_err(|e| GatewayError::Internal(format!("serialising an envelope: {e}")))?;
-                records.push(NewRecord { key, payload });
+                records.push(NewRecord::new(key, payload));
                 results.push(EventResult {
                     index,
                     status: EventStatus::Accepted,

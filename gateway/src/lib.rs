@@ -43,6 +43,7 @@
 //! - [`readiness`]: flags the roles set, served by `/health/ready`.
 
 pub mod auth;
+pub mod compat;
 pub mod error;
 pub mod health;
 pub mod ingest;
@@ -167,6 +168,10 @@ pub(crate) async fn within<T>(
 pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
     vec![
         ("/v1/events", "post", web::post().to(ingest::post_events)),
+        ("/v1/batch", "post", web::post().to(compat::segment_batch)),
+        ("/v1/track", "post", web::post().to(compat::segment_track)),
+        ("/v1/identify", "post", web::post().to(compat::segment_identify)),
+        ("/api/v1/events", "post", web::post().to(compat::legacy_event)),
         ("/v1/players/{game_id}/{player_id}", "get", web::get().to(queries::player_profile)),
         ("/v1/analytics/{game_id}/active-users", "get", web::get().to(queries::active_users)),
         ("/v1/analytics/{game_id}/sessions", "get", web::get().to(queries::sessions)),

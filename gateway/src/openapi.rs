@@ -2,7 +2,7 @@
 //! attributes. `docs/openapi.json` is a checked-in copy (regenerate with
 //! `GM_BLESS=1 cargo test -p gm-gateway openapi`).
 
-use crate::{error, health, ingest, queries};
+use crate::{compat, error, health, ingest, queries};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -18,6 +18,15 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("The game's API key: `Authorization: Bearer <key>` (game API keys only ingest)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("The game's API key as user name, empty password (Segment SDKs' write key)"))
                     .build(),
             ),
         );
@@ -65,6 +74,10 @@ impl Modify for SecuritySchemes {
     ),
     paths(
         ingest::post_events,
+        compat::segment_batch,
+        compat::segment_track,
+        compat::segment_identify,
+        compat::legacy_event,
         queries::player_profile,
         queries::active_users,
         queries::sessions,
@@ -79,6 +92,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags(
         (name = "ingest", description = "Posting events"),
+        (name = "compatibility", description = "Ingest in the Segment and previous-platform formats (docs/compat.md)"),
         (name = "queries", description = "Read models: profiles and analytics"),
         (name = "operations", description = "Health, metrics, this document"),
     )

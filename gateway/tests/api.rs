@@ -766,3 +766,83 @@ async fn events_of_a_player_over_its_quota_are_refused_one_by_one_and_the_others
     assert_eq!(status, StatusCode::ACCEPTED, "the player's quota recovered");
     assert!(h.metrics.encode().contains("gamemetrics_events_rejected_total{reason=\"rate_limited\"} 3"));
 }
+
+fn basic(key: &str) -> (header::HeaderName, String) {
+    use base64::Engine as _;
+    (header::AUTHORIZATION, format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))))
+}
+
+#[actix_web::test]
+async fn a_segment_batch_with_the_write_key_as_basic_user_lands_with_a_result_per_message() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let now = Utc::now().to_rfc3339();
+    let body = json!({"sentAt": now, "batch": [
+        {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m-1", "timestamp": now,
+         "properties": {"revenue": 4.99, "currency": "USD", "product_id": "gems"}},
+        {"type": "identify", "userId": "u1", "timestamp": now, "traits": {"email": "u1@example.com"}},
+        {"type": "alias", "userId": "u1", "previousId": "x"},
+    ]});
+    let req = test::TestRequest::post().uri("/v1/batch").insert_header(basic(KEY)).set_payload(body.to_string());
+    let (status, _, json, text) = call!(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!((json["accepted"].as_u64(), json["rejected"].as_u64()), (Some(2), Some(1)), "{text}");
+    assert_eq!(json["results"][2]["code"], "unknown_type");
+    let records = h.log.records();
+    assert_eq!(records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["space-race:u1", "space-race:u1"]);
+    let RawRecord::Event(purchase) = serde_json::from_slice::<RawRecord>(&records[0].payload).unwrap() else {
+        panic!()
+    };
+    assert_eq!(purchase.body.type_name(), "purchase");
+    assert_eq!(purchase.event_id, gm_schemas::compat::event_id_for("space-race", "m-1"));
+    // track and identify alone; a wrong write key is 401.
+    let track = json!({"userId": "u2", "event": "Level Started", "properties": {"level": 1}});
+    let req = test::TestRequest::post().uri("/v1/track").insert_header(basic(KEY)).set_payload(track.to_string());
+    assert_eq!(call!(&app, req).await.0, StatusCode::OK);
+    let identify = json!({"userId": "u2", "traits": {"name": "Bo"}});
+    let req = test::TestRequest::post().uri("/v1/identify").insert_header(basic(KEY)).set_payload(identify.to_string());
+    assert_eq!(call!(&app, req).await.0, StatusCode::OK);
+    let req = test::TestRequest::post().uri("/v1/track").insert_header(basic("wrong")).set_payload(track.to_string());
+    assert_eq!(call!(&app, req).await.0, StatusCode::UNAUTHORIZED);
+    let bad = json!({"event": "Level Started"});
+    let req = test::TestRequest::post().uri("/v1/track").insert_header(basic(KEY)).set_payload(bad.to_string());
+    let (status, _, json, _) = call!(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json["results"][0]["field"], "userId");
+    assert_eq!(h.log.records().len(), 4);
+}
+
+#[actix_web::test]
+async fn a_legacy_event_answers_status_and_event_id() {
+    let h = harness();
+    let app = test::init_service(app(h.data.clone())).await;
+    let post = |body: Value| {
+        test::TestRequest::post().uri("/api/v1/events").insert_header(("X-API-Key", KEY)).set_payload(body.to_string())
+    };
+    let (status, _, json, text) = call!(
+        &app,
+        post(json!({"event_type": "level_up", "player_id": "p1", "game_id": "space-race",
+                    "timestamp": Utc::now().to_rfc3339(), "data": {"level": 5}}))
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(json["status"], "success");
+    let RawRecord::Event(e) = serde_json::from_slice::<RawRecord>(&h.log.records()[0].payload).unwrap() else {
+        panic!()
+    };
+    assert_eq!(json["event_id"], e.event_id.to_string());
+    assert_eq!(e.body.type_name(), "progression");
+    let (status, _, json, _) = call!(
+        &app,
+        post(
+            json!({"event_type": "login", "player_id": "p1", "game_id": "farm", "timestamp": Utc::now().to_rfc3339()})
+        )
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!((json["status"].as_str(), json["error"].as_str()), (Some("error"), Some("wrong_game")));
+    let (status, _, json, _) = call!(&app, post(json!([1, 2]))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json["error"], "malformed");
+    assert_eq!(h.log.records().len(), 1);
+}

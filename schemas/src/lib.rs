@@ -8,6 +8,7 @@
 //! ([`processed`]); schema evolution of stored records ([`upcast`]); and the JSON Schema
 //! export of the public format ([`json_schema`]).
 
+pub mod compat;
 pub mod envelope;
 pub mod events;
 pub mod ids;
