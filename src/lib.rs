@@ -1,10 +1,11 @@
 //! # gamemetrics
 //!
 //! Wiring only: typed configuration ([`config`]), the all-in-one embedded platform
-//! ([`platform`]) and the traffic simulator ([`simulate`]). The `gamemetrics` binary
+//! ([`platform`]), the traffic simulator ([`simulate`]) and the dead-letter tools ([`dlq`]). The `gamemetrics` binary
 //! (src/main.rs) turns command lines into calls to these.
 
 pub mod bench;
 pub mod config;
+pub mod dlq;
 pub mod platform;
 pub mod simulate;

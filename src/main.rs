@@ -39,6 +39,33 @@ enum Command {
     /// Measure the performance targets on the configured mode (fresh namespace and database)
     /// and print the figures with their targets and ratios.
     Bench(BenchArgs),
+    /// Dead letters on system.dlq: list them, or replay them into player.events.raw.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print dead letters with their headers (reason, source partition and offset, ...).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Re-append dead letters' original payloads to player.events.raw with the same key
+    /// (after a fix; the actors' dedup by event_id makes a replay idempotent).
+    Replay {
+        /// The offset in system.dlq of the one dead letter to replay.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        offset: Option<u64>,
+        /// The partition of system.dlq that `--offset` refers to.
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -110,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Actors => serve(config, Roles::ACTORS).await,
         Command::Projections { command: None } => serve(config, Roles::PROJECTIONS).await,
         Command::Migrate => migrate(&config).await,
+        Command::Dlq { command } => dlq(&config, command).await,
         Command::Simulate(args) => run_simulation(&config, args).await,
         Command::Projections { command: Some(ProjectionsCommand::Rebuild { name }) } => rebuild(&config, &name).await,
         Command::Bench(args) => {
@@ -208,6 +236,34 @@ async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
     println!("rebuilt {projection} from {applied} processed events and swapped it in");
     backends.close().await;
     Ok(())
+}
+
+async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
+    use gamemetrics::dlq;
+    let backends = Backends::open(config).await?;
+    let result = match command {
+        DlqCommand::List { limit } => dlq::list(backends.log.as_ref(), limit).await.map(|records| {
+            for r in &records {
+                println!("{}", dlq::describe(r));
+            }
+            println!("{} dead letter(s)", records.len());
+        }),
+        DlqCommand::Replay { offset, partition, all } => {
+            let selection = match (all, offset) {
+                (true, _) => dlq::Selection::All,
+                (false, Some(offset)) => dlq::Selection::Offset { partition, offset },
+                (false, None) => bail!("give --offset X or --all"),
+            };
+            dlq::replay(backends.log.as_ref(), selection).await.map(|replayed| {
+                for r in &replayed {
+                    println!("replayed {}", dlq::describe(r));
+                }
+                println!("{} dead letter(s) re-appended to {}", replayed.len(), gm_schemas::topics::RAW);
+            })
+        }
+    };
+    backends.close().await;
+    result
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

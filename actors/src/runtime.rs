@@ -195,18 +195,27 @@ impl ActorsRuntime {
         // Shards live on their own arbiters: sending to all before awaiting runs them in parallel.
         let results = futures::future::join_all(work).await;
         let mut outputs = Vec::new();
+        let mut dead_letters = Vec::new();
         let mut offsets = Vec::new();
         for result in results {
             let (partition, processed) = result?;
             self.metrics.actor_events_processed.inc_by(processed.applied);
             self.metrics.actor_duplicates_dropped.inc_by(processed.duplicates);
             outputs.extend(processed.outputs);
+            dead_letters.extend(processed.dead_letters);
             if let Some(offset) = processed.commit_next {
                 offsets.push(Position { partition, offset });
             }
         }
         if !offsets.is_empty() {
-            consumer.commit_with_outputs(topics::PROCESSED, outputs, &offsets).await?;
+            // Dead letters go in the same transaction as the outputs and the consumed
+            // offsets: a poison record is never lost and never stalls its partition.
+            let mut per_topic = vec![(topics::PROCESSED.to_string(), outputs)];
+            if !dead_letters.is_empty() {
+                tracing::warn!(count = dead_letters.len(), "records dead-lettered to {}", topics::DLQ);
+                per_topic.push((topics::DLQ.to_string(), dead_letters));
+            }
+            consumer.commit_with_outputs_to(per_topic, &offsets).await?;
         }
         self.snapshot_all(false).await
     }

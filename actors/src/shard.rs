@@ -107,6 +107,32 @@ pub struct Processed {
     pub applied: u64,
     pub duplicates: u64,
     pub unreadable: u64,
+    /// Records that cannot be processed, for `system.dlq`: the original key and payload,
+    /// with the reason and origin in headers (see [`dead_letter`]). The runtime commits them
+    /// with the outputs and the consumed offsets in one log transaction.
+    pub dead_letters: Vec<NewRecord>,
+}
+
+/// Header names of a dead letter on `system.dlq`.
+pub mod dlq_headers {
+    pub const ERROR: &str = "gm.error";
+    pub const SOURCE_TOPIC: &str = "gm.source.topic";
+    pub const SOURCE_PARTITION: &str = "gm.source.partition";
+    pub const SOURCE_OFFSET: &str = "gm.source.offset";
+    pub const ATTEMPTS: &str = "gm.attempts";
+    pub const FAILED_AT: &str = "gm.failed_at";
+}
+
+/// The dead letter of `record`: its key and payload unchanged, the reason and origin in
+/// headers, so that `gamemetrics dlq replay` can re-append it as it was.
+pub fn dead_letter(record: &Record, reason: &str, attempts: u32) -> NewRecord {
+    NewRecord::new(record.key.clone(), record.payload.clone())
+        .with_header(dlq_headers::ERROR, reason)
+        .with_header(dlq_headers::SOURCE_TOPIC, record.topic.clone())
+        .with_header(dlq_headers::SOURCE_PARTITION, record.partition.to_string())
+        .with_header(dlq_headers::SOURCE_OFFSET, record.offset.to_string())
+        .with_header(dlq_headers::ATTEMPTS, attempts.to_string())
+        .with_header(dlq_headers::FAILED_AT, chrono::Utc::now().to_rfc3339())
 }
 
 impl Handler<Process> for Shard {
@@ -126,9 +152,14 @@ impl Handler<Process> for Shard {
             let raw: RawRecord = match gm_schemas::upcast::decode_raw(&record.payload) {
                 Ok(raw) => raw,
                 Err(e) => {
-                    // The gateway validated it; an unreadable record is skipped, never a stall.
-                    tracing::error!(partition = self.partition, offset = record.offset, error = %e, "unreadable raw record skipped");
+                    // A decode failure is deterministic: retrying cannot help, so the record
+                    // is dead-lettered on its first attempt and the partition moves on. Below
+                    // the committed offset (a replay) it was dead-lettered already.
+                    tracing::error!(partition = self.partition, offset = record.offset, error = %e, "unreadable raw record dead-lettered");
                     out.unreadable += 1;
+                    if emit {
+                        out.dead_letters.push(dead_letter(&record, &format!("undecodable raw record: {e}"), 1));
+                    }
                     continue;
                 }
             };
@@ -149,8 +180,13 @@ impl Handler<Process> for Shard {
                     out.applied += 1;
                     self.events_since_snapshot += 1;
                     if emit {
-                        if let Ok(payload) = serde_json::to_vec(&event) {
-                            out.outputs.push(NewRecord { key: record.key.clone(), payload });
+                        match serde_json::to_vec(&event) {
+                            Ok(payload) => out.outputs.push(NewRecord::new(record.key.clone(), payload)),
+                            Err(e) => out.dead_letters.push(dead_letter(
+                                &record,
+                                &format!("processed event could not be encoded: {e}"),
+                                1,
+                            )),
                         }
                     }
                 }

@@ -81,7 +81,7 @@ fn raw_payloads(events: Vec<Value>) -> Vec<Vec<u8>> {
 async fn log_with(dir: &tempfile::TempDir, name: &str, payloads: Vec<Vec<u8>>) -> Vec<Record> {
     let spec = TopicSpec { name: topics::RAW.into(), partitions: 1, compacted: false };
     let log = SqliteLog::open(&dir.path().join(name), &[spec]).await.unwrap();
-    let records = payloads.into_iter().map(|payload| NewRecord { key: KEY.into(), payload }).collect();
+    let records = payloads.into_iter().map(|payload| NewRecord::new(KEY, payload)).collect();
     log.producer().append(topics::RAW, records).await.unwrap();
     let read = log.read(topics::RAW, 0, 0, 1000).await.unwrap();
     log.close().await;

@@ -64,6 +64,7 @@ const SCHEMA: &[&str] = &[
         key TEXT NOT NULL,
         payload BLOB NOT NULL,
         ts_ms INTEGER NOT NULL,
+        headers TEXT,
         PRIMARY KEY (topic, partition, offset)
     ) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS group_offsets (
@@ -116,7 +117,7 @@ enum Op {
         generation: u64,
         expected: Vec<(u32, Option<u64>)>,
         offsets: Vec<Position>,
-        outputs: Option<(String, Vec<(u32, NewRecord)>)>,
+        outputs: Vec<(String, Vec<(u32, NewRecord)>)>,
     },
     Join {
         group: String,
@@ -144,7 +145,7 @@ impl Request {
     fn weight(&self) -> usize {
         match &self.op {
             Op::Append { rows, .. } => rows.len(),
-            Op::Commit { outputs, .. } => 1 + outputs.as_ref().map_or(0, |(_, r)| r.len()),
+            Op::Commit { outputs, .. } => 1 + outputs.iter().map(|(_, r)| r.len()).sum::<usize>(),
             _ => 1,
         }
     }
@@ -347,7 +348,7 @@ async fn read_partition(
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
-        "SELECT offset, key, payload, ts_ms FROM records
+        "SELECT offset, key, payload, ts_ms, headers FROM records
          WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
     )
     .bind(topic)
@@ -360,6 +361,7 @@ async fn read_partition(
     rows.into_iter()
         .map(|row| {
             let ts: i64 = row.try_get(3)?;
+            let headers: Option<String> = row.try_get(4)?;
             Ok(Record {
                 topic: topic.to_string(),
                 partition,
@@ -367,6 +369,7 @@ async fn read_partition(
                 key: row.try_get(1)?,
                 payload: row.try_get(2)?,
                 timestamp: DateTime::<Utc>::from_timestamp_millis(ts).unwrap_or_default(),
+                headers: headers.and_then(|h| serde_json::from_str(&h).ok()).unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -458,7 +461,7 @@ impl SqliteConsumer {
     async fn send_commit(
         &mut self,
         offsets: &[Position],
-        outputs: Option<(String, Vec<(u32, NewRecord)>)>,
+        outputs: Vec<(String, Vec<(u32, NewRecord)>)>,
     ) -> Result<(), LogError> {
         if self.state == State::Revoked || self.superseded() {
             return Err(LogError::Fenced(format!(
@@ -557,17 +560,20 @@ impl LogConsumer for SqliteConsumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.send_commit(offsets, None).await
+        self.send_commit(offsets, Vec::new()).await
     }
 
-    async fn commit_with_outputs(
+    async fn commit_with_outputs_to(
         &mut self,
-        topic: &str,
-        records: Vec<NewRecord>,
+        outputs: Vec<(String, Vec<NewRecord>)>,
         offsets: &[Position],
     ) -> Result<(), LogError> {
-        let rows = self.log.keyed(topic, records)?;
-        self.send_commit(offsets, Some((topic.to_string(), rows))).await
+        let mut keyed = Vec::with_capacity(outputs.len());
+        for (topic, records) in outputs {
+            let rows = self.log.keyed(&topic, records)?;
+            keyed.push((topic, rows));
+        }
+        self.send_commit(offsets, keyed).await
     }
 }
 
@@ -618,6 +624,15 @@ async fn open_writer(path: &Path, shared: &Shared) -> Result<SqliteConnection, L
     let mut conn = SqliteConnection::connect_with(&crate::sql::options(path)).await.map_err(log_err)?;
     for ddl in SCHEMA {
         sqlx::query(ddl).execute(&mut conn).await.map_err(log_err)?;
+    }
+    // Logs created before record headers existed: add the (nullable) column.
+    let has_headers: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('records') WHERE name = 'headers'")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(log_err)?;
+    if has_headers == 0 {
+        sqlx::query("ALTER TABLE records ADD COLUMN headers TEXT").execute(&mut conn).await.map_err(log_err)?;
     }
     load_topics(&mut conn, shared).await.map_err(log_err)?;
     Ok(conn)
@@ -679,6 +694,7 @@ impl Tx {
                 V::T(record.key),
                 V::B(record.payload),
                 V::I(self.ts_ms),
+                V::NT((!record.headers.is_empty()).then(|| serde_json::to_string(&record.headers).unwrap_or_default())),
             ]);
             positions.push(Position { partition, offset: next });
         }
@@ -728,9 +744,14 @@ async fn run_batch(
     }
     if failure.is_none() && !tx.rows.is_empty() {
         let rows = std::mem::take(&mut tx.rows);
-        if let Err(e) =
-            insert_rows(conn, "INSERT INTO records (topic, partition, offset, key, payload, ts_ms) VALUES", "", 6, rows)
-                .await
+        if let Err(e) = insert_rows(
+            conn,
+            "INSERT INTO records (topic, partition, offset, key, payload, ts_ms, headers) VALUES",
+            "",
+            7,
+            rows,
+        )
+        .await
         {
             failure = Some(e);
         }
@@ -782,7 +803,7 @@ async fn handle(
                     "consumer of group {group} on {topic} was superseded by a newer member"
                 ))));
             }
-            if let Some((out_topic, _)) = &outputs {
+            for (out_topic, _) in &outputs {
                 if let Err(e) = shared.partitions(out_topic) {
                     return Ok(Err(e));
                 }
@@ -819,7 +840,7 @@ async fn handle(
                 .await?;
                 tx.changed = true;
             }
-            if let Some((out_topic, rows)) = outputs {
+            for (out_topic, rows) in outputs {
                 tx.assign(conn, &out_topic, rows).await?;
             }
             Ok(Ok(Answer::Done))
@@ -893,7 +914,7 @@ mod tests {
     }
 
     fn rec(key: &str, payload: &str) -> NewRecord {
-        NewRecord { key: key.into(), payload: payload.as_bytes().to_vec() }
+        NewRecord::new(key, payload.as_bytes().to_vec())
     }
 
     async fn open(dir: &tempfile::TempDir) -> SqliteLog {
@@ -999,6 +1020,36 @@ mod tests {
         assert!(matches!(polled, Polled::Records(ref r) if r.len() == 1), "{polled:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn headers_are_stored_and_one_commit_writes_several_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = [
+            TopicSpec { name: "in".into(), partitions: 1, compacted: false },
+            TopicSpec { name: "out".into(), partitions: 1, compacted: false },
+            TopicSpec { name: "dlq".into(), partitions: 1, compacted: false },
+        ];
+        let log = SqliteLog::open(&dir.path().join("log.db"), &topics).await.unwrap();
+        log.append("in", vec![rec("k", "a").with_header("h", "v"), rec("k", "b")]).await.unwrap();
+        let read = log.read("in", 0, 0, 10).await.unwrap();
+        assert_eq!(read[0].headers, vec![("h".to_string(), "v".to_string())]);
+        assert!(read[1].headers.is_empty());
+        let mut c = log.sqlite_consumer("g", "in").await.unwrap();
+        let outputs = vec![
+            ("out".to_string(), vec![rec("k", "x")]),
+            ("dlq".to_string(), vec![rec("k", "y").with_header("gm.error", "boom")]),
+        ];
+        c.commit_with_outputs_to(outputs, &[Position { partition: 0, offset: 2 }]).await.unwrap();
+        assert_eq!(c.committed(0).await.unwrap(), Some(2));
+        assert_eq!(log.read("out", 0, 0, 10).await.unwrap().len(), 1);
+        let dlq = log.read("dlq", 0, 0, 10).await.unwrap();
+        assert_eq!(dlq[0].header("gm.error"), Some("boom"));
+        // An unknown output topic fails the whole unit: nothing written, nothing committed.
+        let bad = vec![("out".to_string(), vec![rec("k", "z")]), ("nope".to_string(), vec![rec("k", "w")])];
+        assert!(c.commit_with_outputs_to(bad, &[Position { partition: 0, offset: 2 }]).await.is_err());
+        assert_eq!(log.read("out", 0, 0, 10).await.unwrap().len(), 1);
+        log.close().await;
     }
 
     #[tokio::test]

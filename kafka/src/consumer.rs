@@ -394,13 +394,12 @@ impl KafkaConsumer {
     async fn run_transaction(
         &mut self,
         producer: &FutureProducer,
-        topic: &str,
-        records: &[NewRecord],
+        outputs: &[(String, Vec<NewRecord>)],
         offsets: &[Position],
     ) -> Result<(), TxnError> {
         let timeout = self.inner.timeout();
         producer.begin_transaction().map_err(TxnError::Kafka)?;
-        if !records.is_empty() {
+        for (topic, records) in outputs.iter().filter(|(_, r)| !r.is_empty()) {
             let partitions = self.inner.partitions(topic).await.map_err(TxnError::Log)?;
             let futures = enqueue(producer, topic, partitions, records, timeout).await.map_err(TxnError::Log)?;
             await_deliveries(topic, futures).await.map_err(TxnError::Log)?;
@@ -529,13 +528,12 @@ impl LogConsumer for KafkaConsumer {
         self.blocking(move |c| c.commit(&tpl, CommitMode::Sync)).await
     }
 
-    async fn commit_with_outputs(
+    async fn commit_with_outputs_to(
         &mut self,
-        topic: &str,
-        records: Vec<NewRecord>,
+        outputs: Vec<(String, Vec<NewRecord>)>,
         offsets: &[Position],
     ) -> Result<(), LogError> {
-        if records.is_empty() && offsets.is_empty() {
+        if outputs.iter().all(|(_, r)| r.is_empty()) && offsets.is_empty() {
             return Ok(());
         }
         let producer = self.txn_producer().await?;
@@ -549,7 +547,7 @@ impl LogConsumer for KafkaConsumer {
             Some(p) => p.clone(),
             None => self.txn_producer().await?,
         };
-        match self.run_transaction(&producer, topic, &records, offsets).await {
+        match self.run_transaction(&producer, &outputs, offsets).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(&producer, e).await),
         }

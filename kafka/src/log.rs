@@ -14,6 +14,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -273,6 +274,12 @@ pub(crate) async fn enqueue(
     for r in records {
         let partition = partition_for(&r.key, partitions) as i32;
         let mut record = FutureRecord::to(topic).key(r.key.as_bytes()).payload(&r.payload).partition(partition);
+        if !r.headers.is_empty() {
+            let headers = r.headers.iter().fold(OwnedHeaders::new_with_capacity(r.headers.len()), |h, (k, v)| {
+                h.insert(Header { key: k, value: Some(v.as_bytes()) })
+            });
+            record = record.headers(headers);
+        }
         let started = Instant::now();
         loop {
             match producer.send_result(record) {
@@ -346,6 +353,19 @@ pub(crate) fn to_record(m: &BorrowedMessage<'_>) -> Record {
         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
         payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         timestamp: m.timestamp().to_millis().and_then(DateTime::<Utc>::from_timestamp_millis).unwrap_or_default(),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -18,6 +18,7 @@ fn recs(prefix: &str, n: usize) -> Vec<NewRecord> {
         .map(|i| NewRecord {
             key: format!("space-race:{prefix}-player-{}", i % 37),
             payload: format!("{prefix}-{i}").into_bytes(),
+            headers: Vec::new(),
         })
         .collect()
 }
@@ -168,7 +169,7 @@ async fn commit_with_outputs_publishes_outputs_and_offsets_together() {
     let mut c = log.consumer(&group, &input.name).await.unwrap();
     let got = records_of(&poll_records(c.as_mut(), 40, Duration::from_secs(30)).await);
     let outputs: Vec<NewRecord> =
-        got.iter().map(|r| NewRecord { key: r.key.clone(), payload: [b"out:", &r.payload[..]].concat() }).collect();
+        got.iter().map(|r| NewRecord::new(r.key.clone(), [b"out:", &r.payload[..]].concat())).collect();
     let offsets = next_offsets(&got);
     c.commit_with_outputs(&output.name, outputs.clone(), &offsets).await.expect("transaction");
     for pos in &offsets {
@@ -190,6 +191,38 @@ async fn commit_with_outputs_publishes_outputs_and_offsets_together() {
     // Offsets only (no outputs) are fine too.
     c.commit_with_outputs(&output.name, Vec::new(), &[Position { partition: 0, offset: 1 }]).await.unwrap();
     assert_eq!(c.committed(0).await.unwrap(), Some(1));
+}
+
+/// Headers travel as Kafka headers: on a plain append, and on a transaction writing two
+/// output topics (processed events and dead letters) with the consumed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_carried_and_one_transaction_writes_several_topics() {
+    let log = connect().await;
+    let input = EphemeralTopic::new(&log, 1).await;
+    let out_a = EphemeralTopic::new(&log, 1).await;
+    let out_b = EphemeralTopic::new(&log, 1).await;
+    let with_headers =
+        NewRecord::new("k", b"x".to_vec()).with_header("gm.error", "bad json").with_header("gm.attempts", "1");
+    log.producer().append(&input.name, vec![with_headers, NewRecord::new("k", b"plain".to_vec())]).await.unwrap();
+    let read = log.read(&input.name, 0, 0, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].header("gm.error"), Some("bad json"));
+    assert_eq!(read[0].header("gm.attempts"), Some("1"));
+    assert!(read[1].headers.is_empty());
+
+    let group = random_name("group");
+    let mut c = log.consumer(&group, &input.name).await.unwrap();
+    let got = records_of(&poll_records(c.as_mut(), 2, Duration::from_secs(30)).await);
+    let outputs = vec![
+        (out_a.name.clone(), vec![NewRecord::new("k", b"a".to_vec())]),
+        (out_b.name.clone(), vec![NewRecord::new("k", b"b".to_vec()).with_header("gm.source.offset", "0")]),
+    ];
+    c.commit_with_outputs_to(outputs, &next_offsets(&got)).await.expect("transaction");
+    assert_eq!(c.committed(0).await.unwrap(), Some(2));
+    assert_eq!(read_all(&log, &out_a.name).await.len(), 1);
+    let b = read_all(&log, &out_b.name).await;
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].header("gm.source.offset"), Some("0"));
 }
 
 /// A raw transactional producer shows what read_committed readers see while a transaction
@@ -237,7 +270,7 @@ async fn a_fenced_transactional_producer_gets_fenced_and_writes_nothing() {
     let mut zombie =
         log.kafka_consumer(&random_name("group"), &input.name).await.unwrap().with_transactional_id(&txn_id);
     let got = records_of(&poll_records(&mut zombie, 10, Duration::from_secs(30)).await);
-    let out = |tag: &str| vec![NewRecord { key: "k".into(), payload: tag.as_bytes().to_vec() }];
+    let out = |tag: &str| vec![NewRecord::new("k", tag.as_bytes().to_vec())];
     zombie.commit_with_outputs(&output.name, out("first"), &next_offsets(&got[..5])).await.unwrap();
 
     // A new incarnation with the same transactional id fences the old one.
@@ -281,7 +314,7 @@ async fn a_member_rebalanced_away_is_fenced_and_its_outputs_are_never_visible() 
             _ => {}
         }
     }
-    let outputs = vec![NewRecord { key: "k".into(), payload: b"late".to_vec() }];
+    let outputs = vec![NewRecord::new("k", b"late".to_vec())];
     let result = old.commit_with_outputs(&output.name, outputs, &next_offsets(&got)).await;
     assert!(matches!(result, Err(LogError::Fenced(_))), "{result:?}");
     assert!(read_all(&log, &output.name).await.is_empty(), "aborted outputs are invisible");
@@ -329,7 +362,7 @@ async fn member(log: KafkaLog, group: String, input: String, output: String, sto
             }
             Ok(Polled::Records(records)) => {
                 let outputs: Vec<NewRecord> =
-                    records.iter().map(|r| NewRecord { key: r.key.clone(), payload: r.payload.clone() }).collect();
+                    records.iter().map(|r| NewRecord::new(r.key.clone(), r.payload.clone())).collect();
                 match c.commit_with_outputs(&output, outputs, &next_offsets(&records)).await {
                     Ok(()) => seen.processed += records.len(),
                     Err(e) => {

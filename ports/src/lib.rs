@@ -17,10 +17,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A record to append; the log chooses its partition from the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewRecord {
     pub key: String,
     pub payload: Vec<u8>,
+    /// Record headers (Kafka headers; a JSON column in the embedded log). Usually empty;
+    /// dead letters carry their reason here (`gm.error`, `gm.source.*`, ...).
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewRecord {
+    pub fn new(key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self { key: key.into(), payload, headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
 }
 
 /// A record read back from the log.
@@ -32,6 +46,15 @@ pub struct Record {
     pub key: String,
     pub payload: Vec<u8>,
     pub timestamp: DateTime<Utc>,
+    /// The headers the record was appended with (empty when none).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// The first value of header `name`, if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// A place in a partition. For commits, `offset` is the next offset to read.
@@ -90,6 +113,16 @@ pub trait LogConsumer: Send {
         &mut self,
         topic: &str,
         records: Vec<NewRecord>,
+        offsets: &[Position],
+    ) -> Result<(), LogError> {
+        self.commit_with_outputs_to(vec![(topic.to_string(), records)], offsets).await
+    }
+    /// Appends each `(topic, records)` and commits `offsets`, all in one atomic unit (one
+    /// Kafka transaction; one SQLite transaction): e.g. the processed events and the dead
+    /// letters of a batch together with its consumed offsets.
+    async fn commit_with_outputs_to(
+        &mut self,
+        outputs: Vec<(String, Vec<NewRecord>)>,
         offsets: &[Position],
     ) -> Result<(), LogError>;
 }

@@ -93,12 +93,12 @@ impl LogConsumer for NamespacedConsumer {
     async fn commit(&mut self, offsets: &[Position]) -> Result<(), LogError> {
         self.inner.get_mut().commit(offsets).await
     }
-    async fn commit_with_outputs(
+    async fn commit_with_outputs_to(
         &mut self,
-        topic: &str,
-        records: Vec<NewRecord>,
+        outputs: Vec<(String, Vec<NewRecord>)>,
         offsets: &[Position],
     ) -> Result<(), LogError> {
-        self.inner.get_mut().commit_with_outputs(&physical(&self.prefix, topic), records, offsets).await
+        let outputs = outputs.into_iter().map(|(topic, records)| (physical(&self.prefix, &topic), records)).collect();
+        self.inner.get_mut().commit_with_outputs_to(outputs, offsets).await
     }
 }

@@ -3,7 +3,15 @@ use crate::test_support::*;
 use gm_schemas::{EventEnvelope, ProcessedEvent};
 
 fn rec(offset: u64, key: &str, payload: Vec<u8>) -> Record {
-    Record { topic: gm_schemas::topics::RAW.into(), partition: 0, offset, key: key.into(), payload, timestamp: at(0) }
+    Record {
+        topic: gm_schemas::topics::RAW.into(),
+        partition: 0,
+        offset,
+        key: key.into(),
+        payload,
+        timestamp: at(0),
+        headers: Vec::new(),
+    }
 }
 
 /// The raw record of a score event of `player` with event id `n`, at `offset`.
@@ -85,7 +93,7 @@ async fn duplicate_event_id_at_a_new_offset_is_counted_not_emitted() {
 }
 
 #[actix::test]
-async fn unreadable_payload_is_skipped_and_counted() {
+async fn unreadable_payload_is_dead_lettered_and_counted_without_a_stall() {
     let shard = Shard::new(0, 0, 0).start();
     let p = shard
         .send(Process(vec![rec(0, &key(), b"{not json".to_vec()), event_rec(1, PLAYER, 1), rec(2, &key(), vec![])]))
@@ -95,6 +103,22 @@ async fn unreadable_payload_is_skipped_and_counted() {
     assert_eq!(p.applied, 1);
     assert_eq!(seqs(&p.outputs), vec![1]);
     assert_eq!(p.commit_next, Some(3), "the skipped record is consumed, never a stall");
+    let dead: Vec<Option<&str>> = p.dead_letters.iter().map(|d| header(d, dlq_headers::SOURCE_OFFSET)).collect();
+    assert_eq!(dead, vec![Some("0"), Some("2")]);
+    assert_eq!(p.dead_letters[0].payload, b"{not json");
+    assert!(header(&p.dead_letters[0], dlq_headers::ERROR).unwrap().starts_with("undecodable raw record"));
+}
+
+fn header<'a>(r: &'a NewRecord, name: &str) -> Option<&'a str> {
+    r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[actix::test]
+async fn an_unreadable_record_replayed_below_the_committed_offset_is_not_dead_lettered_again() {
+    let shard = Shard::new(0, 0, 2).start();
+    let p = shard.send(Process(vec![rec(0, &key(), b"{not json".to_vec()), event_rec(1, PLAYER, 1)])).await.unwrap();
+    assert_eq!(p.unreadable, 1);
+    assert!(p.dead_letters.is_empty());
 }
 
 #[actix::test]
