@@ -61,6 +61,9 @@ pub struct AuthSettings {
     /// The bearer token Prometheus presents to read `/metrics`.
     pub metrics_token: String,
     pub metrics_token_file: Option<PathBuf>,
+    /// A static bearer token with the analyst role, for the embedded default only (so a new
+    /// user can query without an identity provider); ignored in production mode.
+    pub dev_analyst_token: String,
 }
 
 impl Default for AuthSettings {
@@ -77,6 +80,7 @@ impl Default for AuthSettings {
             roles_claim: "roles".into(),
             metrics_token: String::new(),
             metrics_token_file: None,
+            dev_analyst_token: String::new(),
         }
     }
 }
@@ -231,6 +235,7 @@ impl Config {
         self.api_key_pairs()?;
         self.signing_secret_pairs()?;
         self.metrics_token()?;
+        self.dev_analyst_token()?;
         let auth = &self.auth;
         if auth.jwks_file.is_some() && auth.jwks_url.is_some() {
             return Err(invalid("auth.jwks_file", "give auth.jwks_file or auth.jwks_url, not both"));
@@ -318,6 +323,22 @@ impl Config {
                 Ok((game, secret.trim().to_string()))
             })
             .collect()
+    }
+
+    /// The development analyst token, if one is configured (embedded mode only).
+    pub fn dev_analyst_token(&self) -> Result<Option<String>, ConfigError> {
+        let token = self.auth.dev_analyst_token.trim();
+        if token.is_empty() {
+            return Ok(None);
+        }
+        if self.mode == Mode::Production {
+            // Never accepted in production: people authenticate with JWTs there.
+            return Ok(None);
+        }
+        if token.len() < 16 {
+            return Err(invalid("auth.dev_analyst_token", "shorter than 16 characters"));
+        }
+        Ok(Some(token.to_string()))
     }
 
     /// The metrics token, if one is configured.

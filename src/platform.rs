@@ -247,6 +247,7 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         signing_secrets,
         jwt,
         metrics_token: config.metrics_token()?.map(gm_gateway::Secret),
+        dev_analyst_token: config.dev_analyst_token()?.map(gm_gateway::Secret),
         rate_limits: config.rate_limits(),
         limits: config.limits(),
         request_timeout: config.request_timeout(),

@@ -352,6 +352,7 @@ pub struct Authenticator {
     pub(crate) keys: ApiKeys,
     pub(crate) jwt: Option<JwtVerifier>,
     pub(crate) metrics_token: Option<KeyHash>,
+    pub(crate) dev_analyst_token: Option<KeyHash>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -418,7 +419,13 @@ fn presented(headers: &HeaderMap) -> Result<Option<Credential<'_>>, GatewayError
 impl Authenticator {
     pub fn new(keys: ApiKeys, jwt: Option<JwtVerifier>, metrics_token: Option<&str>) -> Self {
         let metrics_token = metrics_token.map(str::trim).filter(|t| !t.is_empty()).map(hash_key);
-        Self { keys, jwt, metrics_token }
+        Self { keys, jwt, metrics_token, dev_analyst_token: None }
+    }
+
+    /// Accepts `token` as an analyst (the embedded default's development token).
+    pub fn with_dev_analyst_token(mut self, token: &str) -> Self {
+        self.dev_analyst_token = Some(token.trim()).filter(|t| !t.is_empty()).map(hash_key);
+        self
     }
 
     fn by_key(&self, key: &str) -> Result<Principal, GatewayError> {
@@ -428,6 +435,11 @@ impl Authenticator {
         if let Some(token) = &self.metrics_token {
             if constant_time_eq(token, &hash_key(key)) {
                 return Ok(Principal::MetricsScraper);
+            }
+        }
+        if let Some(token) = &self.dev_analyst_token {
+            if constant_time_eq(token, &hash_key(key)) {
+                return Ok(Principal::Person { subject: "dev-analyst-token".into(), roles: vec![Role::Analyst] });
             }
         }
         match self.keys.lookup(key) {
@@ -528,6 +540,18 @@ mod tests {
         let debug = format!("{k:?} {:?}", Authenticator::new(k.clone(), None, Some("metrics-secret")));
         assert!(!debug.contains("k1") && !debug.contains("metrics-secret"), "{debug}");
         assert!(k.keys.iter().all(|s| s.hash != [0; 32]));
+    }
+
+    #[test]
+    fn the_dev_analyst_token_is_an_analyst_and_nothing_more() {
+        let auth = Authenticator::new(ApiKeys::default(), None, None).with_dev_analyst_token("dev-analyst-token-0001");
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, "Bearer dev-analyst-token-0001".parse().unwrap());
+        let p = auth.authenticate(&headers).unwrap();
+        assert_eq!(p, Principal::Person { subject: "dev-analyst-token".into(), roles: vec![Role::Analyst] });
+        assert!(p.ingest_game().is_err());
+        headers.insert(AUTHORIZATION, "Bearer dev-analyst-token-0002".parse().unwrap());
+        assert!(auth.authenticate(&headers).is_err());
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct GatewayConfig {
     pub jwt: Option<(JwtConfig, Jwks)>,
     /// The bearer token Prometheus presents to read `/metrics`.
     pub metrics_token: Option<Secret>,
+    /// A static bearer token with the analyst role (development only; see the config docs).
+    pub dev_analyst_token: Option<Secret>,
     pub rate_limits: RateLimitConfig,
     pub limits: Limits,
     /// Upper bound on handling one request (reading the body included); 503 beyond.
@@ -102,6 +104,7 @@ impl Default for GatewayConfig {
             signing_secrets: Vec::new(),
             jwt: None,
             metrics_token: None,
+            dev_analyst_token: None,
             rate_limits: RateLimitConfig::default(),
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
@@ -133,7 +136,10 @@ impl AppState {
     ) -> Self {
         let keys = ApiKeys::with_revoked(&config.api_keys, &config.revoked_keys);
         let jwt = config.jwt.take().map(|(c, jwks)| JwtVerifier::new(c, jwks));
-        let auth = Authenticator::new(keys, jwt, config.metrics_token.take().as_ref().map(|s| s.0.as_str()));
+        let mut auth = Authenticator::new(keys, jwt, config.metrics_token.take().as_ref().map(|s| s.0.as_str()));
+        if let Some(token) = config.dev_analyst_token.take() {
+            auth = auth.with_dev_analyst_token(&token.0);
+        }
         let signing = signature::SigningSecrets::new(&config.signing_secrets);
         let rate_limits = rate_limit::RateLimits::new(config.rate_limits);
         config.api_keys.clear();
