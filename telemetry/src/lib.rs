@@ -12,6 +12,12 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
+mod families;
+pub use families::{
+    ActorMetrics, BuildLabels, CacheMetrics, KafkaMetrics, PartitionLabels, PrivacyMetrics, ProjectionMetrics,
+    RebalanceLabels, TopicLabels,
+};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: String,
@@ -55,6 +61,13 @@ pub struct Metrics {
     pub projection_lag: Family<ProjectionLabels, Gauge>,
     pub projection_events_applied: Family<ProjectionLabels, Counter>,
     pub projection_batch_duration: Family<ProjectionLabels, Histogram, fn() -> Histogram>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    pub kafka: KafkaMetrics,
+    pub actors: ActorMetrics,
+    pub projections: ProjectionMetrics,
+    /// Erasure metrics: see [`PrivacyMetrics`] for what to increment when.
+    pub privacy: PrivacyMetrics,
+    pub cache: CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -120,8 +133,15 @@ impl Metrics {
             "Time to apply one batch with its checkpoint",
             projection_batch_duration.clone(),
         );
+        let groups = families::register(&mut registry);
         Self {
             registry: Arc::new(registry),
+            build_info: groups.build_info,
+            kafka: groups.kafka,
+            actors: groups.actors,
+            projections: groups.projections,
+            privacy: groups.privacy,
+            cache: groups.cache,
             http_requests,
             http_request_duration,
             events_accepted,
@@ -151,6 +171,48 @@ impl Metrics {
     }
 }
 
+/// Every metric family a role exposes, as named in its `# TYPE` line (counters without
+/// `_total`). The dashboards check (scripts/check-dashboards) and the tests compare against it.
+pub const EXPORTED: &[&str] = &[
+    "gamemetrics_http_requests",
+    "gamemetrics_http_request_duration_seconds",
+    "gamemetrics_events_accepted",
+    "gamemetrics_events_rejected",
+    "gamemetrics_log_append_duration_seconds",
+    "gamemetrics_actors_live",
+    "gamemetrics_actor_events_processed",
+    "gamemetrics_actor_duplicates_dropped",
+    "gamemetrics_snapshots_written",
+    "gamemetrics_projection_lag_events",
+    "gamemetrics_projection_events_applied",
+    "gamemetrics_projection_batch_duration_seconds",
+    "gamemetrics_build_info",
+    "gamemetrics_kafka_producer_queue_messages",
+    "gamemetrics_kafka_delivery_duration_seconds",
+    "gamemetrics_kafka_delivery_errors",
+    "gamemetrics_kafka_consumer_lag_messages",
+    "gamemetrics_kafka_consumer_rebalances",
+    "gamemetrics_actors_passivated",
+    "gamemetrics_actors_recovered",
+    "gamemetrics_actor_partition_recoveries",
+    "gamemetrics_actor_shards",
+    "gamemetrics_snapshot_duration_seconds",
+    "gamemetrics_snapshot_load_duration_seconds",
+    "gamemetrics_dead_letters",
+    "gamemetrics_projection_batch_size_events",
+    "gamemetrics_projection_last_applied_timestamp_seconds",
+    "gamemetrics_projection_checkpoint_conflicts",
+    "gamemetrics_erasures_requested",
+    "gamemetrics_erasures_completed",
+    "gamemetrics_erasures_pending",
+    "gamemetrics_erasure_oldest_pending_age_seconds",
+    "gamemetrics_erasure_duration_seconds",
+    "gamemetrics_cache_hits",
+    "gamemetrics_cache_misses",
+    "gamemetrics_cache_errors",
+    "gamemetrics_cache_connected",
+];
+
 /// Initialises tracing once: `RUST_LOG` filter (default `info`), JSON lines when `json`.
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
@@ -171,5 +233,54 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("gamemetrics_events_accepted_total 1"), "{text}");
         assert!(text.contains("gamemetrics_events_rejected_total{reason=\"malformed\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn exposes_every_metric_family_of_the_dashboards_and_alerts() {
+        let m = Metrics::new();
+        // Families without a child are not encoded: give each one a series first.
+        let p = m.projection("sessions");
+        let _ = m.http_requests.get_or_create(&RequestLabels {
+            route: "/v1/events".into(),
+            method: "POST".into(),
+            status: 202,
+        });
+        let _ = m.http_request_duration.get_or_create(&RouteLabels { route: "/v1/events".into() });
+        let _ = m.events_rejected.get_or_create(&ReasonLabels { reason: "malformed".into() });
+        let _ = m.projection_lag.get_or_create(&p);
+        let _ = m.projection_events_applied.get_or_create(&p);
+        let _ = m.projection_batch_duration.get_or_create(&p);
+        let _ = m.projections.batch_size.get_or_create(&p);
+        let _ = m.projections.last_applied.get_or_create(&p);
+        let _ = m.projections.checkpoint_conflicts.get_or_create(&p);
+        let topic = TopicLabels { topic: "player.events.raw".into() };
+        let _ = m.kafka.delivery_duration.get_or_create(&topic);
+        let _ = m.kafka.delivery_errors.get_or_create(&topic);
+        let _ = m.kafka.consumer_lag.get_or_create(&PartitionLabels {
+            group: "actors".into(),
+            topic: "player.events.raw".into(),
+            partition: "0".into(),
+        });
+        let _ = m.kafka.rebalances.get_or_create(&RebalanceLabels { group: "actors".into(), kind: "assigned".into() });
+        let text = m.encode();
+        for name in EXPORTED {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from:\n{text}");
+        }
+        assert!(text.contains(&format!("gamemetrics_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+    }
+
+    #[test]
+    fn privacy_and_cache_counters_carry_the_names_the_lead_and_the_rules_use() {
+        let m = Metrics::new();
+        m.privacy.requested.inc();
+        m.privacy.pending.set(1);
+        m.privacy.duration.observe(3.0);
+        m.cache.hits.inc_by(3);
+        let text = m.encode();
+        assert!(text.contains("gamemetrics_erasures_requested_total 1"), "{text}");
+        assert!(text.contains("gamemetrics_erasures_completed_total 0"), "{text}");
+        assert!(text.contains("gamemetrics_erasures_pending 1"), "{text}");
+        assert!(text.contains("gamemetrics_erasure_duration_seconds_count 1"), "{text}");
+        assert!(text.contains("gamemetrics_cache_hits_total 3"), "{text}");
     }
 }
