@@ -99,6 +99,7 @@ impl ActorsRuntime {
                 Ok(Polled::Records(records)) => {
                     if let Err(e) = self.process(consumer.as_mut(), records).await {
                         tracing::warn!(error = %e, "batch failed; recovering partitions");
+                        self.metrics.actors.batch_failures.inc();
                         self.recover_all(consumer.as_mut(), &shutdown).await;
                     }
                 }
@@ -163,6 +164,8 @@ impl ActorsRuntime {
         let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(partition, start, committed));
         consumer.seek(partition, start);
         self.shards.insert(partition, shard);
+        self.metrics.actors.partition_recoveries.inc();
+        self.metrics.actors.shards.set(self.shards.len() as i64);
         tracing::info!(partition, start, committed, "partition assigned; replaying from snapshot watermark");
         Ok(())
     }
@@ -170,6 +173,7 @@ impl ActorsRuntime {
     fn stop_shard(&mut self, partition: u32) {
         self.shards.remove(&partition);
         self.live.remove(&partition);
+        self.metrics.actors.shards.set(self.shards.len() as i64);
         self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
     }
 
@@ -181,15 +185,20 @@ impl ActorsRuntime {
         let work = by_partition.into_iter().filter_map(|(p, recs)| {
             let shard = self.shards.get(&p)?.clone();
             let snapshots = self.snapshots.clone();
+            let metrics = self.metrics.clone();
             Some(async move {
                 let keys: Vec<String> = recs.iter().map(|r| r.key.clone()).collect();
                 let missing = shard.send(MissingKeys(keys)).await?;
+                let mut live = None;
                 if !missing.is_empty() {
+                    let started = Instant::now();
                     let loaded = snapshots.load_many(&missing).await?;
-                    shard.send(Hydrate { requested: missing, loaded }).await?;
+                    metrics.actors.snapshot_load_duration.observe(started.elapsed().as_secs_f64());
+                    metrics.actors.recovered.inc_by(loaded.len() as u64);
+                    live = Some(shard.send(Hydrate { requested: missing, loaded }).await?);
                 }
                 let processed = shard.send(Process(recs)).await?;
-                Ok::<_, ActorsError>((p, processed))
+                Ok::<_, ActorsError>((p, processed, live))
             })
         });
         // Shards live on their own arbiters: sending to all before awaiting runs them in parallel.
@@ -198,8 +207,14 @@ impl ActorsRuntime {
         let mut dead_letters = Vec::new();
         let mut offsets = Vec::new();
         for result in results {
-            let (partition, processed) = result?;
+            let (partition, processed, live) = result?;
+            if let Some(live) = live {
+                // Every key of the batch is in memory after Hydrate, so this count is the
+                // shard's size until the next passivation.
+                self.live.insert(partition, live);
+            }
             self.metrics.actor_events_processed.inc_by(processed.applied);
+            self.metrics.actors.dead_letters.inc_by(processed.dead_letters.len() as u64);
             self.metrics.actor_duplicates_dropped.inc_by(processed.duplicates);
             outputs.extend(processed.outputs);
             dead_letters.extend(processed.dead_letters);
@@ -207,6 +222,7 @@ impl ActorsRuntime {
                 offsets.push(Position { partition, offset });
             }
         }
+        self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
         if !offsets.is_empty() {
             // Dead letters go in the same transaction as the outputs and the consumed
             // offsets: a poison record is never lost and never stalls its partition.
@@ -229,7 +245,9 @@ impl ActorsRuntime {
             };
             if let Some(batch) = shard.send(msg).await? {
                 let written = batch.players.len() as u64;
+                let started = Instant::now();
                 self.snapshots.save(partition, batch.next_offset, batch.players).await?;
+                self.metrics.actors.snapshot_duration.observe(started.elapsed().as_secs_f64());
                 self.metrics.snapshots_written.inc_by(written);
             }
         }
@@ -239,7 +257,8 @@ impl ActorsRuntime {
     async fn passivate(&mut self) {
         for (&partition, shard) in &self.shards {
             if let Ok(live) = shard.send(Passivate(self.config.passivate_after)).await {
-                self.live.insert(partition, live);
+                let before = self.live.insert(partition, live).unwrap_or(live);
+                self.metrics.actors.passivated.inc_by(before.saturating_sub(live) as u64);
             }
         }
         self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);

@@ -59,6 +59,8 @@ impl ProjectionWorker {
             };
             if let Err(e) = result {
                 tracing::warn!(projection = %self.name, error = %e, "projection batch failed; re-reading checkpoints");
+                let labels = self.metrics.projection(self.name.as_str());
+                self.metrics.projections.batch_failures.get_or_create(&labels).inc();
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let partitions: Vec<u32> = self.positions.keys().copied().collect();
                 if let Err(e) = self.assign(consumer.as_mut(), &partitions).await {
@@ -115,10 +117,15 @@ impl ProjectionWorker {
                         .projection_batch_duration
                         .get_or_create(&labels)
                         .observe(started.elapsed().as_secs_f64());
+                    self.metrics.projections.batch_size.get_or_create(&labels).observe(events.len() as f64);
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    self.metrics.projections.last_applied.get_or_create(&labels).set(now.as_secs() as i64);
                 }
                 Err(StoreError::Conflict { found, .. }) => {
                     // Someone else (a rebuild swap, another worker) moved the checkpoint: follow it.
                     tracing::info!(projection = %self.name, partition, ?found, "checkpoint moved; seeking to it");
+                    let labels = self.metrics.projection(self.name.as_str());
+                    self.metrics.projections.checkpoint_conflicts.get_or_create(&labels).inc();
                     consumer.seek(partition, found.unwrap_or(0));
                     self.positions.insert(partition, found);
                 }

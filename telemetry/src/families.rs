@@ -123,6 +123,8 @@ pub struct ActorMetrics {
     pub snapshot_load_duration: Histogram,
     /// Records sent to `system.dlq` (undecodable input, unencodable output).
     pub dead_letters: Counter,
+    /// Batches that failed (log or store error); their partitions are recovered.
+    pub batch_failures: Counter,
 }
 
 impl ActorMetrics {
@@ -135,6 +137,7 @@ impl ActorMetrics {
             snapshot_duration: seconds_histogram(),
             snapshot_load_duration: seconds_histogram(),
             dead_letters: Counter::default(),
+            batch_failures: Counter::default(),
         };
         registry.register("actors_passivated", "Idle player actors dropped from memory", m.passivated.clone());
         registry.register("actors_recovered", "Player actors restored from a snapshot", m.recovered.clone());
@@ -155,6 +158,11 @@ impl ActorMetrics {
             m.snapshot_load_duration.clone(),
         );
         registry.register("dead_letters", "Records dead-lettered to system.dlq", m.dead_letters.clone());
+        registry.register(
+            "actor_batch_failures",
+            "Actor batches that failed; their partitions are recovered from snapshot and replay",
+            m.batch_failures.clone(),
+        );
         m
     }
 }
@@ -169,6 +177,8 @@ pub struct ProjectionMetrics {
     pub last_applied: Family<crate::ProjectionLabels, Gauge>,
     /// Batches refused because another writer moved the checkpoint (rebuild swap, rebalance).
     pub checkpoint_conflicts: Family<crate::ProjectionLabels, Counter>,
+    /// Polls or batches that failed (store or log error); the worker re-reads its checkpoints.
+    pub batch_failures: Family<crate::ProjectionLabels, Counter>,
 }
 
 fn batch_size_histogram() -> Histogram {
@@ -182,6 +192,7 @@ impl ProjectionMetrics {
             batch_size: Family::new_with_constructor(batch_size_histogram),
             last_applied: Family::default(),
             checkpoint_conflicts: Family::default(),
+            batch_failures: Family::default(),
         };
         registry.register("projection_batch_size_events", "Events per applied batch", m.batch_size.clone());
         registry.register(
@@ -193,6 +204,11 @@ impl ProjectionMetrics {
             "projection_checkpoint_conflicts",
             "Batches refused because the checkpoint had moved",
             m.checkpoint_conflicts.clone(),
+        );
+        registry.register(
+            "projection_batch_failures",
+            "Polls or batches that failed; the worker retries from its checkpoints",
+            m.batch_failures.clone(),
         );
         m
     }

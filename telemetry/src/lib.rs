@@ -199,9 +199,11 @@ pub const EXPORTED: &[&str] = &[
     "gamemetrics_snapshot_duration_seconds",
     "gamemetrics_snapshot_load_duration_seconds",
     "gamemetrics_dead_letters",
+    "gamemetrics_actor_batch_failures",
     "gamemetrics_projection_batch_size_events",
     "gamemetrics_projection_last_applied_timestamp_seconds",
     "gamemetrics_projection_checkpoint_conflicts",
+    "gamemetrics_projection_batch_failures",
     "gamemetrics_erasures_requested",
     "gamemetrics_erasures_completed",
     "gamemetrics_erasures_pending",
@@ -253,6 +255,7 @@ mod tests {
         let _ = m.projections.batch_size.get_or_create(&p);
         let _ = m.projections.last_applied.get_or_create(&p);
         let _ = m.projections.checkpoint_conflicts.get_or_create(&p);
+        let _ = m.projections.batch_failures.get_or_create(&p);
         let topic = TopicLabels { topic: "player.events.raw".into() };
         let _ = m.kafka.delivery_duration.get_or_create(&topic);
         let _ = m.kafka.delivery_errors.get_or_create(&topic);
