@@ -49,6 +49,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -61,10 +62,14 @@ enum Membership {
     Revoked(Vec<u32>),
 }
 
-/// Records rebalances for `poll` to announce.
+/// Records rebalances for `poll` to announce; reports lag from librdkafka's statistics.
 pub struct GroupContext {
     topic: String,
     events: Mutex<VecDeque<Membership>>,
+    group: String,
+    metrics: Option<gm_telemetry::Metrics>,
+    /// Partitions whose lag series we export, so that revoked ones are removed.
+    lag_reported: Mutex<BTreeSet<i32>>,
 }
 
 impl GroupContext {
@@ -83,11 +88,47 @@ impl GroupContext {
     fn pop(&self) -> Option<Membership> {
         self.events.lock().ok().and_then(|mut e| e.pop_front())
     }
+    fn count_rebalance(&self, kind: &str) {
+        if let Some(m) = &self.metrics {
+            let labels = gm_telemetry::RebalanceLabels { group: self.group.clone(), kind: kind.to_string() };
+            m.kafka.rebalances.get_or_create(&labels).inc();
+        }
+    }
+    fn lag_labels(&self, partition: i32) -> gm_telemetry::PartitionLabels {
+        gm_telemetry::PartitionLabels {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            partition: partition.to_string(),
+        }
+    }
 }
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(topic = %self.topic, error = %error, reason, "Kafka consumer error");
+    }
+
+    /// Lag of every partition this member fetches: last stable offset (read_committed)
+    /// minus the position, as librdkafka computes it. Partitions no longer fetched lose
+    /// their series, so a revoked partition is not reported by two members.
+    fn stats(&self, statistics: Statistics) {
+        let Some(m) = &self.metrics else { return };
+        let mut now = BTreeSet::new();
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (&p, part) in &topic.partitions {
+                if p < 0 || part.consumer_lag < 0 || part.fetch_state != "active" {
+                    continue;
+                }
+                m.kafka.consumer_lag.get_or_create(&self.lag_labels(p)).set(part.consumer_lag);
+                now.insert(p);
+            }
+        }
+        if let Ok(mut reported) = self.lag_reported.lock() {
+            for &gone in reported.difference(&now) {
+                m.kafka.consumer_lag.remove(&self.lag_labels(gone));
+            }
+            *reported = now;
+        }
     }
 }
 
@@ -96,6 +137,7 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let ps = self.partitions(tpl);
             tracing::info!(topic = %self.topic, partitions = ?ps, "partitions revoked");
+            self.count_rebalance("revoked");
             if !ps.is_empty() {
                 self.push(Membership::Revoked(ps));
             }
@@ -107,6 +149,7 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(tpl) => {
                 let ps = self.partitions(tpl);
                 tracing::info!(topic = %self.topic, partitions = ?ps, "partitions assigned");
+                self.count_rebalance("assigned");
                 if !ps.is_empty() {
                     self.push(Membership::Assigned(ps));
                 }
@@ -154,7 +197,18 @@ impl KafkaConsumer {
             .set("max.poll.interval.ms", c.max_poll_interval_ms.max(c.session_timeout_ms).to_string())
             .set("partition.assignment.strategy", &c.assignment_strategy)
             .set("fetch.max.bytes", c.fetch_max_bytes.to_string());
-        let context = GroupContext { topic: topic.to_string(), events: Mutex::new(VecDeque::new()) };
+        let metrics = inner.metrics.get().cloned();
+        if metrics.is_some() {
+            // Lag is read from the statistics librdkafka emits at this interval.
+            cfg.set("statistics.interval.ms", "5000");
+        }
+        let context = GroupContext {
+            topic: topic.to_string(),
+            events: Mutex::new(VecDeque::new()),
+            group: group.to_string(),
+            metrics,
+            lag_reported: Mutex::new(BTreeSet::new()),
+        };
         let consumer: StreamConsumer<GroupContext> = cfg
             .create_with_context(context)
             .map_err(|e| LogError::Unavailable(format!("consumer of {topic} in group {group}: {e}")))?;

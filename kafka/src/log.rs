@@ -15,10 +15,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Cached partition counts are re-read after this long (partitions may be added).
@@ -97,6 +97,9 @@ pub(crate) struct Inner {
     partitions: Mutex<HashMap<String, (u32, Instant)>>,
     /// A reusable assign-only reader for `read` (no group, no commits).
     reader: Mutex<Option<BaseConsumer>>,
+    /// Set by [`KafkaLog::instrument`]: client metrics (queue depth, delivery latency,
+    /// consumer lag) go to the role's registry.
+    pub(crate) metrics: OnceLock<gm_telemetry::Metrics>,
 }
 
 impl Inner {
@@ -185,6 +188,7 @@ impl KafkaLog {
             meta: Arc::new(meta),
             partitions: Mutex::new(HashMap::new()),
             reader: Mutex::new(None),
+            metrics: OnceLock::new(),
         });
         let meta = inner.meta.clone();
         let timeout = inner.timeout().min(Duration::from_secs(10));
@@ -198,6 +202,13 @@ impl KafkaLog {
 
     pub fn config(&self) -> &KafkaConfig {
         &self.inner.config
+    }
+
+    /// Reports the clients' metrics into `metrics` (first call wins): the producer's queue
+    /// depth and delivery latency, and — for consumers created afterwards — the lag of each
+    /// assigned partition from librdkafka's statistics.
+    pub fn instrument(&self, metrics: gm_telemetry::Metrics) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// The partition count of a topic (cached for a minute).
@@ -340,8 +351,27 @@ impl LogProducer for KafkaProducer {
         }
         let partitions = self.inner.partitions(topic).await?;
         let queue_timeout = Duration::from_millis(u64::from(self.inner.config.producer.message_timeout_ms));
-        let futures = enqueue(&self.inner.producer, topic, partitions, &records, queue_timeout).await?;
-        await_deliveries(topic, futures).await
+        let started = Instant::now();
+        let metrics = self.inner.metrics.get();
+        let queued = enqueue(&self.inner.producer, topic, partitions, &records, queue_timeout).await;
+        if let Some(m) = metrics {
+            m.kafka.producer_queue_messages.set(i64::from(self.inner.producer.in_flight_count()));
+        }
+        let delivered = match queued {
+            Ok(futures) => await_deliveries(topic, futures).await,
+            Err(e) => Err(e),
+        };
+        if let Some(m) = metrics {
+            let labels = gm_telemetry::TopicLabels { topic: topic.to_string() };
+            match &delivered {
+                Ok(_) => m.kafka.delivery_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64()),
+                Err(_) => {
+                    m.kafka.delivery_errors.get_or_create(&labels).inc();
+                }
+            }
+            m.kafka.producer_queue_messages.set(i64::from(self.inner.producer.in_flight_count()));
+        }
+        delivered
     }
 }
 

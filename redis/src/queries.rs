@@ -115,6 +115,8 @@ pub struct CachedQueries<Q> {
     writes: Arc<Semaphore>,
     max_writes: u32,
     counters: Arc<Counters>,
+    /// The role's Prometheus counters (hits, misses, errors), when instrumented.
+    metrics: Option<gm_telemetry::CacheMetrics>,
 }
 
 impl<Q: AnalyticsQueries> CachedQueries<Q> {
@@ -126,7 +128,14 @@ impl<Q: AnalyticsQueries> CachedQueries<Q> {
             writes: Arc::new(Semaphore::new(max_writes as usize)),
             max_writes,
             counters: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts hits, misses and failed lookups in the role's registry as well.
+    pub fn with_metrics(mut self, metrics: gm_telemetry::CacheMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn inner(&self) -> &Q {
@@ -182,21 +191,34 @@ impl<Q: AnalyticsQueries> CachedQueries<Q> {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(v) => {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &self.metrics {
+                        m.hits.inc();
+                    }
                     Some(v)
                 }
                 Err(e) => {
                     self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &self.metrics {
+                        m.misses.inc();
+                    }
                     tracing::debug!(key, error = %e, "undecodable cached value; treated as a miss");
                     None
                 }
             },
             Ok(None) => {
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.misses.inc();
+                }
                 None
             }
             Err(_) => {
                 // Already counted and (rate-limited) logged by the cache.
                 self.counters.lookup_errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.misses.inc();
+                    m.errors.inc();
+                }
                 None
             }
         }
