@@ -5,8 +5,8 @@
 //! [`append_decoded`]); only the decoding differs (`gm_schemas::compat`, mappings in
 //! docs/compat.md).
 
-use crate::error::{ErrorBody, GatewayError};
-use crate::ingest::{accept_body, append_decoded, EventStatus, IngestResponse};
+use crate::error::{or_error_components, or_error_schema, ErrorBody, GatewayError};
+use crate::ingest::{accept_body, append_decoded, EventStatus, IngestResponse, IngestResponseOrError};
 use crate::{within, AppState};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -92,12 +92,12 @@ async fn segment(
     ),
     responses(
         (status = 200, description = "Every valid message is durably in the log", body = IngestResponse),
-        (status = 400, description = "No message was valid (IngestResponse), or the body itself was refused (ErrorBody)", body = IngestResponse),
+        (status = 400, description = "No message was valid (IngestResponse), or the body itself was refused (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked write key; missing or wrong signature", body = ErrorBody),
         (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
         (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
-        (status = 429, description = "Over a rate limit; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "The API key is over its request quota (ErrorBody), or every message was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
         (status = 503, description = "The log cannot take events now; retry", body = ErrorBody),
     ),
     security(("basic" = []), ("bearer" = []), ("api_key" = []))
@@ -122,12 +122,12 @@ pub async fn segment_batch(
     ),
     responses(
         (status = 200, description = "The event is durably in the log", body = IngestResponse),
-        (status = 400, description = "The event was refused (IngestResponse with its reason), or the body was not a message (ErrorBody)", body = IngestResponse),
+        (status = 400, description = "The event was refused (IngestResponse with its reason), or the body was not a message (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked write key; missing or wrong signature", body = ErrorBody),
         (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
         (status = 413, description = "Body larger than allowed", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
-        (status = 429, description = "Over a rate limit; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "The API key is over its request quota (ErrorBody), or every message was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
         (status = 503, description = "The log cannot take events now; retry", body = ErrorBody),
     ),
     security(("basic" = []), ("bearer" = []), ("api_key" = []))
@@ -152,12 +152,12 @@ pub async fn segment_track(
     ),
     responses(
         (status = 200, description = "The update is durably in the log", body = IngestResponse),
-        (status = 400, description = "The call was refused (IngestResponse with its reason), or the body was not a message (ErrorBody)", body = IngestResponse),
+        (status = 400, description = "The call was refused (IngestResponse with its reason), or the body was not a message (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked write key; missing or wrong signature", body = ErrorBody),
         (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
         (status = 413, description = "Body larger than allowed", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
-        (status = 429, description = "Over a rate limit; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "The API key is over its request quota (ErrorBody), or every message was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
         (status = 503, description = "The log cannot take events now; retry", body = ErrorBody),
     ),
     security(("basic" = []), ("bearer" = []), ("api_key" = []))
@@ -204,6 +204,21 @@ pub struct LegacyResponse {
     pub reason: Option<String>,
 }
 
+/// Documentation only: a [`LegacyResponse`] or an [`ErrorBody`].
+pub struct LegacyResponseOrError;
+
+impl utoipa::PartialSchema for LegacyResponseOrError {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        or_error_schema("LegacyResponse")
+    }
+}
+
+impl ToSchema for LegacyResponseOrError {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        or_error_components::<LegacyResponse>(schemas);
+    }
+}
+
 /// The previous GameMetrics platform's ingest: one event per request.
 #[utoipa::path(
     post,
@@ -216,12 +231,12 @@ pub struct LegacyResponse {
     ),
     responses(
         (status = 200, description = "The event is durably in the log", body = LegacyResponse),
-        (status = 400, description = "The event was refused (LegacyResponse with the reason), or the body was not an object (ErrorBody)", body = LegacyResponse),
+        (status = 400, description = "The event was refused (LegacyResponse with the reason), or the body was not an object (ErrorBody)", body = LegacyResponseOrError),
         (status = 401, description = "Missing, unknown or revoked API key; missing or wrong signature", body = ErrorBody),
         (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
         (status = 413, description = "Body larger than allowed", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
-        (status = 429, description = "Over a rate limit; retry after `Retry-After` seconds", body = LegacyResponse),
+        (status = 429, description = "The API key (ErrorBody) or the player (LegacyResponse) is over its quota; retry after `Retry-After` seconds", body = LegacyResponseOrError),
         (status = 503, description = "The log cannot take events now; retry", body = ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []), ("basic" = []))

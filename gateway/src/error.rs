@@ -9,7 +9,9 @@ use actix_web::{HttpResponse, ResponseError};
 use gm_ports::{LogError, StoreError};
 use gm_schemas::validate::BatchError;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -20,6 +22,21 @@ pub struct ErrorBody {
     pub error: String,
     /// What was wrong, for a human.
     pub reason: String,
+}
+
+/// The schema of a response body that is either the component `name` or an [`ErrorBody`]
+/// (OpenAPI `anyOf`), for statuses that both a handler's own answer and [`GatewayError`]
+/// produce, e.g. 400 on ingest: "no event was valid" or "not a batch". anyOf, not oneOf: a
+/// refused legacy answer carries `error` and `reason` too.
+pub(crate) fn or_error_schema(name: &str) -> RefOr<Schema> {
+    AnyOfBuilder::new().item(Ref::from_schema_name(name)).item(Ref::from_schema_name(ErrorBody::name())).into()
+}
+
+/// Adds `T` and [`ErrorBody`] to the document's components (for an [`or_error_schema`] type).
+pub(crate) fn or_error_components<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+    schemas.push((T::name().into_owned(), T::schema()));
+    T::schemas(schemas);
+    schemas.push((ErrorBody::name().into_owned(), ErrorBody::schema()));
 }
 
 #[derive(Debug, thiserror::Error)]

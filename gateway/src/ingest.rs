@@ -1,7 +1,7 @@
 //! `POST /v1/events`: a batch of events in, one log append, a result per event out.
 
 use crate::auth::{authorize, Action, Principal};
-use crate::error::{ErrorBody, GatewayError};
+use crate::error::{or_error_components, or_error_schema, ErrorBody, GatewayError};
 use crate::rate_limit::retry_after_secs;
 use crate::{within, AppState};
 use actix_web::http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER};
@@ -70,6 +70,21 @@ pub struct IngestResponse {
     pub results: Vec<EventResult>,
 }
 
+/// Documentation only: an [`IngestResponse`] or an [`ErrorBody`].
+pub struct IngestResponseOrError;
+
+impl utoipa::PartialSchema for IngestResponseOrError {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        or_error_schema("IngestResponse")
+    }
+}
+
+impl ToSchema for IngestResponseOrError {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        or_error_components::<IngestResponse>(schemas);
+    }
+}
+
 /// Ingest a batch of events.
 ///
 /// Valid events are appended to the log (`player.events.raw`, keyed `game_id:player_id`)
@@ -87,12 +102,12 @@ pub struct IngestResponse {
     ),
     responses(
         (status = 202, description = "Every valid event is durably in the log", body = IngestResponse),
-        (status = 400, description = "No event was valid (body = IngestResponse), or the batch itself was refused (body = ErrorBody)", body = IngestResponse),
+        (status = 400, description = "No event was valid (IngestResponse), or the batch itself was refused (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked API key; missing or wrong X-GM-Signature when the game requires one", body = ErrorBody),
         (status = 403, description = "Credentials that may not ingest (only game API keys do)", body = ErrorBody),
         (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
-        (status = 429, description = "The API key is over its request quota (ErrorBody), or every event was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "The API key is over its request quota (ErrorBody), or every event was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
         (status = 503, description = "The log cannot take events now; nothing was accepted. Retry after `Retry-After` seconds", body = ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []), ("basic" = []))
@@ -139,15 +154,23 @@ pub(crate) async fn accept_body(
     let gzip = is_gzip(req.headers())?;
     let raw = read_raw(req.headers(), payload, limits).await?;
     state.signing.verify(&game, req.headers(), &raw)?;
+    Ok((game, decompress_body(&raw, gzip, limits.max_body_bytes)?))
+}
+
+/// The body the decoders see: `raw` as sent, inflated when `gzip`; 413 when larger than `max`
+/// bytes (after inflation, which stops one byte past `max`). Public for the fuzz targets.
+pub fn decompress_body(raw: &[u8], gzip: bool, max: usize) -> Result<Vec<u8>, GatewayError> {
     if !gzip {
-        return Ok((game, raw.to_vec()));
+        if raw.len() > max {
+            return Err(BatchError::TooLarge { bytes: raw.len(), max }.into());
+        }
+        return Ok(raw.to_vec());
     }
-    let max = limits.max_body_bytes;
-    let body = inflate_at_most(&raw, max + 1)?;
+    let body = inflate_at_most(raw, max.saturating_add(1))?;
     if body.len() > max {
         return Err(GatewayError::TooLarge(format!("body is larger than {max} bytes after gzip decompression")));
     }
-    Ok((game, body))
+    Ok(body)
 }
 
 /// The result of appending a decoded batch.
