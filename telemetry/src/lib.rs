@@ -172,47 +172,48 @@ impl Metrics {
 }
 
 /// Every metric family a role exposes, as named in its `# TYPE` line (counters without
-/// `_total`). The dashboards check (scripts/check-dashboards) and the tests compare against it.
-pub const EXPORTED: &[&str] = &[
-    "gamemetrics_http_requests",
-    "gamemetrics_http_request_duration_seconds",
-    "gamemetrics_events_accepted",
-    "gamemetrics_events_rejected",
-    "gamemetrics_log_append_duration_seconds",
-    "gamemetrics_actors_live",
-    "gamemetrics_actor_events_processed",
-    "gamemetrics_actor_duplicates_dropped",
-    "gamemetrics_snapshots_written",
-    "gamemetrics_projection_lag_events",
-    "gamemetrics_projection_events_applied",
-    "gamemetrics_projection_batch_duration_seconds",
-    "gamemetrics_build_info",
-    "gamemetrics_kafka_producer_queue_messages",
-    "gamemetrics_kafka_delivery_duration_seconds",
-    "gamemetrics_kafka_delivery_errors",
-    "gamemetrics_kafka_consumer_lag_messages",
-    "gamemetrics_kafka_consumer_rebalances",
-    "gamemetrics_actors_passivated",
-    "gamemetrics_actors_recovered",
-    "gamemetrics_actor_partition_recoveries",
-    "gamemetrics_actor_shards",
-    "gamemetrics_snapshot_duration_seconds",
-    "gamemetrics_snapshot_load_duration_seconds",
-    "gamemetrics_dead_letters",
-    "gamemetrics_actor_batch_failures",
-    "gamemetrics_projection_batch_size_events",
-    "gamemetrics_projection_last_applied_timestamp_seconds",
-    "gamemetrics_projection_checkpoint_conflicts",
-    "gamemetrics_projection_batch_failures",
-    "gamemetrics_erasures_requested",
-    "gamemetrics_erasures_completed",
-    "gamemetrics_erasures_pending",
-    "gamemetrics_erasure_oldest_pending_age_seconds",
-    "gamemetrics_erasure_duration_seconds",
-    "gamemetrics_cache_hits",
-    "gamemetrics_cache_misses",
-    "gamemetrics_cache_errors",
-    "gamemetrics_cache_connected",
+/// `_total`), with its type. scripts/check-monitoring reads this list to check that every
+/// rule and dashboard query names a metric that exists; the tests below hold it to the encoder.
+pub const EXPORTED: &[(&str, &str)] = &[
+    ("gamemetrics_http_requests", "counter"),
+    ("gamemetrics_http_request_duration_seconds", "histogram"),
+    ("gamemetrics_events_accepted", "counter"),
+    ("gamemetrics_events_rejected", "counter"),
+    ("gamemetrics_log_append_duration_seconds", "histogram"),
+    ("gamemetrics_actors_live", "gauge"),
+    ("gamemetrics_actor_events_processed", "counter"),
+    ("gamemetrics_actor_duplicates_dropped", "counter"),
+    ("gamemetrics_snapshots_written", "counter"),
+    ("gamemetrics_projection_lag_events", "gauge"),
+    ("gamemetrics_projection_events_applied", "counter"),
+    ("gamemetrics_projection_batch_duration_seconds", "histogram"),
+    ("gamemetrics_build_info", "gauge"),
+    ("gamemetrics_kafka_producer_queue_messages", "gauge"),
+    ("gamemetrics_kafka_delivery_duration_seconds", "histogram"),
+    ("gamemetrics_kafka_delivery_errors", "counter"),
+    ("gamemetrics_kafka_consumer_lag_messages", "gauge"),
+    ("gamemetrics_kafka_consumer_rebalances", "counter"),
+    ("gamemetrics_actors_passivated", "counter"),
+    ("gamemetrics_actors_recovered", "counter"),
+    ("gamemetrics_actor_partition_recoveries", "counter"),
+    ("gamemetrics_actor_shards", "gauge"),
+    ("gamemetrics_snapshot_duration_seconds", "histogram"),
+    ("gamemetrics_snapshot_load_duration_seconds", "histogram"),
+    ("gamemetrics_dead_letters", "counter"),
+    ("gamemetrics_actor_batch_failures", "counter"),
+    ("gamemetrics_projection_batch_size_events", "histogram"),
+    ("gamemetrics_projection_last_applied_timestamp_seconds", "gauge"),
+    ("gamemetrics_projection_checkpoint_conflicts", "counter"),
+    ("gamemetrics_projection_batch_failures", "counter"),
+    ("gamemetrics_erasures_requested", "counter"),
+    ("gamemetrics_erasures_completed", "counter"),
+    ("gamemetrics_erasures_pending", "gauge"),
+    ("gamemetrics_erasure_oldest_pending_age_seconds", "gauge"),
+    ("gamemetrics_erasure_duration_seconds", "histogram"),
+    ("gamemetrics_cache_hits", "counter"),
+    ("gamemetrics_cache_misses", "counter"),
+    ("gamemetrics_cache_errors", "counter"),
+    ("gamemetrics_cache_connected", "gauge"),
 ];
 
 /// Initialises tracing once: `RUST_LOG` filter (default `info`), JSON lines when `json`.
@@ -266,9 +267,11 @@ mod tests {
         });
         let _ = m.kafka.rebalances.get_or_create(&RebalanceLabels { group: "actors".into(), kind: "assigned".into() });
         let text = m.encode();
-        for name in EXPORTED {
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from:\n{text}");
+        for (name, kind) in EXPORTED {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} ({kind}) missing from:\n{text}");
         }
+        let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(families, EXPORTED.len(), "a metric is registered but not listed in EXPORTED:\n{text}");
         assert!(text.contains(&format!("gamemetrics_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
     }
 
