@@ -36,6 +36,8 @@ pub struct Backends {
     pub snapshots: Arc<dyn SnapshotStore>,
     pub read_models: Arc<dyn ReadModelStore>,
     pub queries: Arc<dyn AnalyticsQueries>,
+    /// Leaderboards, retention and monetisation (Redis sorted sets in front when configured).
+    pub games: Arc<dyn gm_projections::GameQueries>,
     /// Present in production when Redis is configured: polled for `/health/ready`.
     pub cache: Option<gm_redis::RedisCache>,
     embedded: Option<(Arc<gm_embedded::SqliteLog>, Arc<gm_embedded::SqliteStore>)>,
@@ -54,6 +56,7 @@ impl Backends {
                     snapshots: store.clone(),
                     read_models: store.clone(),
                     queries: store.clone(),
+                    games: store.clone(),
                     cache: None,
                     embedded: Some((log, store)),
                 })
@@ -77,8 +80,9 @@ impl Backends {
                     }
                     None => (Arc::new(store.clone()), None),
                 };
+                let games: Arc<dyn gm_projections::GameQueries> = Arc::new(store.clone());
                 let store = Arc::new(store);
-                Ok(Self { log, snapshots: store.clone(), read_models: store, queries, cache, embedded: None })
+                Ok(Self { log, snapshots: store.clone(), read_models: store, queries, games, cache, embedded: None })
             }
         }
     }
@@ -175,7 +179,8 @@ impl Platform {
                 backends.queries.clone(),
                 metrics.clone(),
                 readiness.clone(),
-            );
+            )
+            .with_game_queries(backends.games.clone());
             gm_gateway::serve(listener, state).await?
         } else {
             let (readiness, metrics) = (readiness.clone(), metrics.clone());

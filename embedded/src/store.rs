@@ -13,6 +13,7 @@
 //! | sessions | `session_days` |
 //! | revenue | `revenue_days`, `payer_days` |
 //! | funnel | `funnel` |
+//! | leaderboards, retention | see [`games`] |
 //!
 //! `apply` only touches the tables of the projection it is called for; parts of a change
 //! set that belong to other projections are ignored. The DDL is a template over the table
@@ -43,6 +44,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
+
+mod games;
 
 /// Rows per `IN (...)` lookup of `load_many`.
 const LOOKUP_CHUNK: usize = 500;
@@ -173,6 +176,8 @@ fn tables(projection: ProjectionName) -> &'static [Table] {
         ProjectionName::Sessions => &[SESSION_DAYS],
         ProjectionName::Revenue => &[REVENUE_DAYS, PAYER_DAYS],
         ProjectionName::Funnel => &[FUNNEL],
+        ProjectionName::Leaderboards => &[games::LEADERBOARD_SCORES],
+        ProjectionName::Retention => &[games::COHORT_PLAYERS, games::COHORT_DAYS],
     }
 }
 
@@ -606,6 +611,12 @@ async fn apply_changes(
                 )
                 .await?;
             }
+        }
+        ProjectionName::Leaderboards => {
+            games::apply_leaderboards(conn, &t(games::LEADERBOARD_SCORES.name), c).await?;
+        }
+        ProjectionName::Retention => {
+            games::apply_retention(conn, &t(games::COHORT_PLAYERS.name), &t(games::COHORT_DAYS.name), c).await?;
         }
     }
     Ok(())

@@ -45,6 +45,7 @@
 pub mod auth;
 pub mod compat;
 pub mod error;
+pub mod games;
 pub mod health;
 pub mod ingest;
 pub mod jwt;
@@ -120,6 +121,8 @@ pub struct AppState {
     pub(crate) rate_limits: rate_limit::RateLimits,
     pub(crate) producer: Arc<dyn LogProducer>,
     pub(crate) queries: Arc<dyn AnalyticsQueries>,
+    /// Leaderboards and retention; `None` answers 503 on those routes.
+    pub(crate) games: Option<Arc<dyn gm_projections::GameQueries>>,
     pub(crate) metrics: Metrics,
     pub(crate) readiness: Readiness,
 }
@@ -144,7 +147,13 @@ impl AppState {
         let rate_limits = rate_limit::RateLimits::new(config.rate_limits);
         config.api_keys.clear();
         config.signing_secrets.clear();
-        Self { config, auth, signing, rate_limits, producer, queries, metrics, readiness }
+        Self { config, auth, signing, rate_limits, producer, queries, games: None, metrics, readiness }
+    }
+
+    /// Serves the leaderboard, retention and monetisation routes from `games`.
+    pub fn with_game_queries(mut self, games: Arc<dyn gm_projections::GameQueries>) -> Self {
+        self.games = Some(games);
+        self
     }
 
     /// The readiness flags (clone it to set components ready from elsewhere).
@@ -183,6 +192,11 @@ pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
         ("/v1/analytics/{game_id}/sessions", "get", web::get().to(queries::sessions)),
         ("/v1/analytics/{game_id}/revenue", "get", web::get().to(queries::revenue)),
         ("/v1/analytics/{game_id}/funnel", "get", web::get().to(queries::funnel)),
+        ("/v1/analytics/{game_id}/retention", "get", web::get().to(games::retention)),
+        ("/v1/analytics/{game_id}/new-returning", "get", web::get().to(games::new_returning)),
+        ("/v1/analytics/{game_id}/monetisation", "get", web::get().to(games::monetisation)),
+        ("/v1/leaderboards/{game_id}/{board}", "get", web::get().to(games::leaderboard)),
+        ("/v1/leaderboards/{game_id}/{board}/players/{player_id}", "get", web::get().to(games::standing)),
         ("/health/live", "get", web::get().to(health::live)),
         ("/health/ready", "get", web::get().to(health::ready)),
         ("/metrics", "get", web::get().to(health::metrics)),

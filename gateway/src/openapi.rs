@@ -2,7 +2,7 @@
 //! attributes. `docs/openapi.json` is a checked-in copy (regenerate with
 //! `GM_BLESS=1 cargo test -p gm-gateway openapi`).
 
-use crate::{compat, error, health, ingest, queries};
+use crate::{compat, error, games, health, ingest, queries};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -83,6 +83,11 @@ impl Modify for SecuritySchemes {
         queries::sessions,
         queries::revenue,
         queries::funnel,
+        games::retention,
+        games::new_returning,
+        games::monetisation,
+        games::leaderboard,
+        games::standing,
         health::live,
         health::ready,
         health::metrics,

@@ -67,7 +67,7 @@ fn parse_day(name: &str, raw: Option<&str>) -> Result<NaiveDate, GatewayError> {
         .map_err(|e| GatewayError::InvalidInput(format!("{name}: '{raw}' is not a date YYYY-MM-DD: {e}")))
 }
 
-fn parse_range(params: &RangeParams) -> Result<DateRange, GatewayError> {
+pub(crate) fn parse_range(params: &RangeParams) -> Result<DateRange, GatewayError> {
     let from = parse_day("from", params.from.as_deref())?;
     let to = parse_day("to", params.to.as_deref())?;
     DateRange::parse(from, to).map_err(|e| GatewayError::InvalidInput(format!("date range: {e}")))

@@ -9,6 +9,8 @@
 //! | sessions | `session_days` |
 //! | revenue | `revenue_days`, `payer_days` |
 //! | funnel | `funnel` |
+//! | leaderboards | `leaderboard_scores` (see `store/games.rs`) |
+//! | retention | `cohort_players`, `cohort_days` |
 //!
 //! `apply` only touches the tables of the projection it is called for; parts of a change
 //! set that belong to other projections are ignored. Rebuild tables are `<name>_rebuild`,
@@ -29,6 +31,8 @@ use sqlx::Row;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+mod games;
+
 /// Rows per statement for snapshot writes and key lookups (bounds one message's size).
 const SNAPSHOT_CHUNK: usize = 50_000;
 
@@ -44,6 +48,8 @@ fn tables(projection: ProjectionName) -> &'static [&'static str] {
         ProjectionName::Sessions => &["session_days"],
         ProjectionName::Revenue => &["revenue_days", "payer_days"],
         ProjectionName::Funnel => &["funnel"],
+        ProjectionName::Leaderboards => games::LEADERBOARD_TABLES,
+        ProjectionName::Retention => games::RETENTION_TABLES,
     }
 }
 
@@ -572,6 +578,12 @@ async fn apply_changes(
                 .execute(&mut *conn)
                 .await?;
             }
+        }
+        ProjectionName::Leaderboards => {
+            games::apply_leaderboards(conn, &t("leaderboard_scores"), c).await?;
+        }
+        ProjectionName::Retention => {
+            games::apply_retention(conn, &t("cohort_players"), &t("cohort_days"), c).await?;
         }
     }
     Ok(())

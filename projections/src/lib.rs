@@ -12,10 +12,12 @@
 //! progression funnel. `worker::rebuild` replays one from offset 0 into fresh tables and
 //! swaps them in.
 
+pub mod leaderboard;
 pub mod model;
 pub mod ports;
+pub mod retention;
 pub mod project;
 pub mod worker;
 
 pub use model::{ChangeSet, DateRange, ProjectionName, Target};
-pub use ports::{AnalyticsQueries, ReadModelStore};
+pub use ports::{AnalyticsQueries, GameQueries, ReadModelStore};

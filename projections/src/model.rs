@@ -16,11 +16,20 @@ pub enum ProjectionName {
     Sessions,
     Revenue,
     Funnel,
+    Leaderboards,
+    Retention,
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 5] =
-        [Self::PlayerProfiles, Self::DailyActivity, Self::Sessions, Self::Revenue, Self::Funnel];
+    pub const ALL: [ProjectionName; 7] = [
+        Self::PlayerProfiles,
+        Self::DailyActivity,
+        Self::Sessions,
+        Self::Revenue,
+        Self::Funnel,
+        Self::Leaderboards,
+        Self::Retention,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -29,6 +38,8 @@ impl ProjectionName {
             Self::Sessions => "sessions",
             Self::Revenue => "revenue",
             Self::Funnel => "funnel",
+            Self::Leaderboards => "leaderboards",
+            Self::Retention => "retention",
         }
     }
 
@@ -153,6 +164,8 @@ pub struct ChangeSet {
     /// Players who paid on a day (insert-or-ignore), for payers and ARPPU.
     pub payer_days: Vec<PlayerDay>,
     pub funnel: Vec<FunnelDelta>,
+    /// Best scores per player, board and period (the store keeps the maximum).
+    pub scores: Vec<crate::leaderboard::ScoreEntry>,
     /// Players erased: their rows are deleted, or their id replaced by an irreversible
     /// pseudonym where counts of distinct players depend on them.
     pub erased: Vec<(GameId, PlayerId)>,
@@ -166,6 +179,7 @@ impl ChangeSet {
             && self.revenue.is_empty()
             && self.payer_days.is_empty()
             && self.funnel.is_empty()
+            && self.scores.is_empty()
             && self.erased.is_empty()
     }
 }

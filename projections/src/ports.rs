@@ -44,3 +44,49 @@ pub trait AnalyticsQueries: Send + Sync {
     async fn revenue(&self, game: &GameId, range: DateRange) -> Result<Vec<RevenueDay>, StoreError>;
     async fn funnel(&self, game: &GameId) -> Result<Vec<FunnelStep>, StoreError>;
 }
+
+/// Queries on the leaderboard and retention read models (and the monetisation summary over
+/// the revenue and activity ones).
+#[async_trait]
+pub trait GameQueries: Send + Sync {
+    /// Players `offset..offset + limit` of a board, best first.
+    async fn leaderboard(
+        &self,
+        board: &crate::leaderboard::BoardPeriod,
+        offset: u64,
+        limit: u64,
+    ) -> Result<crate::leaderboard::LeaderboardPage, StoreError>;
+
+    /// A player's rank and score with up to `neighbours` players above and below; `None`
+    /// when the player has no score on that board in that period.
+    async fn leaderboard_player(
+        &self,
+        board: &crate::leaderboard::BoardPeriod,
+        player: &PlayerId,
+        neighbours: u64,
+    ) -> Result<Option<crate::leaderboard::PlayerStanding>, StoreError>;
+
+    /// Every (player, score) of a board: what a cold cache is rebuilt from.
+    async fn leaderboard_scores(
+        &self,
+        board: &crate::leaderboard::BoardPeriod,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// One cohort per day of `range` (cohort days without players count zero).
+    async fn retention(
+        &self,
+        game: &GameId,
+        range: DateRange,
+    ) -> Result<Vec<crate::retention::RetentionCohort>, StoreError>;
+
+    /// New and returning players per day of `range`.
+    async fn new_returning(
+        &self,
+        game: &GameId,
+        range: DateRange,
+    ) -> Result<Vec<crate::retention::NewReturningDay>, StoreError>;
+
+    /// Revenue per active and paying player, and conversion, over the whole of `range`.
+    async fn monetisation(&self, game: &GameId, range: DateRange)
+        -> Result<crate::retention::Monetisation, StoreError>;
+}

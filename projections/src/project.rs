@@ -14,10 +14,13 @@ pub fn changes(projection: ProjectionName, events: &[ProcessedEvent]) -> ChangeS
         ProjectionName::Sessions => sessions(events),
         ProjectionName::Revenue => revenue(events),
         ProjectionName::Funnel => funnel(events),
+        ProjectionName::Leaderboards => crate::leaderboard::changes(events),
+        // Retention keeps its own copy of the active days, next to the first-seen cohorts.
+        ProjectionName::Retention => activity(events),
     }
 }
 
-fn erased(events: &[ProcessedEvent]) -> Vec<(GameId, PlayerId)> {
+pub(crate) fn erased(events: &[ProcessedEvent]) -> Vec<(GameId, PlayerId)> {
     events
         .iter()
         .filter(|e| matches!(e.body, ProcessedBody::PlayerErased { .. }))
@@ -27,7 +30,7 @@ fn erased(events: &[ProcessedEvent]) -> Vec<(GameId, PlayerId)> {
 
 /// Events of the batch, cut at each erasure: rows of a player are only built from what came
 /// after the player's last erasure in the batch (what came before is erased with it).
-fn after_last_erasure(events: &[ProcessedEvent]) -> Vec<&ProcessedEvent> {
+pub(crate) fn after_last_erasure(events: &[ProcessedEvent]) -> Vec<&ProcessedEvent> {
     let mut last_erasure: BTreeMap<(&GameId, &PlayerId), usize> = BTreeMap::new();
     for (i, e) in events.iter().enumerate() {
         if matches!(e.body, ProcessedBody::PlayerErased { .. }) {
@@ -42,7 +45,7 @@ fn after_last_erasure(events: &[ProcessedEvent]) -> Vec<&ProcessedEvent> {
         .collect()
 }
 
-fn player_events(
+pub(crate) fn player_events(
     events: &[ProcessedEvent],
 ) -> impl Iterator<Item = (&ProcessedEvent, &EventBody, &gm_schemas::Derived)> {
     events.iter().filter_map(|e| match &e.body {

@@ -1,0 +1,422 @@
+//! Tables and queries of the leaderboard and retention projections, and the monetisation
+//! summary (over the daily-activity and revenue tables).
+//!
+//! | projection | tables |
+//! |---|---|
+//! | leaderboards | `leaderboard_scores` (best score per game, board, period, period start, player) |
+//! | retention | `cohort_players` (first day per player), `cohort_days` (player-days) |
+//!
+//! Erasure: leaderboard rows of the player are deleted; in the retention tables the
+//! player's id becomes one fresh pseudonym in both tables, so cohort sizes and retention
+//! stay right.
+
+use super::{day_text, parse_day, store_err, u, SqliteStore, Table};
+use crate::sql::{insert_rows, to_i64, V};
+use async_trait::async_trait;
+use gm_ports::StoreError;
+use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, PlayerStanding};
+use gm_projections::model::{erased_pseudonym, ChangeSet, DateRange};
+use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
+use gm_projections::GameQueries;
+use gm_schemas::{GameId, PlayerId};
+use sqlx::{Row, SqliteConnection};
+use std::collections::{BTreeMap, HashMap};
+
+pub(super) const LEADERBOARD_SCORES: Table = Table {
+    name: "leaderboard_scores",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        board TEXT NOT NULL,
+        period TEXT NOT NULL,
+        period_start TEXT NOT NULL,
+        player_id TEXT NOT NULL,
+        score INTEGER NOT NULL,
+        PRIMARY KEY (game_id, board, period, period_start, player_id)
+    ) WITHOUT ROWID",
+    indexes: &[
+        "CREATE INDEX IF NOT EXISTS {t}_by_score ON {t} (game_id, board, period, period_start, score, player_id)",
+        "CREATE INDEX IF NOT EXISTS {t}_by_player ON {t} (game_id, player_id)",
+    ],
+};
+pub(super) const COHORT_PLAYERS: Table = Table {
+    name: "cohort_players",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        player_id TEXT NOT NULL,
+        first_day TEXT NOT NULL,
+        PRIMARY KEY (game_id, player_id)
+    ) WITHOUT ROWID",
+    indexes: &["CREATE INDEX IF NOT EXISTS {t}_by_day ON {t} (game_id, first_day)"],
+};
+pub(super) const COHORT_DAYS: Table = Table {
+    name: "cohort_days",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        player_id TEXT NOT NULL,
+        PRIMARY KEY (game_id, day, player_id)
+    ) WITHOUT ROWID",
+    indexes: &["CREATE INDEX IF NOT EXISTS {t}_by_player ON {t} (game_id, player_id)"],
+};
+
+pub(super) async fn apply_leaderboards(
+    conn: &mut SqliteConnection,
+    table: &str,
+    c: &ChangeSet,
+) -> Result<(), sqlx::Error> {
+    for (game, player) in &c.erased {
+        sqlx::query(&format!("DELETE FROM {table} WHERE game_id = ? AND player_id = ?"))
+            .bind(game.as_str())
+            .bind(player.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    if c.scores.is_empty() {
+        return Ok(());
+    }
+    let rows = c
+        .scores
+        .iter()
+        .map(|s| {
+            vec![
+                V::T(s.game_id.to_string()),
+                V::T(s.board.clone()),
+                V::T(s.period.as_str().to_string()),
+                V::T(day_text(s.period_start)),
+                V::T(s.player_id.to_string()),
+                V::I(s.score),
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        &format!("INSERT INTO {table} (game_id, board, period, period_start, player_id, score) VALUES"),
+        "ON CONFLICT (game_id, board, period, period_start, player_id) DO UPDATE SET
+         score = max(score, excluded.score)",
+        6,
+        rows,
+    )
+    .await
+}
+
+pub(super) async fn apply_retention(
+    conn: &mut SqliteConnection,
+    players: &str,
+    days: &str,
+    c: &ChangeSet,
+) -> Result<(), sqlx::Error> {
+    for (game, player) in &c.erased {
+        let pseudonym = erased_pseudonym();
+        for table in [players, days] {
+            sqlx::query(&format!("UPDATE {table} SET player_id = ? WHERE game_id = ? AND player_id = ?"))
+                .bind(&pseudonym)
+                .bind(game.as_str())
+                .bind(player.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    if c.active_days.is_empty() {
+        return Ok(());
+    }
+    let mut first: BTreeMap<(&str, &str), chrono::NaiveDate> = BTreeMap::new();
+    for d in &c.active_days {
+        let slot = first.entry((d.game_id.as_str(), d.player_id.as_str())).or_insert(d.day);
+        *slot = (*slot).min(d.day);
+    }
+    let rows = first
+        .iter()
+        .map(|((g, p), day)| vec![V::T(g.to_string()), V::T(p.to_string()), V::T(day_text(*day))])
+        .collect();
+    insert_rows(
+        conn,
+        &format!("INSERT INTO {players} (game_id, player_id, first_day) VALUES"),
+        "ON CONFLICT (game_id, player_id) DO UPDATE SET first_day = min(first_day, excluded.first_day)",
+        3,
+        rows,
+    )
+    .await?;
+    let rows = c
+        .active_days
+        .iter()
+        .map(|d| vec![V::T(d.game_id.to_string()), V::T(day_text(d.day)), V::T(d.player_id.to_string())])
+        .collect();
+    insert_rows(conn, &format!("INSERT OR IGNORE INTO {days} (game_id, day, player_id) VALUES"), "", 3, rows).await
+}
+
+/// The WHERE clause selecting one board and period (5 binds: game, board, period, start).
+const BOARD: &str = "game_id = ? AND board = ? AND period = ? AND period_start = ?";
+
+fn bind_board<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    b: &BoardPeriod,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(b.game_id.to_string()).bind(b.board.clone()).bind(b.period.as_str()).bind(day_text(b.start))
+}
+
+impl SqliteStore {
+    /// Rows at 0-based positions `offset..offset + limit` (score desc, player id desc), ranked.
+    async fn board_rows(&self, b: &BoardPeriod, offset: u64, limit: u64) -> Result<Vec<LeaderboardEntry>, StoreError> {
+        let sql = format!(
+            "SELECT s.player_id, s.score,
+                 (SELECT COUNT(*) FROM leaderboard_scores h WHERE h.{} AND h.score > s.score)
+             FROM leaderboard_scores s WHERE s.{}
+             ORDER BY s.score DESC, s.player_id DESC LIMIT ? OFFSET ?",
+            BOARD.replace(" AND ", " AND h."),
+            BOARD.replace(" AND ", " AND s."),
+        );
+        let q = bind_board(bind_board(sqlx::query(&sql), b), b).bind(to_i64(limit)).bind(to_i64(offset));
+        let rows = q.fetch_all(&self.inner.reads).await.map_err(store_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LeaderboardEntry {
+                    rank: u(r, 2)? + 1,
+                    player_id: r.try_get(0).map_err(store_err)?,
+                    score: r.try_get(1).map_err(store_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn board_total(&self, b: &BoardPeriod) -> Result<u64, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM leaderboard_scores WHERE {BOARD}");
+        let n: i64 = bind_board(sqlx::query(&sql), b)
+            .fetch_one(&self.inner.reads)
+            .await
+            .map_err(store_err)?
+            .try_get(0)
+            .map_err(store_err)?;
+        Ok(crate::sql::to_u64(n))
+    }
+}
+
+#[async_trait]
+impl GameQueries for SqliteStore {
+    async fn leaderboard(&self, b: &BoardPeriod, offset: u64, limit: u64) -> Result<LeaderboardPage, StoreError> {
+        Ok(LeaderboardPage { total: self.board_total(b).await?, entries: self.board_rows(b, offset, limit).await? })
+    }
+
+    async fn leaderboard_player(
+        &self,
+        b: &BoardPeriod,
+        player: &PlayerId,
+        neighbours: u64,
+    ) -> Result<Option<PlayerStanding>, StoreError> {
+        let sql = format!("SELECT score FROM leaderboard_scores WHERE {BOARD} AND player_id = ?");
+        let Some(row) = bind_board(sqlx::query(&sql), b)
+            .bind(player.as_str())
+            .fetch_optional(&self.inner.reads)
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        let score: i64 = row.try_get(0).map_err(store_err)?;
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM leaderboard_scores WHERE {BOARD} AND score > ?1),
+                    (SELECT COUNT(*) FROM leaderboard_scores WHERE {BOARD} AND score = ?1 AND player_id > ?2)"
+        )
+        .replace("?1", "?")
+        .replace("?2", "?");
+        let row = bind_board(bind_board(sqlx::query(&sql), b).bind(score), b)
+            .bind(score)
+            .bind(player.as_str())
+            .fetch_one(&self.inner.reads)
+            .await
+            .map_err(store_err)?;
+        let (higher, position) = (u(&row, 0)?, u(&row, 0)? + u(&row, 1)?);
+        let from = position.saturating_sub(neighbours);
+        let around = self.board_rows(b, from, position - from + neighbours + 1).await?;
+        Ok(Some(PlayerStanding {
+            total: self.board_total(b).await?,
+            entry: LeaderboardEntry { rank: higher + 1, player_id: player.to_string(), score },
+            around,
+        }))
+    }
+
+    async fn leaderboard_scores(&self, b: &BoardPeriod) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = format!("SELECT player_id, score FROM leaderboard_scores WHERE {BOARD}");
+        let rows = bind_board(sqlx::query(&sql), b).fetch_all(&self.inner.reads).await.map_err(store_err)?;
+        rows.iter().map(|r| Ok((r.try_get(0).map_err(store_err)?, r.try_get(1).map_err(store_err)?))).collect()
+    }
+
+    async fn retention(&self, game: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
+        let retained = |n: i64| {
+            format!(
+                "SUM(EXISTS (SELECT 1 FROM cohort_days d WHERE d.game_id = c.game_id
+                     AND d.day = date(c.first_day, '+{n} day') AND d.player_id = c.player_id))"
+            )
+        };
+        let sql = format!(
+            "SELECT c.first_day, COUNT(*), {}, {}, {} FROM cohort_players c
+             WHERE c.game_id = ? AND c.first_day BETWEEN ? AND ? GROUP BY c.first_day",
+            retained(1),
+            retained(7),
+            retained(30)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(game.as_str())
+            .bind(day_text(range.from()))
+            .bind(day_text(range.to()))
+            .fetch_all(&self.inner.reads)
+            .await
+            .map_err(store_err)?;
+        let mut by_day = HashMap::new();
+        for r in &rows {
+            let day = parse_day(&r.try_get::<String, _>(0).map_err(store_err)?)?;
+            by_day.insert(day, RetentionCohort::new(day, u(r, 1)?, u(r, 2)?, u(r, 3)?, u(r, 4)?));
+        }
+        Ok(range.days().map(|d| by_day.remove(&d).unwrap_or_else(|| RetentionCohort::new(d, 0, 0, 0, 0))).collect())
+    }
+
+    async fn new_returning(&self, game: &GameId, range: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.day, COUNT(*), SUM(c.first_day = d.day) FROM cohort_days d
+             JOIN cohort_players c ON c.game_id = d.game_id AND c.player_id = d.player_id
+             WHERE d.game_id = ? AND d.day BETWEEN ? AND ? GROUP BY d.day",
+        )
+        .bind(game.as_str())
+        .bind(day_text(range.from()))
+        .bind(day_text(range.to()))
+        .fetch_all(&self.inner.reads)
+        .await
+        .map_err(store_err)?;
+        let mut by_day = HashMap::new();
+        for r in &rows {
+            let day = parse_day(&r.try_get::<String, _>(0).map_err(store_err)?)?;
+            by_day.insert(day, (u(r, 1)?, u(r, 2)?));
+        }
+        Ok(range
+            .days()
+            .map(|day| {
+                let (active, new_players) = by_day.get(&day).copied().unwrap_or((0, 0));
+                NewReturningDay { day, active, new_players, returning_players: active - new_players }
+            })
+            .collect())
+    }
+
+    async fn monetisation(&self, game: &GameId, range: DateRange) -> Result<Monetisation, StoreError> {
+        let (from, to) = (day_text(range.from()), day_text(range.to()));
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(DISTINCT player_id) FROM player_days WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3),
+                    (SELECT COUNT(*) FROM player_days WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3),
+                    (SELECT COUNT(DISTINCT player_id) FROM payer_days WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3)",
+        )
+        .bind(game.as_str())
+        .bind(&from)
+        .bind(&to)
+        .fetch_one(&self.inner.reads)
+        .await
+        .map_err(store_err)?;
+        let revenue = sqlx::query(
+            "SELECT currency, SUM(amount_minor), SUM(purchases) FROM revenue_days
+             WHERE game_id = ? AND day BETWEEN ? AND ? GROUP BY currency ORDER BY currency",
+        )
+        .bind(game.as_str())
+        .bind(&from)
+        .bind(&to)
+        .fetch_all(&self.inner.reads)
+        .await
+        .map_err(store_err)?;
+        let revenue = revenue
+            .iter()
+            .map(|r| Ok((r.try_get(0).map_err(store_err)?, r.try_get(1).map_err(store_err)?, u(r, 2)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Monetisation::new(u(&row, 0)?, u(&row, 1)?, u(&row, 2)?, revenue))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gm_projections::leaderboard::{Period, ScoreEntry};
+    use gm_projections::model::{PlayerDay, ProjectionName, Target};
+    use gm_projections::ReadModelStore;
+
+    fn game() -> GameId {
+        GameId::parse("space-race").unwrap()
+    }
+    fn day(n: u32) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2024, 1, n).unwrap()
+    }
+    fn board() -> BoardPeriod {
+        BoardPeriod { game_id: game(), board: "main".into(), period: Period::Daily, start: day(1) }
+    }
+    fn entry(p: &str, score: i64) -> ScoreEntry {
+        ScoreEntry {
+            game_id: game(),
+            board: "main".into(),
+            period: Period::Daily,
+            period_start: day(1),
+            player_id: PlayerId::parse(p).unwrap(),
+            score,
+        }
+    }
+    fn active(p: &str, d: u32) -> PlayerDay {
+        PlayerDay { game_id: game(), day: day(d), player_id: PlayerId::parse(p).unwrap() }
+    }
+
+    #[tokio::test]
+    async fn leaderboard_keeps_the_best_score_and_an_erased_player_disappears() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db")).await.unwrap();
+        let lb = ProjectionName::Leaderboards;
+        let first = ChangeSet { scores: vec![entry("a", 10), entry("b", 30), entry("c", 20)], ..Default::default() };
+        store.apply(Target::Live, lb, 0, None, 1, &first).await.unwrap();
+        let second = ChangeSet { scores: vec![entry("a", 40), entry("b", 5)], ..Default::default() };
+        store.apply(Target::Live, lb, 0, Some(1), 2, &second).await.unwrap();
+        let page = store.leaderboard(&board(), 0, 10).await.unwrap();
+        let got: Vec<(u64, &str, i64)> = page.entries.iter().map(|e| (e.rank, e.player_id.as_str(), e.score)).collect();
+        assert_eq!(got, vec![(1, "a", 40), (2, "b", 30), (3, "c", 20)], "a lower score does not replace a best");
+        let b = PlayerId::parse("b").unwrap();
+        let standing = store.leaderboard_player(&board(), &b, 1).await.unwrap().unwrap();
+        assert_eq!((standing.entry.rank, standing.around.len()), (2, 3));
+
+        let erase = ChangeSet { erased: vec![(game(), b.clone())], ..Default::default() };
+        store.apply(Target::Live, lb, 0, Some(2), 3, &erase).await.unwrap();
+        let page = store.leaderboard(&board(), 0, 10).await.unwrap();
+        assert_eq!(page.total, 2);
+        assert!(page.entries.iter().all(|e| e.player_id != "b"));
+        assert_eq!(page.entries[1].rank, 2, "ranks close up");
+        assert_eq!(store.leaderboard_player(&board(), &b, 1).await.unwrap(), None);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leaderboard_scores WHERE player_id = 'b'")
+            .fetch_one(&store.inner.reads)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[tokio::test]
+    async fn retention_follows_the_earliest_day_and_survives_erasure_anonymised() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db")).await.unwrap();
+        let r = ProjectionName::Retention;
+        // p1 is seen on day 3 first; a late event moves its cohort to day 2 (then day 3 is D1).
+        let batch =
+            ChangeSet { active_days: vec![active("p1", 3), active("p2", 2), active("p2", 9)], ..Default::default() };
+        store.apply(Target::Live, r, 0, None, 1, &batch).await.unwrap();
+        let late = ChangeSet { active_days: vec![active("p1", 2)], ..Default::default() };
+        store.apply(Target::Live, r, 0, Some(1), 2, &late).await.unwrap();
+        let range = DateRange::parse(day(1), day(3)).unwrap();
+        let cohorts = store.retention(&game(), range).await.unwrap();
+        let got: Vec<(u64, u64, u64)> = cohorts.iter().map(|c| (c.players, c.d1, c.d7)).collect();
+        assert_eq!(got, vec![(0, 0, 0), (2, 1, 1), (0, 0, 0)]);
+        let before = (cohorts, store.new_returning(&game(), DateRange::parse(day(1), day(9)).unwrap()).await.unwrap());
+
+        let erase = ChangeSet { erased: vec![(game(), PlayerId::parse("p1").unwrap())], ..Default::default() };
+        store.apply(Target::Live, r, 0, Some(2), 3, &erase).await.unwrap();
+        let after = (
+            store.retention(&game(), range).await.unwrap(),
+            store.new_returning(&game(), DateRange::parse(day(1), day(9)).unwrap()).await.unwrap(),
+        );
+        assert_eq!(after, before, "figures stay right after erasure");
+        for table in ["cohort_players", "cohort_days"] {
+            let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT DISTINCT player_id FROM {table}"))
+                .fetch_all(&store.inner.reads)
+                .await
+                .unwrap();
+            assert!(!ids.iter().any(|i| i == "p1"), "{table}: {ids:?}");
+            assert_eq!(ids.iter().filter(|i| i.starts_with("erased-")).count(), 1, "one pseudonym: {ids:?}");
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Leaderboards, retention, new vs returning players and the monetisation summary.
+//! Lists are paginated (`offset`, `limit`); date ranges are validated like the other
+//! analytics (400 with a reason when reversed, too wide or malformed).
+
+use crate::auth::{authorize, Action};
+use crate::error::{ErrorBody, GatewayError};
+use crate::queries::RangeParams;
+use crate::{within, AppState};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{NaiveDate, Utc};
+use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, Period, PlayerStanding};
+use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
+use gm_projections::{DateRange, GameQueries};
+use gm_schemas::{GameId, Name, PlayerId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+
+/// Longest page of a leaderboard.
+pub const MAX_LIMIT: u64 = 1_000;
+/// Deepest offset into a leaderboard (deeper pages cost a scan; use a player's standing).
+pub const MAX_OFFSET: u64 = 100_000;
+pub const MAX_NEIGHBOURS: u64 = 50;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BoardParams {
+    /// `daily`, `weekly` (ISO weeks, from Monday 00:00 UTC) or `all_time` (default `daily`).
+    pub period: Option<String>,
+    /// A UTC day inside the period wanted, `YYYY-MM-DD` (default: today, UTC).
+    pub at: Option<String>,
+    /// Players to skip, 0..=100000 (default 0).
+    pub offset: Option<u64>,
+    /// Players to return, 1..=1000 (default 10).
+    pub limit: Option<u64>,
+    /// For a player's standing: players shown above and below, 0..=50 (default 5).
+    pub neighbours: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaderboardResponse {
+    pub game_id: String,
+    pub board: String,
+    pub period: Period,
+    /// First UTC day of the period.
+    pub period_start: NaiveDate,
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+    /// Best first; ties share a rank and are ordered by player id, descending.
+    pub entries: Vec<LeaderboardEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StandingResponse {
+    pub game_id: String,
+    pub board: String,
+    pub period: Period,
+    pub period_start: NaiveDate,
+    #[serde(flatten)]
+    pub standing: PlayerStanding,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetentionResponse {
+    pub game_id: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// One cohort per day of the range.
+    pub cohorts: Vec<RetentionCohort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NewReturningResponse {
+    pub game_id: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub days: Vec<NewReturningDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MonetisationResponse {
+    pub game_id: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    #[serde(flatten)]
+    pub summary: Monetisation,
+}
+
+fn games(state: &AppState) -> Result<&Arc<dyn GameQueries>, GatewayError> {
+    state
+        .games
+        .as_ref()
+        .ok_or_else(|| GatewayError::Unavailable("leaderboard and retention read models are not configured".into()))
+}
+
+fn authorized_game(req: &HttpRequest, state: &AppState, raw: &str, player: bool) -> Result<GameId, GatewayError> {
+    let principal = state.auth.authenticate(req.headers())?;
+    let game = GameId::parse(raw).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+    let action = if player { Action::ReadPlayer(&game) } else { Action::ReadAnalytics(&game) };
+    authorize(&principal, action)?;
+    Ok(game)
+}
+
+fn in_bounds(name: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, GatewayError> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(GatewayError::InvalidInput(format!("{name}: {v} is out of range {min}..={max}")));
+    }
+    Ok(v)
+}
+
+fn board_period(game: GameId, raw_board: &str, params: &BoardParams) -> Result<BoardPeriod, GatewayError> {
+    let board = Name::parse(raw_board).map_err(|e| GatewayError::InvalidInput(format!("board: {e}")))?;
+    let period = match params.period.as_deref() {
+        None => Period::Daily,
+        Some(p) => Period::parse(p).ok_or_else(|| {
+            GatewayError::InvalidInput(format!("period: '{p}' is not one of daily, weekly, all_time"))
+        })?,
+    };
+    let at = match params.at.as_deref() {
+        None => Utc::now().date_naive(),
+        Some(raw) => NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .map_err(|e| GatewayError::InvalidInput(format!("at: '{raw}' is not a date YYYY-MM-DD: {e}")))?,
+    };
+    Ok(BoardPeriod { game_id: game, board: board.to_string(), period, start: period.start(at) })
+}
+
+fn range(params: &RangeParams) -> Result<DateRange, GatewayError> {
+    crate::queries::parse_range(params)
+}
+
+/// A page of a leaderboard, best first.
+#[utoipa::path(
+    get,
+    path = "/v1/leaderboards/{game_id}/{board}",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), ("board" = String, Path, description = "The board (the `board` of score events)"), BoardParams),
+    responses(
+        (status = 200, description = "The page", body = LeaderboardResponse),
+        (status = 400, description = "Invalid game, board, period, day, offset or limit", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = ["analyst", "admin"]))
+)]
+pub async fn leaderboard(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    params: web::Query<BoardParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let (raw_game, raw_board) = path.into_inner();
+        let game = authorized_game(&req, &state, &raw_game, false)?;
+        let b = board_period(game, &raw_board, &params)?;
+        let offset = in_bounds("offset", params.offset, 0, 0, MAX_OFFSET)?;
+        let limit = in_bounds("limit", params.limit, 10, 1, MAX_LIMIT)?;
+        let page = games(&state)?.leaderboard(&b, offset, limit).await?;
+        Ok(HttpResponse::Ok().json(LeaderboardResponse {
+            game_id: b.game_id.to_string(),
+            board: b.board,
+            period: b.period,
+            period_start: b.start,
+            total: page.total,
+            offset,
+            limit,
+            entries: page.entries,
+        }))
+    })
+    .await
+}
+
+/// A player's rank and score on a board, with the players around them.
+#[utoipa::path(
+    get,
+    path = "/v1/leaderboards/{game_id}/{board}/players/{player_id}",
+    tag = "queries",
+    params(
+        ("game_id" = String, Path, description = "The game"),
+        ("board" = String, Path, description = "The board"),
+        ("player_id" = String, Path, description = "The player"),
+        BoardParams
+    ),
+    responses(
+        (status = 200, description = "The player's standing", body = StandingResponse),
+        (status = 400, description = "Invalid game, board, player, period, day or neighbours", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 404, description = "The player has no score on this board in this period", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = ["analyst", "admin"]))
+)]
+pub async fn standing(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    params: web::Query<BoardParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let (raw_game, raw_board, raw_player) = path.into_inner();
+        let game = authorized_game(&req, &state, &raw_game, true)?;
+        let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let b = board_period(game, &raw_board, &params)?;
+        let neighbours = in_bounds("neighbours", params.neighbours, 5, 0, MAX_NEIGHBOURS)?;
+        let Some(standing) = games(&state)?.leaderboard_player(&b, &player, neighbours).await? else {
+            return Err(GatewayError::NotFound(format!(
+                "player '{player}' has no {} score on board '{}' from {}",
+                b.period, b.board, b.start
+            )));
+        };
+        Ok(HttpResponse::Ok().json(StandingResponse {
+            game_id: b.game_id.to_string(),
+            board: b.board,
+            period: b.period,
+            period_start: b.start,
+            standing,
+        }))
+    })
+    .await
+}
+
+/// D1, D7 and D30 retention of the first-seen cohort of each day.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/{game_id}/retention",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), RangeParams),
+    responses(
+        (status = 200, description = "One cohort per day: players first seen that UTC day and how many came back on day 1, 7 and 30", body = RetentionResponse),
+        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = ["analyst", "admin"]))
+)]
+pub async fn retention(
+    req: HttpRequest,
+    path: web::Path<String>,
+    params: web::Query<RangeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let game = authorized_game(&req, &state, &path, false)?;
+        let range = range(&params)?;
+        let cohorts = games(&state)?.retention(&game, range).await?;
+        Ok(HttpResponse::Ok().json(RetentionResponse {
+            game_id: game.to_string(),
+            from: range.from(),
+            to: range.to(),
+            cohorts,
+        }))
+    })
+    .await
+}
+
+/// New (first seen that day) and returning players, per day.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/{game_id}/new-returning",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), RangeParams),
+    responses(
+        (status = 200, description = "Active, new and returning players per day", body = NewReturningResponse),
+        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = ["analyst", "admin"]))
+)]
+pub async fn new_returning(
+    req: HttpRequest,
+    path: web::Path<String>,
+    params: web::Query<RangeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let game = authorized_game(&req, &state, &path, false)?;
+        let range = range(&params)?;
+        let days = games(&state)?.new_returning(&game, range).await?;
+        Ok(HttpResponse::Ok().json(NewReturningResponse {
+            game_id: game.to_string(),
+            from: range.from(),
+            to: range.to(),
+            days,
+        }))
+    })
+    .await
+}
+
+/// Revenue per daily active user and per payer, and conversion to payer, over a range.
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/{game_id}/monetisation",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), RangeParams),
+    responses(
+        (status = 200, description = "ARPDAU and ARPPU per currency, payers and conversion over the whole range", body = MonetisationResponse),
+        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = ["analyst", "admin"]))
+)]
+pub async fn monetisation(
+    req: HttpRequest,
+    path: web::Path<String>,
+    params: web::Query<RangeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let game = authorized_game(&req, &state, &path, false)?;
+        let range = range(&params)?;
+        let summary = games(&state)?.monetisation(&game, range).await?;
+        Ok(HttpResponse::Ok().json(MonetisationResponse {
+            game_id: game.to_string(),
+            from: range.from(),
+            to: range.to(),
+            summary,
+        }))
+    })
+    .await
+}

@@ -1,0 +1,254 @@
+//! Leaderboards: the best score of each player per game, board and UTC period (day, ISO
+//! week starting Monday, all time). A period is chosen by the event's (skew-corrected)
+//! time, so a board really starts empty at 00:00 UTC (daily) and Monday 00:00 UTC (weekly).
+//!
+//! Ranking is competition ranking ("1224"): a player's rank is 1 + the number of players
+//! with a strictly higher score, so ties share a rank whatever store answers. Within a tie,
+//! lists are ordered by player id descending — the order of a Redis sorted set read in
+//! reverse — so the database and the cache list the same page.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use gm_schemas::{GameId, PlayerId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use utoipa::ToSchema;
+
+/// A leaderboard period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Daily,
+    Weekly,
+    AllTime,
+}
+
+/// The start of the all-time period (a fixed day, so every period has a start day).
+pub const ALL_TIME_START: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 1) {
+    Some(d) => d,
+    None => panic!("valid date"),
+};
+
+impl Period {
+    pub const ALL: [Period; 3] = [Self::Daily, Self::Weekly, Self::AllTime];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Daily => "daily",
+            Self::Weekly => "weekly",
+            Self::AllTime => "all_time",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The first UTC day of the period that contains `day`.
+    pub fn start(&self, day: NaiveDate) -> NaiveDate {
+        match self {
+            Self::Daily => day,
+            Self::Weekly => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+            Self::AllTime => ALL_TIME_START,
+        }
+    }
+
+    /// The first UTC day of the period that contains the instant `t`.
+    pub fn start_of(&self, t: DateTime<Utc>) -> NaiveDate {
+        self.start(t.date_naive())
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One board of one period: what a sorted set in the cache holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BoardPeriod {
+    pub game_id: GameId,
+    pub board: String,
+    pub period: Period,
+    pub start: NaiveDate,
+}
+
+/// A player's best score of a batch in one board and period (the store keeps the maximum).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreEntry {
+    pub game_id: GameId,
+    pub board: String,
+    pub period: Period,
+    pub period_start: NaiveDate,
+    pub player_id: PlayerId,
+    pub score: i64,
+}
+
+impl ScoreEntry {
+    pub fn board_period(&self) -> BoardPeriod {
+        BoardPeriod {
+            game_id: self.game_id.clone(),
+            board: self.board.clone(),
+            period: self.period,
+            start: self.period_start,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaderboardEntry {
+    /// 1 + the number of players with a strictly higher score (ties share a rank).
+    pub rank: u64,
+    pub player_id: String,
+    pub score: i64,
+}
+
+/// A page of a board, best first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaderboardPage {
+    /// Players on the board in this period.
+    pub total: u64,
+    pub entries: Vec<LeaderboardEntry>,
+}
+
+/// A player's place on a board, with the players just above and below.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlayerStanding {
+    pub total: u64,
+    pub entry: LeaderboardEntry,
+    /// Up to `neighbours` players above and below, best first, the player included.
+    pub around: Vec<LeaderboardEntry>,
+}
+
+/// Ranks rows (any order); `higher(score)` counts the players strictly above a score.
+pub fn rank_list(rows: Vec<(String, i64)>, higher: impl Fn(i64) -> u64) -> Vec<LeaderboardEntry> {
+    rows.into_iter().map(|(player_id, score)| LeaderboardEntry { rank: higher(score) + 1, player_id, score }).collect()
+}
+
+/// The leaderboards' change set: each player's best score of the batch per board and
+/// period. Scores from before a player's erasure in the batch are not used.
+pub(crate) fn changes(events: &[gm_schemas::ProcessedEvent]) -> crate::model::ChangeSet {
+    use gm_schemas::events::EventBody;
+    use std::collections::BTreeMap;
+    let kept: Vec<gm_schemas::ProcessedEvent> =
+        crate::project::after_last_erasure(events).into_iter().cloned().collect();
+    let mut best: BTreeMap<(BoardPeriod, PlayerId), i64> = BTreeMap::new();
+    for (e, body, _) in crate::project::player_events(&kept) {
+        let EventBody::Score(s) = body else { continue };
+        for period in Period::ALL {
+            let key = BoardPeriod {
+                game_id: e.game_id.clone(),
+                board: s.board.to_string(),
+                period,
+                start: period.start_of(e.timestamp),
+            };
+            let slot = best.entry((key, e.player_id.clone())).or_insert(s.value);
+            *slot = (*slot).max(s.value);
+        }
+    }
+    crate::model::ChangeSet {
+        scores: best
+            .into_iter()
+            .map(|((b, player_id), score)| ScoreEntry {
+                game_id: b.game_id,
+                board: b.board,
+                period: b.period,
+                period_start: b.start,
+                player_id,
+                score,
+            })
+            .collect(),
+        erased: crate::project::erased(events),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn periods_start_at_utc_midnight_and_monday() {
+        // 2024-03-10 is a Sunday, 2024-03-11 a Monday.
+        assert_eq!(Period::Daily.start(d("2024-03-10")), d("2024-03-10"));
+        assert_eq!(Period::Weekly.start(d("2024-03-10")), d("2024-03-04"));
+        assert_eq!(Period::Weekly.start(d("2024-03-11")), d("2024-03-11"));
+        assert_eq!(Period::Weekly.start(d("2024-03-17")), d("2024-03-11"));
+        assert_eq!(Period::AllTime.start(d("2024-03-17")), ALL_TIME_START);
+        let before = "2024-03-10T23:59:59.999Z".parse::<DateTime<Utc>>().unwrap();
+        let after = "2024-03-11T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_ne!(Period::Daily.start_of(before), Period::Daily.start_of(after));
+        assert_ne!(Period::Weekly.start_of(before), Period::Weekly.start_of(after));
+        assert_eq!(Period::AllTime.start_of(before), Period::AllTime.start_of(after));
+        for p in Period::ALL {
+            assert_eq!(Period::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Period::parse("monthly"), None);
+    }
+
+    #[test]
+    fn ties_share_a_rank() {
+        let rows: Vec<(String, i64)> =
+            [("a", 50), ("c", 40), ("b", 40), ("d", 10)].iter().map(|(p, s)| (p.to_string(), *s)).collect();
+        let ranks: Vec<u64> = rank_list(rows, |s| [50, 40, 40, 10].iter().filter(|x| **x > s).count() as u64)
+            .iter()
+            .map(|e| e.rank)
+            .collect();
+        assert_eq!(ranks, vec![1, 2, 2, 4]);
+    }
+
+    fn score_event(player: &str, seq: u64, t: &str, value: i64) -> gm_schemas::ProcessedEvent {
+        use gm_schemas::events::{EventBody, Score};
+        let t: DateTime<Utc> = t.parse().unwrap();
+        gm_schemas::ProcessedEvent {
+            game_id: GameId::parse("g").unwrap(),
+            player_id: PlayerId::parse(player).unwrap(),
+            seq,
+            event_id: uuid::Uuid::from_u128(u128::from(seq)),
+            timestamp: t,
+            received_at: t,
+            body: gm_schemas::ProcessedBody::Event {
+                event: EventBody::Score(Score { board: gm_schemas::Name::parse("main").unwrap(), value }),
+                derived: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_each_players_best_per_period_and_drops_scores_before_an_erasure() {
+        let mut events = vec![
+            score_event("a", 1, "2024-03-10T23:59:59Z", 50),
+            score_event("a", 2, "2024-03-11T00:00:00Z", 20),
+            score_event("a", 3, "2024-03-11T10:00:00Z", 30),
+            score_event("b", 1, "2024-03-11T10:00:00Z", 99),
+        ];
+        let mut erasure = score_event("b", 2, "2024-03-11T11:00:00Z", 0);
+        erasure.body = gm_schemas::ProcessedBody::PlayerErased {
+            erasure_id: uuid::Uuid::from_u128(7),
+            requested_at: erasure.timestamp,
+        };
+        events.push(erasure);
+        events.push(score_event("b", 3, "2024-03-11T12:00:00Z", 5));
+        let c = changes(&events);
+        let got: Vec<(&str, Period, String, i64)> =
+            c.scores.iter().map(|s| (s.player_id.as_str(), s.period, s.period_start.to_string(), s.score)).collect();
+        let want = vec![
+            ("a", Period::Daily, "2024-03-10".to_string(), 50),
+            ("a", Period::Daily, "2024-03-11".to_string(), 30),
+            ("b", Period::Daily, "2024-03-11".to_string(), 5),
+            ("a", Period::Weekly, "2024-03-04".to_string(), 50),
+            ("a", Period::Weekly, "2024-03-11".to_string(), 30),
+            ("b", Period::Weekly, "2024-03-11".to_string(), 5),
+            ("a", Period::AllTime, "1970-01-01".to_string(), 50),
+            ("b", Period::AllTime, "1970-01-01".to_string(), 5),
+        ];
+        let mut got_sorted = got.clone();
+        got_sorted.sort_by(|x, y| (x.1, &x.2, x.0).cmp(&(y.1, &y.2, y.0)));
+        assert_eq!(got_sorted, want, "b's 99 came before the erasure and is not used");
+        assert_eq!(c.erased.len(), 1);
+    }
+}
