@@ -113,6 +113,14 @@ for k in by_kind.get("Kafka", []):
     if "entityOperator" in k["spec"]:
         pods.append((key(k) + " entity operator", {"strimzi.io/cluster": c, "strimzi.io/kind": "Kafka",
                                                     "strimzi.io/name": f"{c}-entity-operator"}, [], {}))
+    if "kafkaExporter" in k["spec"]:
+        pods.append((key(k) + " kafka exporter", {"strimzi.io/cluster": c, "strimzi.io/kind": "Kafka",
+                                                   "strimzi.io/name": f"{c}-kafka-exporter"},
+                     [{"name": "kafka-exporter", "ports": [{"name": "tcp-prometheus", "containerPort": 9404}]}], {}))
+# Pods the Prometheus Operator makes for an Alertmanager: its podMetadata labels.
+for a in by_kind.get("Alertmanager", []):
+    pods.append((key(a), dict((a["spec"].get("podMetadata") or {}).get("labels") or {}),
+                 [{"name": "alertmanager", "ports": [{"name": "web", "containerPort": 9093}]}], {}))
 for c in by_kind.get("Cluster", []):
     if c["apiVersion"].startswith("postgresql.cnpg.io"):
         pods.append((key(c), {"cnpg.io/cluster": c["metadata"]["name"], "cnpg.io/podRole": "instance"},
