@@ -45,6 +45,12 @@ pub struct Backends {
 
 impl Backends {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        Self::open_instrumented(config, None).await
+    }
+
+    /// Like [`open`](Self::open), with the Kafka clients and the query cache reporting into
+    /// `metrics` (the roles' registry).
+    pub async fn open_instrumented(config: &Config, metrics: Option<&Metrics>) -> anyhow::Result<Self> {
         match config.mode {
             Mode::Embedded => {
                 let (log, store) = gm_embedded::open_data_dir(&config.data_dir, &topic_specs(config))
@@ -66,6 +72,9 @@ impl Backends {
                     .await
                     .context("connecting to PostgreSQL (postgres.url)")?;
                 let kafka = gm_kafka::KafkaLog::connect(config.kafka.clone()).await.context("connecting to Kafka")?;
+                if let Some(metrics) = metrics {
+                    kafka.instrument(metrics.clone());
+                }
                 let log: Arc<dyn EventLog> = if config.log.namespace.is_empty() {
                     Arc::new(kafka)
                 } else {
@@ -76,7 +85,11 @@ impl Backends {
                 let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match &config.redis {
                     Some(redis) => {
                         let cache = gm_redis::RedisCache::connect(redis.clone()).await.context("redis.url")?;
-                        (Arc::new(gm_redis::CachedQueries::new(store.clone(), cache.clone())), Some(cache))
+                        let mut queries = gm_redis::CachedQueries::new(store.clone(), cache.clone());
+                        if let Some(metrics) = metrics {
+                            queries = queries.with_metrics(metrics.cache.clone());
+                        }
+                        (Arc::new(queries), Some(cache))
                     }
                     None => (Arc::new(store.clone()), None),
                 };
@@ -139,7 +152,7 @@ impl Platform {
         let metrics = Metrics::new();
         let readiness = Readiness::new();
         readiness.register("storage");
-        let backends = Backends::open(config).await?;
+        let backends = Backends::open_instrumented(config, Some(&metrics)).await?;
         readiness.set_ready("storage", true);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -167,7 +180,7 @@ impl Platform {
             }
         }
         if let Some(cache) = backends.cache.clone() {
-            tasks.push(actix_rt::spawn(watch_cache(cache, readiness.clone(), shutdown_rx.clone())));
+            tasks.push(actix_rt::spawn(watch_cache(cache, readiness.clone(), metrics.clone(), shutdown_rx.clone())));
         }
 
         let addr = listener.local_addr()?;
@@ -260,9 +273,16 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
 }
 
 /// Reports the cache as degraded in `/health/ready` while Redis does not answer.
-async fn watch_cache(cache: gm_redis::RedisCache, readiness: Readiness, mut shutdown: watch::Receiver<bool>) {
+async fn watch_cache(
+    cache: gm_redis::RedisCache,
+    readiness: Readiness,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        readiness.set_optional("cache", cache.health().await);
+        let healthy = cache.health().await;
+        metrics.cache.connected.set(i64::from(healthy));
+        readiness.set_optional("cache", healthy);
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
