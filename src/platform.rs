@@ -93,7 +93,11 @@ impl Backends {
                     }
                     None => (Arc::new(store.clone()), None),
                 };
-                let games: Arc<dyn gm_projections::GameQueries> = Arc::new(store.clone());
+                // Leaderboards read from Redis sorted sets when Redis is configured.
+                let games: Arc<dyn gm_projections::GameQueries> = match &cache {
+                    Some(cache) => Arc::new(gm_redis::CachedGameQueries::new(store.clone(), cache.clone())),
+                    None => Arc::new(store.clone()),
+                };
                 let store = Arc::new(store);
                 Ok(Self { log, snapshots: store.clone(), read_models: store, queries, games, cache, embedded: None })
             }

@@ -305,6 +305,19 @@ impl RedisCache {
         .await
     }
 
+    /// Runs a pipeline of full keys (see [`full_key`](Self::full_key)) in one round trip,
+    /// bounded by `op_timeout`, skipped while the circuit is open (reads and cache fills).
+    pub async fn query_pipe<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        what: &'static str,
+        pipe: redis::Pipeline,
+    ) -> Result<T, CacheError> {
+        self.run(what, self.inner.cfg.op_timeout(), Mode::Fast, move |mut con| async move {
+            pipe.query_async::<T>(&mut con).await
+        })
+        .await
+    }
+
     // ---- machinery ----
 
     fn bulk_timeout(&self, n: usize) -> Duration {

@@ -1,0 +1,200 @@
+//! [`CachedGameQueries`]: leaderboards read from Redis sorted sets, the database staying the
+//! source of truth.
+//!
+//! One sorted set per board and period, `lb:{game}:{board}:{period}:{start}` (member =
+//! player id, score = best score), and a marker `lbok:…` that says the set is complete.
+//! A read without the marker (a cold cache, an expired marker) rebuilds the set from the
+//! store (`leaderboard_scores`) in one MULTI (DEL, ZADD, marker) and answers from the store;
+//! reads with the marker answer from Redis alone: a page is one ZRANGE … REV, ranks one
+//! ZCOUNT per distinct score, a player's standing ZSCORE + ZREVRANK. Any cache failure
+//! answers from the store.
+//!
+//! ## Staleness and erasure
+//! The marker lives `recent_query_ttl` (default 5 s), so a new score shows within that
+//! bound (the projections do not write to Redis). [`CachedGameQueries::invalidate_player`]
+//! deletes every board of the player's game (`lb:{game}:` and `lbok:{game}:` prefixes), so
+//! the next read rebuilds from the store, which no longer has the player; a rebuild that
+//! read the store just before the erasure can put the player back for at most that TTL.
+//!
+//! Ties: ZRANGE … REV lists equal scores by member in descending byte order, which is the
+//! stores' order too; ranks are competition ranks, so they do not depend on tie order.
+//! Scores are within ±1e15, exact as Redis doubles.
+
+use crate::cache::{CacheError, RedisCache};
+use async_trait::async_trait;
+use gm_ports::StoreError;
+use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, PlayerStanding};
+use gm_projections::model::DateRange;
+use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
+use gm_projections::GameQueries;
+use gm_schemas::{GameId, PlayerId};
+use std::collections::BTreeMap;
+
+/// Members per ZADD when a set is rebuilt.
+const ZADD_CHUNK: usize = 1_000;
+
+/// Key of a board's sorted set (relative to `key_prefix`).
+pub fn board_key(b: &BoardPeriod) -> String {
+    format!("lb:{}:{}:{}:{}", b.game_id, b.board, b.period, b.start)
+}
+
+/// Key of the marker saying a board's set is complete.
+pub fn board_marker_key(b: &BoardPeriod) -> String {
+    format!("lbok:{}:{}:{}:{}", b.game_id, b.board, b.period, b.start)
+}
+
+/// Leaderboards from Redis, everything else from `inner`.
+pub struct CachedGameQueries<Q> {
+    inner: Q,
+    cache: RedisCache,
+}
+
+impl<Q: GameQueries> CachedGameQueries<Q> {
+    pub fn new(inner: Q, cache: RedisCache) -> Self {
+        Self { inner, cache }
+    }
+
+    pub fn inner(&self) -> &Q {
+        &self.inner
+    }
+
+    /// Drops every cached board of `game` (erasure). `Err`: Redis did not confirm; retry.
+    pub async fn invalidate_player(&self, game: &GameId, _player: &PlayerId) -> Result<u64, CacheError> {
+        let sets = self.cache.delete_prefix(&format!("lb:{game}:")).await?;
+        let markers = self.cache.delete_prefix(&format!("lbok:{game}:")).await?;
+        Ok(sets + markers)
+    }
+
+    /// Loads the board from the store into its sorted set and sets the marker.
+    async fn rebuild(&self, b: &BoardPeriod) -> Result<(), StoreError> {
+        let rows = self.inner.leaderboard_scores(b).await?;
+        let ttl = self.cache.config().recent_query_ttl().as_millis().max(1) as u64;
+        let key = self.cache.full_key(&board_key(b));
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("DEL").arg(&key).ignore();
+        for chunk in rows.chunks(ZADD_CHUNK) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&key);
+            for (player, score) in chunk {
+                zadd.arg(*score as f64).arg(player);
+            }
+            pipe.add_command(zadd).ignore();
+        }
+        // The set outlives its marker a little, so a reader that saw the marker finds it.
+        pipe.cmd("PEXPIRE").arg(&key).arg(ttl * 2 + 1_000).ignore();
+        pipe.cmd("SET").arg(self.cache.full_key(&board_marker_key(b))).arg(1).arg("PX").arg(ttl).ignore();
+        let _ = self.cache.query_pipe::<()>("leaderboard.rebuild", pipe).await;
+        Ok(())
+    }
+
+    /// Ranks of `rows` (one ZCOUNT per distinct score).
+    async fn ranked(&self, key: &str, rows: Vec<(String, f64)>) -> Result<Vec<LeaderboardEntry>, CacheError> {
+        let distinct: Vec<i64> =
+            rows.iter().map(|(_, s)| *s as i64).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let mut pipe = redis::pipe();
+        for s in &distinct {
+            pipe.cmd("ZCOUNT").arg(key).arg(format!("({s}")).arg("+inf");
+        }
+        let counts: Vec<u64> =
+            if distinct.is_empty() { Vec::new() } else { self.cache.query_pipe("leaderboard.ranks", pipe).await? };
+        let higher: BTreeMap<i64, u64> = distinct.into_iter().zip(counts).collect();
+        Ok(rows
+            .into_iter()
+            .map(|(player_id, s)| {
+                let score = s as i64;
+                LeaderboardEntry { rank: higher.get(&score).copied().unwrap_or(0) + 1, player_id, score }
+            })
+            .collect())
+    }
+
+    async fn page_from_cache(
+        &self,
+        b: &BoardPeriod,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Option<LeaderboardPage>, CacheError> {
+        let key = self.cache.full_key(&board_key(b));
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(self.cache.full_key(&board_marker_key(b)));
+        pipe.cmd("ZCARD").arg(&key);
+        pipe.cmd("ZRANGE").arg(&key).arg(offset).arg(offset + limit - 1).arg("REV").arg("WITHSCORES");
+        let (warm, total, rows): (bool, u64, Vec<(String, f64)>) =
+            self.cache.query_pipe("leaderboard.page", pipe).await?;
+        if !warm {
+            return Ok(None);
+        }
+        Ok(Some(LeaderboardPage { total, entries: self.ranked(&key, rows).await? }))
+    }
+
+    async fn standing_from_cache(
+        &self,
+        b: &BoardPeriod,
+        player: &PlayerId,
+        neighbours: u64,
+    ) -> Result<Option<Option<PlayerStanding>>, CacheError> {
+        let key = self.cache.full_key(&board_key(b));
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(self.cache.full_key(&board_marker_key(b)));
+        pipe.cmd("ZSCORE").arg(&key).arg(player.as_str());
+        pipe.cmd("ZREVRANK").arg(&key).arg(player.as_str());
+        pipe.cmd("ZCARD").arg(&key);
+        let (warm, score, position, total): (bool, Option<f64>, Option<u64>, u64) =
+            self.cache.query_pipe("leaderboard.standing", pipe).await?;
+        if !warm {
+            return Ok(None);
+        }
+        let (Some(score), Some(position)) = (score, position) else { return Ok(Some(None)) };
+        let from = position.saturating_sub(neighbours);
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE").arg(&key).arg(from).arg(position + neighbours).arg("REV").arg("WITHSCORES");
+        let (rows,): (Vec<(String, f64)>,) = self.cache.query_pipe("leaderboard.around", pipe).await?;
+        let around = self.ranked(&key, rows).await?;
+        let entry = around.iter().find(|e| e.player_id == player.as_str()).cloned().unwrap_or(LeaderboardEntry {
+            rank: 0,
+            player_id: player.to_string(),
+            score: score as i64,
+        });
+        Ok(Some(Some(PlayerStanding { total, entry, around })))
+    }
+}
+
+#[async_trait]
+impl<Q: GameQueries> GameQueries for CachedGameQueries<Q> {
+    async fn leaderboard(&self, b: &BoardPeriod, offset: u64, limit: u64) -> Result<LeaderboardPage, StoreError> {
+        if let Ok(Some(page)) = self.page_from_cache(b, offset, limit.max(1)).await {
+            return Ok(page);
+        }
+        self.rebuild(b).await?;
+        self.inner.leaderboard(b, offset, limit).await
+    }
+
+    async fn leaderboard_player(
+        &self,
+        b: &BoardPeriod,
+        player: &PlayerId,
+        neighbours: u64,
+    ) -> Result<Option<PlayerStanding>, StoreError> {
+        if let Ok(Some(standing)) = self.standing_from_cache(b, player, neighbours).await {
+            return Ok(standing);
+        }
+        self.rebuild(b).await?;
+        self.inner.leaderboard_player(b, player, neighbours).await
+    }
+
+    async fn leaderboard_scores(&self, b: &BoardPeriod) -> Result<Vec<(String, i64)>, StoreError> {
+        self.inner.leaderboard_scores(b).await
+    }
+
+    async fn retention(&self, game: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
+        self.inner.retention(game, range).await
+    }
+
+    async fn new_returning(&self, game: &GameId, range: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
+        self.inner.new_returning(game, range).await
+    }
+
+    async fn monetisation(&self, game: &GameId, range: DateRange) -> Result<Monetisation, StoreError> {
+        self.inner.monetisation(game, range).await
+    }
+}

@@ -1,0 +1,124 @@
+//! Leaderboards from Redis sorted sets against the real Redis: a cold read rebuilds the set
+//! from the store, warm reads do not ask the store and give the same pages, ranks and
+//! neighbours; an erased player is gone after `invalidate_player`.
+
+mod common;
+
+use async_trait::async_trait;
+use common::*;
+use gm_ports::StoreError;
+use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, Period, PlayerStanding};
+use gm_projections::model::DateRange;
+use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
+use gm_projections::GameQueries;
+use gm_redis::{CachedGameQueries, RedisCache};
+use gm_schemas::{GameId, PlayerId};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The store's semantics in memory: best first, ties by player id descending, competition ranks.
+#[derive(Default, Clone)]
+struct Board {
+    scores: Arc<Mutex<Vec<(String, i64)>>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl Board {
+    fn sorted(&self) -> Vec<LeaderboardEntry> {
+        let mut rows = self.scores.lock().unwrap().clone();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        let all = rows.clone();
+        rows.into_iter()
+            .map(|(p, s)| LeaderboardEntry {
+                rank: 1 + all.iter().filter(|(_, x)| *x > s).count() as u64,
+                player_id: p,
+                score: s,
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl GameQueries for Board {
+    async fn leaderboard(&self, _: &BoardPeriod, offset: u64, limit: u64) -> Result<LeaderboardPage, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let all = self.sorted();
+        Ok(LeaderboardPage {
+            total: all.len() as u64,
+            entries: all.into_iter().skip(offset as usize).take(limit as usize).collect(),
+        })
+    }
+    async fn leaderboard_player(
+        &self,
+        _: &BoardPeriod,
+        player: &PlayerId,
+        neighbours: u64,
+    ) -> Result<Option<PlayerStanding>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let all = self.sorted();
+        let Some(i) = all.iter().position(|e| e.player_id == player.as_str()) else { return Ok(None) };
+        let from = i.saturating_sub(neighbours as usize);
+        let to = (i + neighbours as usize + 1).min(all.len());
+        Ok(Some(PlayerStanding { total: all.len() as u64, entry: all[i].clone(), around: all[from..to].to_vec() }))
+    }
+    async fn leaderboard_scores(&self, _: &BoardPeriod) -> Result<Vec<(String, i64)>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self.scores.lock().unwrap().clone())
+    }
+    async fn retention(&self, _: &GameId, _: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
+        Ok(vec![])
+    }
+    async fn new_returning(&self, _: &GameId, _: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
+        Ok(vec![])
+    }
+    async fn monetisation(&self, _: &GameId, _: DateRange) -> Result<Monetisation, StoreError> {
+        Ok(Monetisation::new(0, 0, 0, vec![]))
+    }
+}
+
+fn board() -> BoardPeriod {
+    BoardPeriod { game_id: game("space-race"), board: "main".into(), period: Period::Daily, start: day("2024-03-11") }
+}
+
+#[tokio::test]
+async fn warm_reads_come_from_the_sorted_set_and_match_the_store() {
+    let cache = RedisCache::connect(test_config().await).await.unwrap();
+    let store = Board::default();
+    {
+        let mut s = store.scores.lock().unwrap();
+        for i in 0..300i64 {
+            // Many ties (scores repeat every 37 players), negative and large values.
+            s.push((format!("p{i:03}"), (i % 37 - 10) * 1_000_000_000_000));
+        }
+        s.push(("Zed".into(), 999_999_999_999_999));
+    }
+    let cached = CachedGameQueries::new(store.clone(), cache.clone());
+    let b = board();
+    let cold = cached.leaderboard(&b, 0, 10).await.unwrap();
+    assert!(store.calls.load(Ordering::SeqCst) >= 2, "a cold read rebuilds from the store");
+    let before = store.calls.load(Ordering::SeqCst);
+    for (offset, limit) in [(0, 10), (0, 1000), (7, 13), (290, 50)] {
+        let warm = cached.leaderboard(&b, offset, limit).await.unwrap();
+        assert_eq!(warm, store.leaderboard(&b, offset, limit).await.unwrap(), "page {offset}+{limit}");
+    }
+    for p in ["p000", "p036", "p150", "Zed", "p299"] {
+        let player = PlayerId::parse(p).unwrap();
+        let warm = cached.leaderboard_player(&b, &player, 3).await.unwrap();
+        assert_eq!(warm, store.leaderboard_player(&b, &player, 3).await.unwrap(), "standing of {p}");
+    }
+    assert_eq!(cached.leaderboard_player(&b, &PlayerId::parse("nobody").unwrap(), 3).await.unwrap(), None);
+    // The store was asked only by this test's own comparisons (one call per comparison).
+    assert_eq!(store.calls.load(Ordering::SeqCst) - before, 4 + 5);
+    assert_eq!(cold, store.leaderboard(&b, 0, 10).await.unwrap());
+
+    // Erasure: the store forgets p150; after invalidation the cache does too.
+    store.scores.lock().unwrap().retain(|(p, _)| p != "p150");
+    cached.invalidate_player(&b.game_id, &PlayerId::parse("p150").unwrap()).await.unwrap();
+    let page = cached.leaderboard(&b, 0, 1000).await.unwrap();
+    assert!(page.entries.iter().all(|e| e.player_id != "p150"));
+    assert_eq!(page.total, 300);
+    let warm = cached.leaderboard(&b, 0, 1000).await.unwrap();
+    assert_eq!(warm, page);
+    assert_eq!(cached.leaderboard_player(&b, &PlayerId::parse("p150").unwrap(), 3).await.unwrap(), None);
+    cleanup(&cache).await;
+}
