@@ -22,6 +22,10 @@ pub struct Config {
     /// `[[api_keys]]` table list in the file.
     #[serde(default)]
     pub api_keys: ApiKeys,
+    /// The same `game=key` pairs (comma- or newline-separated) in a file, e.g. a mounted
+    /// Kubernetes Secret; used instead of `api_keys` when set.
+    #[serde(default)]
+    pub api_keys_file: Option<PathBuf>,
     /// `embedded` (SQLite files under data_dir) or `production` (Kafka, PostgreSQL, Redis).
     #[serde(default)]
     pub mode: Mode,
@@ -160,6 +164,9 @@ impl std::fmt::Debug for PostgresSettings {
 pub struct HttpConfig {
     pub bind: String,
     pub request_timeout_ms: u64,
+    /// Origins browsers may call the API from (CORS), comma-separated; `*` for any.
+    #[serde(default)]
+    pub cors_allowed_origins: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,11 +287,15 @@ impl Config {
 
     /// The configured keys as (game, key) pairs.
     pub fn api_key_pairs(&self) -> Result<Vec<(GameId, String)>, ConfigError> {
-        let entries: Vec<(String, String)> = match &self.api_keys {
+        let from_file = match &self.api_keys_file {
+            Some(path) => Some(ApiKeys::Text(secret("", Some(path), "api_keys_file")?)),
+            None => None,
+        };
+        let entries: Vec<(String, String)> = match from_file.as_ref().unwrap_or(&self.api_keys) {
             ApiKeys::None => Vec::new(),
             ApiKeys::List(list) => list.iter().map(|e| (e.game_id.clone(), e.key.clone())).collect(),
             ApiKeys::Text(text) => text
-                .split(',')
+                .split([',', '\n'])
                 .filter(|s| !s.trim().is_empty())
                 .map(|pair| {
                     pair.split_once('=')
@@ -387,6 +398,10 @@ impl Config {
         }
     }
 
+    pub fn cors_allowed_origins(&self) -> Vec<String> {
+        self.http.cors_allowed_origins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.http.request_timeout_ms)
     }
@@ -430,6 +445,22 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("shorter than 8"));
         c.api_keys = ApiKeys::Text("no-equals-sign".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn api_keys_come_from_a_file_and_cors_origins_from_a_list() {
+        let mut c = base();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api-keys");
+        std::fs::write(&file, "space-race=secret-key-1\nspace-race=secret-key-2,farm=secret-key-3\n").unwrap();
+        c.api_keys_file = Some(file);
+        let pairs = c.api_key_pairs().unwrap();
+        assert_eq!(pairs.len(), 3, "{pairs:?}");
+        assert_eq!(pairs[2].1, "secret-key-3");
+        c.api_keys_file = Some(dir.path().join("missing"));
+        assert!(c.validate().unwrap_err().to_string().contains("api_keys_file"));
+        c.http.cors_allowed_origins = " https://play.example.com, ,https://dash.example.com ".into();
+        assert_eq!(c.cors_allowed_origins(), ["https://play.example.com", "https://dash.example.com"]);
     }
 
     #[test]

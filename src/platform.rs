@@ -273,6 +273,7 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         rate_limits: config.rate_limits(),
         limits: config.limits(),
         request_timeout: config.request_timeout(),
+        cors_allowed_origins: config.cors_allowed_origins(),
     })
 }
 

@@ -95,6 +95,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Upper bound on handling one request (reading the body included); 503 beyond.
     pub request_timeout: Duration,
+    /// Origins browsers may call the API from (CORS); `*` for any; empty: none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -109,6 +111,7 @@ impl Default for GatewayConfig {
             rate_limits: RateLimitConfig::default(),
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -225,7 +228,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     }
 }
 
-/// The complete application: routes, JSON 404 for unknown routes, request metrics.
+/// The complete application: routes, JSON 404 for unknown routes, CORS, security headers,
+/// request metrics.
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -238,9 +242,15 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
+    let cors = middleware::Cors::new(&state.config.cors_allowed_origins);
+    let security_headers = middleware::SECURITY_HEADERS
+        .iter()
+        .fold(actix_web::middleware::DefaultHeaders::new(), |headers, (name, value)| headers.add((*name, *value)));
     App::new()
         .configure(|cfg| configure(cfg, state))
         .default_service(web::to(not_found))
+        .wrap_fn(middleware::cors(cors))
+        .wrap(security_headers)
         .wrap_fn(middleware::record(metrics))
 }
 

@@ -201,7 +201,11 @@ impl<Q: AnalyticsQueries> CachedQueries<Q> {
                     if let Some(m) = &self.metrics {
                         m.misses.inc();
                     }
-                    tracing::debug!(key, error = %e, "undecodable cached value; treated as a miss");
+                    // Neither the key (`profile:{game}:{player}`) nor serde's message, which may
+                    // quote the value, is logged: the log must hold no player's data.
+                    let kind = key.split(':').next().unwrap_or_default();
+                    let (error, column) = (e.classify(), e.column());
+                    tracing::debug!(kind, ?error, column, "undecodable cached value; treated as a miss");
                     None
                 }
             },
