@@ -41,6 +41,50 @@ pub struct Config {
     pub auth: AuthSettings,
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
+    /// Crypto-shredding and erasure.
+    #[serde(default)]
+    pub privacy: PrivacySettings,
+}
+
+/// `[privacy]`. The master key wraps every player's data key: losing it loses every
+/// personal value, leaking it exposes them (not the erased ones: their keys are gone).
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct PrivacySettings {
+    /// 32 bytes as 64 hex characters or base64. Required in production (inline or file).
+    pub master_key: String,
+    pub master_key_file: Option<PathBuf>,
+    /// Events of an erased player are refused for this many days.
+    pub suppression_days: u32,
+    /// How long a gateway trusts a cached data key (other replicas learn of an erasure
+    /// within it; the actors drop anything let through meanwhile).
+    pub key_cache_ttl_ms: u64,
+    /// How often pending erasures are followed up.
+    pub erasure_poll_ms: u64,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self {
+            master_key: String::new(),
+            master_key_file: None,
+            suppression_days: 30,
+            key_cache_ttl_ms: 30_000,
+            erasure_poll_ms: 500,
+        }
+    }
+}
+
+impl std::fmt::Debug for PrivacySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivacySettings")
+            .field("master_key", &if self.master_key.is_empty() { "" } else { "<redacted>" })
+            .field("master_key_file", &self.master_key_file)
+            .field("suppression_days", &self.suppression_days)
+            .field("key_cache_ttl_ms", &self.key_cache_ttl_ms)
+            .field("erasure_poll_ms", &self.erasure_poll_ms)
+            .finish()
+    }
 }
 
 /// `[auth]`: every secret may be given inline, or as `*_file` naming a file that holds it
@@ -270,6 +314,11 @@ impl Config {
         if self.actors.threads == 0 || self.actors.threads > 64 {
             return Err(invalid("actors.threads", "must be 1..=64"));
         }
+        if self.privacy.suppression_days == 0 || self.privacy.erasure_poll_ms == 0 {
+            return Err(invalid("privacy", "suppression_days and erasure_poll_ms must be positive"));
+        }
+        // Checked when given; required (by `master_key`) only where used: the gateway.
+        self.configured_master_key()?;
         if self.mode == Mode::Production {
             if self.postgres.url.is_empty() {
                 return Err(invalid("postgres.url", "required in production mode (GM_POSTGRES__URL)"));
@@ -334,6 +383,56 @@ impl Config {
                 Ok((game, secret.trim().to_string()))
             })
             .collect()
+    }
+
+    /// The master key from configuration (inline or file), if one is given.
+    pub fn configured_master_key(&self) -> Result<Option<gm_privacy::MasterKey>, ConfigError> {
+        let text = secret(&self.privacy.master_key, self.privacy.master_key_file.as_deref(), "privacy.master_key")?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        gm_privacy::MasterKey::parse(&text).map(Some).map_err(|e| invalid("privacy.master_key", e.to_string()))
+    }
+
+    /// The master key: configured, or in embedded mode the one kept in
+    /// `data_dir/privacy-master.key` (created on first start, readable by the owner only).
+    pub fn master_key(&self) -> anyhow::Result<gm_privacy::MasterKey> {
+        if let Some(key) = self.configured_master_key()? {
+            return Ok(key);
+        }
+        anyhow::ensure!(
+            self.mode == Mode::Embedded,
+            "privacy.master_key is required in production mode (GM_PRIVACY__MASTER_KEY or GM_PRIVACY__MASTER_KEY_FILE)"
+        );
+        let path = self.data_dir.join("privacy-master.key");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return gm_privacy::MasterKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let bytes: [u8; 32] = rand::random();
+        let text = hex::encode(bytes);
+        {
+            use std::io::Write as _;
+            #[cfg(unix)]
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            options.mode(0o600);
+            let mut file = options.open(&path)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+        }
+        Ok(gm_privacy::MasterKey::from_bytes(bytes))
+    }
+
+    pub fn privacy_settings(&self) -> anyhow::Result<gm_gateway::privacy::PrivacySettings> {
+        Ok(gm_gateway::privacy::PrivacySettings {
+            master_key: self.master_key()?,
+            suppression: chrono::Duration::days(i64::from(self.privacy.suppression_days)),
+            key_cache_ttl: Duration::from_millis(self.privacy.key_cache_ttl_ms.max(1)),
+            poll_interval: Duration::from_millis(self.privacy.erasure_poll_ms),
+        })
     }
 
     /// The development analyst token, if one is configured (embedded mode only).

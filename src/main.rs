@@ -225,6 +225,7 @@ async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
         projection,
         backends.log.clone(),
         backends.read_models.clone(),
+        Some(backends.privacy.clone()),
         metrics,
         |done, total| {
             bar.set_length(total);

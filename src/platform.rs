@@ -38,6 +38,10 @@ pub struct Backends {
     pub queries: Arc<dyn AnalyticsQueries>,
     /// Leaderboards, retention and monetisation (Redis sorted sets in front when configured).
     pub games: Arc<dyn gm_projections::GameQueries>,
+    /// Data keys, pseudonyms, erasures and the privacy audit trail.
+    pub privacy: Arc<dyn gm_privacy::PrivacyStore>,
+    /// The query cache's erasure purge (production with Redis).
+    pub player_cache: Option<Arc<dyn gm_gateway::privacy::PlayerCache>>,
     /// Present in production when Redis is configured: polled for `/health/ready`.
     pub cache: Option<gm_redis::RedisCache>,
     embedded: Option<(Arc<gm_embedded::SqliteLog>, Arc<gm_embedded::SqliteStore>)>,
@@ -63,6 +67,8 @@ impl Backends {
                     read_models: store.clone(),
                     queries: store.clone(),
                     games: store.clone(),
+                    privacy: store.clone(),
+                    player_cache: None,
                     cache: None,
                     embedded: Some((log, store)),
                 })
@@ -82,6 +88,7 @@ impl Backends {
                 };
                 // Partition counts and configs of production topics come from the Kafka settings.
                 log.ensure_topics(&config.kafka.topics.specs()).await.context("creating the Kafka topics")?;
+                let mut player_cache: Option<Arc<dyn gm_gateway::privacy::PlayerCache>> = None;
                 let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match &config.redis {
                     Some(redis) => {
                         let cache = gm_redis::RedisCache::connect(redis.clone()).await.context("redis.url")?;
@@ -89,7 +96,9 @@ impl Backends {
                         if let Some(metrics) = metrics {
                             queries = queries.with_metrics(metrics.cache.clone());
                         }
-                        (Arc::new(queries), Some(cache))
+                        let queries = Arc::new(queries);
+                        player_cache = Some(Arc::new(RedisPlayerCache(queries.clone())));
+                        (queries, Some(cache))
                     }
                     None => (Arc::new(store.clone()), None),
                 };
@@ -99,7 +108,17 @@ impl Backends {
                     None => Arc::new(store.clone()),
                 };
                 let store = Arc::new(store);
-                Ok(Self { log, snapshots: store.clone(), read_models: store, queries, games, cache, embedded: None })
+                Ok(Self {
+                    log,
+                    snapshots: store.clone(),
+                    read_models: store.clone(),
+                    privacy: store,
+                    player_cache,
+                    queries,
+                    games,
+                    cache,
+                    embedded: None,
+                })
             }
         }
     }
@@ -174,7 +193,8 @@ impl Platform {
         if roles.projections {
             for name in ProjectionName::ALL {
                 let worker =
-                    ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone());
+                    ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone())
+                        .with_pseudonyms(backends.privacy.clone());
                 let rx = shutdown_rx.clone();
                 tasks.push(actix_rt::spawn(async move {
                     if let Err(e) = worker.run(rx).await {
@@ -197,7 +217,8 @@ impl Platform {
                 metrics.clone(),
                 readiness.clone(),
             )
-            .with_game_queries(backends.games.clone());
+            .with_game_queries(backends.games.clone())
+            .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?);
             gm_gateway::serve(listener, state).await?
         } else {
             let (readiness, metrics) = (readiness.clone(), metrics.clone());
@@ -292,5 +313,38 @@ async fn watch_cache(
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+    }
+}
+
+/// The gateway's privacy service, and its erasure coordinator as a background task.
+fn privacy_service(
+    config: &Config,
+    backends: &Backends,
+    metrics: &Metrics,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<actix_rt::task::JoinHandle<()>>,
+) -> anyhow::Result<Arc<gm_gateway::privacy::PrivacyService>> {
+    let mut service = gm_gateway::privacy::PrivacyService::new(
+        backends.privacy.clone(),
+        backends.log.producer(),
+        config.privacy_settings()?,
+        metrics.clone(),
+    )
+    .with_snapshots(backends.snapshots.clone());
+    if let Some(cache) = &backends.player_cache {
+        service = service.with_cache(cache.clone());
+    }
+    let service = Arc::new(service);
+    tasks.push(actix_rt::spawn(service.clone().run(shutdown.clone())));
+    Ok(service)
+}
+
+/// Erasure's cache purge on the Redis query cache.
+struct RedisPlayerCache(Arc<gm_redis::CachedQueries<gm_postgres::PgStore>>);
+
+#[async_trait::async_trait]
+impl gm_gateway::privacy::PlayerCache for RedisPlayerCache {
+    async fn forget_player(&self, game: &gm_schemas::GameId, player: &gm_schemas::PlayerId) -> Result<u64, String> {
+        self.0.invalidate_player(game, player).await.map_err(|e| e.to_string())
     }
 }

@@ -136,6 +136,7 @@ async fn rebuilding_each_projection_from_offset_zero_gives_the_same_read_models(
             name,
             app.backends.log.clone(),
             app.backends.read_models.clone(),
+            Some(app.backends.privacy.clone()),
             app.metrics.clone(),
             |_, _| {},
         )

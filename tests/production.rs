@@ -62,6 +62,7 @@ async fn rebuilding_each_projection_on_postgres_gives_the_same_read_models() {
             name,
             app.backends.log.clone(),
             app.backends.read_models.clone(),
+            Some(app.backends.privacy.clone()),
             app.metrics.clone(),
             |_, _| {},
         )

@@ -138,6 +138,10 @@ pub enum PlayerCommand<'a> {
 pub enum Refusal {
     #[error("event {0} was already applied")]
     Duplicate(Uuid),
+    /// The player was erased: later events under the same pseudonym are dropped (a gateway
+    /// that had not yet heard of the erasure may still have appended some).
+    #[error("the player was erased at {0}")]
+    Erased(DateTime<Utc>),
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -154,6 +158,9 @@ impl PlayerActor {
     pub fn handle(&self, command: PlayerCommand<'_>) -> Result<ProcessedEvent, Refusal> {
         match command {
             PlayerCommand::Record(event) => {
+                if let Some(at) = self.state.erased_at {
+                    return Err(Refusal::Erased(at));
+                }
                 if self.state.recent_event_ids.contains(&event.event_id) {
                     return Err(Refusal::Duplicate(event.event_id));
                 }

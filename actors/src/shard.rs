@@ -106,6 +106,8 @@ pub struct Processed {
     pub commit_next: Option<u64>,
     pub applied: u64,
     pub duplicates: u64,
+    /// Events of erased players, dropped.
+    pub suppressed: u64,
     pub unreadable: u64,
     /// Records that cannot be processed, for `system.dlq`: the original key and payload,
     /// with the reason and origin in headers (see [`dead_letter`]). The runtime commits them
@@ -191,6 +193,7 @@ impl Handler<Process> for Shard {
                     }
                 }
                 Err(Refusal::Duplicate(_)) => out.duplicates += 1,
+                Err(Refusal::Erased(_)) => out.suppressed += 1,
             }
         }
         MessageResult(out)

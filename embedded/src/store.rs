@@ -14,6 +14,7 @@
 //! | revenue | `revenue_days`, `payer_days` |
 //! | funnel | `funnel` |
 //! | leaderboards, retention | see [`games`] |
+//! | recommendations | see [`reco`] |
 //!
 //! `apply` only touches the tables of the projection it is called for; parts of a change
 //! set that belong to other projections are ignored. The DDL is a template over the table
@@ -46,6 +47,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
 mod games;
+mod reco;
+mod privacy;
 
 /// Rows per `IN (...)` lookup of `load_many`.
 const LOOKUP_CHUNK: usize = 500;
@@ -178,6 +181,7 @@ fn tables(projection: ProjectionName) -> &'static [Table] {
         ProjectionName::Funnel => &[FUNNEL],
         ProjectionName::Leaderboards => &[games::LEADERBOARD_SCORES],
         ProjectionName::Retention => &[games::COHORT_PLAYERS, games::COHORT_DAYS],
+        ProjectionName::Recommendations => &[reco::RECO_AFFINITY, reco::RECO_ITEMS, reco::RECO_PAIRS, reco::RECO_OUTBOX],
     }
 }
 
@@ -243,7 +247,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, with every live table.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = SqliteConnection::connect_with(&crate::sql::options(path)).await.map_err(store_err)?;
-        for ddl in BASE_SCHEMA {
+        for ddl in BASE_SCHEMA.iter().chain(privacy::PRIVACY_SCHEMA) {
             sqlx::query(ddl).execute(&mut conn).await.map_err(store_err)?;
         }
         for projection in ProjectionName::ALL {
@@ -618,6 +622,11 @@ async fn apply_changes(
         ProjectionName::Retention => {
             games::apply_retention(conn, &t(games::COHORT_PLAYERS.name), &t(games::COHORT_DAYS.name), c).await?;
         }
+        ProjectionName::Recommendations => {
+            let names = [reco::RECO_AFFINITY.name, reco::RECO_ITEMS.name, reco::RECO_PAIRS.name, reco::RECO_OUTBOX.name]
+                .map(|n| t(n));
+            reco::apply(conn, [&names[0], &names[1], &names[2], &names[3]], c).await?;
+        }
     }
     Ok(())
 }
@@ -651,6 +660,19 @@ impl ReadModelStore for SqliteStore {
                 return Err(StoreError::Conflict { expected, found });
             }
             apply_changes(&mut w.conn, target, projection, changes).await.map_err(store_err)?;
+            if target == Target::Live {
+                for erasure in &changes.confirmed_erasures {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO erasure_confirmations (erasure_id, projection, confirmed_at) VALUES (?, ?, ?)",
+                    )
+                    .bind(erasure.to_string())
+                    .bind(projection.as_str())
+                    .bind(chrono::Utc::now().timestamp_millis())
+                    .execute(&mut w.conn)
+                    .await
+                    .map_err(store_err)?;
+                }
+            }
             sqlx::query(
                 "INSERT INTO projection_checkpoints (projection, partition, next_offset) VALUES (?, ?, ?)
                  ON CONFLICT (projection, partition) DO UPDATE SET next_offset = excluded.next_offset",

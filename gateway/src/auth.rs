@@ -259,6 +259,8 @@ pub enum Action<'a> {
     ReadAnalytics(&'a GameId),
     /// Request erasure or export of a player of `game`.
     Privacy(&'a GameId),
+    /// Read the privacy audit trail (all games).
+    PrivacyAudit,
     ReadMetrics,
     ReadApiDocs,
 }
@@ -269,7 +271,7 @@ impl Action<'_> {
         match self {
             Self::Ingest => Permission::IngestOwnGame,
             Self::ReadPlayer(_) | Self::ReadAnalytics(_) => Permission::Query,
-            Self::Privacy(_) => Permission::Privacy,
+            Self::Privacy(_) | Self::PrivacyAudit => Permission::Privacy,
             Self::ReadMetrics => Permission::ReadMetrics,
             Self::ReadApiDocs => Permission::ReadApiDocs,
         }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use flate2::read::MultiGzDecoder;
 use gm_ports::NewRecord;
 use gm_schemas::validate::{decode_batch, BatchError, DecodedEvents, Limits};
-use gm_schemas::{player_key, topics, GameId, RawRecord};
+use gm_schemas::{player_key, topics, EventEnvelope, GameId, PersonalData, RawRecord};
 use gm_telemetry::ReasonLabels;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -52,7 +52,8 @@ pub struct EventResult {
     pub event_id: Option<Uuid>,
     /// Why it was rejected: `too_large`, `malformed`, `missing_field`, `invalid_field`,
     /// `unknown_type`, `bad_timestamp`, `unsupported_version`, `wrong_game`, `duplicate`,
-    /// `rate_limited` (the player is over its event quota: retry later).
+    /// `rate_limited` (the player is over its event quota: retry later), `erased` (the player
+    /// was erased: refused for the suppression window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// The offending field, e.g. `properties.currency`.
@@ -203,19 +204,11 @@ pub(crate) async fn append_decoded(
     game: &GameId,
     decoded: DecodedEvents,
 ) -> Result<Outcome, GatewayError> {
-    let mut results = Vec::with_capacity(decoded.len());
-    let mut records = Vec::with_capacity(decoded.len());
+    let mut results: Vec<Option<EventResult>> = Vec::with_capacity(decoded.len());
     let mut rejected_codes = Vec::new();
     let mut rate_limited: Option<Duration> = None;
+    let mut valid: Vec<(usize, EventEnvelope)> = Vec::with_capacity(decoded.len());
     for (index, outcome) in decoded.into_iter().enumerate() {
-        let rejected = |code: &'static str, field: Option<String>, reason: String| EventResult {
-            index,
-            status: EventStatus::Rejected,
-            event_id: None,
-            code: Some(code.to_string()),
-            field,
-            reason: Some(reason),
-        };
         match outcome {
             Ok(envelope) => {
                 let key = player_key(&envelope.game_id, &envelope.player_id);
@@ -227,28 +220,74 @@ pub(crate) async fn append_decoded(
                         envelope.player_id,
                         retry_after_secs(wait)
                     );
-                    results.push(rejected(RATE_LIMITED, Some("player_id".into()), reason));
+                    results.push(Some(rejected(index, RATE_LIMITED, Some("player_id".into()), reason)));
                     continue;
                 }
+                results.push(None);
+                valid.push((index, envelope));
+            }
+            Err(rejection) => {
+                rejected_codes.push(rejection.code.as_str());
+                results.push(Some(rejected(index, rejection.code.as_str(), rejection.field, rejection.reason)));
+            }
+        }
+    }
+
+    // Pseudonyms and sealed personal fields (one privacy round trip for the new players).
+    let (indices, envelopes): (Vec<usize>, Vec<EventEnvelope>) = valid.into_iter().unzip();
+    let protected: Vec<Result<EventEnvelope, (&'static str, String, String)>> = match &state.privacy {
+        Some(privacy) => privacy
+            .protect(envelopes)
+            .await?
+            .into_iter()
+            .map(|r| {
+                r.map_err(|s| {
+                    let reason = format!(
+                        "this player was erased; their events are refused until {}",
+                        s.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    (ERASED, "player_id".to_string(), reason)
+                })
+            })
+            .collect(),
+        None => envelopes
+            .into_iter()
+            .map(|e| match &e.personal {
+                Some(PersonalData::Plain(_)) => Err((
+                    PERSONAL_UNSUPPORTED,
+                    "personal".to_string(),
+                    "this gateway has no privacy key store, so it cannot keep personal fields".to_string(),
+                )),
+                _ => Ok(e),
+            })
+            .collect(),
+    };
+    let mut records = Vec::with_capacity(protected.len());
+    for (index, outcome) in indices.into_iter().zip(protected) {
+        let result = match outcome {
+            Ok(envelope) => {
+                let key = player_key(&envelope.game_id, &envelope.player_id);
                 let event_id = envelope.event_id;
                 let payload = serde_json::to_vec(&RawRecord::Event(envelope))
                     .map_err(|e| GatewayError::Internal(format!("serialising an envelope: {e}")))?;
                 records.push(NewRecord::new(key, payload));
-                results.push(EventResult {
+                EventResult {
                     index,
                     status: EventStatus::Accepted,
                     event_id: Some(event_id),
                     code: None,
                     field: None,
                     reason: None,
-                });
+                }
             }
-            Err(rejection) => {
-                rejected_codes.push(rejection.code.as_str());
-                results.push(rejected(rejection.code.as_str(), rejection.field, rejection.reason));
+            Err((code, field, reason)) => {
+                rejected_codes.push(code);
+                rejected(index, code, Some(field), reason)
             }
-        }
+        };
+        results[index] = Some(result);
     }
+    let results: Vec<EventResult> = results.into_iter().flatten().collect();
 
     let accepted = records.len();
     if accepted > 0 {
@@ -269,6 +308,21 @@ pub(crate) async fn append_decoded(
 
 /// The rejection code of an event over its player's rate limit.
 pub const RATE_LIMITED: &str = "rate_limited";
+/// The rejection code of an event of an erased player (within the suppression window).
+pub const ERASED: &str = "erased";
+/// The rejection code of personal fields sent to a gateway without a privacy key store.
+pub const PERSONAL_UNSUPPORTED: &str = "personal_unsupported";
+
+fn rejected(index: usize, code: &'static str, field: Option<String>, reason: String) -> EventResult {
+    EventResult {
+        index,
+        status: EventStatus::Rejected,
+        event_id: None,
+        code: Some(code.to_string()),
+        field,
+        reason: Some(reason),
+    }
+}
 
 fn is_gzip(headers: &HeaderMap) -> Result<bool, GatewayError> {
     match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {

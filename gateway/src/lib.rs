@@ -51,6 +51,7 @@ pub mod ingest;
 pub mod jwt;
 pub mod middleware;
 pub mod openapi;
+pub mod privacy;
 pub mod queries;
 pub mod rate_limit;
 pub mod readiness;
@@ -128,6 +129,9 @@ pub struct AppState {
     pub(crate) games: Option<Arc<dyn gm_projections::GameQueries>>,
     pub(crate) metrics: Metrics,
     pub(crate) readiness: Readiness,
+    /// Pseudonyms, crypto-shredding and the privacy routes. Without it (gateway unit tests)
+    /// player ids go to the log as sent and events with personal fields are refused.
+    pub(crate) privacy: Option<Arc<privacy::PrivacyService>>,
 }
 
 impl AppState {
@@ -150,12 +154,18 @@ impl AppState {
         let rate_limits = rate_limit::RateLimits::new(config.rate_limits);
         config.api_keys.clear();
         config.signing_secrets.clear();
-        Self { config, auth, signing, rate_limits, producer, queries, games: None, metrics, readiness }
+        Self { config, auth, signing, rate_limits, producer, queries, games: None, metrics, readiness, privacy: None }
     }
 
     /// Serves the leaderboard, retention and monetisation routes from `games`.
     pub fn with_game_queries(mut self, games: Arc<dyn gm_projections::GameQueries>) -> Self {
         self.games = Some(games);
+        self
+    }
+
+    /// Pseudonymises and seals events at ingest; serves the privacy routes.
+    pub fn with_privacy(mut self, privacy: Arc<privacy::PrivacyService>) -> Self {
+        self.privacy = Some(privacy);
         self
     }
 
@@ -200,6 +210,10 @@ pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
         ("/v1/analytics/{game_id}/monetisation", "get", web::get().to(games::monetisation)),
         ("/v1/leaderboards/{game_id}/{board}", "get", web::get().to(games::leaderboard)),
         ("/v1/leaderboards/{game_id}/{board}/players/{player_id}", "get", web::get().to(games::standing)),
+        ("/v1/privacy/erasures", "post", web::post().to(privacy::post_erasure)),
+        ("/v1/privacy/erasures/{erasure_id}", "get", web::get().to(privacy::get_erasure)),
+        ("/v1/privacy/exports/{game_id}/{player_id}", "get", web::get().to(privacy::get_export)),
+        ("/v1/privacy/audit", "get", web::get().to(privacy::get_audit)),
         ("/health/live", "get", web::get().to(health::live)),
         ("/health/ready", "get", web::get().to(health::ready)),
         ("/metrics", "get", web::get().to(health::metrics)),

@@ -2,7 +2,7 @@
 //! attributes. `docs/openapi.json` is a checked-in copy (regenerate with
 //! `GM_BLESS=1 cargo test -p gm-gateway openapi`).
 
-use crate::{compat, error, games, health, ingest, queries};
+use crate::{compat, error, games, health, ingest, privacy, queries};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -68,7 +68,7 @@ impl Modify for SecuritySchemes {
 #[openapi(
     info(
         title = "GameMetrics gateway",
-        description = "Ingest of game events, analytics queries, health and metrics. Errors answer `{\"error\": code, \"reason\": text}`.",
+        description = "Ingest of game events, analytics queries, privacy (erasure, export), health and metrics. Errors answer `{\"error\": code, \"reason\": text}`.",
         license(name = "Apache-2.0"),
         version = "0.1.0",
     ),
@@ -88,6 +88,10 @@ impl Modify for SecuritySchemes {
         games::monetisation,
         games::leaderboard,
         games::standing,
+        privacy::post_erasure,
+        privacy::get_erasure,
+        privacy::get_export,
+        privacy::get_audit,
         health::live,
         health::ready,
         health::metrics,
@@ -99,6 +103,7 @@ impl Modify for SecuritySchemes {
         (name = "ingest", description = "Posting events"),
         (name = "compatibility", description = "Ingest in the Segment and previous-platform formats (docs/compat.md)"),
         (name = "queries", description = "Read models: profiles and analytics"),
+        (name = "privacy", description = "Erasure, its status and receipt, export, the audit trail (compliance role)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

@@ -68,6 +68,7 @@
 
 mod error;
 mod events;
+mod privacy;
 mod store;
 
 pub use error::{is_transient, store_err};

@@ -652,6 +652,17 @@ impl ReadModelStore for PgStore {
             }
         }
         apply_changes(&mut tx, target, projection, changes).await.map_err(store_err)?;
+        if target == Target::Live && !changes.confirmed_erasures.is_empty() {
+            sqlx::query(
+                "INSERT INTO erasure_confirmations (erasure_id, projection, confirmed_at)
+                 SELECT e, $2, now() FROM UNNEST($1::uuid[]) AS e ON CONFLICT DO NOTHING",
+            )
+            .bind(&changes.confirmed_erasures)
+            .bind(projection.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        }
         if expected.is_some() {
             sqlx::query("UPDATE projection_checkpoints SET next_offset = $3 WHERE projection = $1 AND partition = $2")
                 .bind(&name)

@@ -21,7 +21,7 @@ pub enum ProjectionName {
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 7] = [
+    pub const ALL: [ProjectionName; 8] = [
         Self::PlayerProfiles,
         Self::DailyActivity,
         Self::Sessions,
@@ -174,6 +174,10 @@ pub struct ChangeSet {
 impl ChangeSet {
     pub fn is_empty(&self) -> bool {
         self.profiles.is_empty()
+    /// Erasures this batch carried (`PlayerErased` events), set for every projection: the
+    /// store records in the same transaction that this projection has done its part, which
+    /// is what lets an erasure request complete.
+    pub confirmed_erasures: Vec<uuid::Uuid>,
             && self.active_days.is_empty()
             && self.session_days.is_empty()
             && self.revenue.is_empty()
@@ -187,6 +191,7 @@ impl ChangeSet {
 // ---- rows served by queries ----
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+            && self.confirmed_erasures.is_empty()
 pub struct PlayerProfile {
     pub game_id: String,
     pub player_id: String,

@@ -8,6 +8,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// What `projection` changes for `events` (already in per-partition offset order).
 pub fn changes(projection: ProjectionName, events: &[ProcessedEvent]) -> ChangeSet {
+    let mut changes = projection_changes(projection, events);
+    changes.confirmed_erasures = events
+        .iter()
+        .filter_map(|e| match e.body {
+            ProcessedBody::PlayerErased { erasure_id, .. } => Some(erasure_id),
+            ProcessedBody::Event { .. } => None,
+        })
+        .collect();
+    changes
+}
+
+fn projection_changes(projection: ProjectionName, events: &[ProcessedEvent]) -> ChangeSet {
     match projection {
         ProjectionName::PlayerProfiles => profiles(events),
         ProjectionName::DailyActivity => activity(events),

@@ -5,7 +5,8 @@ use crate::model::{ProjectionName, Target};
 use crate::ports::ReadModelStore;
 use crate::project::changes;
 use gm_ports::{EventLog, LogConsumer, LogError, Polled, Record, StoreError};
-use gm_schemas::{topics, ProcessedEvent};
+use gm_privacy::{is_pseudonym, PrivacyStore};
+use gm_schemas::{topics, PlayerId, ProcessedBody, ProcessedEvent};
 use gm_telemetry::Metrics;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub enum WorkerError {
 
 pub struct ProjectionWorker {
     name: ProjectionName,
+    /// Turns the pseudonyms the log carries back into player ids for the read models.
+    players: Option<Reveal>,
     target: Target,
     log: Arc<dyn EventLog>,
     store: Arc<dyn ReadModelStore>,
@@ -33,7 +36,22 @@ pub struct ProjectionWorker {
 
 impl ProjectionWorker {
     pub fn new(name: ProjectionName, log: Arc<dyn EventLog>, store: Arc<dyn ReadModelStore>, metrics: Metrics) -> Self {
-        Self { name, target: Target::Live, log, store, metrics, max_batch: 5_000, positions: HashMap::new() }
+        Self {
+            name,
+            players: None,
+            target: Target::Live,
+            log,
+            store,
+            metrics,
+            max_batch: 5_000,
+            positions: HashMap::new(),
+        }
+    }
+
+    /// Read models keyed by player ids rather than the log's pseudonyms (see [`Reveal`]).
+    pub fn with_pseudonyms(mut self, privacy: Arc<dyn PrivacyStore>) -> Self {
+        self.players = Some(Reveal::new(privacy));
+        self
     }
 
     /// Runs the live worker until `shutdown` turns true.
@@ -96,7 +114,7 @@ impl ProjectionWorker {
             let fresh: Vec<&Record> = records.iter().filter(|r| r.offset >= from).collect();
             let Some(last) = fresh.last() else { continue };
             let next = last.offset + 1;
-            let events: Vec<ProcessedEvent> = fresh
+            let mut events: Vec<ProcessedEvent> = fresh
                 .iter()
                 .filter_map(|r| match serde_json::from_slice(&r.payload) {
                     Ok(e) => Some(e),
@@ -106,6 +124,9 @@ impl ProjectionWorker {
                     }
                 })
                 .collect();
+            if let Some(players) = &mut self.players {
+                players.reveal(&mut events).await?;
+            }
             let started = Instant::now();
             let change_set = changes(self.name, &events);
             match self.store.apply(self.target, self.name, partition, expected, next, &change_set).await {
@@ -153,9 +174,11 @@ pub async fn rebuild(
     name: ProjectionName,
     log: Arc<dyn EventLog>,
     store: Arc<dyn ReadModelStore>,
+    privacy: Option<Arc<dyn PrivacyStore>>,
     metrics: Metrics,
     progress: impl Fn(u64, u64),
 ) -> Result<u64, WorkerError> {
+    let mut players = privacy.map(Reveal::new);
     store.begin_rebuild(name).await?;
     let ends = log.end_offsets(topics::PROCESSED).await?;
     let total: u64 = ends.iter().sum();
@@ -168,8 +191,11 @@ pub async fn rebuild(
             if records.is_empty() {
                 break;
             }
-            let events: Vec<ProcessedEvent> =
+            let mut events: Vec<ProcessedEvent> =
                 records.iter().filter_map(|r| serde_json::from_slice(&r.payload).ok()).collect();
+            if let Some(players) = &mut players {
+                players.reveal(&mut events).await?;
+            }
             let upto = records.last().map(|r| r.offset + 1).unwrap_or(next);
             let expected = if next == 0 { None } else { Some(next) };
             store.apply(Target::Rebuild, name, partition, expected, upto, &changes(name, &events)).await?;
@@ -182,4 +208,52 @@ pub async fn rebuild(
     let labels = metrics.projection(name.as_str());
     metrics.projection_events_applied.get_or_create(&labels).inc_by(applied);
     Ok(applied)
+}
+
+/// The gateway appends events under a random pseudonym per player (so that the log, the
+/// actors and the snapshots hold nothing that names the player once the mapping is deleted
+/// at erasure). Projections put the player's id back, one lookup per batch for the
+/// pseudonyms not seen yet. A pseudonym without a mapping (its player's erasure completed:
+/// only a rebuild reads that far back) stays as it is: random and unlinkable.
+pub struct Reveal {
+    privacy: Arc<dyn PrivacyStore>,
+    known: HashMap<String, PlayerId>,
+}
+
+/// Mappings kept in memory per worker; beyond it the cache starts over.
+const REVEAL_CACHE: usize = 200_000;
+
+impl Reveal {
+    pub fn new(privacy: Arc<dyn PrivacyStore>) -> Self {
+        Self { privacy, known: HashMap::new() }
+    }
+
+    pub async fn reveal(&mut self, events: &mut [ProcessedEvent]) -> Result<(), StoreError> {
+        let missing: Vec<String> = events
+            .iter()
+            .map(|e| e.player_id.as_str())
+            .filter(|p| is_pseudonym(p) && !self.known.contains_key(*p))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if !missing.is_empty() {
+            if self.known.len() + missing.len() > REVEAL_CACHE {
+                self.known.clear();
+            }
+            for (pseudonym, player) in self.privacy.resolve_pseudonyms(&missing).await? {
+                if let Ok(player) = PlayerId::parse(player) {
+                    self.known.insert(pseudonym, player);
+                }
+            }
+        }
+        for e in events.iter_mut() {
+            let erased = matches!(e.body, ProcessedBody::PlayerErased { .. });
+            let player = if erased { self.known.remove(e.player_id.as_str()) } else { self.known.get(e.player_id.as_str()).cloned() };
+            if let Some(player) = player {
+                e.player_id = player;
+            }
+        }
+        Ok(())
+    }
 }

@@ -35,9 +35,42 @@ pub struct EventEnvelope {
     /// `client_ts` corrected for the client's clock skew; what every read model uses.
     pub timestamp: DateTime<Utc>,
     pub schema_version: u16,
-    /// Personal data, apart from everything else (see `PersonalFields`).
+    /// Personal data, apart from everything else (see `PersonalFields`): plain when the
+    /// validator produced it, sealed with the player's data key before it is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub personal: Option<PersonalFields>,
+    pub personal: Option<PersonalData>,
+}
+
+/// An event's personal fields, in the clear (between validation and sealing, in the gateway's
+/// memory only) or sealed with the player's data key (everywhere else).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PersonalData {
+    Sealed(SealedPersonal),
+    Plain(PersonalFields),
+}
+
+impl PersonalData {
+    /// The fields in clear, if they are not sealed yet.
+    pub fn plain(&self) -> Option<&PersonalFields> {
+        match self {
+            Self::Plain(p) => Some(p),
+            Self::Sealed(_) => None,
+        }
+    }
+}
+
+/// Personal fields encrypted with the player's data key (AES-256-GCM). Once the key is
+/// destroyed (erasure), nothing can read them: that is the crypto-shredding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedPersonal {
+    /// Cipher, always `A256GCM` for now.
+    pub alg: String,
+    /// The 96-bit nonce, base64.
+    pub nonce: String,
+    /// Ciphertext with its authentication tag, base64.
+    pub sealed: String,
 }
 
 impl Serialize for EventEnvelope {
@@ -59,8 +92,13 @@ impl Serialize for EventEnvelope {
         map.serialize_entry("received_at", &self.received_at)?;
         map.serialize_entry("timestamp", &self.timestamp)?;
         map.serialize_entry("schema_version", &self.schema_version)?;
-        if let Some(personal) = &self.personal {
-            map.serialize_entry("personal", personal)?;
+        match &self.personal {
+            None => {}
+            Some(PersonalData::Sealed(sealed)) => map.serialize_entry("personal", sealed)?,
+            // The one guarantee that matters: no code path can store a personal value in clear.
+            Some(PersonalData::Plain(_)) => {
+                return Err(serde::ser::Error::custom("personal fields must be sealed before the event is stored"))
+            }
         }
         map.end()
     }

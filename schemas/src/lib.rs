@@ -18,7 +18,7 @@ pub mod processed;
 pub mod upcast;
 pub mod validate;
 
-pub use envelope::{ErasureRequest, EventEnvelope, PublicBatch, PublicEvent, RawRecord};
+pub use envelope::{ErasureRequest, EventEnvelope, PersonalData, PublicBatch, PublicEvent, RawRecord, SealedPersonal};
 pub use events::EventBody;
 pub use ids::{player_key, GameId, Name, PlayerId, SessionId};
 pub use money::{Currency, MinorUnits};

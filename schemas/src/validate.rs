@@ -4,7 +4,7 @@
 //! request; anything wrong inside one event refuses that event only, so bad input never
 //! blocks the good events beside it.
 
-use crate::envelope::EventEnvelope;
+use crate::envelope::{EventEnvelope, PersonalData};
 use crate::events::*;
 use crate::ids::{GameId, IdError, PlayerId, SessionId};
 use crate::upcast::{PurchaseV2, DEFAULT_SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS};
@@ -250,7 +250,7 @@ impl EventContext<'_> {
             Some(v @ Value::Object(_)) => {
                 let p: PersonalFields = parse_object("personal", &v)?;
                 check_personal(&p)?;
-                Some(p)
+                Some(PersonalData::Plain(p))
             }
             Some(_) => return Err(Rejection::new(RejectCode::InvalidField, "personal", "must be an object")),
         };

@@ -48,8 +48,12 @@ pub fn auth_env() -> Vec<(String, String)> {
         ("GM_AUTH__ISSUER".into(), gm_gateway::jwt::testing::ISSUER.into()),
         ("GM_AUTH__AUDIENCE".into(), gm_gateway::jwt::testing::AUDIENCE.into()),
         ("GM_AUTH__METRICS_TOKEN".into(), METRICS_TOKEN.into()),
+        ("GM_PRIVACY__MASTER_KEY".into(), TEST_MASTER_KEY.into()),
     ]
 }
+
+/// The privacy master key of every test process (production mode requires one).
+pub const TEST_MASTER_KEY: &str = "6d61737465722d6b65792d666f722d746573747320616e64206e6f7468696e67";
 
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::load(None).expect("default configuration loads");
@@ -62,6 +66,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.auth.issuer = gm_gateway::jwt::testing::ISSUER.into();
     config.auth.audience = gm_gateway::jwt::testing::AUDIENCE.into();
     config.auth.metrics_token = METRICS_TOKEN.into();
+    config.privacy.master_key = TEST_MASTER_KEY.into();
     config
 }
 

@@ -251,8 +251,22 @@ fn applying_erasure_wipes_state_but_keeps_seq_and_sets_erased_at() {
     let out = a.handle(PlayerCommand::Erase(&erasure(99, at(300)))).unwrap();
     a.apply(&out);
     assert_eq!(a.state, PlayerState { seq: 17, erased_at: Some(at(300)), ..PlayerState::default() });
-    // The sequence continues after an erasure.
-    assert_eq!(record(&mut a, &envelope(100, at(301), None, score(1))).seq, 18);
+}
+
+#[test]
+fn events_after_an_erasure_are_refused_and_change_nothing() {
+    let mut a = fresh();
+    for e in script() {
+        record(&mut a, &e);
+    }
+    let out = a.handle(PlayerCommand::Erase(&erasure(99, at(300)))).unwrap();
+    a.apply(&out);
+    let before = a.state.clone();
+    let late = envelope(100, at(301), None, score(1));
+    assert_eq!(a.handle(PlayerCommand::Record(&late)), Err(Refusal::Erased(at(300))));
+    assert_eq!(a.state, before);
+    // A repeated erasure request (a retry) is still answered, so its projections confirm.
+    assert!(a.handle(PlayerCommand::Erase(&erasure(99, at(302)))).is_ok());
 }
 
 #[test]

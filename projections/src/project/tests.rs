@@ -339,7 +339,10 @@ fn erasure_leaves_session_and_funnel_aggregates_unchanged() {
     let without: Vec<ProcessedEvent> =
         with.iter().filter(|e| !matches!(e.body, ProcessedBody::PlayerErased { .. })).cloned().collect();
     for p in [ProjectionName::Sessions, ProjectionName::Funnel] {
-        assert_eq!(changes(p, &with), changes(p, &without), "{p}");
+        let mut erased = changes(p, &with);
+        assert_eq!(erased.confirmed_erasures, vec![Uuid::from_u128(999)], "{p}");
+        erased.confirmed_erasures.clear();
+        assert_eq!(erased, changes(p, &without), "{p}");
     }
     let sessions = changes(ProjectionName::Sessions, &with);
     assert_eq!(sessions.session_days.len(), 1);
@@ -362,4 +365,14 @@ fn erasure_only_cuts_the_erased_players_events_before_it() {
     assert_eq!(cs.active_days, vec![player_day("b", 10)]);
     assert_eq!(cs.erased.len(), 2);
     assert!(cs.erased.iter().all(|e| *e == (game(), pid("a"))));
+}
+
+#[test]
+fn every_projection_confirms_each_erasure_of_the_batch() {
+    for p in ProjectionName::ALL {
+        let cs = changes(p, &batch_with_erasure());
+        assert_eq!(cs.confirmed_erasures, vec![Uuid::from_u128(999)], "{p}");
+        assert!(!cs.is_empty(), "{p}: an erasure alone must still be applied, to record its confirmation");
+        assert!(changes(p, &[ev("b", 1, at(10, 9, 3), score())]).confirmed_erasures.is_empty(), "{p}");
+    }
 }

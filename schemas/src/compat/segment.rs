@@ -359,7 +359,7 @@ mod tests {
         assert_eq!((d.event_id.as_str(), d.value), ("boss_defeated", Some(12.5)));
         let EventBody::ProfileUpdate(u) = &ok[4].body else { panic!() };
         assert_eq!((u.country.as_deref(), u.language.as_deref()), (Some("FR"), Some("fr")));
-        let personal = ok[4].personal.as_ref().unwrap();
+        let personal = ok[4].personal.as_ref().and_then(|p| p.plain()).unwrap();
         assert_eq!(personal.email.as_deref(), Some("u1@example.com"));
         assert_eq!(personal.ip.as_deref(), Some("203.0.113.9"));
         assert_eq!(personal.device_id.as_deref(), Some("dev-1"));

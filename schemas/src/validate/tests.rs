@@ -972,7 +972,7 @@ fn personal_fields_are_kept_in_personal() {
         "display_name": "Astra", "free_text": "hello",
     });
     let env = accepted(with_personal(personal));
-    let p = env.personal.unwrap();
+    let p = env.personal.unwrap().plain().cloned().unwrap();
     assert_eq!(p.ip.as_deref(), Some("2001:db8::1"));
     assert_eq!(p.email.as_deref(), Some("a@example.com"));
     assert_eq!(p.display_name.as_deref(), Some("Astra"));
@@ -1034,10 +1034,12 @@ fn personal_fields_never_appear_in_properties() {
     }
     // Sent where it belongs, it is stored apart: not in the serialised properties.
     let ev = with(example("profile_update"), "personal", json!({ "email": "a@example.com", "ip": "10.0.0.1" }));
-    let stored = serde_json::to_value(accepted(ev)).unwrap();
+    let mut env = accepted(ev);
+    let personal = env.personal.take().and_then(|p| p.plain().cloned()).unwrap();
+    assert_eq!((personal.email.as_deref(), personal.ip.as_deref()), (Some("a@example.com"), Some("10.0.0.1")));
+    let stored = serde_json::to_value(env).unwrap();
     assert_eq!(stored["properties"], json!({ "country": "FR", "language": "fr" }));
-    assert_eq!(stored["personal"], json!({ "email": "a@example.com", "ip": "10.0.0.1" }));
-    assert!(!stored["properties"].to_string().contains("a@example.com"));
+    assert!(!stored.to_string().contains("a@example.com"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1064,7 +1066,13 @@ fn envelope_round_trips_through_json() {
     for (ty, props) in examples() {
         let ev = with(event(ty, props), "session_id", json!("s-1"));
         let ev = with(ev, "personal", json!({ "ip": "10.0.0.1" }));
-        let env = decode_sent(ev, Some("2024-05-01T12:00:30Z")).unwrap();
+        let mut env = decode_sent(ev, Some("2024-05-01T12:00:30Z")).unwrap();
+        // Stored only once sealed (the gateway's job; here a stand-in sealed value).
+        env.personal = Some(crate::PersonalData::Sealed(crate::SealedPersonal {
+            alg: "A256GCM".into(),
+            nonce: "bm9uY2U=".into(),
+            sealed: "c2VhbGVk".into(),
+        }));
         let text = serde_json::to_string(&env).unwrap();
         let back: EventEnvelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back, env, "{ty}: {text}");
@@ -1120,4 +1128,23 @@ fn example_batch_matches_the_documented_types() {
     // The JSON Schema is generated from these types, so the example also fits the schema.
     let batch: crate::envelope::PublicBatch = serde_json::from_str(EXAMPLE_BATCH).unwrap();
     assert_eq!(batch.events.len(), 12);
+}
+
+#[test]
+fn an_envelope_with_personal_fields_in_clear_cannot_be_serialised() {
+    let env = accepted(with_personal(json!({"email": "a@example.com"})));
+    let err = serde_json::to_string(&RawRecord::Event(env.clone())).unwrap_err();
+    assert!(err.to_string().contains("must be sealed"), "{err}");
+    let sealed = EventEnvelope {
+        personal: Some(crate::PersonalData::Sealed(crate::SealedPersonal {
+            alg: "A256GCM".into(),
+            nonce: "AAAAAAAAAAAAAAAA".into(),
+            sealed: "c2VhbGVk".into(),
+        })),
+        ..env
+    };
+    let text = serde_json::to_string(&RawRecord::Event(sealed.clone())).unwrap();
+    assert!(!text.contains("a@example.com"));
+    let back: RawRecord = crate::upcast::decode_raw(text.as_bytes()).unwrap();
+    assert_eq!(back, RawRecord::Event(sealed));
 }

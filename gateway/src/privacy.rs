@@ -1,0 +1,628 @@
+//! Privacy in the gateway: pseudonyms and crypto-shredding at ingest, and the privacy routes
+//! (erasure, its status and receipt, export, the audit trail) with the erasure coordinator.
+//!
+//! At ingest every event's player id is replaced by the player's random pseudonym and its
+//! personal fields are sealed with the player's data key, so the log, the actors and the
+//! snapshots never hold a player id or a personal value in clear. Keys and pseudonyms come
+//! from the `PrivacyStore` in one round trip per request for the players not cached.
+//!
+//! Erasure (`POST /v1/privacy/erasures`): the data key is destroyed and suppression set in
+//! one transaction, then `ErasureRequested` is appended to the player's partition, after
+//! everything the player did. The coordinator ([`PrivacyService::drive`]) follows each
+//! pending erasure: it re-appends the request if that failed, records each projection's
+//! confirmation, purges the cache, unlinks the pseudonym, and signs the receipt.
+
+use crate::auth::{authorize, Action, Principal};
+use crate::error::{ErrorBody, GatewayError};
+use crate::{within, AppState};
+use actix_web::{web, HttpRequest, HttpResponse};
+use async_trait::async_trait;
+use chrono::Utc;
+use gm_ports::{LogProducer, NewRecord, SnapshotStore, StoreError};
+use gm_privacy::{
+    new_pseudonym, receipt_stores, steps, AuditEntry, Begun, DataKey, Erasure, MasterKey, NewErasure,
+    NewPlayer, PlayerKeyState, PrivacyStore, Receipt, ReceiptSigner, Step, StoredPersonal, Subject, SubjectHasher,
+};
+use gm_projections::ProjectionName;
+use gm_schemas::{player_key, topics, EventEnvelope, GameId, PersonalData, PlayerId, RawRecord};
+use gm_telemetry::Metrics;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Removes a player's cached reads (Redis in production).
+#[async_trait]
+pub trait PlayerCache: Send + Sync {
+    /// How many keys were removed. `Err` means the cache did not confirm: retry.
+    async fn forget_player(&self, game: &GameId, player: &PlayerId) -> Result<u64, String>;
+}
+
+#[derive(Clone)]
+pub struct PrivacySettings {
+    pub master_key: MasterKey,
+    /// Events of an erased player are refused this long after the erasure.
+    pub suppression: chrono::Duration,
+    /// How long a gateway trusts a cached key; other gateways learn of an erasure within it
+    /// (the actors drop what they still let through).
+    pub key_cache_ttl: Duration,
+    /// How often pending erasures are followed up.
+    pub poll_interval: Duration,
+}
+
+#[derive(Clone)]
+struct CachedPlayer {
+    pseudonym: PlayerId,
+    key: DataKey,
+}
+
+/// Why an event was refused by privacy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suppressed {
+    pub until: chrono::DateTime<Utc>,
+}
+
+pub struct PrivacyService {
+    store: Arc<dyn PrivacyStore>,
+    producer: Arc<dyn LogProducer>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+    cache: Option<Arc<dyn PlayerCache>>,
+    master: MasterKey,
+    subjects: SubjectHasher,
+    signer: ReceiptSigner,
+    settings: PrivacySettings,
+    keys: moka::sync::Cache<Subject, CachedPlayer>,
+    metrics: Metrics,
+}
+
+impl PrivacyService {
+    pub fn new(
+        store: Arc<dyn PrivacyStore>,
+        producer: Arc<dyn LogProducer>,
+        settings: PrivacySettings,
+        metrics: Metrics,
+    ) -> Self {
+        let master = settings.master_key.clone();
+        Self {
+            store,
+            producer,
+            snapshots: None,
+            cache: None,
+            subjects: master.subject_hasher(),
+            signer: master.receipt_signer(),
+            master,
+            keys: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(settings.key_cache_ttl).build(),
+            settings,
+            metrics,
+        }
+    }
+
+    /// Export includes the actor's snapshot of the player.
+    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// Erasure purges the player's cached reads.
+    pub fn with_cache(mut self, cache: Arc<dyn PlayerCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn subject(&self, game: &GameId, player: &PlayerId) -> Subject {
+        self.subjects.subject(game, player)
+    }
+
+    pub fn receipt_signer(&self) -> &ReceiptSigner {
+        &self.signer
+    }
+
+    /// Pseudonymises and seals `envelopes` (player ids replaced, personal fields sealed),
+    /// keeping the sealed values for export. An erased player's events come back `Err`.
+    pub async fn protect(
+        &self,
+        envelopes: Vec<EventEnvelope>,
+    ) -> Result<Vec<Result<EventEnvelope, Suppressed>>, StoreError> {
+        let subjects: Vec<Subject> = envelopes.iter().map(|e| self.subject(&e.game_id, &e.player_id)).collect();
+        let mut known: HashMap<Subject, Result<CachedPlayer, Suppressed>> = HashMap::new();
+        let mut missing = Vec::new();
+        for (e, s) in envelopes.iter().zip(&subjects) {
+            if known.contains_key(s) {
+                continue;
+            }
+            match self.keys.get(s) {
+                Some(p) => {
+                    known.insert(*s, Ok(p));
+                }
+                None => {
+                    let key = DataKey::generate().map_err(|e| StoreError::Other(e.to_string()))?;
+                    let wrapped_key = self.master.wrap(&key).map_err(|e| StoreError::Other(e.to_string()))?;
+                    missing.push(NewPlayer {
+                        subject: *s,
+                        game_id: e.game_id.clone(),
+                        player_id: e.player_id.clone(),
+                        pseudonym: new_pseudonym(),
+                        wrapped_key,
+                    });
+                    // Placeholder until the store answers (keeps one entry per subject).
+                    known.insert(*s, Err(Suppressed { until: Utc::now() }));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            for entry in self.store.ensure_players(missing).await? {
+                let state = match entry.state {
+                    PlayerKeyState::Active { pseudonym, wrapped_key } => {
+                        let key = self.master.unwrap(&wrapped_key).map_err(|e| {
+                            StoreError::Other(format!("a data key cannot be unwrapped with the configured master key: {e}"))
+                        })?;
+                        let p = CachedPlayer { pseudonym, key };
+                        self.keys.insert(entry.subject, p.clone());
+                        Ok(p)
+                    }
+                    PlayerKeyState::Suppressed { until, .. } => Err(Suppressed { until }),
+                };
+                known.insert(entry.subject, state);
+            }
+        }
+        let mut personal = Vec::new();
+        let mut out = Vec::with_capacity(envelopes.len());
+        for (mut e, s) in envelopes.into_iter().zip(subjects) {
+            let player = match &known[&s] {
+                Ok(p) => p,
+                Err(suppressed) => {
+                    out.push(Err(suppressed.clone()));
+                    continue;
+                }
+            };
+            e.player_id = player.pseudonym.clone();
+            if let Some(PersonalData::Plain(fields)) = &e.personal {
+                let sealed = player
+                    .key
+                    .seal(&e.game_id, &e.player_id, &e.event_id, fields)
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                personal.push(StoredPersonal {
+                    subject: s,
+                    game_id: e.game_id.clone(),
+                    pseudonym: e.player_id.clone(),
+                    event_id: e.event_id,
+                    received_at: e.received_at,
+                    sealed: sealed.clone(),
+                });
+                e.personal = Some(PersonalData::Sealed(sealed));
+            }
+            out.push(Ok(e));
+        }
+        self.store.keep_personal(personal).await?;
+        Ok(out)
+    }
+
+    /// Starts an erasure, or returns the existing one for this player. `true` when new.
+    pub async fn request_erasure(
+        &self,
+        game: &GameId,
+        player: &PlayerId,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<(Erasure, bool), StoreError> {
+        let now = Utc::now();
+        let subject = self.subject(game, player);
+        let begun = self
+            .store
+            .begin_erasure(NewErasure {
+                erasure_id: Uuid::now_v7(),
+                subject,
+                game_id: game.clone(),
+                reason: reason.to_string(),
+                requested_by: requested_by.to_string(),
+                requested_at: now,
+                suppressed_until: now + self.settings.suppression,
+            })
+            .await?;
+        self.keys.invalidate(&subject);
+        let (erasure, pseudonym) = match begun {
+            Begun::Existing(e) => return Ok((e, false)),
+            Begun::Started { erasure, pseudonym } => (erasure, pseudonym),
+        };
+        self.metrics.privacy.requested.inc();
+        if let Some(pseudonym) = pseudonym {
+            // A failure here leaves the erasure pending; the coordinator appends it again.
+            if let Err(e) = self.append_request(&erasure, game, &pseudonym).await {
+                tracing::warn!(erasure_id = %erasure.erasure_id, error = %e, "erasure request not appended yet; will retry");
+            }
+            // Early purge (the coordinator purges again once the read models are clean).
+            if let Some(cache) = &self.cache {
+                let _ = cache.forget_player(game, player).await;
+            }
+        }
+        let erasure = self.store.erasure(erasure.erasure_id).await?.unwrap_or(erasure);
+        Ok((erasure, true))
+    }
+
+    async fn append_request(&self, erasure: &Erasure, game: &GameId, pseudonym: &PlayerId) -> Result<(), StoreError> {
+        let record = RawRecord::ErasureRequested(gm_schemas::ErasureRequest {
+            erasure_id: erasure.erasure_id,
+            game_id: game.clone(),
+            player_id: pseudonym.clone(),
+            // The reason stays in the erasure record; the log gets nothing that could be personal.
+            reason: String::new(),
+            requested_at: erasure.requested_at,
+        });
+        let payload = serde_json::to_vec(&record).map_err(|e| StoreError::Other(e.to_string()))?;
+        let positions = self
+            .producer
+            .append(topics::RAW, vec![NewRecord::new(player_key(game, pseudonym), payload)])
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let detail = positions.first().map(|p| format!("{} partition {} offset {}", topics::RAW, p.partition, p.offset));
+        self.store.add_step(erasure.erasure_id, Step::new(steps::ERASURE_EVENT_APPENDED, Utc::now(), detail)).await
+    }
+
+    /// Follows every pending erasure one step further. Returns how many completed.
+    pub async fn drive(&self) -> Result<usize, StoreError> {
+        let pending = self.store.pending_erasures().await?;
+        self.metrics.privacy.pending.set(pending.len() as i64);
+        let oldest = pending.iter().map(|e| (Utc::now() - e.requested_at).num_seconds()).max().unwrap_or(0);
+        self.metrics.privacy.oldest_pending_age.set(oldest);
+        let mut completed = 0;
+        for erasure in pending {
+            match self.follow(&erasure).await {
+                Ok(true) => completed += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(erasure_id = %erasure.erasure_id, error = %e, "erasure step failed; will retry"),
+            }
+        }
+        Ok(completed)
+    }
+
+    async fn follow(&self, erasure: &Erasure) -> Result<bool, StoreError> {
+        let subject = hex::decode(&erasure.subject).ok().and_then(|b| Subject::from_slice(&b));
+        let Some(subject) = subject else {
+            return Err(StoreError::Other("erasure with a malformed subject".into()));
+        };
+        let game = GameId::parse(erasure.game_id.as_str()).map_err(|e| StoreError::Other(e.to_string()))?;
+        let record = self.store.player(&subject).await?;
+        let known = !erasure.has_step(steps::NOTHING_HELD);
+        let mut last_steps = Vec::new();
+        let mut confirmed = Vec::new();
+        if known {
+            let Some(record) = record else { return Err(StoreError::Other("erased player's key row is gone".into())) };
+            let (Some(pseudonym), Some(player)) = (record.pseudonym.clone(), record.player_id.clone()) else {
+                return Err(StoreError::Other("erased player's pseudonym is already unlinked".into()));
+            };
+            if !erasure.has_step(steps::ERASURE_EVENT_APPENDED) {
+                self.append_request(erasure, &game, &pseudonym).await?;
+            }
+            confirmed = self.store.confirmations(erasure.erasure_id).await?;
+            for (projection, at) in &confirmed {
+                let step = format!("{}:{projection}", steps::PROJECTION_CONFIRMED);
+                if !erasure.has_step(&step) {
+                    self.store.add_step(erasure.erasure_id, Step::new(step, *at, None)).await?;
+                }
+            }
+            let all = ProjectionName::ALL.iter().all(|p| confirmed.iter().any(|(c, _)| c == p.as_str()));
+            if !all {
+                return Ok(false);
+            }
+            if let Some(cache) = &self.cache {
+                let removed = cache.forget_player(&game, &player).await.map_err(StoreError::Unavailable)?;
+                last_steps.push(Step::new(steps::CACHE_PURGED, Utc::now(), Some(format!("{removed} keys"))));
+            }
+            last_steps.push(Step::new(steps::PSEUDONYM_UNLINKED, Utc::now(), None));
+        }
+        let completed_at = Utc::now();
+        last_steps.push(Step::new(steps::COMPLETED, completed_at, None));
+        let stores = receipt_stores(&confirmed, known, self.cache.is_some());
+        let receipt = Receipt::signed(erasure, completed_at, stores, &self.signer);
+        self.store.complete_erasure(erasure.erasure_id, receipt, last_steps).await?;
+        self.metrics.privacy.completed.inc();
+        let took = (completed_at - erasure.requested_at).to_std().unwrap_or_default();
+        self.metrics.privacy.duration.observe(took.as_secs_f64());
+        tracing::info!(erasure_id = %erasure.erasure_id, seconds = took.as_secs_f64(), "erasure completed");
+        Ok(true)
+    }
+
+    /// Runs [`drive`](Self::drive) every poll interval until `shutdown`.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.drive().await {
+                tracing::warn!(error = %e, "following pending erasures failed; will retry");
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    pub async fn erasure(&self, id: Uuid) -> Result<Option<Erasure>, StoreError> {
+        self.store.erasure(id).await
+    }
+
+    pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.store.audit(entry).await
+    }
+
+    pub async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit_trail(limit).await
+    }
+
+    /// Everything held about a player, personal values decrypted while the key exists.
+    /// `None` when nothing is held.
+    pub async fn export(
+        &self,
+        game: &GameId,
+        player: &PlayerId,
+        profile: Option<serde_json::Value>,
+    ) -> Result<Option<PlayerExport>, StoreError> {
+        let subject = self.subject(game, player);
+        let Some(record) = self.store.player(&subject).await? else { return Ok(None) };
+        let key = match &record.wrapped_key {
+            Some(w) => Some(self.master.unwrap(w).map_err(|e| StoreError::Other(e.to_string()))?),
+            None => None,
+        };
+        let mut personal = Vec::new();
+        if let Some(key) = &key {
+            for row in self.store.personal_of(&subject).await? {
+                let fields = key
+                    .open(&row.game_id, &row.pseudonym, &row.event_id, &row.sealed)
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                personal.push(PersonalRecord {
+                    event_id: row.event_id,
+                    received_at: row.received_at,
+                    fields: serde_json::to_value(fields).unwrap_or_default(),
+                });
+            }
+        }
+        let mut actor_state = None;
+        if let (Some(snapshots), Some(pseudonym)) = (&self.snapshots, &record.pseudonym) {
+            let key = player_key(game, pseudonym);
+            if let Some((_, bytes)) = snapshots.load_many(std::slice::from_ref(&key)).await?.into_iter().next() {
+                actor_state = serde_json::from_slice(&bytes).ok();
+            }
+        }
+        Ok(Some(PlayerExport {
+            game_id: game.to_string(),
+            player_id: player.to_string(),
+            generated_at: Utc::now(),
+            status: if record.erased_at.is_some() { "erased".into() } else { "active".into() },
+            first_seen_by_privacy: record.created_at,
+            erased_at: record.erased_at,
+            personal,
+            profile,
+            actor_state,
+        }))
+    }
+}
+
+/// One event's personal fields, decrypted.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PersonalRecord {
+    pub event_id: Uuid,
+    pub received_at: chrono::DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Value,
+}
+
+/// Everything GameMetrics holds about a player (right of access).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlayerExport {
+    pub game_id: String,
+    pub player_id: String,
+    pub generated_at: chrono::DateTime<Utc>,
+    /// `active`, or `erased` (then nothing else is left to show).
+    pub status: String,
+    /// When the player's data key was created (their first event).
+    pub first_seen_by_privacy: chrono::DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<chrono::DateTime<Utc>>,
+    /// Personal fields the player sent, per event, decrypted.
+    pub personal: Vec<PersonalRecord>,
+    /// The player's profile read model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub profile: Option<serde_json::Value>,
+    /// The player actor's state (level, xp, inventory, balances, sessions, consent...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub actor_state: Option<serde_json::Value>,
+}
+
+// ---- routes ----
+
+fn service(state: &AppState) -> Result<&Arc<PrivacyService>, GatewayError> {
+    state.privacy.as_ref().ok_or_else(|| GatewayError::Unavailable("privacy is not configured on this gateway".into()))
+}
+
+fn actor_name(principal: &Principal) -> String {
+    match principal {
+        Principal::Person { subject, .. } => subject.clone(),
+        Principal::GameKey { key_id, .. } => format!("api-key:{key_id}"),
+        Principal::MetricsScraper => "metrics-scraper".into(),
+    }
+}
+
+/// Body of `POST /v1/privacy/erasures`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureRequestBody {
+    pub game_id: String,
+    pub player_id: String,
+    /// Why (e.g. `user request`, a ticket number); kept in the erasure record only. Must not
+    /// itself contain personal data. At most 200 characters.
+    pub reason: String,
+}
+
+/// Request the erasure of a player everywhere.
+///
+/// Destroys the player's data key at once (crypto-shredding), refuses their new events for
+/// the suppression window, and appends `ErasureRequested` to the player's partition. The
+/// erasure completes when every projection has removed the player's rows; follow it at
+/// `GET /v1/privacy/erasures/{erasure_id}`. A second request for the same player returns
+/// the first erasure (200).
+#[utoipa::path(
+    post,
+    path = "/v1/privacy/erasures",
+    tag = "privacy",
+    request_body = ErasureRequestBody,
+    responses(
+        (status = 202, description = "Erasure started", body = Erasure),
+        (status = 200, description = "This player's erasure already exists: here it is", body = Erasure),
+        (status = 400, description = "Invalid game or player id, or reason", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+    ),
+    security(("jwt" = ["compliance", "admin"]))
+)]
+pub async fn post_erasure(
+    req: HttpRequest,
+    body: web::Json<ErasureRequestBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async {
+        let principal = state.auth.authenticate(req.headers())?;
+        let game = GameId::parse(body.game_id.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+        authorize(&principal, Action::Privacy(&game))?;
+        let player =
+            PlayerId::parse(body.player_id.as_str()).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let reason = body.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 200 {
+            return Err(GatewayError::InvalidInput("reason: required, at most 200 characters".into()));
+        }
+        let privacy = service(&state)?;
+        let (erasure, created) = privacy.request_erasure(&game, &player, reason, &actor_name(&principal)).await?;
+        Ok(if created { HttpResponse::Accepted().json(erasure) } else { HttpResponse::Ok().json(erasure) })
+    })
+    .await
+}
+
+/// An erasure's status, timeline and (once completed) signed receipt.
+#[utoipa::path(
+    get,
+    path = "/v1/privacy/erasures/{erasure_id}",
+    tag = "privacy",
+    params(("erasure_id" = Uuid, Path, description = "As returned by POST /v1/privacy/erasures")),
+    responses(
+        (status = 200, description = "The erasure", body = Erasure),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 404, description = "No such erasure", body = ErrorBody),
+        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+    ),
+    security(("jwt" = ["compliance", "admin"]))
+)]
+pub async fn get_erasure(
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async {
+        let principal = state.auth.authenticate(req.headers())?;
+        let privacy = service(&state)?;
+        let erasure = privacy.erasure(path.into_inner()).await?;
+        let Some(erasure) = erasure else { return Err(GatewayError::NotFound("no such erasure".into())) };
+        let game = GameId::parse(erasure.game_id.as_str()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        authorize(&principal, Action::Privacy(&game))?;
+        Ok(HttpResponse::Ok().json(erasure))
+    })
+    .await
+}
+
+/// Everything held about a player (right of access), personal values decrypted.
+#[utoipa::path(
+    get,
+    path = "/v1/privacy/exports/{game_id}/{player_id}",
+    tag = "privacy",
+    params(
+        ("game_id" = String, Path, description = "The game"),
+        ("player_id" = String, Path, description = "The player, as the game knows them"),
+    ),
+    responses(
+        (status = 200, description = "The export", body = PlayerExport),
+        (status = 400, description = "Invalid game or player id", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 404, description = "Nothing is held about this player", body = ErrorBody),
+        (status = 503, description = "A store cannot serve now; retry", body = ErrorBody),
+    ),
+    security(("jwt" = ["compliance", "admin"]))
+)]
+pub async fn get_export(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async {
+        let principal = state.auth.authenticate(req.headers())?;
+        let (game, player) = path.into_inner();
+        let game = GameId::parse(game).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+        authorize(&principal, Action::Privacy(&game))?;
+        let player = PlayerId::parse(player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let privacy = service(&state)?;
+        let profile = state.queries.player_profile(&game, &player).await?;
+        let profile = profile.map(|p| serde_json::to_value(p).unwrap_or_default());
+        let export = privacy.export(&game, &player, profile).await?;
+        let Some(export) = export else { return Err(GatewayError::NotFound("nothing is held about this player".into())) };
+        privacy
+            .audit(AuditEntry {
+                at: Utc::now(),
+                actor: actor_name(&principal),
+                action: "export".into(),
+                game_id: Some(game.to_string()),
+                erasure_id: None,
+                subject: Some(privacy.subject(&game, &player).to_hex()),
+                detail: None,
+            })
+            .await?;
+        Ok(HttpResponse::Ok().json(export))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct AuditParams {
+    /// How many entries, newest first (1..=1000, default 100).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditTrail {
+    pub entries: Vec<AuditEntry>,
+}
+
+/// The privacy audit trail (append-only; players appear only as subject hashes).
+#[utoipa::path(
+    get,
+    path = "/v1/privacy/audit",
+    tag = "privacy",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "Newest first", body = AuditTrail),
+        (status = 400, description = "limit out of range", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+    ),
+    security(("jwt" = ["compliance", "admin"]))
+)]
+pub async fn get_audit(
+    req: HttpRequest,
+    params: web::Query<AuditParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async {
+        let principal = state.auth.authenticate(req.headers())?;
+        authorize(&principal, Action::PrivacyAudit)?;
+        let limit = params.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(GatewayError::InvalidInput("limit must be 1..=1000".into()));
+        }
+        let entries = service(&state)?.audit_trail(limit).await?;
+        Ok(HttpResponse::Ok().json(AuditTrail { entries }))
+    })
+    .await
+}

@@ -1,0 +1,437 @@
+//! `PrivacyStore` on PostgreSQL (tables in migrations/0003_privacy.sql). Batched: one
+//! statement per ingest request for keys, one for sealed personal values.
+
+use crate::error::store_err;
+use crate::PgStore;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use gm_ports::StoreError;
+use gm_privacy::{
+    steps, AuditEntry, Begun, Erasure, ErasureStatus, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState,
+    PlayerRecord, PrivacyStore, Receipt, Step, StoredPersonal, Subject,
+};
+use gm_schemas::{GameId, PlayerId, SealedPersonal};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Other(format!("privacy table holds an invalid {what}"))
+}
+
+fn subject_of(bytes: &[u8]) -> Result<Subject, StoreError> {
+    Subject::from_slice(bytes).ok_or_else(|| corrupt("subject"))
+}
+
+fn erasure_from_row(row: &PgRow) -> Result<Erasure, StoreError> {
+    let subject: Vec<u8> = row.try_get("subject").map_err(store_err)?;
+    let status: String = row.try_get("status").map_err(store_err)?;
+    let timeline: serde_json::Value = row.try_get("timeline").map_err(store_err)?;
+    let receipt: Option<serde_json::Value> = row.try_get("receipt").map_err(store_err)?;
+    Ok(Erasure {
+        erasure_id: row.try_get("erasure_id").map_err(store_err)?,
+        game_id: row.try_get("game_id").map_err(store_err)?,
+        subject: hex_of(&subject),
+        status: ErasureStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        reason: row.try_get("reason").map_err(store_err)?,
+        requested_by: row.try_get("requested_by").map_err(store_err)?,
+        requested_at: row.try_get("requested_at").map_err(store_err)?,
+        completed_at: row.try_get("completed_at").map_err(store_err)?,
+        timeline: serde_json::from_value(timeline).map_err(|_| corrupt("timeline"))?,
+        receipt: receipt.map(serde_json::from_value).transpose().map_err(|_| corrupt("receipt"))?,
+    })
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const ERASURE_COLUMNS: &str =
+    "erasure_id, subject, game_id, status, reason, requested_by, requested_at, completed_at, timeline, receipt";
+
+async fn insert_audit(conn: &mut PgConnection, e: &AuditEntry, subject: Option<&Subject>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO privacy_audit (at, actor, action, game_id, erasure_id, subject, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(e.at)
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.game_id)
+    .bind(e.erasure_id)
+    .bind(subject.map(|s| s.0.to_vec()))
+    .bind(&e.detail)
+    .execute(conn)
+    .await
+    .map_err(store_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl PrivacyStore for PgStore {
+    async fn ensure_players(&self, players: Vec<NewPlayer>) -> Result<Vec<PlayerEntry>, StoreError> {
+        if players.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let players: Vec<NewPlayer> = players.into_iter().filter(|p| seen.insert(p.subject)).collect();
+        let subjects: Vec<Vec<u8>> = players.iter().map(|p| p.subject.0.to_vec()).collect();
+        let games: Vec<&str> = players.iter().map(|p| p.game_id.as_str()).collect();
+        let ids: Vec<&str> = players.iter().map(|p| p.player_id.as_str()).collect();
+        let pseudonyms: Vec<&str> = players.iter().map(|p| p.pseudonym.as_str()).collect();
+        let keys: Vec<Vec<u8>> = players.iter().map(|p| p.wrapped_key.clone()).collect();
+        // New players are inserted; a player erased whose erasure completed and whose
+        // suppression expired comes back with a fresh pseudonym and key; everyone else keeps
+        // what they have. `ins` returns the rows it wrote, the second branch the others.
+        let rows = sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+                     AS i(subject, game_id, player_id, pseudonym, wrapped_key)
+             ), ins AS (
+                 INSERT INTO player_keys AS k (subject, game_id, player_id, pseudonym, wrapped_key, created_at)
+                 SELECT subject, game_id, player_id, pseudonym, wrapped_key, now() FROM input
+                 ON CONFLICT (subject) DO UPDATE SET
+                     player_id = excluded.player_id, pseudonym = excluded.pseudonym,
+                     wrapped_key = excluded.wrapped_key, created_at = excluded.created_at,
+                     erased_at = NULL, suppressed_until = NULL
+                 WHERE k.wrapped_key IS NULL AND k.player_id IS NULL AND k.suppressed_until < now()
+                 RETURNING k.subject, k.pseudonym, k.wrapped_key, k.erased_at, k.suppressed_until
+             )
+             SELECT subject, pseudonym, wrapped_key, erased_at, suppressed_until FROM ins
+             UNION ALL
+             SELECT k.subject, k.pseudonym, k.wrapped_key, k.erased_at, k.suppressed_until
+             FROM player_keys k JOIN input i ON k.subject = i.subject
+             WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subject = k.subject)",
+        )
+        .bind(&subjects)
+        .bind(&games)
+        .bind(&ids)
+        .bind(&pseudonyms)
+        .bind(&keys)
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|row| {
+                let subject = subject_of(&row.try_get::<Vec<u8>, _>("subject").map_err(store_err)?)?;
+                let pseudonym: Option<String> = row.try_get("pseudonym").map_err(store_err)?;
+                let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(store_err)?;
+                let erased_at: Option<DateTime<Utc>> = row.try_get("erased_at").map_err(store_err)?;
+                let until: Option<DateTime<Utc>> = row.try_get("suppressed_until").map_err(store_err)?;
+                let state = match (pseudonym, wrapped) {
+                    (Some(p), Some(w)) => PlayerKeyState::Active {
+                        pseudonym: PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))?,
+                        wrapped_key: w,
+                    },
+                    _ => {
+                        let erased_at = erased_at.ok_or_else(|| corrupt("key state"))?;
+                        PlayerKeyState::Suppressed { erased_at, until: until.unwrap_or(erased_at) }
+                    }
+                };
+                Ok(PlayerEntry { subject, state })
+            })
+            .collect()
+    }
+
+    async fn keep_personal(&self, rows: Vec<StoredPersonal>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let subjects: Vec<Vec<u8>> = rows.iter().map(|r| r.subject.0.to_vec()).collect();
+        let events: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+        let games: Vec<&str> = rows.iter().map(|r| r.game_id.as_str()).collect();
+        let pseudonyms: Vec<&str> = rows.iter().map(|r| r.pseudonym.as_str()).collect();
+        let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.received_at).collect();
+        let sealed: Vec<serde_json::Value> =
+            rows.iter().map(|r| serde_json::to_value(&r.sealed).expect("serialisable")).collect();
+        // Only for players whose key still exists: a value sealed with a destroyed key
+        // (a request that raced an erasure) is not kept.
+        sqlx::query(
+            "INSERT INTO player_personal (subject, event_id, game_id, pseudonym, received_at, sealed)
+             SELECT i.* FROM UNNEST($1::bytea[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[])
+                 AS i(subject, event_id, game_id, pseudonym, received_at, sealed)
+             JOIN player_keys k ON k.subject = i.subject AND k.pseudonym = i.pseudonym AND k.wrapped_key IS NOT NULL
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&subjects)
+        .bind(&events)
+        .bind(&games)
+        .bind(&pseudonyms)
+        .bind(&at)
+        .bind(&sealed)
+        .execute(self.pool())
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn player(&self, subject: &Subject) -> Result<Option<PlayerRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT game_id, player_id, pseudonym, wrapped_key, created_at, erased_at, suppressed_until
+             FROM player_keys WHERE subject = $1",
+        )
+        .bind(subject.0.to_vec())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(store_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let id = |col: &str| -> Result<Option<PlayerId>, StoreError> {
+            let v: Option<String> = row.try_get(col).map_err(store_err)?;
+            v.map(|v| PlayerId::parse(v).map_err(|_| corrupt(col))).transpose()
+        };
+        Ok(Some(PlayerRecord {
+            game_id: GameId::parse(row.try_get::<String, _>("game_id").map_err(store_err)?)
+                .map_err(|_| corrupt("game_id"))?,
+            player_id: id("player_id")?,
+            pseudonym: id("pseudonym")?,
+            wrapped_key: row.try_get("wrapped_key").map_err(store_err)?,
+            created_at: row.try_get("created_at").map_err(store_err)?,
+            erased_at: row.try_get("erased_at").map_err(store_err)?,
+            suppressed_until: row.try_get("suppressed_until").map_err(store_err)?,
+        }))
+    }
+
+    async fn personal_of(&self, subject: &Subject) -> Result<Vec<StoredPersonal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_id, game_id, pseudonym, received_at, sealed FROM player_personal
+             WHERE subject = $1 ORDER BY received_at, event_id",
+        )
+        .bind(subject.0.to_vec())
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|row| {
+                let sealed: serde_json::Value = row.try_get("sealed").map_err(store_err)?;
+                Ok(StoredPersonal {
+                    subject: *subject,
+                    game_id: GameId::parse(row.try_get::<String, _>("game_id").map_err(store_err)?)
+                        .map_err(|_| corrupt("game_id"))?,
+                    pseudonym: PlayerId::parse(row.try_get::<String, _>("pseudonym").map_err(store_err)?)
+                        .map_err(|_| corrupt("pseudonym"))?,
+                    event_id: row.try_get("event_id").map_err(store_err)?,
+                    received_at: row.try_get("received_at").map_err(store_err)?,
+                    sealed: serde_json::from_value::<SealedPersonal>(sealed).map_err(|_| corrupt("sealed value"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn resolve_pseudonyms(&self, pseudonyms: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        if pseudonyms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT pseudonym, player_id FROM player_keys WHERE pseudonym = ANY($1) AND player_id IS NOT NULL",
+        )
+        .bind(pseudonyms)
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_err)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn begin_erasure(&self, r: NewErasure) -> Result<Begun, StoreError> {
+        let mut tx = self.pool().begin().await.map_err(store_err)?;
+        let subject = r.subject.0.to_vec();
+        // Serialise requests for the same player on its key row (or its absence).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 7))")
+            .bind(&subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        let key: Option<(Option<String>, Option<Vec<u8>>, DateTime<Utc>)> =
+            sqlx::query_as("SELECT pseudonym, wrapped_key, created_at FROM player_keys WHERE subject = $1")
+                .bind(&subject)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_err)?;
+        let latest = sqlx::query(&format!(
+            "SELECT {ERASURE_COLUMNS} FROM privacy_erasures WHERE subject = $1 ORDER BY requested_at DESC LIMIT 1"
+        ))
+        .bind(&subject)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_err)?;
+        if let Some(row) = latest {
+            let existing = erasure_from_row(&row)?;
+            // Still the same player (no new key since): the same erasure answers.
+            let came_back = matches!(&key, Some((_, Some(_), created)) if *created > existing.requested_at);
+            if !came_back {
+                tx.rollback().await.map_err(store_err)?;
+                return Ok(Begun::Existing(existing));
+            }
+        }
+        let pseudonym = key.as_ref().and_then(|(p, w, _)| w.as_ref().and(p.clone()));
+        let first = match pseudonym {
+            Some(_) => Step::new(steps::DATA_KEY_DESTROYED, r.requested_at, None),
+            None => Step::new(steps::NOTHING_HELD, r.requested_at, Some("the player was never seen".into())),
+        };
+        let erasure = Erasure {
+            erasure_id: r.erasure_id,
+            game_id: r.game_id.to_string(),
+            subject: r.subject.to_hex(),
+            status: ErasureStatus::Pending,
+            reason: r.reason.clone(),
+            requested_by: r.requested_by.clone(),
+            requested_at: r.requested_at,
+            completed_at: None,
+            timeline: vec![Step::new(steps::REQUESTED, r.requested_at, None), first],
+            receipt: None,
+        };
+        sqlx::query(
+            "INSERT INTO player_keys (subject, game_id, created_at, erased_at, suppressed_until)
+             VALUES ($1, $2, $3, $3, $4)
+             ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, erased_at = $3, suppressed_until = $4",
+        )
+        .bind(&subject)
+        .bind(r.game_id.as_str())
+        .bind(r.requested_at)
+        .bind(r.suppressed_until)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_err)?;
+        sqlx::query("DELETE FROM player_personal WHERE subject = $1")
+            .bind(&subject)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        sqlx::query(
+            "INSERT INTO privacy_erasures (erasure_id, subject, game_id, status, reason, requested_by, requested_at, timeline)
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)",
+        )
+        .bind(r.erasure_id)
+        .bind(&subject)
+        .bind(r.game_id.as_str())
+        .bind(&r.reason)
+        .bind(&r.requested_by)
+        .bind(r.requested_at)
+        .bind(serde_json::to_value(&erasure.timeline).expect("serialisable"))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_err)?;
+        let audit = AuditEntry {
+            at: r.requested_at,
+            actor: r.requested_by.clone(),
+            action: "erasure_requested".into(),
+            game_id: Some(r.game_id.to_string()),
+            erasure_id: Some(r.erasure_id),
+            subject: Some(r.subject.to_hex()),
+            detail: None,
+        };
+        insert_audit(&mut tx, &audit, Some(&r.subject)).await?;
+        tx.commit().await.map_err(store_err)?;
+        let pseudonym = pseudonym.map(|p| PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))).transpose()?;
+        Ok(Begun::Started { erasure, pseudonym })
+    }
+
+    async fn add_step(&self, erasure_id: Uuid, step: Step) -> Result<(), StoreError> {
+        sqlx::query("UPDATE privacy_erasures SET timeline = timeline || $2::jsonb WHERE erasure_id = $1")
+            .bind(erasure_id)
+            .bind(serde_json::to_value(vec![step]).expect("serialisable"))
+            .execute(self.pool())
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn erasure(&self, erasure_id: Uuid) -> Result<Option<Erasure>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {ERASURE_COLUMNS} FROM privacy_erasures WHERE erasure_id = $1"))
+            .bind(erasure_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(store_err)?;
+        row.as_ref().map(erasure_from_row).transpose()
+    }
+
+    async fn pending_erasures(&self) -> Result<Vec<Erasure>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ERASURE_COLUMNS} FROM privacy_erasures WHERE status = 'pending' ORDER BY requested_at LIMIT 1000"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_err)?;
+        rows.iter().map(erasure_from_row).collect()
+    }
+
+    async fn confirmations(&self, erasure_id: Uuid) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        sqlx::query_as(
+            "SELECT projection, confirmed_at FROM erasure_confirmations WHERE erasure_id = $1 ORDER BY confirmed_at",
+        )
+        .bind(erasure_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_err)
+    }
+
+    async fn complete_erasure(&self, erasure_id: Uuid, receipt: Receipt, steps: Vec<Step>) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(store_err)?;
+        let subject: Option<Vec<u8>> = sqlx::query_scalar(
+            "UPDATE privacy_erasures SET status = 'completed', completed_at = $2, receipt = $3,
+                 timeline = timeline || $4::jsonb
+             WHERE erasure_id = $1 AND status = 'pending' RETURNING subject",
+        )
+        .bind(erasure_id)
+        .bind(receipt.completed_at)
+        .bind(serde_json::to_value(&receipt).expect("serialisable"))
+        .bind(serde_json::to_value(&steps).expect("serialisable"))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_err)?;
+        let Some(subject) = subject else {
+            // Already completed (another replica got there first).
+            tx.rollback().await.map_err(store_err)?;
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE player_keys SET player_id = NULL, pseudonym = NULL
+             WHERE subject = $1 AND wrapped_key IS NULL",
+        )
+        .bind(&subject)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_err)?;
+        let audit = AuditEntry {
+            at: receipt.completed_at,
+            actor: "system".into(),
+            action: "erasure_completed".into(),
+            game_id: Some(receipt.game_id.clone()),
+            erasure_id: Some(erasure_id),
+            subject: Some(receipt.subject.clone()),
+            detail: None,
+        };
+        insert_audit(&mut tx, &audit, Subject::from_slice(&subject).as_ref()).await?;
+        tx.commit().await.map_err(store_err)
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let subject = entry.subject.as_deref().and_then(|h| hex::decode(h).ok()).and_then(|b| Subject::from_slice(&b));
+        let mut conn = self.pool().acquire().await.map_err(store_err)?;
+        insert_audit(&mut conn, &entry, subject.as_ref()).await
+    }
+
+    async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, game_id, erasure_id, subject, detail FROM privacy_audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|row| {
+                let subject: Option<Vec<u8>> = row.try_get("subject").map_err(store_err)?;
+                Ok(AuditEntry {
+                    at: row.try_get("at").map_err(store_err)?,
+                    actor: row.try_get("actor").map_err(store_err)?,
+                    action: row.try_get("action").map_err(store_err)?,
+                    game_id: row.try_get("game_id").map_err(store_err)?,
+                    erasure_id: row.try_get("erasure_id").map_err(store_err)?,
+                    subject: subject.map(|s| hex_of(&s)),
+                    detail: row.try_get("detail").map_err(store_err)?,
+                })
+            })
+            .collect()
+    }
+}

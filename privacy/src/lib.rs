@@ -1,0 +1,20 @@
+//! Privacy, as the Privacy section of DESIGN.md describes it, without I/O:
+//!
+//! - [`crypto`]: per-player data keys wrapped by a master key; personal fields sealed with
+//!   AES-256-GCM at ingest, so destroying a key shreds every copy (log, replicas, backups);
+//!   random pseudonyms under which the log, the actors and the snapshots know a player; the
+//!   one-way subject hash that privacy tables use instead of the player's id.
+//! - [`erasure`]: status, timeline and the HMAC-signed receipt of an erasure.
+//! - [`store`]: the `PrivacyStore` port, implemented by `gm-postgres` and `gm-embedded`.
+//!
+//! The erasure flow itself (destroy key → append `ErasureRequested` to the player's
+//! partition → actors wipe and emit `PlayerErased` → every projection confirms → cache
+//! purged → pseudonym unlinked → receipt) is driven by the gateway's privacy service.
+
+pub mod crypto;
+pub mod erasure;
+pub mod store;
+
+pub use crypto::{is_pseudonym, new_pseudonym, CryptoError, DataKey, MasterKey, ReceiptSigner, Subject, SubjectHasher};
+pub use erasure::{receipt_stores, steps, Erasure, ErasureStatus, Receipt, Step, StoreAction};
+pub use store::{AuditEntry, Begun, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore, StoredPersonal};
