@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use gm_ports::{LogProducer, NewRecord, SnapshotStore, StoreError};
 use gm_privacy::{
-    new_pseudonym, receipt_stores, steps, AuditEntry, Begun, DataKey, Erasure, MasterKey, NewErasure,
-    NewPlayer, PlayerKeyState, PrivacyStore, Receipt, ReceiptSigner, Step, StoredPersonal, Subject, SubjectHasher,
+    new_pseudonym, receipt_stores, steps, AuditEntry, Begun, DataKey, Erasure, MasterKey, NewErasure, NewPlayer,
+    PlayerKeyState, PrivacyStore, Receipt, ReceiptSigner, Step, StoredPersonal, Subject, SubjectHasher,
 };
 use gm_projections::ProjectionName;
 use gm_schemas::{player_key, topics, EventEnvelope, GameId, PersonalData, PlayerId, RawRecord};
@@ -156,7 +156,9 @@ impl PrivacyService {
                 let state = match entry.state {
                     PlayerKeyState::Active { pseudonym, wrapped_key } => {
                         let key = self.master.unwrap(&wrapped_key).map_err(|e| {
-                            StoreError::Other(format!("a data key cannot be unwrapped with the configured master key: {e}"))
+                            StoreError::Other(format!(
+                                "a data key cannot be unwrapped with the configured master key: {e}"
+                            ))
                         })?;
                         let p = CachedPlayer { pseudonym, key };
                         self.keys.insert(entry.subject, p.clone());
@@ -256,7 +258,8 @@ impl PrivacyService {
             .append(topics::RAW, vec![NewRecord::new(player_key(game, pseudonym), payload)])
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let detail = positions.first().map(|p| format!("{} partition {} offset {}", topics::RAW, p.partition, p.offset));
+        let detail =
+            positions.first().map(|p| format!("{} partition {} offset {}", topics::RAW, p.partition, p.offset));
         self.store.add_step(erasure.erasure_id, Step::new(steps::ERASURE_EVENT_APPENDED, Utc::now(), detail)).await
     }
 
@@ -271,7 +274,9 @@ impl PrivacyService {
             match self.follow(&erasure).await {
                 Ok(true) => completed += 1,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(erasure_id = %erasure.erasure_id, error = %e, "erasure step failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(erasure_id = %erasure.erasure_id, error = %e, "erasure step failed; will retry")
+                }
             }
         }
         Ok(completed)
@@ -479,15 +484,19 @@ pub struct ErasureRequestBody {
 )]
 pub async fn post_erasure(
     req: HttpRequest,
-    body: web::Json<ErasureRequestBody>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async {
+        // Credentials first: an anonymous caller learns nothing, not even what a body is.
         let principal = state.auth.authenticate(req.headers())?;
-        let game = GameId::parse(body.game_id.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+        let body: ErasureRequestBody = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::InvalidInput(format!("body: {e} (expected {{game_id, player_id, reason}})")))?;
+        let game =
+            GameId::parse(body.game_id.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
         authorize(&principal, Action::Privacy(&game))?;
-        let player =
-            PlayerId::parse(body.player_id.as_str()).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let player = PlayerId::parse(body.player_id.as_str())
+            .map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
         let reason = body.reason.trim();
         if reason.is_empty() || reason.chars().count() > 200 {
             return Err(GatewayError::InvalidInput("reason: required, at most 200 characters".into()));
@@ -517,13 +526,18 @@ pub async fn post_erasure(
 )]
 pub async fn get_erasure(
     req: HttpRequest,
-    path: web::Path<Uuid>,
+    path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async {
         let principal = state.auth.authenticate(req.headers())?;
+        if !principal.has(crate::auth::Permission::Privacy) {
+            return Err(GatewayError::Forbidden("the privacy routes need a compliance or admin token".into()));
+        }
+        let id = Uuid::parse_str(&path.into_inner())
+            .map_err(|_| GatewayError::InvalidInput("erasure_id: not a UUID".into()))?;
         let privacy = service(&state)?;
-        let erasure = privacy.erasure(path.into_inner()).await?;
+        let erasure = privacy.erasure(id).await?;
         let Some(erasure) = erasure else { return Err(GatewayError::NotFound("no such erasure".into())) };
         let game = GameId::parse(erasure.game_id.as_str()).map_err(|e| GatewayError::Internal(e.to_string()))?;
         authorize(&principal, Action::Privacy(&game))?;
@@ -566,7 +580,9 @@ pub async fn get_export(
         let profile = state.queries.player_profile(&game, &player).await?;
         let profile = profile.map(|p| serde_json::to_value(p).unwrap_or_default());
         let export = privacy.export(&game, &player, profile).await?;
-        let Some(export) = export else { return Err(GatewayError::NotFound("nothing is held about this player".into())) };
+        let Some(export) = export else {
+            return Err(GatewayError::NotFound("nothing is held about this player".into()));
+        };
         privacy
             .audit(AuditEntry {
                 at: Utc::now(),

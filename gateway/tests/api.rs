@@ -122,6 +122,25 @@ struct Harness {
     data: web::Data<AppState>,
 }
 
+/// A harness whose gateway pseudonymises and seals (privacy store: embedded SQLite).
+async fn harness_with_privacy(dir: &std::path::Path) -> Harness {
+    let store = Arc::new(gm_embedded::SqliteStore::open(&dir.join("store.db")).await.unwrap());
+    let log = Arc::new(FakeLog::default());
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let settings = gm_gateway::privacy::PrivacySettings {
+        master_key: gm_privacy::MasterKey::from_bytes([5; 32]),
+        suppression: chrono::Duration::days(30),
+        key_cache_ttl: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(100),
+    };
+    let privacy = Arc::new(gm_gateway::privacy::PrivacyService::new(store, log.clone(), settings, metrics.clone()));
+    let config = harness_config(Limits::default(), Duration::from_secs(10));
+    let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone())
+        .with_privacy(privacy);
+    Harness { log, metrics, readiness, data: web::Data::new(state) }
+}
+
 fn harness_with(limits: Limits, timeout: Duration) -> Harness {
     harness_from(harness_config(limits, timeout))
 }
@@ -807,7 +826,8 @@ fn basic(key: &str) -> (header::HeaderName, String) {
 
 #[actix_web::test]
 async fn a_segment_batch_with_the_write_key_as_basic_user_lands_with_a_result_per_message() {
-    let h = harness();
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness_with_privacy(dir.path()).await;
     let app = test::init_service(app(h.data.clone())).await;
     let now = Utc::now().to_rfc3339();
     let body = json!({"sentAt": now, "batch": [
@@ -822,7 +842,17 @@ async fn a_segment_batch_with_the_write_key_as_basic_user_lands_with_a_result_pe
     assert_eq!((json["accepted"].as_u64(), json["rejected"].as_u64()), (Some(2), Some(1)), "{text}");
     assert_eq!(json["results"][2]["code"], "unknown_type");
     let records = h.log.records();
-    assert_eq!(records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["space-race:u1", "space-race:u1"]);
+    // Both under the player's pseudonym; the e-mail sealed, nowhere in clear.
+    assert_eq!(records[0].key, records[1].key);
+    assert!(records[0].key.starts_with("space-race:pz_"), "{}", records[0].key);
+    for r in &records {
+        let text = String::from_utf8_lossy(&r.payload);
+        assert!(!text.contains("u1@example.com") && !text.contains("\"u1\""), "{text}");
+    }
+    let RawRecord::Event(identify) = serde_json::from_slice::<RawRecord>(&records[1].payload).unwrap() else {
+        panic!()
+    };
+    assert!(matches!(identify.personal, Some(gm_schemas::PersonalData::Sealed(_))), "{:?}", identify.personal);
     let RawRecord::Event(purchase) = serde_json::from_slice::<RawRecord>(&records[0].payload).unwrap() else {
         panic!()
     };

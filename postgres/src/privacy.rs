@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
 use gm_privacy::{
-    steps, AuditEntry, Begun, Erasure, ErasureStatus, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState,
-    PlayerRecord, PrivacyStore, Receipt, Step, StoredPersonal, Subject,
+    steps, AuditEntry, Begun, Erasure, ErasureStatus, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord,
+    PrivacyStore, Receipt, Step, StoredPersonal, Subject,
 };
 use gm_schemas::{GameId, PlayerId, SealedPersonal};
 use sqlx::postgres::PgRow;

@@ -154,7 +154,11 @@ impl Receipt {
 
 /// The stores an erasure touches and what it removes in each, given the read models that
 /// confirmed (`projections`) and whether the player was ever seen.
-pub fn receipt_stores(projections: &[(String, DateTime<Utc>)], player_was_known: bool, cache: bool) -> Vec<StoreAction> {
+pub fn receipt_stores(
+    projections: &[(String, DateTime<Utc>)],
+    player_was_known: bool,
+    cache: bool,
+) -> Vec<StoreAction> {
     let action = |store: &str, removed: &str| StoreAction { store: store.into(), removed: removed.into() };
     if !player_was_known {
         return vec![action("player_keys", "nothing held: the player was never seen; future events are suppressed")];
@@ -211,7 +215,7 @@ mod tests {
         changed.stores.pop();
         assert!(!changed.verify(&signer));
         let mut changed = r.clone();
-        changed.completed_at = changed.completed_at + chrono::Duration::seconds(1);
+        changed.completed_at += chrono::Duration::seconds(1);
         assert!(!changed.verify(&signer));
     }
 

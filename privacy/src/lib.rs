@@ -17,4 +17,6 @@ pub mod store;
 
 pub use crypto::{is_pseudonym, new_pseudonym, CryptoError, DataKey, MasterKey, ReceiptSigner, Subject, SubjectHasher};
 pub use erasure::{receipt_stores, steps, Erasure, ErasureStatus, Receipt, Step, StoreAction};
-pub use store::{AuditEntry, Begun, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore, StoredPersonal};
+pub use store::{
+    AuditEntry, Begun, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore, StoredPersonal,
+};

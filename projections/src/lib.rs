@@ -15,8 +15,8 @@
 pub mod leaderboard;
 pub mod model;
 pub mod ports;
-pub mod retention;
 pub mod project;
+pub mod retention;
 pub mod worker;
 
 pub use model::{ChangeSet, DateRange, ProjectionName, Target};

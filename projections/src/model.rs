@@ -21,7 +21,7 @@ pub enum ProjectionName {
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 8] = [
+    pub const ALL: [ProjectionName; 7] = [
         Self::PlayerProfiles,
         Self::DailyActivity,
         Self::Sessions,
@@ -169,15 +169,15 @@ pub struct ChangeSet {
     /// Players erased: their rows are deleted, or their id replaced by an irreversible
     /// pseudonym where counts of distinct players depend on them.
     pub erased: Vec<(GameId, PlayerId)>,
+    /// Erasures this batch carried (`PlayerErased` events), set for every projection: the
+    /// store records in the same transaction that this projection has done its part, which
+    /// is what lets an erasure request complete.
+    pub confirmed_erasures: Vec<uuid::Uuid>,
 }
 
 impl ChangeSet {
     pub fn is_empty(&self) -> bool {
         self.profiles.is_empty()
-    /// Erasures this batch carried (`PlayerErased` events), set for every projection: the
-    /// store records in the same transaction that this projection has done its part, which
-    /// is what lets an erasure request complete.
-    pub confirmed_erasures: Vec<uuid::Uuid>,
             && self.active_days.is_empty()
             && self.session_days.is_empty()
             && self.revenue.is_empty()
@@ -185,13 +185,13 @@ impl ChangeSet {
             && self.funnel.is_empty()
             && self.scores.is_empty()
             && self.erased.is_empty()
+            && self.confirmed_erasures.is_empty()
     }
 }
 
 // ---- rows served by queries ----
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-            && self.confirmed_erasures.is_empty()
 pub struct PlayerProfile {
     pub game_id: String,
     pub player_id: String,

@@ -249,7 +249,11 @@ impl Reveal {
         }
         for e in events.iter_mut() {
             let erased = matches!(e.body, ProcessedBody::PlayerErased { .. });
-            let player = if erased { self.known.remove(e.player_id.as_str()) } else { self.known.get(e.player_id.as_str()).cloned() };
+            let player = if erased {
+                self.known.remove(e.player_id.as_str())
+            } else {
+                self.known.get(e.player_id.as_str()).cloned()
+            };
             if let Some(player) = player {
                 e.player_id = player;
             }

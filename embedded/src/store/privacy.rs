@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
 use gm_privacy::{
-    steps, AuditEntry, Begun, Erasure, ErasureStatus, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState,
-    PlayerRecord, PrivacyStore, Receipt, Step, StoredPersonal, Subject,
+    steps, AuditEntry, Begun, Erasure, ErasureStatus, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord,
+    PrivacyStore, Receipt, Step, StoredPersonal, Subject,
 };
 use gm_schemas::{GameId, PlayerId};
 use sqlx::sqlite::SqliteRow;
@@ -180,14 +180,18 @@ impl PrivacyStore for SqliteStore {
                 .execute(&mut w.conn)
                 .await
                 .map_err(store_err)?;
-                let (pseudonym, wrapped, erased_at, until): (Option<String>, Option<Vec<u8>>, Option<i64>, Option<i64>) =
-                    sqlx::query_as(
-                        "SELECT pseudonym, wrapped_key, erased_at, suppressed_until FROM player_keys WHERE subject = ?",
-                    )
-                    .bind(&subject)
-                    .fetch_one(&mut w.conn)
-                    .await
-                    .map_err(store_err)?;
+                let (pseudonym, wrapped, erased_at, until): (
+                    Option<String>,
+                    Option<Vec<u8>>,
+                    Option<i64>,
+                    Option<i64>,
+                ) = sqlx::query_as(
+                    "SELECT pseudonym, wrapped_key, erased_at, suppressed_until FROM player_keys WHERE subject = ?",
+                )
+                .bind(&subject)
+                .fetch_one(&mut w.conn)
+                .await
+                .map_err(store_err)?;
                 let state = match (pseudonym, wrapped) {
                     (Some(p), Some(w)) => PlayerKeyState::Active {
                         pseudonym: PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))?,
@@ -430,22 +434,23 @@ impl PrivacyStore for SqliteStore {
     async fn complete_erasure(&self, erasure_id: Uuid, receipt: Receipt, steps: Vec<Step>) -> Result<(), StoreError> {
         let mut w = self.begin().await?;
         let result = async {
-            let subject: Option<Vec<u8>> = sqlx::query_scalar(
-                "SELECT subject FROM privacy_erasures WHERE erasure_id = ? AND status = 'pending'",
-            )
-            .bind(erasure_id.to_string())
-            .fetch_optional(&mut w.conn)
-            .await
-            .map_err(store_err)?;
+            let subject: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT subject FROM privacy_erasures WHERE erasure_id = ? AND status = 'pending'")
+                    .bind(erasure_id.to_string())
+                    .fetch_optional(&mut w.conn)
+                    .await
+                    .map_err(store_err)?;
             let Some(subject) = subject else { return Ok(()) };
             append_steps(&mut w.conn, erasure_id, &steps).await?;
-            sqlx::query("UPDATE privacy_erasures SET status = 'completed', completed_at = ?, receipt = ? WHERE erasure_id = ?")
-                .bind(ms(receipt.completed_at))
-                .bind(serde_json::to_string(&receipt).expect("serialisable"))
-                .bind(erasure_id.to_string())
-                .execute(&mut w.conn)
-                .await
-                .map_err(store_err)?;
+            sqlx::query(
+                "UPDATE privacy_erasures SET status = 'completed', completed_at = ?, receipt = ? WHERE erasure_id = ?",
+            )
+            .bind(ms(receipt.completed_at))
+            .bind(serde_json::to_string(&receipt).expect("serialisable"))
+            .bind(erasure_id.to_string())
+            .execute(&mut w.conn)
+            .await
+            .map_err(store_err)?;
             sqlx::query(
                 "UPDATE player_keys SET player_id = NULL, pseudonym = NULL WHERE subject = ? AND wrapped_key IS NULL",
             )
