@@ -50,8 +50,8 @@ struct Profile {
 
 const SHORT: Profile = Profile {
     name: "short",
-    players: 300,
-    rate: 1500.0,
+    players: 800,
+    rate: 1200.0,
     fault_after: Duration::from_secs(3),
     down_for: Duration::from_secs(1),
     stop_for: Duration::from_secs(15),
@@ -61,7 +61,7 @@ const SHORT: Profile = Profile {
 
 const LONG: Profile = Profile {
     name: "long",
-    players: 2500,
+    players: 10_000,
     rate: 3000.0,
     fault_after: Duration::from_secs(20),
     down_for: Duration::from_secs(5),

@@ -59,13 +59,37 @@ pub struct BenchOptions {
     pub write: Option<PathBuf>,
     /// The `--config` file, handed to the child processes.
     pub config_file: Option<PathBuf>,
+    /// Run the recovery bench (recovery.rs) with this many snapshotted players instead.
+    pub recovery_players: Option<usize>,
+    /// Players of the recovery bench that get an event after the restart.
+    pub recovery_sample: usize,
 }
+
+mod recovery;
 
 /// Runs the benchmark, prints the report and appends it to `options.write` when given.
 pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let work_dir = std::env::temp_dir().join(format!("gm-bench-{}", &id[..12]));
     std::fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    if let Some(players) = options.recovery_players {
+        let report = recovery::run(config, players, options.recovery_sample, &work_dir).await;
+        if report.is_err() {
+            eprintln!("bench: the roles' logs are kept in {}", work_dir.display());
+        }
+        let m = Machine::read();
+        let machine =
+            format!("{} × {}, {:.0} GiB, load average {} at the start", m.cpus, m.model, m.memory_gib, load_average());
+        let text = report?.markdown(&machine);
+        println!("{text}");
+        if let Some(path) = &options.write {
+            use std::io::Write as _;
+            let mut file = std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+            file.write_all(text.as_bytes())?;
+            println!("appended to {}", path.display());
+        }
+        return Ok(());
+    }
     let database = match config.mode {
         Mode::Production => Some(BenchDatabase::create(&config.postgres.url, &id).await?),
         Mode::Embedded => None,

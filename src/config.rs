@@ -235,6 +235,13 @@ pub struct ActorsSettings {
     pub snapshot_every_ms: u64,
     pub passivate_after_ms: u64,
     pub threads: usize,
+    /// Batched snapshot reads in flight at once (recovery after a rebalance is throttled by it).
+    #[serde(default = "default_max_concurrent_loads")]
+    pub max_concurrent_loads: usize,
+}
+
+fn default_max_concurrent_loads() -> usize {
+    4
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +320,9 @@ impl Config {
         }
         if self.actors.threads == 0 || self.actors.threads > 64 {
             return Err(invalid("actors.threads", "must be 1..=64"));
+        }
+        if self.actors.max_concurrent_loads == 0 {
+            return Err(invalid("actors.max_concurrent_loads", "must be at least 1"));
         }
         if self.privacy.suppression_days == 0 || self.privacy.erasure_poll_ms == 0 {
             return Err(invalid("privacy", "suppression_days and erasure_poll_ms must be positive"));
@@ -493,6 +503,7 @@ impl Config {
             snapshot_every: Duration::from_millis(self.actors.snapshot_every_ms),
             passivate_after: Duration::from_millis(self.actors.passivate_after_ms),
             threads: self.actors.threads,
+            max_concurrent_loads: self.actors.max_concurrent_loads,
             ..Default::default()
         }
     }

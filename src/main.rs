@@ -83,6 +83,13 @@ struct BenchArgs {
     /// Append the report as a markdown section to this file (e.g. docs/performance.md).
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Instead of the throughput phases: snapshot this many players, restart the actors role
+    /// and measure its time to ready, snapshot restores and memory per idle player.
+    #[arg(long)]
+    recovery_players: Option<usize>,
+    /// Players of the recovery bench that get an event after the restart.
+    #[arg(long, default_value_t = 50_000)]
+    recovery_sample: usize,
 }
 
 #[derive(clap::Args)]
@@ -147,6 +154,8 @@ async fn main() -> anyhow::Result<()> {
                 single_lanes: args.single_lanes,
                 write: args.write,
                 config_file: cli.config.clone(),
+                recovery_players: args.recovery_players,
+                recovery_sample: args.recovery_sample,
             };
             gamemetrics::bench::run(&config, options).await
         }

@@ -31,6 +31,10 @@ pub struct ActorsConfig {
     pub max_batch: usize,
     /// Arbiters (threads) the shards are spread over.
     pub threads: usize,
+    /// Snapshot reads (each one batched query for a shard's missing players) in flight at
+    /// once, so that a rebalance handing this process many partitions of players nobody
+    /// holds in memory does not stampede the database.
+    pub max_concurrent_loads: usize,
 }
 
 impl Default for ActorsConfig {
@@ -41,6 +45,7 @@ impl Default for ActorsConfig {
             passivate_after: Duration::from_secs(300),
             max_batch: 5_000,
             threads: 2,
+            max_concurrent_loads: 4,
         }
     }
 }
@@ -63,6 +68,7 @@ pub struct ActorsRuntime {
     arbiters: Vec<Arbiter>,
     shards: BTreeMap<u32, Addr<Shard>>,
     live: HashMap<u32, usize>,
+    loads: Arc<tokio::sync::Semaphore>,
 }
 
 impl ActorsRuntime {
@@ -73,7 +79,8 @@ impl ActorsRuntime {
         metrics: Metrics,
     ) -> Self {
         let arbiters = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
-        Self { log, snapshots, config, metrics, arbiters, shards: BTreeMap::new(), live: HashMap::new() }
+        let loads = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_loads.max(1)));
+        Self { log, snapshots, config, metrics, arbiters, shards: BTreeMap::new(), live: HashMap::new(), loads }
     }
 
     /// Runs until `shutdown` turns true; then snapshots every shard so the next start replays little.
@@ -186,13 +193,17 @@ impl ActorsRuntime {
             let shard = self.shards.get(&p)?.clone();
             let snapshots = self.snapshots.clone();
             let metrics = self.metrics.clone();
+            let loads = self.loads.clone();
             Some(async move {
                 let keys: Vec<String> = recs.iter().map(|r| r.key.clone()).collect();
                 let missing = shard.send(MissingKeys(keys)).await?;
                 let mut live = None;
                 if !missing.is_empty() {
+                    // Never closed, so acquiring cannot fail; held for the read only.
+                    let permit = loads.acquire().await.ok();
                     let started = Instant::now();
                     let loaded = snapshots.load_many(&missing).await?;
+                    drop(permit);
                     metrics.actors.snapshot_load_duration.observe(started.elapsed().as_secs_f64());
                     metrics.actors.recovered.inc_by(loaded.len() as u64);
                     live = Some(shard.send(Hydrate { requested: missing, loaded }).await?);

@@ -1,0 +1,323 @@
+//! `gamemetrics bench --recovery-players N`: actor recovery at scale (production mode).
+//!
+//! 1. N player snapshots are written in bulk through the `SnapshotStore` port into a fresh
+//!    PostgreSQL database, each to the partition of `player.events.raw` its key hashes to.
+//! 2. The actors role starts, is SIGKILLed, and starts again: the figure is the time from
+//!    the restart to `/health/ready` (target < 30 s for 1,000,000 players). Recovery is lazy
+//!    — a shard seeks to its snapshot watermark and loads a player's snapshot when a record
+//!    of that player arrives, in one batched read per shard and poll, at most
+//!    `actors.max_concurrent_loads` reads at a time — so readiness does not depend on N.
+//! 3. To measure what recovery really costs, one event is then sent (through a gateway) to
+//!    each of `sample` snapshotted players: the time until every one of them was restored
+//!    from its snapshot (`gamemetrics_actors_recovered_total`) and applied gives players
+//!    restored per second.
+//! 4. Memory: RSS of the actors process before the sample, with the sample live, and after
+//!    every sampled player was passivated (`gamemetrics_actors_live` = 0); the deltas
+//!    divided by the sample size are the bytes per live and per idle player.
+
+use super::{free_port, BenchDatabase, RoleProcess, GAME};
+use crate::config::{Config, Mode};
+use anyhow::{bail, Context as _};
+use gm_actors::PlayerState;
+use gm_ports::SnapshotStore;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TARGET_READY_S: f64 = 30.0;
+const TARGET_IDLE_BYTES: f64 = 1024.0;
+
+pub struct RecoveryReport {
+    players: usize,
+    snapshot_bytes: usize,
+    write_seconds: f64,
+    first_ready_seconds: f64,
+    restart_ready_seconds: f64,
+    sample: usize,
+    restore_seconds: f64,
+    rss_base_kb: u64,
+    rss_live_kb: u64,
+    rss_idle_kb: u64,
+    max_concurrent_loads: usize,
+}
+
+/// A realistic mid-life player: a few sessions, levels, purchases, a full-ish dedup window.
+fn snapshot(i: usize) -> anyhow::Result<Vec<u8>> {
+    let now = chrono::Utc::now();
+    let mut state = PlayerState {
+        seq: 40 + (i % 60) as u64,
+        first_seen: Some(now - chrono::Duration::days(30)),
+        last_seen: Some(now - chrono::Duration::hours(2)),
+        current_level: Some(format!("level-{}", 1 + i % 12)),
+        levels_completed: (i % 12) as u64,
+        xp: (i % 5000) as i64,
+        playtime_seconds: 3600 + (i % 7200) as u64,
+        session_count: 3 + (i % 20) as u64,
+        purchases: (i % 3) as u64,
+        ..PlayerState::default()
+    };
+    if i % 3 != 0 {
+        state.revenue_minor.insert("USD".into(), 499);
+        state.inventory.insert("gem-pack".into(), 1);
+    }
+    state.balances.insert("gold".into(), (i % 1000) as i64);
+    for _ in 0..32 {
+        state.recent_event_ids.push_back(uuid::Uuid::now_v7());
+    }
+    Ok(state.to_snapshot()?)
+}
+
+fn player_key(i: usize) -> String {
+    format!("{GAME}:player-{i:07}")
+}
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// The value of an unlabelled metric (sum over its series) in a Prometheus text page.
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub(super) async fn run(
+    config: &Config,
+    players: usize,
+    sample: usize,
+    work_dir: &Path,
+) -> anyhow::Result<RecoveryReport> {
+    if config.mode != Mode::Production {
+        bail!("the recovery bench needs production mode (GM_MODE=production: Kafka + PostgreSQL)");
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let db = BenchDatabase::create(&config.postgres.url, &id).await?;
+    let result = measure(config, players, sample.min(players), work_dir, &db, &id).await;
+    db.drop_database().await;
+    result
+}
+
+async fn measure(
+    config: &Config,
+    players: usize,
+    sample: usize,
+    work_dir: &Path,
+    db: &BenchDatabase,
+    id: &str,
+) -> anyhow::Result<RecoveryReport> {
+    let partitions = config.kafka.topics.raw.partitions.max(1) as u32;
+    let store = gm_postgres::PgStore::connect(&db.url, 4).await.context("connecting to the bench database")?;
+
+    eprintln!("bench recovery: writing {players} snapshots over {partitions} partitions");
+    let started = Instant::now();
+    let mut snapshot_bytes = 0;
+    let mut per_partition: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); partitions as usize];
+    for i in 0..players {
+        let key = player_key(i);
+        let bytes = snapshot(i)?;
+        snapshot_bytes += bytes.len();
+        let p = gm_ports::partition_for(&key, partitions);
+        per_partition[p as usize].push((key, bytes));
+        if per_partition[p as usize].len() == 5_000 {
+            store.save(p, 0, std::mem::take(&mut per_partition[p as usize])).await?;
+        }
+    }
+    for (p, batch) in per_partition.into_iter().enumerate() {
+        if !batch.is_empty() {
+            store.save(p as u32, 0, batch).await?;
+        }
+    }
+    let write_seconds = started.elapsed().as_secs_f64();
+    let stored = store.count().await?;
+    if stored < players as u64 {
+        bail!("{stored} snapshots stored, {players} written");
+    }
+    eprintln!("bench recovery: {players} snapshots in {write_seconds:.1} s");
+
+    let key = format!("bench-key-{}", &id[..12]);
+    let spawn = |name: &'static str, role: &str| spawn_role(name, role, config, db, id, &key, work_dir);
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+
+    let t0 = Instant::now();
+    let mut actors = spawn("actors", "actors")?;
+    actors.wait_ready(&client).await?;
+    let first_ready_seconds = t0.elapsed().as_secs_f64();
+    // Let it join the group and take its partitions, then kill it as a crash would.
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    drop(actors);
+
+    let t0 = Instant::now();
+    let mut actors = spawn("actors", "actors")?;
+    actors.wait_ready(&client).await?;
+    let restart_ready_seconds = t0.elapsed().as_secs_f64();
+    eprintln!("bench recovery: actors ready {restart_ready_seconds:.2} s after the restart");
+
+    let mut gateway = spawn("gateway", "gateway")?;
+    gateway.wait_ready(&client).await?;
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    let pid = actors.child.id();
+    let rss_base_kb = rss_kb(pid)?;
+
+    // One event for each sampled player, spread over the whole population.
+    let step = (players / sample.max(1)).max(1);
+    let keys: Vec<usize> = (0..players).step_by(step).take(sample).collect();
+    let t0 = Instant::now();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for chunk in keys.chunks(100) {
+        let events: Vec<_> = chunk
+            .iter()
+            .map(|i| json!({"type": "session_start", "player_id": format!("player-{i:07}"), "client_ts": now}))
+            .collect();
+        let body = json!({"events": events}).to_string();
+        let response = client
+            .post(format!("{}/v1/events", gateway.url()))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body)
+            .await
+            .map_err(|e| anyhow::anyhow!("ingest: {e}"))?;
+        if response.status().as_u16() != 202 {
+            bail!("ingest answered {}", response.status());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (mut recovered, mut applied) = (0.0, 0.0);
+    while Instant::now() < deadline {
+        let page = metrics(&client, &actors.url()).await?;
+        recovered = metric(&page, "gamemetrics_actors_recovered_total");
+        applied = metric(&page, "gamemetrics_actor_events_processed_total");
+        if recovered >= keys.len() as f64 && applied >= keys.len() as f64 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    if recovered < keys.len() as f64 {
+        bail!("{recovered} of {} sampled players restored from their snapshots ({applied} events applied)", keys.len());
+    }
+    let restore_seconds = t0.elapsed().as_secs_f64();
+    let rss_live_kb = rss_kb(pid)?;
+
+    // Passivation: the actors run with a short passivate_after; wait until none is live.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let page = metrics(&client, &actors.url()).await?;
+        if metric(&page, "gamemetrics_actors_live") == 0.0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("players were not passivated within 120 s");
+        }
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rss_idle_kb = rss_kb(pid)?;
+    drop(gateway);
+    drop(actors);
+    store.pool().close().await;
+    Ok(RecoveryReport {
+        players,
+        snapshot_bytes,
+        write_seconds,
+        first_ready_seconds,
+        restart_ready_seconds,
+        sample: keys.len(),
+        restore_seconds,
+        rss_base_kb,
+        rss_live_kb,
+        rss_idle_kb,
+        max_concurrent_loads: config.actors.max_concurrent_loads,
+    })
+}
+
+async fn metrics(client: &awc::Client, url: &str) -> anyhow::Result<String> {
+    let mut response =
+        client.get(format!("{url}/metrics")).send().await.map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
+    let body = response.body().limit(16 << 20).await.map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn spawn_role(
+    name: &'static str,
+    role: &str,
+    config: &Config,
+    db: &BenchDatabase,
+    id: &str,
+    key: &str,
+    work_dir: &Path,
+) -> anyhow::Result<RoleProcess> {
+    let port = free_port()?;
+    let log = work_dir.join(format!("recovery-{name}.log"));
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .arg(role)
+        .env("GM_HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("GM_API_KEYS", format!("{GAME}={key}"))
+        .env("GM_LOG__NAMESPACE", format!("bench-{id}."))
+        .env("GM_POSTGRES__URL", &db.url)
+        // Snapshot and passivate quickly so the idle measurement does not wait 5 minutes.
+        .env("GM_ACTORS__SNAPSHOT_EVERY_MS", "500")
+        .env("GM_ACTORS__PASSIVATE_AFTER_MS", "2000")
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    if config.redis.is_some() {
+        command.env("GM_REDIS__KEY_PREFIX", format!("gm:bench:{}:", &id[..12]));
+    }
+    let child = command.spawn().with_context(|| format!("starting `gamemetrics {role}`"))?;
+    Ok(RoleProcess { name, port, child, log })
+}
+
+impl RecoveryReport {
+    fn per_player_bytes(&self, kb: u64) -> f64 {
+        (kb as f64 - self.rss_base_kb as f64) * 1024.0 / self.sample.max(1) as f64
+    }
+
+    pub fn markdown(&self, machine: &str) -> String {
+        let mut out = String::new();
+        let idle = self.per_player_bytes(self.rss_idle_kb);
+        let live = self.per_player_bytes(self.rss_live_kb);
+        let _ = writeln!(out, "\n### Actor recovery at scale ({} UTC)\n", chrono::Utc::now().format("%Y-%m-%d %H:%M"));
+        let _ = writeln!(out, "`gamemetrics bench --recovery-players {}` on {machine}.\n", self.players);
+        let _ = writeln!(out, "| what | measured | target |");
+        let _ = writeln!(out, "|---|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| snapshots written through `SnapshotStore::save` (5,000 per call) | {} in {:.1} s ({:.0}/s, {:.0} B each) | — |",
+            self.players,
+            self.write_seconds,
+            self.players as f64 / self.write_seconds.max(1e-9),
+            self.snapshot_bytes as f64 / self.players.max(1) as f64
+        );
+        let _ = writeln!(out, "| actors first start → `/health/ready` | {:.2} s | — |", self.first_ready_seconds);
+        let _ = writeln!(
+            out,
+            "| actors restart after SIGKILL, {} players snapshotted → `/health/ready` | {:.2} s | < {TARGET_READY_S:.0} s {} |",
+            self.players,
+            self.restart_ready_seconds,
+            if self.restart_ready_seconds < TARGET_READY_S { "✅" } else { "❌" }
+        );
+        let _ = writeln!(
+            out,
+            "| {} sampled players restored from snapshot and applied an event | {:.1} s ({:.0} players/s; at most {} snapshot reads at a time) | — |",
+            self.sample,
+            self.restore_seconds,
+            self.sample as f64 / self.restore_seconds.max(1e-9),
+            self.max_concurrent_loads
+        );
+        let _ = writeln!(out, "| actors RSS per live player (RSS delta ÷ {}) | {:.0} B | — |", self.sample, live);
+        let _ = writeln!(
+            out,
+            "| actors RSS per passivated player (RSS delta ÷ {}) | {:.0} B | < {TARGET_IDLE_BYTES:.0} B {} |",
+            self.sample,
+            idle,
+            if idle < TARGET_IDLE_BYTES { "✅" } else { "❌" }
+        );
+        out
+    }
+}
