@@ -785,6 +785,13 @@ fn main() {
         logs.display()
     );
     let violations = outcomes.iter().filter(|o| o.violated()).count();
+    // A libtest-shaped closing line, so scripts/test counts the scenarios with the tests.
+    let verdict = if violations > 0 { "FAILED" } else { "ok" };
+    println!(
+        "test result: {verdict}. {} passed; {violations} failed; 0 ignored (chaos suite, {} profile)",
+        outcomes.len() - violations,
+        profile.name
+    );
     if violations > 0 {
         println!("FAILED: {violations} scenario(s) violated an invariant or did not recover");
         std::process::exit(1);
