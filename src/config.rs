@@ -44,6 +44,27 @@ pub struct Config {
     /// Crypto-shredding and erasure.
     #[serde(default)]
     pub privacy: PrivacySettings,
+    /// Span export over OTLP (off when no endpoint is set).
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[telemetry]`: OpenTelemetry spans, exported over OTLP/HTTP protobuf.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP collector (`http://otel-collector:4318`); empty = no export.
+    pub otlp_endpoint: String,
+    /// Share of new traces kept, 0.0..=1.0 (a continued trace keeps its parent's decision).
+    pub sampling_ratio: f64,
+    /// `service.name` of the spans; the role is appended (`gamemetrics-gateway`).
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { otlp_endpoint: String::new(), sampling_ratio: 1.0, service_name: "gamemetrics".into() }
+    }
 }
 
 /// `[privacy]`. The master key wraps every player's data key: losing it loses every
@@ -323,6 +344,12 @@ impl Config {
         }
         if self.actors.max_concurrent_loads == 0 {
             return Err(invalid("actors.max_concurrent_loads", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
+            return Err(invalid("telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
+        }
+        if !self.telemetry.otlp_endpoint.is_empty() && !self.telemetry.otlp_endpoint.starts_with("http://") {
+            return Err(invalid("telemetry.otlp_endpoint", "must be an http:// URL of an OTLP/HTTP collector"));
         }
         if self.privacy.suppression_days == 0 || self.privacy.erasure_poll_ms == 0 {
             return Err(invalid("privacy", "suppression_days and erasure_poll_ms must be positive"));

@@ -137,8 +137,21 @@ enum ProjectionsCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    gm_telemetry::init_tracing(config.json_logs);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let role = match &command {
+        Command::Gateway => "gateway",
+        Command::Actors => "actors",
+        Command::Projections { command: None } => "projections",
+        _ => "serve",
+    };
+    let telemetry = &config.telemetry;
+    let _tracing = gm_telemetry::trace::init(&gm_telemetry::TracingSettings {
+        json: config.json_logs,
+        otlp_endpoint: Some(telemetry.otlp_endpoint.clone()).filter(|e| !e.is_empty()),
+        sampling_ratio: telemetry.sampling_ratio,
+        service_name: format!("{}-{role}", telemetry.service_name),
+    })?;
+    match command {
         Command::Serve => serve(config, Roles::ALL).await,
         Command::Gateway => serve(config, Roles::GATEWAY).await,
         Command::Actors => serve(config, Roles::ACTORS).await,

@@ -104,7 +104,16 @@ impl ActorsRuntime {
                     }
                 }
                 Ok(Polled::Records(records)) => {
-                    if let Err(e) = self.process(consumer.as_mut(), records).await {
+                    // One span per consumed batch, continuing the first record's trace.
+                    let span = tracing::info_span!(
+                        "actors.process_batch",
+                        records = records.len(),
+                        trace_id = tracing::field::Empty,
+                        span_id = tracing::field::Empty,
+                    );
+                    gm_telemetry::trace::continue_batch(&span, records.iter().map(|r| r.headers.as_slice()));
+                    let processed = tracing::Instrument::instrument(self.process(consumer.as_mut(), records), span).await;
+                    if let Err(e) = processed {
                         tracing::warn!(error = %e, "batch failed; recovering partitions");
                         self.metrics.actors.batch_failures.inc();
                         self.recover_all(consumer.as_mut(), &shutdown).await;
@@ -234,6 +243,13 @@ impl ActorsRuntime {
             }
         }
         self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
+        // The processed records continue this batch's trace into the projections.
+        let trace_headers = gm_telemetry::trace::inject(&tracing::Span::current());
+        if !trace_headers.is_empty() {
+            for output in &mut outputs {
+                output.headers.extend(trace_headers.iter().cloned());
+            }
+        }
         if !offsets.is_empty() {
             // Dead letters go in the same transaction as the outputs and the consumed
             // offsets: a poison record is never lost and never stalls its partition.

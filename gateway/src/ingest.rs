@@ -119,7 +119,23 @@ pub async fn post_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let timeout = state.config.request_timeout;
-    within(timeout, ingest(req, payload, state)).await
+    // The root of the batch's trace (or a continuation of the client's traceparent); its
+    // context goes into every record's headers (append_decoded). No personal field here.
+    let span = tracing::info_span!(
+        "POST /v1/events",
+        otel.kind = "server",
+        http.route = "/v1/events",
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let client_context: Vec<(String, String)> = req
+        .headers()
+        .get(gm_telemetry::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| vec![(gm_telemetry::trace::TRACEPARENT.to_string(), v.to_string())])
+        .unwrap_or_default();
+    gm_telemetry::trace::continue_from(&span, &client_context);
+    tracing::Instrument::instrument(within(timeout, ingest(req, payload, state)), span).await
 }
 
 async fn ingest(
@@ -263,6 +279,8 @@ pub(crate) async fn append_decoded(
             .collect(),
     };
     let mut records = Vec::with_capacity(protected.len());
+    // The request's trace context, the same for every record of the batch.
+    let trace_headers = gm_telemetry::trace::inject(&tracing::Span::current());
     for (index, outcome) in indices.into_iter().zip(protected) {
         let result = match outcome {
             Ok(envelope) => {
@@ -270,7 +288,9 @@ pub(crate) async fn append_decoded(
                 let event_id = envelope.event_id;
                 let payload = serde_json::to_vec(&RawRecord::Event(envelope))
                     .map_err(|e| GatewayError::Internal(format!("serialising an envelope: {e}")))?;
-                records.push(NewRecord::new(key, payload));
+                let mut record = NewRecord::new(key, payload);
+                record.headers.extend(trace_headers.iter().cloned());
+                records.push(record);
                 EventResult {
                     index,
                     status: EventStatus::Accepted,

@@ -128,8 +128,23 @@ impl ProjectionWorker {
                 players.reveal(&mut events).await?;
             }
             let started = Instant::now();
+            // One span per applied batch, continuing the trace of its first record.
+            let span = tracing::info_span!(
+                "projection.apply",
+                projection = %self.name,
+                partition,
+                events = events.len(),
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            gm_telemetry::trace::continue_batch(&span, fresh.iter().map(|r| r.headers.as_slice()));
             let change_set = changes(self.name, &events);
-            match self.store.apply(self.target, self.name, partition, expected, next, &change_set).await {
+            let applied = tracing::Instrument::instrument(
+                self.store.apply(self.target, self.name, partition, expected, next, &change_set),
+                span,
+            )
+            .await;
+            match applied {
                 Ok(()) => {
                     self.positions.insert(partition, Some(next));
                     let labels = self.metrics.projection(self.name.as_str());

@@ -13,6 +13,8 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 mod families;
+pub mod trace;
+pub use trace::{TracingGuard, TracingSettings};
 pub use families::{
     ActorMetrics, BuildLabels, CacheMetrics, KafkaMetrics, PartitionLabels, PrivacyMetrics, ProjectionMetrics,
     RebalanceLabels, TopicLabels,
@@ -216,12 +218,12 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("gamemetrics_cache_connected", "gauge"),
 ];
 
-/// Initialises tracing once: `RUST_LOG` filter (default `info`), JSON lines when `json`.
+/// Initialises logging once, without span export: `RUST_LOG` filter (default `info`), JSON
+/// lines when `json`. Roles use [`trace::init`], which also exports spans over OTLP.
 pub fn init_tracing(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let settings = TracingSettings { json, otlp_endpoint: None, sampling_ratio: 0.0, service_name: "gamemetrics".into() };
+    // Without an exporter there is nothing to build that could fail.
+    let _ = trace::init(&settings);
 }
 
 #[cfg(test)]
