@@ -28,7 +28,12 @@ pub struct TestServices {
 impl TestServices {
     /// Creates a database (with migrations) and picks a fresh namespace and key prefix.
     pub async fn create() -> Self {
-        let admin_url = required_env("GM_POSTGRES_URL");
+        Self::create_on(&required_env("GM_POSTGRES_URL")).await
+    }
+
+    /// The same on another PostgreSQL server (the disaster-recovery drill's own instance).
+    pub async fn create_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_string();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("gm_e2e_{}", &id[..16]);
         let mut admin = sqlx::PgConnection::connect(&admin_url)
@@ -122,8 +127,21 @@ pub fn free_port() -> u16 {
 impl Role {
     /// Starts `gamemetrics <role>` in production mode with `services`' settings.
     pub fn start(role: &'static str, services: &TestServices, api_keys: &str) -> Self {
+        Self::start_with(role, services, api_keys, |_| {})
+    }
+
+    /// The same, with `adjust` applied to the command last (e.g. to keep its log in a file).
+    pub fn start_with(
+        role: &'static str,
+        services: &TestServices,
+        api_keys: &str,
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Self {
         let port = free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gamemetrics"))
+        // GM_TEST_BIN: a copy of the binary, for a tree whose target directory others rebuild.
+        let bin = std::env::var("GM_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gamemetrics").into());
+        let mut command = std::process::Command::new(bin);
+        command
             .arg(role)
             .envs(services.env())
             .env("GM_HTTP__BIND", format!("127.0.0.1:{port}"))
@@ -131,9 +149,9 @@ impl Role {
             .env("GM_ACTORS__SNAPSHOT_EVERY_EVENTS", "500")
             .env("GM_ACTORS__SNAPSHOT_EVERY_MS", "500")
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start gamemetrics");
+            .stdout(std::process::Stdio::null());
+        adjust(&mut command);
+        let child = command.spawn().expect("start gamemetrics");
         Self { name: role, port, child: Some(child) }
     }
 
