@@ -8,4 +8,5 @@ pub mod bench;
 pub mod config;
 pub mod dlq;
 pub mod platform;
+pub mod reco_quality;
 pub mod simulate;

@@ -38,6 +38,10 @@ pub struct Backends {
     pub queries: Arc<dyn AnalyticsQueries>,
     /// Leaderboards, retention and monetisation (Redis sorted sets in front when configured).
     pub games: Arc<dyn gm_projections::GameQueries>,
+    /// Players' recommendations (from Redis when warm and configured).
+    pub recommendations: Arc<dyn gm_projections::RecommendationQueries>,
+    /// The recommendations projection's outbox, published by its worker.
+    pub recommendation_outbox: Arc<dyn gm_projections::recommend::RecommendationStore>,
     /// Data keys, pseudonyms, erasures and the privacy audit trail.
     pub privacy: Arc<dyn gm_privacy::PrivacyStore>,
     /// The query cache's erasure purge (production with Redis).
@@ -67,6 +71,8 @@ impl Backends {
                     read_models: store.clone(),
                     queries: store.clone(),
                     games: store.clone(),
+                    recommendations: store.clone(),
+                    recommendation_outbox: store.clone(),
                     privacy: store.clone(),
                     player_cache: None,
                     cache: None,
@@ -89,6 +95,7 @@ impl Backends {
                 // Partition counts and configs of production topics come from the Kafka settings.
                 log.ensure_topics(&config.kafka.topics.specs()).await.context("creating the Kafka topics")?;
                 let mut player_cache: Option<Arc<dyn gm_gateway::privacy::PlayerCache>> = None;
+                let mut redis_queries = None;
                 let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match &config.redis {
                     Some(redis) => {
                         let cache = gm_redis::RedisCache::connect(redis.clone()).await.context("redis.url")?;
@@ -97,16 +104,30 @@ impl Backends {
                             queries = queries.with_metrics(metrics.cache.clone());
                         }
                         let queries = Arc::new(queries);
-                        player_cache = Some(Arc::new(RedisPlayerCache(queries.clone())));
+                        redis_queries = Some(queries.clone());
                         (queries, Some(cache))
                     }
                     None => (Arc::new(store.clone()), None),
                 };
-                // Leaderboards read from Redis sorted sets when Redis is configured.
-                let games: Arc<dyn gm_projections::GameQueries> = match &cache {
-                    Some(cache) => Arc::new(gm_redis::CachedGameQueries::new(store.clone(), cache.clone())),
-                    None => Arc::new(store.clone()),
+                // Leaderboards read from Redis sorted sets, recommendations from Redis when warm.
+                type Games = Arc<dyn gm_projections::GameQueries>;
+                type Recommendations = Arc<dyn gm_projections::RecommendationQueries>;
+                let (games, recommendations): (Games, Recommendations) = match (&cache, redis_queries) {
+                    (Some(cache), Some(queries)) => {
+                        let games = Arc::new(gm_redis::CachedGameQueries::new(store.clone(), cache.clone()));
+                        let recommendations =
+                            Arc::new(gm_redis::CachedRecommendations::new(store.clone(), cache.clone()));
+                        player_cache = Some(Arc::new(RedisPlayerCache {
+                            queries,
+                            games: games.clone(),
+                            recommendations: recommendations.clone(),
+                        }));
+                        (games, recommendations)
+                    }
+                    _ => (Arc::new(store.clone()), Arc::new(store.clone())),
                 };
+                let recommendation_outbox: Arc<dyn gm_projections::recommend::RecommendationStore> =
+                    Arc::new(store.clone());
                 let store = Arc::new(store);
                 Ok(Self {
                     log,
@@ -116,6 +137,8 @@ impl Backends {
                     player_cache,
                     queries,
                     games,
+                    recommendations,
+                    recommendation_outbox,
                     cache,
                     embedded: None,
                 })
@@ -195,6 +218,12 @@ impl Platform {
                 let worker =
                     ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone())
                         .with_pseudonyms(backends.privacy.clone());
+                let worker = match name {
+                    ProjectionName::Recommendations => {
+                        worker.with_recommendations(backends.recommendation_outbox.clone())
+                    }
+                    _ => worker,
+                };
                 let rx = shutdown_rx.clone();
                 tasks.push(actix_rt::spawn(async move {
                     if let Err(e) = worker.run(rx).await {
@@ -218,6 +247,7 @@ impl Platform {
                 readiness.clone(),
             )
             .with_game_queries(backends.games.clone())
+            .with_recommendations(backends.recommendations.clone())
             .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?);
             gm_gateway::serve(listener, state).await?
         } else {
@@ -340,11 +370,21 @@ fn privacy_service(
 }
 
 /// Erasure's cache purge on the Redis query cache.
-struct RedisPlayerCache(Arc<gm_redis::CachedQueries<gm_postgres::PgStore>>);
+/// Erasure's purge of everything Redis holds about a player: the profile (and the marker
+/// that keeps read-through writes out), their recommendation lists, and the game's
+/// leaderboard sets (rebuilt from PostgreSQL on the next read).
+struct RedisPlayerCache {
+    queries: Arc<gm_redis::CachedQueries<gm_postgres::PgStore>>,
+    games: Arc<gm_redis::CachedGameQueries<gm_postgres::PgStore>>,
+    recommendations: Arc<gm_redis::CachedRecommendations<gm_postgres::PgStore>>,
+}
 
 #[async_trait::async_trait]
 impl gm_gateway::privacy::PlayerCache for RedisPlayerCache {
     async fn forget_player(&self, game: &gm_schemas::GameId, player: &gm_schemas::PlayerId) -> Result<u64, String> {
-        self.0.invalidate_player(game, player).await.map_err(|e| e.to_string())
+        let profile = self.queries.invalidate_player(game, player).await.map_err(|e| e.to_string())?;
+        let lists = self.recommendations.invalidate_player(game, player).await.map_err(|e| e.to_string())?;
+        let boards = self.games.invalidate_player(game, player).await.map_err(|e| e.to_string())?;
+        Ok(profile + lists + boards)
     }
 }

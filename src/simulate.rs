@@ -126,7 +126,30 @@ impl SimulationReport {
 }
 
 const LEVELS: usize = 12;
-const ITEMS: [&str; 8] = ["sword", "shield", "potion", "gem-pack", "skin-red", "skin-blue", "booster", "map"];
+/// Planted structure for the recommendations' quality check: items come in kits, each
+/// player has a favourite kit (kits are unequally popular) and takes most items from it.
+const KITS: [(&str, u32); 6] =
+    [("knight", 30), ("mage", 22), ("archer", 16), ("rogue", 13), ("healer", 11), ("builder", 8)];
+const ITEMS_PER_KIT: usize = 8;
+/// How often a player's item comes from their favourite kit (else from any kit).
+const KIT_LOYALTY: f64 = 0.85;
+
+fn favourite_kit(rng: &mut StdRng) -> usize {
+    let total: u32 = KITS.iter().map(|(_, w)| w).sum();
+    let mut pick = rng.random_range(0..total);
+    for (i, (_, w)) in KITS.iter().enumerate() {
+        if pick < *w {
+            return i;
+        }
+        pick -= w;
+    }
+    0
+}
+
+fn item_for(rng: &mut StdRng, kit: usize) -> String {
+    let kit = if rng.random_bool(KIT_LOYALTY) { kit } else { rng.random_range(0..KITS.len()) };
+    format!("{}-{}", KITS[kit].0, rng.random_range(1..=ITEMS_PER_KIT))
+}
 const PRICES: [i64; 4] = [99, 199, 499, 999];
 
 /// Plans every event of every player, deterministically from the seed.
@@ -160,6 +183,7 @@ fn plan_player(
     let mut t = from + ChronoDuration::seconds(rng.random_range(0..span - 1800));
     let mut level = 1usize;
     let mut first = true;
+    let kit = favourite_kit(rng);
     let ev = |rng: &mut StdRng, t: DateTime<Utc>, session: &str, body: Value, out: &mut Vec<SentEvent>| {
         out.push(SentEvent {
             game_id: game.to_string(),
@@ -210,7 +234,7 @@ fn plan_player(
                         7..=8 => "EUR",
                         _ => "GBP",
                     };
-                    json!({"type": "purchase", "properties": {"amount_minor": PRICES[rng.random_range(0..PRICES.len())], "currency": currency, "item_id": ITEMS[rng.random_range(0..ITEMS.len())]}})
+                    json!({"type": "purchase", "properties": {"amount_minor": PRICES[rng.random_range(0..PRICES.len())], "currency": currency, "item_id": item_for(rng, kit)}})
                 }
                 43..=55 => {
                     json!({"type": "resource", "properties": {"flow": if rng.random_bool(0.5) {"source"} else {"sink"}, "virtual_currency": "gold", "amount": rng.random_range(1..500)}})
@@ -222,7 +246,7 @@ fn plan_player(
                     json!({"type": "achievement", "properties": {"achievement_id": format!("ach-{}", rng.random_range(1..20))}})
                 }
                 75..=84 => {
-                    json!({"type": "item_use", "properties": {"item_id": ITEMS[rng.random_range(0..ITEMS.len())], "quantity": 1}})
+                    json!({"type": "item_use", "properties": {"item_id": item_for(rng, kit), "quantity": 1}})
                 }
                 _ => {
                     json!({"type": "design", "properties": {"event_id": format!("tutorial:step{}", rng.random_range(1..6)), "value": rng.random_range(0..100)}})

@@ -29,6 +29,7 @@ pub(crate) fn options(path: &Path) -> SqliteConnectOptions {
 #[derive(Debug, Clone)]
 pub(crate) enum V {
     I(i64),
+    F(f64),
     T(String),
     NT(Option<String>),
     NI(Option<i64>),
@@ -57,6 +58,7 @@ pub(crate) async fn insert_rows(
             for v in row {
                 q = match v {
                     V::I(x) => q.bind(x),
+                    V::F(x) => q.bind(x),
                     V::T(x) => q.bind(x),
                     V::NT(x) => q.bind(x),
                     V::NI(x) => q.bind(x),

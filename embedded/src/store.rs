@@ -14,6 +14,7 @@
 //! | revenue | `revenue_days`, `payer_days` |
 //! | funnel | `funnel` |
 //! | leaderboards, retention | see [`games`] |
+//! | recommendations | see [`reco`] |
 //!
 //! `apply` only touches the tables of the projection it is called for; parts of a change
 //! set that belong to other projections are ignored. The DDL is a template over the table
@@ -46,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
 mod games;
+mod reco;
 mod privacy;
 
 /// Rows per `IN (...)` lookup of `load_many`.
@@ -179,6 +181,7 @@ fn tables(projection: ProjectionName) -> &'static [Table] {
         ProjectionName::Funnel => &[FUNNEL],
         ProjectionName::Leaderboards => &[games::LEADERBOARD_SCORES],
         ProjectionName::Retention => &[games::COHORT_PLAYERS, games::COHORT_DAYS],
+        ProjectionName::Recommendations => &[reco::RECO_AFFINITY, reco::RECO_ITEMS, reco::RECO_PAIRS, reco::RECO_OUTBOX],
     }
 }
 
@@ -618,6 +621,11 @@ async fn apply_changes(
         }
         ProjectionName::Retention => {
             games::apply_retention(conn, &t(games::COHORT_PLAYERS.name), &t(games::COHORT_DAYS.name), c).await?;
+        }
+        ProjectionName::Recommendations => {
+            let names = [reco::RECO_AFFINITY.name, reco::RECO_ITEMS.name, reco::RECO_PAIRS.name, reco::RECO_OUTBOX.name]
+                .map(|n| t(n));
+            reco::apply(conn, [&names[0], &names[1], &names[2], &names[3]], c).await?;
         }
     }
     Ok(())

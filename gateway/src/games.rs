@@ -326,3 +326,55 @@ pub async fn monetisation(
     })
     .await
 }
+
+/// Longest list of recommendations.
+pub const MAX_RECOMMENDATIONS: u64 = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecommendationParams {
+    /// Items to return, 1..=100 (default 10).
+    pub limit: Option<u64>,
+    /// Half-life of a player's interest in an item, in days, 0.01..=3650 (default 14).
+    pub half_life_days: Option<f64>,
+}
+
+/// Items recommended to a player, best first, with a score and a reason each.
+#[utoipa::path(
+    get,
+    path = "/v1/players/{game_id}/{player_id}/recommendations",
+    tag = "queries",
+    params(("game_id" = String, Path, description = "The game"), ("player_id" = String, Path, description = "The player"), RecommendationParams),
+    responses(
+        (status = 200, description = "Items similar to the player's (item-to-item co-occurrence, time-decayed affinity), filled up with popular items; never an item the player already has. A player without interactions gets the popular items.", body = gm_projections::recommend::RecommendationList),
+        (status = 400, description = "Invalid game, player, limit or half-life", body = ErrorBody),
+        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = ["analyst", "admin"]))
+)]
+pub async fn recommendations(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    params: web::Query<RecommendationParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async move {
+        let (raw_game, raw_player) = path.into_inner();
+        let game = authorized_game(&req, &state, &raw_game, true)?;
+        let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let limit = in_bounds("limit", params.limit, 10, 1, MAX_RECOMMENDATIONS)?;
+        let half_life = params.half_life_days.unwrap_or(gm_projections::recommend::DEFAULT_HALF_LIFE_DAYS);
+        if !(0.01..=3650.0).contains(&half_life) {
+            return Err(GatewayError::InvalidInput(format!("half_life_days: {half_life} is out of range 0.01..=3650")));
+        }
+        let queries = state
+            .recommendations
+            .as_ref()
+            .ok_or_else(|| GatewayError::Unavailable("the recommendation read model is not configured".into()))?;
+        let list = queries.recommendations(&game, &player, limit as usize, half_life, Utc::now()).await?;
+        Ok(HttpResponse::Ok().json(list))
+    })
+    .await
+}

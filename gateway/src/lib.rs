@@ -127,6 +127,8 @@ pub struct AppState {
     pub(crate) queries: Arc<dyn AnalyticsQueries>,
     /// Leaderboards and retention; `None` answers 503 on those routes.
     pub(crate) games: Option<Arc<dyn gm_projections::GameQueries>>,
+    /// Players' recommendations; `None` answers 503 on that route.
+    pub(crate) recommendations: Option<Arc<dyn gm_projections::RecommendationQueries>>,
     pub(crate) metrics: Metrics,
     pub(crate) readiness: Readiness,
     /// Pseudonyms, crypto-shredding and the privacy routes. Without it (gateway unit tests)
@@ -154,7 +156,25 @@ impl AppState {
         let rate_limits = rate_limit::RateLimits::new(config.rate_limits);
         config.api_keys.clear();
         config.signing_secrets.clear();
-        Self { config, auth, signing, rate_limits, producer, queries, games: None, metrics, readiness, privacy: None }
+        Self {
+            config,
+            auth,
+            signing,
+            rate_limits,
+            producer,
+            queries,
+            games: None,
+            recommendations: None,
+            metrics,
+            readiness,
+            privacy: None,
+        }
+    }
+
+    /// Serves players' recommendations from `queries`.
+    pub fn with_recommendations(mut self, queries: Arc<dyn gm_projections::RecommendationQueries>) -> Self {
+        self.recommendations = Some(queries);
+        self
     }
 
     /// Serves the leaderboard, retention and monetisation routes from `games`.
@@ -208,6 +228,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
         ("/v1/analytics/{game_id}/retention", "get", web::get().to(games::retention)),
         ("/v1/analytics/{game_id}/new-returning", "get", web::get().to(games::new_returning)),
         ("/v1/analytics/{game_id}/monetisation", "get", web::get().to(games::monetisation)),
+        ("/v1/players/{game_id}/{player_id}/recommendations", "get", web::get().to(games::recommendations)),
         ("/v1/leaderboards/{game_id}/{board}", "get", web::get().to(games::leaderboard)),
         ("/v1/leaderboards/{game_id}/{board}/players/{player_id}", "get", web::get().to(games::standing)),
         ("/v1/privacy/erasures", "post", web::post().to(privacy::post_erasure)),

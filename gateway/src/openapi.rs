@@ -88,6 +88,7 @@ impl Modify for SecuritySchemes {
         games::monetisation,
         games::leaderboard,
         games::standing,
+        games::recommendations,
         privacy::post_erasure,
         privacy::get_erasure,
         privacy::get_export,

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 mod games;
+mod reco;
 
 /// Rows per statement for snapshot writes and key lookups (bounds one message's size).
 const SNAPSHOT_CHUNK: usize = 50_000;
@@ -50,6 +51,7 @@ fn tables(projection: ProjectionName) -> &'static [&'static str] {
         ProjectionName::Funnel => &["funnel"],
         ProjectionName::Leaderboards => games::LEADERBOARD_TABLES,
         ProjectionName::Retention => games::RETENTION_TABLES,
+        ProjectionName::Recommendations => reco::TABLES,
     }
 }
 
@@ -584,6 +586,10 @@ async fn apply_changes(
         }
         ProjectionName::Retention => {
             games::apply_retention(conn, &t("cohort_players"), &t("cohort_days"), c).await?;
+        }
+        ProjectionName::Recommendations => {
+            let names: Vec<String> = reco::TABLES.iter().map(|n| t(n)).collect();
+            reco::apply(conn, [&names[0], &names[1], &names[2], &names[3]], c).await?;
         }
     }
     Ok(())

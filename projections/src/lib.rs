@@ -16,8 +16,9 @@ pub mod leaderboard;
 pub mod model;
 pub mod ports;
 pub mod project;
+pub mod recommend;
 pub mod retention;
 pub mod worker;
 
 pub use model::{ChangeSet, DateRange, ProjectionName, Target};
-pub use ports::{AnalyticsQueries, GameQueries, ReadModelStore};
+pub use ports::{AnalyticsQueries, GameQueries, ReadModelStore, RecommendationQueries};

@@ -18,10 +18,11 @@ pub enum ProjectionName {
     Funnel,
     Leaderboards,
     Retention,
+    Recommendations,
 }
 
 impl ProjectionName {
-    pub const ALL: [ProjectionName; 7] = [
+    pub const ALL: [ProjectionName; 8] = [
         Self::PlayerProfiles,
         Self::DailyActivity,
         Self::Sessions,
@@ -29,6 +30,7 @@ impl ProjectionName {
         Self::Funnel,
         Self::Leaderboards,
         Self::Retention,
+        Self::Recommendations,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -40,6 +42,7 @@ impl ProjectionName {
             Self::Funnel => "funnel",
             Self::Leaderboards => "leaderboards",
             Self::Retention => "retention",
+            Self::Recommendations => "recommendations",
         }
     }
 
@@ -166,6 +169,8 @@ pub struct ChangeSet {
     pub funnel: Vec<FunnelDelta>,
     /// Best scores per player, board and period (the store keeps the maximum).
     pub scores: Vec<crate::leaderboard::ScoreEntry>,
+    /// Players' interactions with items (recommendations).
+    pub interactions: Vec<crate::recommend::Interaction>,
     /// Players erased: their rows are deleted, or their id replaced by an irreversible
     /// pseudonym where counts of distinct players depend on them.
     pub erased: Vec<(GameId, PlayerId)>,
@@ -184,6 +189,7 @@ impl ChangeSet {
             && self.payer_days.is_empty()
             && self.funnel.is_empty()
             && self.scores.is_empty()
+            && self.interactions.is_empty()
             && self.erased.is_empty()
             && self.confirmed_erasures.is_empty()
     }

@@ -90,3 +90,17 @@ pub trait GameQueries: Send + Sync {
     async fn monetisation(&self, game: &GameId, range: DateRange)
         -> Result<crate::retention::Monetisation, StoreError>;
 }
+
+/// A player's recommendations, computed from the recommendation read model.
+#[async_trait]
+pub trait RecommendationQueries: Send + Sync {
+    /// Up to `limit` items for the player, best first (see [`crate::recommend`]).
+    async fn recommendations(
+        &self,
+        game: &GameId,
+        player: &PlayerId,
+        limit: usize,
+        half_life_days: f64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::recommend::RecommendationList, StoreError>;
+}

@@ -29,6 +29,7 @@ fn projection_changes(projection: ProjectionName, events: &[ProcessedEvent]) -> 
         ProjectionName::Leaderboards => crate::leaderboard::changes(events),
         // Retention keeps its own copy of the active days, next to the first-seen cohorts.
         ProjectionName::Retention => activity(events),
+        ProjectionName::Recommendations => crate::recommend::changes(events),
     }
 }
 

@@ -32,6 +32,10 @@ pub struct ProjectionWorker {
     max_batch: usize,
     /// The checkpoint (next offset to apply) of each assigned partition, exactly as stored.
     positions: HashMap<u32, Option<u64>>,
+    /// Recommendations: the outbox to publish to `recommendations.generated` after each batch.
+    publisher: Option<Arc<dyn crate::recommend::RecommendationStore>>,
+    /// The outbox may hold lists not yet published (at start: left by a crash).
+    unpublished: bool,
 }
 
 impl ProjectionWorker {
@@ -45,6 +49,30 @@ impl ProjectionWorker {
             metrics,
             max_batch: 5_000,
             positions: HashMap::new(),
+            publisher: None,
+            unpublished: true,
+        }
+    }
+
+    /// Publishes the lists the recommendations projection queued in its outbox (in the
+    /// batch's transaction) after each batch; see [`crate::recommend::publish_pending`].
+    pub fn with_recommendations(mut self, store: Arc<dyn crate::recommend::RecommendationStore>) -> Self {
+        self.publisher = Some(store);
+        self
+    }
+
+    async fn publish(&mut self) {
+        let Some(store) = self.publisher.clone() else { return };
+        if !self.unpublished {
+            return;
+        }
+        let producer = self.log.producer();
+        match crate::recommend::publish_pending(store.as_ref(), producer.as_ref(), chrono::Utc::now()).await {
+            Ok(_) => self.unpublished = false,
+            // The outbox keeps them: retried after the next poll.
+            Err(e) => {
+                tracing::warn!(projection = %self.name, error = %e, "publishing recommendations failed; will retry")
+            }
         }
     }
 
@@ -85,6 +113,7 @@ impl ProjectionWorker {
                     tracing::warn!(projection = %self.name, error = %e, "cannot re-read checkpoints yet");
                 }
             }
+            self.publish().await;
             if last_lag.elapsed() >= Duration::from_secs(1) {
                 last_lag = Instant::now();
                 self.report_lag().await;
@@ -147,6 +176,7 @@ impl ProjectionWorker {
             match applied {
                 Ok(()) => {
                     self.positions.insert(partition, Some(next));
+                    self.unpublished = true;
                     let labels = self.metrics.projection(self.name.as_str());
                     self.metrics.projection_events_applied.get_or_create(&labels).inc_by(events.len() as u64);
                     self.metrics

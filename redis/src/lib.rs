@@ -19,8 +19,10 @@ pub mod cache;
 pub mod config;
 pub mod leaderboards;
 pub mod queries;
+pub mod recommendations;
 
 pub use cache::{CacheError, CacheStats, RedisCache};
 pub use config::RedisConfig;
 pub use leaderboards::{board_key, board_marker_key, CachedGameQueries};
 pub use queries::{erased_marker_key, funnel_key, profile_key, query_key, CachedQueries, QueryCacheStats, QueryKind};
+pub use recommendations::{recommendations_key, CachedRecommendations};

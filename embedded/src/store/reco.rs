@@ -1,0 +1,393 @@
+//! Tables of the recommendations projection (see `gm_projections::recommend`):
+//!
+//! | table | what |
+//! |---|---|
+//! | `reco_affinity` | per player and item: summed weight, last interaction |
+//! | `reco_items` | per item: players who interacted with it |
+//! | `reco_pairs` | per ordered pair of distinct items: players who have both |
+//! | `reco_outbox` | players whose list must be published (or tombstoned) |
+//!
+//! Erasure deletes the player's affinity rows and queues a tombstone; item and pair counts
+//! hold no player id and stay.
+
+use super::{store_err, SqliteStore, Table};
+use crate::sql::{insert_rows, to_i64, to_u64, V};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use gm_ports::StoreError;
+use gm_projections::model::ChangeSet;
+use gm_projections::recommend::{score, RecommendationList, RecommendationStore, ScoringInput};
+use gm_projections::RecommendationQueries;
+use gm_schemas::{GameId, PlayerId};
+use sqlx::{Row, SqliteConnection};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub(super) const RECO_AFFINITY: Table = Table {
+    name: "reco_affinity",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        player_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        weight REAL NOT NULL,
+        last_ms INTEGER NOT NULL,
+        PRIMARY KEY (game_id, player_id, item)
+    ) WITHOUT ROWID",
+    indexes: &[],
+};
+pub(super) const RECO_ITEMS: Table = Table {
+    name: "reco_items",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        item TEXT NOT NULL,
+        players INTEGER NOT NULL,
+        PRIMARY KEY (game_id, item)
+    ) WITHOUT ROWID",
+    indexes: &["CREATE INDEX IF NOT EXISTS {t}_by_players ON {t} (game_id, players)"],
+};
+pub(super) const RECO_PAIRS: Table = Table {
+    name: "reco_pairs",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        item_a TEXT NOT NULL,
+        item_b TEXT NOT NULL,
+        players INTEGER NOT NULL,
+        PRIMARY KEY (game_id, item_a, item_b)
+    ) WITHOUT ROWID",
+    indexes: &[],
+};
+pub(super) const RECO_OUTBOX: Table = Table {
+    name: "reco_outbox",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        player_id TEXT NOT NULL,
+        erased INTEGER NOT NULL,
+        PRIMARY KEY (game_id, player_id)
+    ) WITHOUT ROWID",
+    indexes: &[],
+};
+
+/// `tables`: affinity, items, pairs, outbox (live or rebuild names).
+pub(super) async fn apply(conn: &mut SqliteConnection, tables: [&str; 4], c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let [affinity, items, pairs, outbox] = tables;
+    for (game, player) in &c.erased {
+        sqlx::query(&format!("DELETE FROM {affinity} WHERE game_id = ? AND player_id = ?"))
+            .bind(game.as_str())
+            .bind(player.as_str())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO {outbox} (game_id, player_id, erased) VALUES (?, ?, 1)
+             ON CONFLICT (game_id, player_id) DO UPDATE SET erased = 1"
+        ))
+        .bind(game.as_str())
+        .bind(player.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if c.interactions.is_empty() {
+        return Ok(());
+    }
+    let mut by_player: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for i in &c.interactions {
+        by_player.entry((i.game_id.as_str(), i.player_id.as_str())).or_default().insert(i.item.as_str());
+    }
+    let mut item_counts: HashMap<(String, String), i64> = HashMap::new();
+    let mut pair_counts: HashMap<(String, String, String), i64> = HashMap::new();
+    for ((game, player), batch_items) in &by_player {
+        let existing: BTreeSet<String> =
+            sqlx::query_scalar(&format!("SELECT item FROM {affinity} WHERE game_id = ? AND player_id = ?"))
+                .bind(*game)
+                .bind(*player)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
+        let new: Vec<&str> = batch_items.iter().copied().filter(|i| !existing.contains(*i)).collect();
+        for (k, n) in new.iter().enumerate() {
+            *item_counts.entry((game.to_string(), n.to_string())).or_default() += 1;
+            let others = existing.iter().map(String::as_str).chain(new[..k].iter().copied());
+            for o in others {
+                *pair_counts.entry((game.to_string(), n.to_string(), o.to_string())).or_default() += 1;
+                *pair_counts.entry((game.to_string(), o.to_string(), n.to_string())).or_default() += 1;
+            }
+        }
+    }
+    if !item_counts.is_empty() {
+        let rows = item_counts.into_iter().map(|((g, i), n)| vec![V::T(g), V::T(i), V::I(n)]).collect();
+        insert_rows(
+            conn,
+            &format!("INSERT INTO {items} (game_id, item, players) VALUES"),
+            "ON CONFLICT (game_id, item) DO UPDATE SET players = players + excluded.players",
+            3,
+            rows,
+        )
+        .await?;
+    }
+    if !pair_counts.is_empty() {
+        let rows = pair_counts.into_iter().map(|((g, a, b), n)| vec![V::T(g), V::T(a), V::T(b), V::I(n)]).collect();
+        insert_rows(
+            conn,
+            &format!("INSERT INTO {pairs} (game_id, item_a, item_b, players) VALUES"),
+            "ON CONFLICT (game_id, item_a, item_b) DO UPDATE SET players = players + excluded.players",
+            4,
+            rows,
+        )
+        .await?;
+    }
+    let rows = c
+        .interactions
+        .iter()
+        .map(|i| {
+            vec![
+                V::T(i.game_id.to_string()),
+                V::T(i.player_id.to_string()),
+                V::T(i.item.clone()),
+                V::F(i.weight),
+                V::I(i.last_at.timestamp_millis()),
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        &format!("INSERT INTO {affinity} (game_id, player_id, item, weight, last_ms) VALUES"),
+        "ON CONFLICT (game_id, player_id, item) DO UPDATE SET
+         weight = weight + excluded.weight, last_ms = max(last_ms, excluded.last_ms)",
+        5,
+        rows,
+    )
+    .await?;
+    let rows = by_player.keys().map(|(g, p)| vec![V::T(g.to_string()), V::T(p.to_string()), V::I(0)]).collect();
+    insert_rows(
+        conn,
+        &format!("INSERT INTO {outbox} (game_id, player_id, erased) VALUES"),
+        "ON CONFLICT (game_id, player_id) DO UPDATE SET erased = 0",
+        3,
+        rows,
+    )
+    .await
+    .map(|_| ())
+}
+
+fn ms(v: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(v).unwrap_or_default()
+}
+
+#[async_trait]
+impl RecommendationStore for SqliteStore {
+    async fn pending(&self, limit: usize) -> Result<Vec<(GameId, PlayerId, bool)>, StoreError> {
+        let rows = sqlx::query("SELECT game_id, player_id, erased FROM reco_outbox LIMIT ?")
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.inner.reads)
+            .await
+            .map_err(store_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let game: String = r.try_get(0).map_err(store_err)?;
+            let player: String = r.try_get(1).map_err(store_err)?;
+            let erased: i64 = r.try_get(2).map_err(store_err)?;
+            let (Ok(game), Ok(player)) = (GameId::parse(game), PlayerId::parse(player)) else { continue };
+            out.push((game, player, erased != 0));
+        }
+        Ok(out)
+    }
+
+    async fn clear_pending(&self, done: &[(GameId, PlayerId)]) -> Result<(), StoreError> {
+        let mut w = self.begin().await?;
+        let result = async {
+            for (g, p) in done {
+                sqlx::query("DELETE FROM reco_outbox WHERE game_id = ? AND player_id = ?")
+                    .bind(g.as_str())
+                    .bind(p.as_str())
+                    .execute(&mut w.conn)
+                    .await
+                    .map_err(store_err)?;
+            }
+            Ok(())
+        }
+        .await;
+        Self::finish(&mut w, result).await
+    }
+
+    async fn scoring_input(&self, game: &GameId, player: &PlayerId, limit: usize) -> Result<ScoringInput, StoreError> {
+        let mut conn = self.inner.reads.acquire().await.map_err(store_err)?;
+        let owned_rows =
+            sqlx::query("SELECT item, weight, last_ms FROM reco_affinity WHERE game_id = ? AND player_id = ?")
+                .bind(game.as_str())
+                .bind(player.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(store_err)?;
+        let mut input = ScoringInput::default();
+        for r in &owned_rows {
+            input.owned.push((
+                r.try_get(0).map_err(store_err)?,
+                r.try_get(1).map_err(store_err)?,
+                ms(r.try_get(2).map_err(store_err)?),
+            ));
+        }
+        let mut needed: BTreeSet<String> = BTreeSet::new();
+        for (item, _, _) in &input.owned {
+            needed.insert(item.clone());
+            let rows = sqlx::query("SELECT item_b, players FROM reco_pairs WHERE game_id = ? AND item_a = ?")
+                .bind(game.as_str())
+                .bind(item)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(store_err)?;
+            for r in &rows {
+                let b: String = r.try_get(0).map_err(store_err)?;
+                let n: i64 = r.try_get(1).map_err(store_err)?;
+                needed.insert(b.clone());
+                input.pairs.push((item.clone(), b, to_u64(n)));
+            }
+        }
+        for item in &needed {
+            let n: Option<i64> = sqlx::query_scalar("SELECT players FROM reco_items WHERE game_id = ? AND item = ?")
+                .bind(game.as_str())
+                .bind(item)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(store_err)?;
+            input.item_players.insert(item.clone(), n.map(to_u64).unwrap_or(0));
+        }
+        let popular =
+            sqlx::query("SELECT item, players FROM reco_items WHERE game_id = ? ORDER BY players DESC, item LIMIT ?")
+                .bind(game.as_str())
+                .bind(to_i64((limit + input.owned.len()) as u64))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(store_err)?;
+        for r in &popular {
+            input.popular.push((r.try_get(0).map_err(store_err)?, to_u64(r.try_get(1).map_err(store_err)?)));
+        }
+        Ok(input)
+    }
+}
+
+#[async_trait]
+impl RecommendationQueries for SqliteStore {
+    async fn recommendations(
+        &self,
+        game: &GameId,
+        player: &PlayerId,
+        limit: usize,
+        half_life_days: f64,
+        now: DateTime<Utc>,
+    ) -> Result<RecommendationList, StoreError> {
+        let input = self.scoring_input(game, player, limit).await?;
+        Ok(RecommendationList {
+            game_id: game.to_string(),
+            player_id: player.to_string(),
+            generated_at: now,
+            items: score(&input, limit, half_life_days, now),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gm_ports::{LogError, LogProducer, NewRecord, Position};
+    use gm_projections::model::{ProjectionName, Target};
+    use gm_projections::recommend::{publish_pending, Interaction, Reason};
+    use gm_projections::ReadModelStore;
+    use std::sync::Mutex;
+
+    fn game() -> GameId {
+        GameId::parse("space-race").unwrap()
+    }
+    fn pid(p: &str) -> PlayerId {
+        PlayerId::parse(p).unwrap()
+    }
+    fn now() -> DateTime<Utc> {
+        "2024-06-01T00:00:00Z".parse().unwrap()
+    }
+    fn bought(p: &str, items: &[&str]) -> Vec<Interaction> {
+        items
+            .iter()
+            .map(|i| Interaction {
+                game_id: game(),
+                player_id: pid(p),
+                item: i.to_string(),
+                weight: 2.0,
+                last_at: now(),
+            })
+            .collect()
+    }
+
+    #[derive(Default)]
+    struct Captured(Mutex<Vec<(String, NewRecord)>>);
+    #[async_trait]
+    impl LogProducer for Captured {
+        async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>, LogError> {
+            let mut all = self.0.lock().unwrap();
+            let n = records.len();
+            all.extend(records.into_iter().map(|r| (topic.to_string(), r)));
+            Ok((0..n).map(|i| Position { partition: 0, offset: i as u64 }).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn co_occurrence_recommends_unowned_items_backfills_new_players_and_erasure_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("store.db")).await.unwrap();
+        let r = ProjectionName::Recommendations;
+        // a, b, c have sword+shield; d has sword+potion; e has gem only; f buys sword in a second batch.
+        let mut first = Vec::new();
+        for p in ["a", "b", "c"] {
+            first.extend(bought(p, &["sword", "shield"]));
+        }
+        first.extend(bought("d", &["sword", "potion"]));
+        first.extend(bought("e", &["gem"]));
+        store
+            .apply(Target::Live, r, 0, None, 1, &ChangeSet { interactions: first, ..Default::default() })
+            .await
+            .unwrap();
+        // A repeat of an owned item changes no count.
+        let second = [bought("f", &["sword"]), bought("a", &["sword"])].concat();
+        store
+            .apply(Target::Live, r, 0, Some(1), 2, &ChangeSet { interactions: second, ..Default::default() })
+            .await
+            .unwrap();
+
+        let input = store.scoring_input(&game(), &pid("f"), 10).await.unwrap();
+        assert_eq!(input.item_players["sword"], 5);
+        assert_eq!(input.item_players["shield"], 3);
+        let f = store.recommendations(&game(), &pid("f"), 10, 14.0, now()).await.unwrap();
+        let items: Vec<&str> = f.items.iter().map(|i| i.item.as_str()).collect();
+        assert_eq!(items, vec!["shield", "potion", "gem"], "jaccard 3/5 > 1/5, then popular");
+        assert_eq!(f.items[0].reason, Reason::SimilarTo { item: "sword".into() });
+        assert!((f.items[0].score - 2.0 * 3.0 / 5.0).abs() < 1e-9);
+        let a = store.recommendations(&game(), &pid("a"), 10, 14.0, now()).await.unwrap();
+        assert!(a.items.iter().all(|i| i.item != "sword" && i.item != "shield"), "owned items: {a:?}");
+        let newcomer = store.recommendations(&game(), &pid("new"), 2, 14.0, now()).await.unwrap();
+        assert_eq!(newcomer.items.iter().map(|i| i.item.as_str()).collect::<Vec<_>>(), vec!["sword", "shield"]);
+        assert!(newcomer.items.iter().all(|i| i.reason == Reason::Popular));
+
+        // Every changed player is published once, then the outbox is empty.
+        let log = Captured::default();
+        assert_eq!(publish_pending(&store, &log, now()).await.unwrap(), 6);
+        assert_eq!(publish_pending(&store, &log, now()).await.unwrap(), 0);
+        let published = log.0.lock().unwrap().clone();
+        let f_record = published.iter().find(|(_, r)| r.key == "space-race:f").unwrap();
+        assert_eq!(f_record.0, "recommendations.generated");
+        let list: RecommendationList = serde_json::from_slice(&f_record.1.payload).unwrap();
+        assert_eq!(list.items, f.items);
+
+        // Erasure: the player's interactions go, a tombstone is published, counts stay.
+        let erase = ChangeSet { erased: vec![(game(), pid("f"))], ..Default::default() };
+        store.apply(Target::Live, r, 0, Some(2), 3, &erase).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reco_affinity WHERE player_id = 'f'")
+            .fetch_one(&store.inner.reads)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+        let after = store.recommendations(&game(), &pid("f"), 10, 14.0, now()).await.unwrap();
+        assert!(after.items.iter().all(|i| i.reason == Reason::Popular), "an erased player is a new player: {after:?}");
+        let log = Captured::default();
+        assert_eq!(publish_pending(&store, &log, now()).await.unwrap(), 1);
+        let tomb = &log.0.lock().unwrap()[0].1;
+        assert_eq!((tomb.key.as_str(), tomb.payload.is_empty()), ("space-race:f", true));
+        assert_eq!(store.scoring_input(&game(), &pid("a"), 10).await.unwrap().item_players["sword"], 5);
+    }
+}
