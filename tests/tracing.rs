@@ -79,11 +79,12 @@ async fn a_batch_is_one_trace_from_the_http_request_through_kafka_to_the_project
     let data = web::Data::new(received.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).route("/v1/traces", web::post().to(receive)))
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .run();
+    let server =
+        HttpServer::new(move || App::new().app_data(data.clone()).route("/v1/traces", web::post().to(receive)))
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run();
     let server_handle = server.handle();
     actix_rt::spawn(server);
 
@@ -170,7 +171,9 @@ async fn a_batch_is_one_trace_from_the_http_request_through_kafka_to_the_project
     })
     .await;
     let all = received.lock().unwrap().clone();
-    chain.unwrap_or_else(|e| panic!("{e}\nspans of the trace: {:#?}", all.iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>()));
+    chain.unwrap_or_else(|e| {
+        panic!("{e}\nspans of the trace: {:#?}", all.iter().filter(|s| s.trace_id == trace_id).collect::<Vec<_>>())
+    });
 
     // Nothing personal in any span: not a player id, anywhere.
     for span in &all {

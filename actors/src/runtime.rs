@@ -112,7 +112,8 @@ impl ActorsRuntime {
                         span_id = tracing::field::Empty,
                     );
                     gm_telemetry::trace::continue_batch(&span, records.iter().map(|r| r.headers.as_slice()));
-                    let processed = tracing::Instrument::instrument(self.process(consumer.as_mut(), records), span).await;
+                    let processed =
+                        tracing::Instrument::instrument(self.process(consumer.as_mut(), records), span).await;
                     if let Err(e) = processed {
                         tracing::warn!(error = %e, "batch failed; recovering partitions");
                         self.metrics.actors.batch_failures.inc();
