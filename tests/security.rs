@@ -1,5 +1,6 @@
-//! Security headers on every response, configurable CORS, and logs that never hold a secret
-//! or a personal value, checked over real sockets against the platform and the binary.
+//! Security headers on every response, `Allow` on 405, configurable CORS, and logs that never
+//! hold a secret or a personal value, checked over real sockets against the platform and the
+//! binary.
 
 mod common;
 
@@ -41,6 +42,13 @@ async fn every_response_has_the_security_headers_and_only_configured_origins_get
     let missing = c.get(format!("{base}/no/such/route")).send().await.unwrap();
     assert_eq!(missing.status().as_u16(), 404);
     assert_security_headers(&missing, "404");
+    // RFC 9110: a 405 says which methods the resource has.
+    let wrong_method = c.post(format!("{base}/health/live")).send().await.unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
+    assert_eq!(header(&wrong_method, "allow"), Some("GET"));
+    assert_security_headers(&wrong_method, "405");
+    let wrong_method = c.get(format!("{base}/v1/events")).send().await.unwrap();
+    assert_eq!((wrong_method.status().as_u16(), header(&wrong_method, "allow")), (405, Some("POST")));
     let refused = c.get(format!("{base}/v1/analytics/{GAME}/funnel")).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 401);
     assert_security_headers(&refused, "401");

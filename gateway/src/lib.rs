@@ -246,8 +246,8 @@ async fn not_found() -> Result<HttpResponse, GatewayError> {
     Err(GatewayError::NotFound("no such route".into()))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, GatewayError> {
-    Err(GatewayError::MethodNotAllowed)
+async fn method_not_allowed(allow: String) -> Result<HttpResponse, GatewayError> {
+    Err(GatewayError::MethodNotAllowed { allow })
 }
 
 /// Registers the state, the extractor error handlers and every route (no middleware: use
@@ -258,8 +258,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .app_data(state)
         .app_data(web::PathConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()))
         .app_data(web::QueryConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()));
+    let all = routes();
     for (path, _, route) in routes() {
-        cfg.service(web::resource(path).route(route).default_service(web::to(method_not_allowed)));
+        // RFC 9110: a 405 names the methods the resource has (`Allow`).
+        let allow: Vec<String> =
+            all.iter().filter(|(p, _, _)| *p == path).map(|(_, m, _)| m.to_ascii_uppercase()).collect();
+        let allow = allow.join(", ");
+        cfg.service(
+            web::resource(path).route(route).default_service(web::to(move || method_not_allowed(allow.clone()))),
+        );
     }
 }
 

@@ -15,11 +15,12 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RangeParams {
+    // Required, but an `Option` so that its absence gets a clear 400 of ours.
     /// First day, `YYYY-MM-DD` (UTC).
-    #[param(example = "2025-01-01")]
+    #[param(required = true, format = Date, example = "2025-01-01")]
     pub from: Option<String>,
     /// Last day, inclusive, `YYYY-MM-DD` (UTC).
-    #[param(example = "2025-01-31")]
+    #[param(required = true, format = Date, example = "2025-01-31")]
     pub to: Option<String>,
 }
 
