@@ -99,6 +99,12 @@ async fn applied_offsets(url: &str) -> Result<i64, sqlx::Error> {
         .await
 }
 
+async fn profile_count(url: &str) -> i64 {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else { return -1 };
+    sqlx::query_scalar("SELECT COUNT(*) FROM player_profiles").fetch_one(&mut conn).await.unwrap_or(-1)
+}
+
 #[actix_rt::test]
 async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_nothing() {
     let players: usize = env_or("GM_DR_PLAYERS", 400);
@@ -114,11 +120,8 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
     // Each role's log in a file of the drill (shown when the drill fails).
     let logs = tempfile::Builder::new().prefix("gm-dr-logs-").tempdir_in("/var/tmp").unwrap();
     let logged = |role: &'static str| {
-        let file = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(logs.path().join(format!("{role}.log")))
-            .unwrap();
+        let file =
+            std::fs::File::options().create(true).append(true).open(logs.path().join(format!("{role}.log"))).unwrap();
         Role::start_with(role, &services, &keys, |c| {
             c.env("RUST_LOG", "info").stderr(file);
         })
@@ -169,15 +172,11 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
     let report = traffic.await.unwrap();
     let traffic_done = destroyed.elapsed();
     assert_eq!(report.accepted.len(), planned, "{}", report.summary());
-    let expected = Expected::from_events(&report.accepted);
-    eventually(Duration::from_secs(600), || compare_read_models(gateway.url(), &expected, 60)).await.unwrap();
-    let rto = destroyed.elapsed();
-
-    let figures = format!(
+    let restore_figures = format!(
         "dr-drill postgres: players={players} rate={rate}/s acknowledged={} destroyed at +{:.1}s of load | \
          RPO {:.2}s (restored database ends at {replayed_until}, destroyed at {destroyed_at}; \
          {} projection offsets behind, refilled from Kafka) | database restored in {:.1}s, roles ready at {:.1}s, \
-         traffic ended at {:.1}s, RTO (read models complete and exact) {:.1}s",
+         traffic ended at {:.1}s",
         report.accepted.len(),
         destroy_after.as_secs_f64(),
         rpo.as_secs_f64(),
@@ -185,16 +184,32 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
         db_restored.as_secs_f64(),
         roles_ready.as_secs_f64(),
         traffic_done.as_secs_f64(),
-        rto.as_secs_f64(),
     );
+    eprintln!("{restore_figures}");
+    // The restore really went back in time (a restore that lost nothing proves no catch-up).
+    assert!(after < before, "the restored database is not behind the destroyed one ({after} ≥ {before} offsets)");
+    // The readiness review's target: RPO < 5 min.
+    assert!(rpo < Duration::from_secs(300), "RPO {rpo:?} over 5 minutes");
+
+    let expected = Expected::from_events(&report.accepted);
+    if let Err(e) = eventually(Duration::from_secs(300), || compare_read_models(gateway.url(), &expected, 60)).await {
+        // Players known under more pseudonyms than there are players: a pseudonym created in
+        // the restore's data-loss window was lost and the player got a second one.
+        let profiles = profile_count(&services.postgres_url).await;
+        panic!(
+            "read models differ after the restore: {e}\n{} players were sent, the restored database has {profiles} \
+             profiles",
+            expected.profiles.len()
+        );
+    }
+    let rto = destroyed.elapsed();
+
+    let figures = format!("{restore_figures}, RTO (read models complete and exact) {:.1}s", rto.as_secs_f64());
     eprintln!("{figures}");
     if let Ok(file) = std::env::var("GM_DR_REPORT") {
         std::fs::write(file, format!("{figures}\n")).expect("write GM_DR_REPORT");
     }
-    // The restore really went back in time (a restore that lost nothing proves no catch-up).
-    assert!(after < before, "the restored database is not behind the destroyed one ({after} ≥ {before} offsets)");
-    // The readiness review's targets: RPO < 5 min, RTO < 15 min.
-    assert!(rpo < Duration::from_secs(300), "RPO {rpo:?} over 5 minutes");
+    // The readiness review's target: RTO < 15 min.
     assert!(rto < Duration::from_secs(900), "RTO {rto:?} over 15 minutes");
     drop((gateway, actors, projections));
     std::mem::forget(show_logs);
