@@ -59,12 +59,17 @@ pub struct BenchOptions {
     pub write: Option<PathBuf>,
     /// The `--config` file, handed to the child processes.
     pub config_file: Option<PathBuf>,
+    /// Requests of each query phase (recommendations, analytics).
+    pub query_requests: usize,
+    /// Concurrent requests of the query phases.
+    pub query_lanes: usize,
     /// Run the recovery bench (recovery.rs) with this many snapshotted players instead.
     pub recovery_players: Option<usize>,
     /// Players of the recovery bench that get an event after the restart.
     pub recovery_sample: usize,
 }
 
+mod queries;
 mod recovery;
 
 /// Runs the benchmark, prints the report and appends it to `options.write` when given.
@@ -94,7 +99,10 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
         Mode::Production => Some(BenchDatabase::create(&config.postgres.url, &id).await?),
         Mode::Embedded => None,
     };
-    let result = Bench::new(config, &options, &id, &work_dir, database.as_ref()).run().await;
+    let result = match Bench::new(config, &options, &id, &work_dir, database.as_ref()) {
+        Ok(bench) => bench.run().await,
+        Err(e) => Err(e),
+    };
     if let Some(db) = &database {
         db.drop_database().await;
     }
@@ -212,6 +220,8 @@ struct Bench<'a> {
     database: Option<&'a BenchDatabase>,
     key: String,
     client: awc::Client,
+    /// The throwaway token issuer of the query phases.
+    issuer: queries::Issuer,
 }
 
 impl<'a> Bench<'a> {
@@ -221,8 +231,8 @@ impl<'a> Bench<'a> {
         id: &'a str,
         work_dir: &'a Path,
         database: Option<&'a BenchDatabase>,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
             config,
             options,
             id,
@@ -230,7 +240,8 @@ impl<'a> Bench<'a> {
             database,
             key: format!("bench-key-{}", &id[..12]),
             client: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
-        }
+            issuer: queries::Issuer::create(work_dir)?,
+        })
     }
 
     fn production(&self) -> bool {
@@ -252,6 +263,7 @@ impl<'a> Bench<'a> {
             .env("GM_API_KEYS", format!("{GAME}={}", self.key))
             .env("GM_LOG__NAMESPACE", format!("bench-{}.", self.id))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(self.issuer.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -359,6 +371,32 @@ impl<'a> Bench<'a> {
         eprintln!("bench: whole pipeline, {} events", live.len());
         let pipeline = self.pipeline(&gateway, &projections, &live, applied).await?;
 
+        // Queries on what the pipeline built: the players of the live phase.
+        let mut players: Vec<String> = live.iter().map(|e| e.player_id.clone()).collect();
+        players.sort();
+        players.dedup();
+        let requests = self.options.query_requests.max(100);
+        eprintln!("bench: recommendations, warming {} players' lists", players.len());
+        let token = self.issuer.token.as_str();
+        let warm = queries::recommendation_urls(&gateway, GAME, &players, players.len());
+        let _ = queries::load(&self.client, warm, token, 32).await;
+        eprintln!("bench: recommendations, {requests} requests");
+        let urls = queries::recommendation_urls(&gateway, GAME, &players, requests);
+        let recommendations = queries::load(&self.client, urls, token, self.options.query_lanes).await;
+        eprintln!("bench: analytics queries, {requests} requests");
+        let urls = queries::analytics_urls(&gateway, GAME, requests);
+        let analytics = queries::load(&self.client, urls, token, self.options.query_lanes).await;
+        for (name, load) in [("recommendations", &recommendations), ("analytics", &analytics)] {
+            if load.errors > 0 {
+                bail!(
+                    "{name}: {} of {} requests failed; see the logs in {}",
+                    load.errors,
+                    load.requests,
+                    self.work_dir.display()
+                );
+            }
+        }
+
         let rss = roles.iter().map(|r| (r.name, r.peak_rss_mb())).collect();
         drop(roles);
         Ok(Report {
@@ -377,6 +415,8 @@ impl<'a> Bench<'a> {
             pipeline,
             kafka,
             copy,
+            recommendations,
+            analytics,
             rss,
         })
     }
@@ -891,6 +931,8 @@ struct Report {
     pipeline: PipelineReport,
     kafka: Vec<KafkaReport>,
     copy: Option<CopyReport>,
+    recommendations: queries::QueryLoad,
+    analytics: queries::QueryLoad,
     rss: Vec<(&'static str, Option<f64>)>,
 }
 
@@ -1048,6 +1090,47 @@ impl Report {
                 ),
             ]);
         }
+        let r = &self.recommendations;
+        rows.push([
+            format!(
+                "recommendations, GET /v1/players/{{game}}/{{player}}/recommendations?limit=10, {} concurrent requests ({} requests over {} players' warm lists)",
+                r.lanes, r.requests, "the live phase's"
+            ),
+            format!(
+                "**{} requests/s**; p50 {:.1} ms, **p99 {:.1} ms**",
+                thousands(r.requests_per_second()),
+                r.latency(0.5),
+                r.latency(0.99)
+            ),
+            "≥ 10,000 requests/s, p99 < 10 ms".into(),
+            format!(
+                "{:.0}% of target, {}",
+                100.0 * r.requests_per_second() / queries::TARGET_RECOMMENDATIONS,
+                verdict(
+                    r.requests_per_second() >= queries::TARGET_RECOMMENDATIONS
+                        && r.latency(0.99) < queries::TARGET_RECOMMENDATIONS_P99_MS
+                )
+            ),
+        ]);
+        let a = &self.analytics;
+        rows.push([
+            format!(
+                "analytics queries, a mix of active users, revenue, sessions, retention, new vs returning, monetisation (7 days) and a leaderboard page, {} concurrent requests ({} requests)",
+                a.lanes, a.requests
+            ),
+            format!(
+                "**{} requests/s**; p50 {:.1} ms, p99 {:.1} ms",
+                thousands(a.requests_per_second()),
+                a.latency(0.5),
+                a.latency(0.99)
+            ),
+            "≥ 5,000 requests/s".into(),
+            format!(
+                "{:.0}% of target, {}",
+                100.0 * a.requests_per_second() / queries::TARGET_ANALYTICS,
+                verdict(a.requests_per_second() >= queries::TARGET_ANALYTICS)
+            ),
+        ]);
         for (name, rss) in &self.rss {
             let (target, ratio) = match *name {
                 "gateway" => (

@@ -39,6 +39,10 @@ enum Command {
     /// Measure the performance targets on the configured mode (fresh namespace and database)
     /// and print the figures with their targets and ratios.
     Bench(BenchArgs),
+    /// The recommendations' quality check on simulated players with planted kit
+    /// preferences: hit-rate@10 on held-out items against a popularity baseline (fails
+    /// below 1.5 times the baseline).
+    RecoQuality(RecoQualityArgs),
     /// Dead letters on system.dlq: list them, or replay them into player.events.raw.
     Dlq {
         #[command(subcommand)]
@@ -80,6 +84,12 @@ struct BenchArgs {
     /// acknowledgement, so throughput = concurrency ÷ latency).
     #[arg(long, default_value_t = 256)]
     single_lanes: usize,
+    /// Requests of each query phase (recommendations, analytics queries).
+    #[arg(long, default_value_t = 50_000)]
+    query_requests: usize,
+    /// Concurrent requests of the query phases.
+    #[arg(long, default_value_t = 64)]
+    query_lanes: usize,
     /// Append the report as a markdown section to this file (e.g. docs/performance.md).
     #[arg(long)]
     write: Option<PathBuf>,
@@ -90,6 +100,17 @@ struct BenchArgs {
     /// Players of the recovery bench that get an event after the restart.
     #[arg(long, default_value_t = 50_000)]
     recovery_sample: usize,
+}
+
+#[derive(clap::Args)]
+struct RecoQualityArgs {
+    #[arg(long, default_value_t = 2_000)]
+    players: usize,
+    /// Virtual days the players' lives are spread over.
+    #[arg(long, default_value_t = 14)]
+    days: u32,
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -159,12 +180,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&config).await,
         Command::Dlq { command } => dlq(&config, command).await,
         Command::Simulate(args) => run_simulation(&config, args).await,
+        Command::RecoQuality(args) => reco_quality(args).await,
         Command::Projections { command: Some(ProjectionsCommand::Rebuild { name }) } => rebuild(&config, &name).await,
         Command::Bench(args) => {
             let options = gamemetrics::bench::BenchOptions {
                 events: args.events,
                 single_events: args.single_events,
                 single_lanes: args.single_lanes,
+                query_requests: args.query_requests,
+                query_lanes: args.query_lanes,
                 write: args.write,
                 config_file: cli.config.clone(),
                 recovery_players: args.recovery_players,
@@ -173,6 +197,17 @@ async fn main() -> anyhow::Result<()> {
             gamemetrics::bench::run(&config, options).await
         }
     }
+}
+
+async fn reco_quality(args: RecoQualityArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("gm-reco-quality-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let report = gamemetrics::reco_quality::run(args.players, args.days, args.seed, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    println!("{}", report.summary());
+    anyhow::ensure!(report.lift() >= 1.5, "recommendations do not beat popularity by 1.5x");
+    Ok(())
 }
 
 async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {

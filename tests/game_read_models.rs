@@ -329,3 +329,146 @@ async fn new_routes_validate_ranges_periods_and_pages_with_a_reason() {
     assert_eq!(body["total"], 0);
     app.stop().await;
 }
+
+async fn call_json(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let client = awc::Client::builder().timeout(std::time::Duration::from_secs(30)).finish();
+    let request = match method {
+        "POST" => client.post(url),
+        _ => client.get(url),
+    }
+    .insert_header(("Authorization", format!("Bearer {token}")));
+    let mut response = match body {
+        Some(b) => request.insert_header(("Content-Type", "application/json")).send_body(b.to_string()).await,
+        None => request.send().await,
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+fn items(v: &Value) -> Vec<(String, String)> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {v}"))
+        .iter()
+        .map(|i| (i["item"].as_str().unwrap().to_string(), i["reason"]["kind"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Recommendations through the whole pipeline: never an owned item, a newcomer gets the
+/// popular ones, each list reaches recommendations.generated; and after an erasure the
+/// player is gone from the leaderboards and their list is a tombstone.
+#[actix_rt::test]
+async fn recommendations_and_leaderboards_forget_an_erased_player() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let base = app.url();
+    let now = Utc::now();
+    let mut events = Vec::new();
+    // Ten fans of the sword+shield pair, five of sword+potion; the victim has the sword.
+    for i in 0..15 {
+        let p = format!("fan-{i}");
+        let second = if i < 10 { "shield" } else { "potion" };
+        for item in ["sword", second] {
+            events.push(event(&p, now, "purchase", json!({"amount_minor": 100, "currency": "USD", "item_id": item})));
+        }
+        events.push(score(&p, now, "arena", i));
+    }
+    events.push(event("victim", now, "item_use", json!({"item_id": "sword"})));
+    events.push(score("victim", now, "arena", 1_000));
+    send(&base, &events).await;
+
+    let recs_url = |p: &str| format!("{base}/v1/players/{GAME}/{p}/recommendations?limit=3");
+    let board_url = format!("{base}/v1/leaderboards/{GAME}/arena?period=all_time&limit=100");
+    eventually(std::time::Duration::from_secs(60), || async {
+        let (_, r) = get_json(&recs_url("victim")).await;
+        let (_, b) = get_json(&board_url).await;
+        match (r["items"].as_array(), b["total"].as_u64()) {
+            (Some(i), Some(16)) if !i.is_empty() && i[0]["reason"]["kind"] == "similar_to" => Ok(()),
+            _ => Err(format!("not there yet: {r} {b}")),
+        }
+    })
+    .await
+    .unwrap();
+    let (_, r) = get_json(&recs_url("victim")).await;
+    assert_eq!(
+        items(&r),
+        vec![("shield".into(), "similar_to".into()), ("potion".into(), "similar_to".into())],
+        "shield co-occurs with sword more than potion does; the owned sword never comes back"
+    );
+    let (_, newcomer) = get_json(&recs_url("newcomer")).await;
+    assert_eq!(
+        items(&newcomer),
+        vec![
+            ("sword".into(), "popular".into()),
+            ("shield".into(), "popular".into()),
+            ("potion".into(), "popular".into())
+        ]
+    );
+    let (_, b) = get_json(&board_url).await;
+    assert_eq!(b["entries"][0]["player_id"], "victim");
+
+    // Every list was published, keyed game:player.
+    let published = |key: String| {
+        let log = app.backends.log.clone();
+        async move {
+            let ends = log.end_offsets(gm_schemas::topics::RECOMMENDATIONS).await.unwrap();
+            let mut values = Vec::new();
+            for (p, end) in ends.iter().enumerate() {
+                for r in log.read(gm_schemas::topics::RECOMMENDATIONS, p as u32, 0, *end as usize).await.unwrap() {
+                    if r.key == key {
+                        values.push(r.payload);
+                    }
+                }
+            }
+            values
+        }
+    };
+    eventually(std::time::Duration::from_secs(30), || async {
+        let v = published(format!("{GAME}:victim")).await;
+        match v.last() {
+            Some(last) if !last.is_empty() => Ok(()),
+            _ => Err(format!("no list published yet: {} records", v.len())),
+        }
+    })
+    .await
+    .unwrap();
+
+    let compliance = test_issuer().token("e2e-compliance", &["compliance"]);
+    let (status, body) = call_json(
+        "POST",
+        &format!("{base}/v1/privacy/erasures"),
+        &compliance,
+        Some(json!({"game_id": GAME, "player_id": "victim", "reason": "test"})),
+    )
+    .await;
+    assert!(status == 202 || status == 200, "{status} {body}");
+    let id = body["erasure_id"].as_str().unwrap_or_else(|| panic!("no erasure_id in {body}")).to_string();
+    eventually(std::time::Duration::from_secs(60), || async {
+        let (_, s) = call_json("GET", &format!("{base}/v1/privacy/erasures/{id}"), &compliance, None).await;
+        if s["status"] == "completed" {
+            Ok(())
+        } else {
+            Err(format!("erasure not completed: {s}"))
+        }
+    })
+    .await
+    .unwrap();
+
+    let (_, b) = get_json(&board_url).await;
+    assert_eq!(b["total"], 15, "{b}");
+    assert!(b["entries"].as_array().unwrap().iter().all(|e| e["player_id"] != "victim"), "{b}");
+    let (status, _) = get_json(&format!("{base}/v1/leaderboards/{GAME}/arena/players/victim?period=all_time")).await;
+    assert_eq!(status, 404);
+    let (_, r) = get_json(&recs_url("victim")).await;
+    assert!(items(&r).iter().all(|(_, why)| why == "popular"), "an erased player is a stranger: {r}");
+    eventually(std::time::Duration::from_secs(30), || async {
+        match published(format!("{GAME}:victim")).await.last() {
+            Some(last) if last.is_empty() => Ok(()),
+            _ => Err("no tombstone yet".to_string()),
+        }
+    })
+    .await
+    .unwrap();
+    app.stop().await;
+}
