@@ -284,7 +284,11 @@ pub(crate) async fn enqueue(
     let mut futures = Vec::with_capacity(records.len());
     for r in records {
         let partition = partition_for(&r.key, partitions) as i32;
-        let mut record = FutureRecord::to(topic).key(r.key.as_bytes()).payload(&r.payload).partition(partition);
+        let mut record = FutureRecord::to(topic).key(r.key.as_bytes()).partition(partition);
+        // An empty payload is a tombstone: Kafka's compaction wants a null value for it.
+        if !r.payload.is_empty() {
+            record = record.payload(&r.payload);
+        }
         if !r.headers.is_empty() {
             let headers = r.headers.iter().fold(OwnedHeaders::new_with_capacity(r.headers.len()), |h, (k, v)| {
                 h.insert(Header { key: k, value: Some(v.as_bytes()) })

@@ -447,3 +447,32 @@ async fn handover(strategy: &str) {
     assert_eq!(got.len(), expected.len(), "outputs == inputs exactly");
     assert_eq!(got, expected);
 }
+
+/// An empty payload goes out as a null value: the tombstone a compacted topic
+/// (recommendations.generated) needs to forget a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_payload_is_appended_as_a_null_value_tombstone() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let log = connect().await;
+    let topic = EphemeralTopic::with_compaction(&log, 1, true).await;
+    let records = vec![NewRecord::new("g:p1", b"list".to_vec()), NewRecord::new("g:p1", Vec::new())];
+    log.producer().append(&topic.name, records).await.expect("append");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", random_name("tombstone-check"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic.name, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut values: Vec<Option<Vec<u8>>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while values.len() < 2 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            values.push(m.payload().map(<[u8]>::to_vec));
+        }
+    }
+    assert_eq!(values, vec![Some(b"list".to_vec()), None]);
+}
