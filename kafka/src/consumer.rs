@@ -49,7 +49,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -108,18 +107,34 @@ impl ClientContext for GroupContext {
         tracing::warn!(topic = %self.topic, error = %error, reason, "Kafka consumer error");
     }
 
-    /// Lag of every partition this member fetches: last stable offset (read_committed)
-    /// minus the position, as librdkafka computes it. Partitions no longer fetched lose
-    /// their series, so a revoked partition is not reported by two members.
-    fn stats(&self, statistics: Statistics) {
+    /// Lag of every partition this member fetches: last stable offset (`ls_offset`,
+    /// read_committed) minus the position (`app_offset`, the next offset the application
+    /// gets). librdkafka's own `consumer_lag` is measured from the group's committed offset,
+    /// which it never sees here: the actors commit through their producer's transaction and
+    /// the projections checkpoint in PostgreSQL. Partitions no longer fetched lose their
+    /// series, so a revoked partition is not reported by two members. Read from the raw
+    /// JSON: only the fields used here.
+    fn stats_raw(&self, statistics: &[u8]) {
         let Some(m) = &self.metrics else { return };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            tracing::debug!(topic = %self.topic, "unreadable librdkafka statistics");
+            return;
+        };
         let mut now = BTreeSet::new();
-        if let Some(topic) = statistics.topics.get(&self.topic) {
-            for (&p, part) in &topic.partitions {
-                if p < 0 || part.consumer_lag < 0 || part.fetch_state != "active" {
+        if let Some(partitions) = doc["topics"][&self.topic]["partitions"].as_object() {
+            for part in partitions.values() {
+                let (Some(p), Some(end), Some(position)) =
+                    (part["partition"].as_i64(), part["ls_offset"].as_i64(), part["app_offset"].as_i64())
+                else {
+                    continue;
+                };
+                // Negative offsets are librdkafka's "not known yet" (-1001).
+                if p < 0 || end < 0 || position < 0 || part["fetch_state"] != "active" {
                     continue;
                 }
-                m.kafka.consumer_lag.get_or_create(&self.lag_labels(p)).set(part.consumer_lag);
+                let lag = (end - position).max(0);
+                let p = p as i32;
+                m.kafka.consumer_lag.get_or_create(&self.lag_labels(p)).set(lag);
                 now.insert(p);
             }
         }
