@@ -624,7 +624,7 @@ async fn apply_changes(
         }
         ProjectionName::Recommendations => {
             let names = [reco::RECO_AFFINITY.name, reco::RECO_ITEMS.name, reco::RECO_PAIRS.name, reco::RECO_OUTBOX.name]
-                .map(|n| t(n));
+                .map(t);
             reco::apply(conn, [&names[0], &names[1], &names[2], &names[3]], c).await?;
         }
     }

@@ -386,7 +386,7 @@ mod tests {
         assert!(after.items.iter().all(|i| i.reason == Reason::Popular), "an erased player is a new player: {after:?}");
         let log = Captured::default();
         assert_eq!(publish_pending(&store, &log, now()).await.unwrap(), 1);
-        let tomb = &log.0.lock().unwrap()[0].1;
+        let tomb = log.0.lock().unwrap()[0].1.clone();
         assert_eq!((tomb.key.as_str(), tomb.payload.is_empty()), ("space-race:f", true));
         assert_eq!(store.scoring_input(&game(), &pid("a"), 10).await.unwrap().item_players["sword"], 5);
     }
