@@ -85,7 +85,11 @@ async fn segment(
     post,
     path = "/v1/batch",
     tag = "compatibility",
-    request_body(content = SegmentBatch, description = "A Segment batch"),
+    request_body(content = SegmentBatch, description = "A Segment batch",
+        example = json!({"sentAt": "2025-01-01T12:00:05Z", "batch": [
+            {"type": "track", "event": "Order Completed", "userId": "seg-1", "messageId": "m-1",
+             "timestamp": "2025-01-01T12:00:00Z", "properties": {"revenue": 4.99, "currency": "USD", "product_id": "gems"}},
+            {"type": "identify", "userId": "seg-1", "traits": {"country": "de"}, "context": {"locale": "de-DE"}}]})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
         ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body (hex or base64), required for games with a signing secret"),
@@ -115,7 +119,9 @@ pub async fn segment_batch(
     post,
     path = "/v1/track",
     tag = "compatibility",
-    request_body(content = SegmentMessage, description = "A Segment track call"),
+    request_body(content = SegmentMessage, description = "A Segment track call",
+        example = json!({"event": "Level Completed", "userId": "seg-1", "timestamp": "2025-01-01T12:00:00Z",
+                         "properties": {"level": "world-1", "score": 50}})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
         ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body, for games with a signing secret"),
@@ -145,7 +151,8 @@ pub async fn segment_track(
     post,
     path = "/v1/identify",
     tag = "compatibility",
-    request_body(content = SegmentMessage, description = "A Segment identify call"),
+    request_body(content = SegmentMessage, description = "A Segment identify call",
+        example = json!({"userId": "seg-1", "traits": {"country": "DE"}, "context": {"locale": "de-DE"}})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
         ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body, for games with a signing secret"),
@@ -224,7 +231,9 @@ impl ToSchema for LegacyResponseOrError {
     post,
     path = "/api/v1/events",
     tag = "compatibility",
-    request_body(content = LegacyEvent, description = "One event in the previous platform's format"),
+    request_body(content = LegacyEvent, description = "One event in the previous platform's format",
+        example = json!({"event_type": "level_up", "player_id": "legacy-1", "timestamp": "2025-01-01T12:00:00Z",
+                         "data": {"level": 7}})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
         ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body, for games with a signing secret"),

@@ -96,7 +96,12 @@ impl ToSchema for IngestResponseOrError {
     post,
     path = "/v1/events",
     tag = "ingest",
-    request_body(content = EventBatch, description = "A batch of events; JSON Schema in schemas/json/batch.schema.json"),
+    request_body(content = EventBatch, description = "A batch of events; JSON Schema in schemas/json/batch.schema.json",
+        example = json!({"sent_at": "2025-01-01T12:01:05Z", "events": [
+            {"type": "session_start", "player_id": "player-7f3a", "session_id": "s-1", "client_ts": "2025-01-01T12:00:00Z",
+             "properties": {"platform": "ios", "app_version": "2.4.1"}},
+            {"type": "purchase", "player_id": "player-7f3a", "session_id": "s-1", "client_ts": "2025-01-01T12:01:00Z",
+             "properties": {"amount_minor": 499, "currency": "USD", "item_id": "gem-pack"}}]})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
         ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret"),
