@@ -192,8 +192,16 @@ impl Handler<Process> for Shard {
                         }
                     }
                 }
-                Err(Refusal::Duplicate(_)) => out.duplicates += 1,
-                Err(Refusal::Erased(_)) => out.suppressed += 1,
+                // Dropped records still move the position: counting them lets the next
+                // snapshot carry the watermark past them (an empty snapshot if need be).
+                Err(Refusal::Duplicate(_)) => {
+                    out.duplicates += 1;
+                    self.events_since_snapshot += 1;
+                }
+                Err(Refusal::Erased(_)) => {
+                    out.suppressed += 1;
+                    self.events_since_snapshot += 1;
+                }
             }
         }
         MessageResult(out)

@@ -93,9 +93,12 @@ pub fn profile_key(game: &GameId, player: &PlayerId) -> String {
     format!("profile:{game}:{player}")
 }
 
-/// Key of the erasure marker of a player's profile: `erased:{game}:{player}`.
+/// Key of the erasure marker of a player's profile: `erased:{game}:{sha256(player)}`. The
+/// marker outlives the erasure (it keeps stale read-through writes out), so it must not
+/// name the player.
 pub fn erased_marker_key(game: &GameId, player: &PlayerId) -> String {
-    format!("erased:{game}:{player}")
+    use sha2::Digest as _;
+    format!("erased:{game}:{}", hex::encode(sha2::Sha256::digest(player.as_str().as_bytes())))
 }
 
 /// Key of a range query (relative to `key_prefix`): `q:{kind}:{game}:{from}:{to}`.
