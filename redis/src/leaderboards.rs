@@ -43,7 +43,13 @@ pub fn board_marker_key(b: &BoardPeriod) -> String {
     format!("lbok:{}:{}:{}:{}", b.game_id, b.board, b.period, b.start)
 }
 
-/// Leaderboards from Redis, everything else from `inner`.
+/// Key of a cached range query: `q:{kind}:{game}:{from}:{to}` (as [`crate::query_key`]).
+pub fn range_key(kind: &str, game: &GameId, range: DateRange) -> String {
+    format!("q:{kind}:{game}:{}:{}", range.from(), range.to())
+}
+
+/// Leaderboards from Redis sorted sets; retention, new vs returning and monetisation
+/// read through JSON keys with the TTLs of the other range queries (see [`crate::queries`]).
 pub struct CachedGameQueries<Q> {
     inner: Q,
     cache: RedisCache,
@@ -63,6 +69,37 @@ impl<Q: GameQueries> CachedGameQueries<Q> {
         let sets = self.cache.delete_prefix(&format!("lb:{game}:")).await?;
         let markers = self.cache.delete_prefix(&format!("lbok:{game}:")).await?;
         Ok(sets + markers)
+    }
+
+    /// A range query's answer from Redis, or from the store (then written back in the
+    /// background); the TTL is short while the range can still change.
+    async fn read_through<T, F>(&self, key: String, range: DateRange, load: F) -> Result<T, StoreError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let cfg = self.cache.config();
+        let today = chrono::Utc::now().date_naive();
+        let ttl = match today.pred_opt() {
+            Some(yesterday) if range.to() < yesterday => cfg.query_ttl(),
+            _ => cfg.recent_query_ttl(),
+        };
+        if ttl.is_zero() {
+            return load.await;
+        }
+        if let Ok(Some(bytes)) = self.cache.get(&key).await {
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                return Ok(v);
+            }
+        }
+        let value = load.await?;
+        if let Ok(bytes) = serde_json::to_vec(&value) {
+            let cache = self.cache.clone();
+            tokio::spawn(async move {
+                let _ = cache.set_many(&[(key, bytes)], ttl).await;
+            });
+        }
+        Ok(value)
     }
 
     /// Loads the board from the store into its sorted set and sets the marker.
@@ -187,14 +224,14 @@ impl<Q: GameQueries> GameQueries for CachedGameQueries<Q> {
     }
 
     async fn retention(&self, game: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
-        self.inner.retention(game, range).await
+        self.read_through(range_key("retention", game, range), range, self.inner.retention(game, range)).await
     }
 
     async fn new_returning(&self, game: &GameId, range: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
-        self.inner.new_returning(game, range).await
+        self.read_through(range_key("new_returning", game, range), range, self.inner.new_returning(game, range)).await
     }
 
     async fn monetisation(&self, game: &GameId, range: DateRange) -> Result<Monetisation, StoreError> {
-        self.inner.monetisation(game, range).await
+        self.read_through(range_key("monetisation", game, range), range, self.inner.monetisation(game, range)).await
     }
 }

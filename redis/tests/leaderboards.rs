@@ -65,8 +65,9 @@ impl GameQueries for Board {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(self.scores.lock().unwrap().clone())
     }
-    async fn retention(&self, _: &GameId, _: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
-        Ok(vec![])
+    async fn retention(&self, _: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(range.days().map(|d| RetentionCohort::new(d, 10, 5, 2, 1)).collect())
     }
     async fn new_returning(&self, _: &GameId, _: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
         Ok(vec![])
@@ -120,5 +121,28 @@ async fn warm_reads_come_from_the_sorted_set_and_match_the_store() {
     let warm = cached.leaderboard(&b, 0, 1000).await.unwrap();
     assert_eq!(warm, page);
     assert_eq!(cached.leaderboard_player(&b, &PlayerId::parse("p150").unwrap(), 3).await.unwrap(), None);
+    cleanup(&cache).await;
+}
+
+#[tokio::test]
+async fn retention_is_read_through_the_cache() {
+    let cache = RedisCache::connect(test_config().await).await.unwrap();
+    let store = Board::default();
+    let cached = CachedGameQueries::new(store.clone(), cache.clone());
+    let r = range(day("2024-03-01"), day("2024-03-07"));
+    let first = cached.retention(&game("space-race"), r).await.unwrap();
+    assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+    let mut again = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let before = store.calls.load(Ordering::SeqCst);
+        let v = cached.retention(&game("space-race"), r).await.unwrap();
+        if store.calls.load(Ordering::SeqCst) == before {
+            again = Some(v);
+            break;
+        }
+    }
+    assert_eq!(again.expect("a later read is answered by Redis"), first);
+    assert_eq!(first.len(), 7);
     cleanup(&cache).await;
 }
