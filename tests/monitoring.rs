@@ -310,7 +310,8 @@ async fn prometheus_records_the_slis_from_the_roles_and_fires_actors_down_when_t
     let projections = prometheus.query("gamemetrics:projection_events:rate5m").await;
     assert_eq!(projections.len(), gm_projections::ProjectionName::ALL.len(), "{projections:?}");
     let error_ratio = value(&prometheus.query("gamemetrics:ingest_error_ratio:rate5m").await[0]);
-    assert_eq!(error_ratio, 0.0, "no ingest request failed");
+    // A value, not an absent series, and far from the alerting thresholds on a healthy run.
+    assert!((0.0..0.01).contains(&error_ratio), "ingest 5xx ratio {error_ratio}");
 
     // Every rule of the file is loaded and evaluates without error on this Prometheus.
     let rules = prometheus.api("rules").await;
