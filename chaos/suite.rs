@@ -698,7 +698,11 @@ async fn scenario(fault: Fault, p: &Profile, logs: &Path) -> Outcome {
     outcome.acknowledged = report.accepted.len();
     outcome.retries = report.retries;
     if report.accepted.len() != planned {
-        outcome.problems.push(format!("{} of {planned} events acknowledged: {}", report.accepted.len(), report.summary()));
+        outcome.problems.push(format!(
+            "{} of {planned} events acknowledged: {}",
+            report.accepted.len(),
+            report.summary()
+        ));
     }
     if outcome.recovery.is_none() {
         outcome.problems.push(format!("no probe event reached a read model within {:?}", p.settle));
@@ -732,10 +736,7 @@ fn print_table(p: &Profile, outcomes: &[Outcome]) {
     println!("|---|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let recovery = o.recovery.map(|s| format!("{s:.1}")).unwrap_or_else(|| "—".into());
-        println!(
-            "| {} | {} | {} | {} | {} | {} |",
-            o.fault, o.acknowledged, o.lost, o.duplicated, recovery, o.retries
-        );
+        println!("| {} | {} | {} | {} | {} | {} |", o.fault, o.acknowledged, o.lost, o.duplicated, recovery, o.retries);
     }
     println!();
     for o in outcomes {

@@ -1,19 +1,21 @@
-//! `gamemetrics bench --recovery-players N`: actor recovery at scale (production mode).
+//! `gamemetrics bench --recovery-players N [--recovery-sample K]`: actor recovery at scale
+//! (production mode: Kafka + PostgreSQL).
 //!
 //! 1. N player snapshots are written in bulk through the `SnapshotStore` port into a fresh
-//!    PostgreSQL database, each to the partition of `player.events.raw` its key hashes to.
-//! 2. The actors role starts, is SIGKILLed, and starts again: the figure is the time from
-//!    the restart to `/health/ready` (target < 30 s for 1,000,000 players). Recovery is lazy
-//!    — a shard seeks to its snapshot watermark and loads a player's snapshot when a record
-//!    of that player arrives, in one batched read per shard and poll, at most
-//!    `actors.max_concurrent_loads` reads at a time — so readiness does not depend on N.
-//! 3. To measure what recovery really costs, one event is then sent (through a gateway) to
-//!    each of `sample` snapshotted players: the time until every one of them was restored
-//!    from its snapshot (`gamemetrics_actors_recovered_total`) and applied gives players
-//!    restored per second.
-//! 4. Memory: RSS of the actors process before the sample, with the sample live, and after
-//!    every sampled player was passivated (`gamemetrics_actors_live` = 0); the deltas
-//!    divided by the sample size are the bytes per live and per idle player.
+//!    PostgreSQL database (5,000 per `save`), each to the partition its key hashes to, so
+//!    recovery runs against a table of N players.
+//! 2. The actors role and a gateway start; K sampled players get one event each through the
+//!    gateway (the real keys: the gateway may key a player by a pseudonym), are snapshotted
+//!    and passivated. RSS of the actors process before, with the K players live, and after
+//!    all were passivated (`gamemetrics_actors_live` = 0); the deltas ÷ K are the bytes per
+//!    live and per idle player.
+//! 3. The actors process is SIGKILLed and restarted: time to `/health/ready` (target < 30 s
+//!    with N = 1,000,000) and to owning every partition again (the group rebalance).
+//!    Recovery is lazy — a shard seeks to its snapshot watermark and loads a player's
+//!    snapshot when a record of that player arrives, one batched read per shard and poll, at
+//!    most `actors.max_concurrent_loads` reads at a time — so readiness does not depend on N.
+//! 4. A second event for each sampled player: the time until all K were restored from their
+//!    snapshots (`gamemetrics_actors_recovered_total`) and applied gives restores per second.
 
 use super::{free_port, BenchDatabase, RoleProcess, GAME};
 use crate::config::{Config, Mode};
@@ -34,6 +36,8 @@ pub struct RecoveryReport {
     write_seconds: f64,
     first_ready_seconds: f64,
     restart_ready_seconds: f64,
+    restart_assigned_seconds: f64,
+    partitions: u32,
     sample: usize,
     restore_seconds: f64,
     rss_base_kb: u64,
@@ -57,7 +61,7 @@ fn snapshot(i: usize) -> anyhow::Result<Vec<u8>> {
         purchases: (i % 3) as u64,
         ..PlayerState::default()
     };
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         state.revenue_minor.insert("USD".into(), 499);
         state.inventory.insert("gem-pack".into(), 1);
     }
@@ -110,7 +114,7 @@ async fn measure(
     db: &BenchDatabase,
     id: &str,
 ) -> anyhow::Result<RecoveryReport> {
-    let partitions = config.kafka.topics.raw.partitions.max(1) as u32;
+    let partitions = config.kafka.topics.raw.partitions.max(1);
     let store = gm_postgres::PgStore::connect(&db.url, 4).await.context("connecting to the bench database")?;
 
     eprintln!("bench recovery: writing {players} snapshots over {partitions} partitions");
@@ -147,74 +151,48 @@ async fn measure(
     let mut actors = spawn("actors", "actors")?;
     actors.wait_ready(&client).await?;
     let first_ready_seconds = t0.elapsed().as_secs_f64();
-    // Let it join the group and take its partitions, then kill it as a crash would.
-    actix_rt::time::sleep(Duration::from_secs(3)).await;
-    drop(actors);
-
-    let t0 = Instant::now();
-    let mut actors = spawn("actors", "actors")?;
-    actors.wait_ready(&client).await?;
-    let restart_ready_seconds = t0.elapsed().as_secs_f64();
-    eprintln!("bench recovery: actors ready {restart_ready_seconds:.2} s after the restart");
-
     let mut gateway = spawn("gateway", "gateway")?;
     gateway.wait_ready(&client).await?;
-    actix_rt::time::sleep(Duration::from_secs(2)).await;
-    let pid = actors.child.id();
-    let rss_base_kb = rss_kb(pid)?;
+    wait_metric(&client, &actors.url(), "gamemetrics_actor_shards", partitions as f64, "own every partition").await?;
+    let rss_base_kb = rss_kb(actors.child.id())?;
 
-    // One event for each sampled player, spread over the whole population.
-    let step = (players / sample.max(1)).max(1);
-    let keys: Vec<usize> = (0..players).step_by(step).take(sample).collect();
-    let t0 = Instant::now();
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    for chunk in keys.chunks(100) {
-        let events: Vec<_> = chunk
-            .iter()
-            .map(|i| json!({"type": "session_start", "player_id": format!("player-{i:07}"), "client_ts": now}))
-            .collect();
-        let body = json!({"events": events}).to_string();
-        let response = client
-            .post(format!("{}/v1/events", gateway.url()))
-            .insert_header(("Authorization", format!("Bearer {key}")))
-            .insert_header(("Content-Type", "application/json"))
-            .send_body(body)
-            .await
-            .map_err(|e| anyhow::anyhow!("ingest: {e}"))?;
-        if response.status().as_u16() != 202 {
-            bail!("ingest answered {}", response.status());
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let (mut recovered, mut applied) = (0.0, 0.0);
-    while Instant::now() < deadline {
-        let page = metrics(&client, &actors.url()).await?;
-        recovered = metric(&page, "gamemetrics_actors_recovered_total");
-        applied = metric(&page, "gamemetrics_actor_events_processed_total");
-        if recovered >= keys.len() as f64 && applied >= keys.len() as f64 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    if recovered < keys.len() as f64 {
-        bail!("{recovered} of {} sampled players restored from their snapshots ({applied} events applied)", keys.len());
-    }
-    let restore_seconds = t0.elapsed().as_secs_f64();
-    let rss_live_kb = rss_kb(pid)?;
-
+    // The sampled players live through the real path (the gateway may key a player by a
+    // pseudonym, so the bench does not guess keys): one event each, snapshotted, passivated.
+    let sample_ids: Vec<String> = (0..sample).map(|i| format!("sampled-{i:07}")).collect();
+    send_one_each(&client, &gateway.url(), &key, &sample_ids).await?;
+    let url = actors.url();
+    wait_metric(&client, &url, "gamemetrics_actor_events_processed_total", sample as f64, "apply the sample").await?;
+    let rss_live_kb = rss_kb(actors.child.id())?;
+    wait_metric(&client, &url, "gamemetrics_snapshots_written_total", sample as f64, "snapshot the sample").await?;
     // Passivation: the actors run with a short passivate_after; wait until none is live.
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let page = metrics(&client, &actors.url()).await?;
-        if metric(&page, "gamemetrics_actors_live") == 0.0 {
-            break;
-        }
+    while metric(&metrics(&client, &url).await?, "gamemetrics_actors_live") > 0.0 {
         if Instant::now() >= deadline {
             bail!("players were not passivated within 120 s");
         }
         actix_rt::time::sleep(Duration::from_millis(250)).await;
     }
-    let rss_idle_kb = rss_kb(pid)?;
+    let rss_idle_kb = rss_kb(actors.child.id())?;
+
+    // The crash: SIGKILL, then restart with every snapshot in the database.
+    drop(actors);
+    let t0 = Instant::now();
+    let mut actors = spawn("actors", "actors")?;
+    actors.wait_ready(&client).await?;
+    let restart_ready_seconds = t0.elapsed().as_secs_f64();
+    eprintln!("bench recovery: actors ready {restart_ready_seconds:.2} s after the restart");
+    // Owning every partition again needs the group to drop the killed member (its session
+    // timeout) unless the restart rejoins first.
+    wait_metric(&client, &actors.url(), "gamemetrics_actor_shards", partitions as f64, "own every partition").await?;
+    let restart_assigned_seconds = t0.elapsed().as_secs_f64();
+
+    // A second event for each sampled player: each must be restored from its snapshot.
+    let t0 = Instant::now();
+    send_one_each(&client, &gateway.url(), &key, &sample_ids).await?;
+    let url = actors.url();
+    wait_metric(&client, &url, "gamemetrics_actors_recovered_total", sample as f64, "restore the sample").await?;
+    wait_metric(&client, &url, "gamemetrics_actor_events_processed_total", sample as f64, "apply the sample").await?;
+    let restore_seconds = t0.elapsed().as_secs_f64();
     drop(gateway);
     drop(actors);
     store.pool().close().await;
@@ -224,13 +202,55 @@ async fn measure(
         write_seconds,
         first_ready_seconds,
         restart_ready_seconds,
-        sample: keys.len(),
+        restart_assigned_seconds,
+        partitions,
+        sample,
         restore_seconds,
         rss_base_kb,
         rss_live_kb,
         rss_idle_kb,
         max_concurrent_loads: config.actors.max_concurrent_loads,
     })
+}
+
+/// Waits (at most 600 s) until `name` on `url`'s /metrics reaches `target`.
+async fn wait_metric(client: &awc::Client, url: &str, name: &str, target: f64, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_report = Instant::now();
+    loop {
+        let value = metric(&metrics(client, url).await?, name);
+        if value >= target {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("actors did not {what}: {name} = {value}, expected {target}");
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            eprintln!("bench recovery: waiting to {what}: {name} = {value} of {target}");
+            last_report = Instant::now();
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One `session_start` per player, in batches of 100; every one must be accepted.
+async fn send_one_each(client: &awc::Client, gateway: &str, key: &str, players: &[String]) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for chunk in players.chunks(100) {
+        let events: Vec<_> =
+            chunk.iter().map(|p| json!({"type": "session_start", "player_id": p, "client_ts": now})).collect();
+        let response = client
+            .post(format!("{gateway}/v1/events"))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(json!({"events": events}).to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("ingest: {e}"))?;
+        if response.status().as_u16() != 202 {
+            bail!("ingest answered {}", response.status());
+        }
+    }
+    Ok(())
 }
 
 async fn metrics(client: &awc::Client, url: &str) -> anyhow::Result<String> {
@@ -269,6 +289,12 @@ fn spawn_role(
     if config.redis.is_some() {
         command.env("GM_REDIS__KEY_PREFIX", format!("gm:bench:{}:", &id[..12]));
     }
+    if config.privacy.master_key.is_empty() && config.privacy.master_key_file.is_none() {
+        // The gateway needs a master key in production; the bench database is thrown away,
+        // so a key of this run (32 random bytes, hex) will do.
+        let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        command.env("GM_PRIVACY__MASTER_KEY", key);
+    }
     let child = command.spawn().with_context(|| format!("starting `gamemetrics {role}`"))?;
     Ok(RoleProcess { name, port, child, log })
 }
@@ -301,6 +327,11 @@ impl RecoveryReport {
             self.players,
             self.restart_ready_seconds,
             if self.restart_ready_seconds < TARGET_READY_S { "✅" } else { "❌" }
+        );
+        let _ = writeln!(
+            out,
+            "| actors restart → owns all {} partitions again (group rebalance) | {:.2} s | — |",
+            self.partitions, self.restart_assigned_seconds
         );
         let _ = writeln!(
             out,
