@@ -1020,7 +1020,8 @@ impl Report {
         let p = &self.pipeline;
         rows.push([
             format!(
-                "whole pipeline, live (ingest → actors → 5 projections), {} events, batches of 100",
+                "whole pipeline, live (ingest → actors → {} projections), {} events, batches of 100",
+                gm_projections::ProjectionName::ALL.len(),
                 p.events
             ),
             format!(
@@ -1085,8 +1086,9 @@ impl Report {
                 format!("{} rows/s", thousands(copy.rows_per_second())),
                 "(reference)".into(),
                 format!(
-                    "pipeline ÷ COPY = **{:.0}%** (each event feeds 5 projections)",
-                    100.0 * p.events_per_second() / copy.rows_per_second()
+                    "pipeline ÷ COPY = **{:.0}%** (each event feeds {} projections)",
+                    100.0 * p.events_per_second() / copy.rows_per_second(),
+                    gm_projections::ProjectionName::ALL.len()
                 ),
             ]);
         }
@@ -1193,7 +1195,7 @@ impl Report {
         } else {
             notes.push("Embedded mode: every role in one `serve` process on SQLite; actors and projections run during the ingest phases. No Kafka or PostgreSQL reference figures.".into());
         }
-        notes.push("Event-to-read-model latency: the acknowledged count is sampled at every response (client side) and the projections process's `gamemetrics_projection_events_applied_total` (minimum over the 5 projections) every 50 ms; the latency of the n-th event is the first time the applied count reaches n minus the first time the acknowledged count does (FIFO approximation: it assumes events are applied in the order they were acknowledged; partitions make that only approximately true). The 50 ms polling adds up to 50 ms.".into());
+        notes.push("Event-to-read-model latency: the acknowledged count is sampled at every response (client side) and the projections process's `gamemetrics_projection_events_applied_total` (minimum over every projection) every 50 ms; the latency of the n-th event is the first time the applied count reaches n minus the first time the acknowledged count does (FIFO approximation: it assumes events are applied in the order they were acknowledged; partitions make that only approximately true). The 50 ms polling adds up to 50 ms.".into());
         notes
     }
 
