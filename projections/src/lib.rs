@@ -8,9 +8,12 @@
 //! second worker that raced us (a rebalance, a rebuild swap) finds a conflict and re-reads.
 //!
 //! Projections: player profiles, daily activity (DAU/WAU/MAU, stickiness), sessions (count,
-//! length distribution), revenue (per day and currency; ARPDAU, ARPPU, payers) and the
-//! progression funnel. `worker::rebuild` replays one from offset 0 into fresh tables and
-//! swaps them in.
+//! length distribution), revenue (per day and currency; ARPDAU, ARPPU, payers), the
+//! progression funnel, [`leaderboard`]s (best score per board and UTC day / ISO week / all
+//! time), [`retention`] (first-seen cohorts, D1/D7/D30, new vs returning) and
+//! [`recommend`]ations (item co-occurrence, published to `recommendations.generated` from an
+//! outbox the batch writes). `worker::rebuild` replays one from offset 0 into fresh tables
+//! and swaps them in.
 
 pub mod leaderboard;
 pub mod model;
