@@ -44,6 +44,9 @@ pub struct Config {
     /// Crypto-shredding and erasure.
     #[serde(default)]
     pub privacy: PrivacySettings,
+    /// How long the events fact table keeps each game's events.
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// Span export over OTLP (off when no endpoint is set).
     #[serde(default)]
     pub telemetry: TelemetrySettings,
@@ -64,6 +67,21 @@ pub struct TelemetrySettings {
 impl Default for TelemetrySettings {
     fn default() -> Self {
         Self { otlp_endpoint: String::new(), sampling_ratio: 1.0, service_name: "gamemetrics".into() }
+    }
+}
+
+/// `[retention]`: days of events kept in the `events` fact table, per game.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetentionSettings {
+    pub default_days: u32,
+    /// `game=days` pairs, comma-separated, for games kept longer or shorter than the default.
+    pub games: String,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self { default_days: 90, games: String::new() }
     }
 }
 
@@ -356,6 +374,10 @@ impl Config {
         }
         // Checked when given; required (by `master_key`) only where used: the gateway.
         self.configured_master_key()?;
+        self.retention_limits()?;
+        if self.retention.default_days == 0 {
+            return Err(invalid("retention.default_days", "must be positive"));
+        }
         if self.mode == Mode::Production {
             if self.postgres.url.is_empty() {
                 return Err(invalid("postgres.url", "required in production mode (GM_POSTGRES__URL)"));
@@ -420,6 +442,24 @@ impl Config {
                 Ok((game, secret.trim().to_string()))
             })
             .collect()
+    }
+
+    /// The per-game retention limits in days (games without one follow `default_days`).
+    pub fn retention_limits(&self) -> Result<std::collections::BTreeMap<String, u32>, ConfigError> {
+        let mut out = std::collections::BTreeMap::new();
+        for pair in self.retention.games.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (game, days) =
+                pair.split_once('=').ok_or_else(|| invalid("retention.games", format!("'{pair}' is not game=days")))?;
+            let game = GameId::parse(game.trim()).map_err(|e| invalid("retention.games", format!("'{game}': {e}")))?;
+            let days: u32 = days
+                .trim()
+                .parse()
+                .ok()
+                .filter(|d| *d > 0)
+                .ok_or_else(|| invalid("retention.games", format!("'{pair}': days must be a positive integer")))?;
+            out.insert(game.to_string(), days);
+        }
+        Ok(out)
     }
 
     /// The master key from configuration (inline or file), if one is given.

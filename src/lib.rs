@@ -4,6 +4,7 @@
 //! ([`platform`]), the traffic simulator ([`simulate`]) and the dead-letter tools ([`dlq`]). The `gamemetrics` binary
 //! (src/main.rs) turns command lines into calls to these.
 
+pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod dlq;

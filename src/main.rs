@@ -43,10 +43,51 @@ enum Command {
     /// preferences: hit-rate@10 on held-out items against a popularity baseline (fails
     /// below 1.5 times the baseline).
     RecoQuality(RecoQualityArgs),
+    /// GDPR: erase a player everywhere, follow an erasure, export what is held about a player.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
+    /// Retention of the events fact table (per game; production mode).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Dead letters on system.dlq: list them, or replay them into player.events.raw.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// Destroy the player's data key, refuse their events for the suppression window, and
+    /// erase them from every store (prints the erasure as JSON; idempotent per player).
+    Erase {
+        game: String,
+        player: String,
+        /// Why (a ticket number...); kept in the erasure record. No personal data.
+        #[arg(long)]
+        reason: String,
+        /// Follow the erasure until it completes, at most this many seconds (the actors and
+        /// projections must be running).
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// An erasure's status, timeline and receipt (JSON).
+    Status { erasure_id: uuid::Uuid },
+    /// Everything held about a player (JSON), personal values decrypted while the key exists.
+    Export { game: String, player: String },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Drop events older than each game's limit (`[retention]` in the configuration).
+    Run {
+        /// Print what would be dropped, drop nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -179,6 +220,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Projections { command: None } => serve(config, Roles::PROJECTIONS).await,
         Command::Migrate => migrate(&config).await,
         Command::Dlq { command } => dlq(&config, command).await,
+        Command::Privacy { command } => privacy(&config, command).await,
+        Command::Retention { command: RetentionCommand::Run { dry_run } } => {
+            let report = gamemetrics::admin::retention_run(&config, dry_run).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Simulate(args) => run_simulation(&config, args).await,
         Command::RecoQuality(args) => reco_quality(args).await,
         Command::Projections { command: Some(ProjectionsCommand::Rebuild { name }) } => rebuild(&config, &name).await,
@@ -197,6 +244,26 @@ async fn main() -> anyhow::Result<()> {
             gamemetrics::bench::run(&config, options).await
         }
     }
+}
+
+async fn privacy(config: &Config, command: PrivacyCommand) -> anyhow::Result<()> {
+    use gamemetrics::admin;
+    let json = match command {
+        PrivacyCommand::Erase { game, player, reason, wait } => {
+            let erasure = admin::erase(config, &game, &player, &reason, wait.map(Duration::from_secs)).await?;
+            serde_json::to_value(erasure)?
+        }
+        PrivacyCommand::Status { erasure_id } => match admin::status(config, erasure_id).await? {
+            Some(erasure) => serde_json::to_value(erasure)?,
+            None => bail!("no erasure {erasure_id}"),
+        },
+        PrivacyCommand::Export { game, player } => match admin::export(config, &game, &player).await? {
+            Some(export) => export,
+            None => bail!("nothing is held about {game}/{player}"),
+        },
+    };
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
 }
 
 async fn reco_quality(args: RecoQualityArgs) -> anyhow::Result<()> {

@@ -489,10 +489,62 @@ async fn erasing_a_player_never_seen_completes_at_once_and_suppresses_their_even
     // The audit trail has the request and the completion, without the player's id.
     let (status, audit) = call("GET", &format!("{base}/v1/privacy/audit?limit=10"), Some(&token), None).await;
     assert_eq!(status, 200, "{audit}");
-    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert!(actions.contains(&"erasure_requested") && actions.contains(&"erasure_completed"), "{actions:?}");
     assert!(!audit.to_string().contains("never-seen-player"), "{audit}");
     let (status, _) = call("GET", &format!("{base}/v1/privacy/audit?limit=10"), Some(&analyst_token()), None).await;
     assert_eq!(status, 403);
     app.stop().await;
+}
+
+fn cli(services: &TestServices, args: &[&str]) -> (bool, Value, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gamemetrics"))
+        .args(args)
+        .envs(services.env())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run gamemetrics");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output.status.success(), serde_json::from_str(&stdout).unwrap_or(Value::Null), format!("{stdout}\n{stderr}"))
+}
+
+#[actix_rt::test]
+async fn the_privacy_cli_exports_erases_and_reports_like_the_api() {
+    let services = TestServices::create().await;
+    let roles = Roles::start(&services).await;
+    let base = roles.gateway.url();
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let s = Secrets::new(tag);
+    let r = ingest(&base, history(&s.player, Some(&s))).await;
+    assert_eq!(r["accepted"], 12, "{r}");
+    wait_profile(&base, &s.player, true).await;
+
+    let (ok, export, out) = cli(&services, &["privacy", "export", GAME, &s.player]);
+    assert!(ok, "{out}");
+    assert_eq!(export["status"], "active", "{out}");
+    assert!(export.to_string().contains(&s.values[0]), "the e-mail, decrypted: {out}");
+
+    let (ok, erasure, out) =
+        cli(&services, &["privacy", "erase", GAME, &s.player, "--reason", "ticket 99", "--wait", "90"]);
+    assert!(ok, "{out}");
+    assert_eq!(erasure["status"], "completed", "{out}");
+    let id = erasure["erasure_id"].as_str().unwrap();
+    let (ok, status, out) = cli(&services, &["privacy", "status", id]);
+    assert!(ok, "{out}");
+    assert_eq!(status["receipt"]["erasure_id"], id, "{out}");
+    // The same request through the API answers this erasure.
+    let (code, again) = request_erasure(&base, &compliance_token(), &s.player).await;
+    assert_eq!((code, again["erasure_id"].as_str()), (200, Some(id)), "{again}");
+    let (ok, export, out) = cli(&services, &["privacy", "export", GAME, &s.player]);
+    assert!(ok, "{out}");
+    assert_eq!(export["status"], "erased", "{out}");
+    assert_eq!(export["personal"], json!([]), "{out}");
+    assert!(export.get("profile").is_none() && export.get("actor_state").is_none(), "{out}");
+    let (ok, _, out) = cli(&services, &["privacy", "status", &uuid::Uuid::new_v4().to_string()]);
+    assert!(!ok && out.contains("no erasure"), "{out}");
+    wait_profile(&base, &s.player, false).await;
+    drop(roles);
+    services.drop_database().await;
 }

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use gm_ports::{LogProducer, NewRecord, SnapshotStore, StoreError};
 use gm_privacy::{
-    new_pseudonym, receipt_stores, steps, AuditEntry, Begun, DataKey, Erasure, MasterKey, NewErasure, NewPlayer,
-    PlayerKeyState, PrivacyStore, Receipt, ReceiptSigner, Step, StoredPersonal, Subject, SubjectHasher,
+    receipt_stores, steps, AuditEntry, Begun, DataKey, Erasure, MasterKey, NewErasure, NewPlayer, PlayerKeyState,
+    PrivacyStore, Receipt, ReceiptSigner, Step, StoredPersonal, Subject, SubjectHasher,
 };
 use gm_projections::ProjectionName;
 use gm_schemas::{player_key, topics, EventEnvelope, GameId, PersonalData, PlayerId, RawRecord};
@@ -71,11 +71,21 @@ pub struct PrivacyService {
     cache: Option<Arc<dyn PlayerCache>>,
     master: MasterKey,
     subjects: SubjectHasher,
+    pseudonyms: gm_privacy::Pseudonymizer,
     signer: ReceiptSigner,
     settings: PrivacySettings,
     keys: moka::sync::Cache<Subject, CachedPlayer>,
+    /// Players whose key this gateway created or loaded lately (see `reassert_recent`).
+    recent: std::sync::Mutex<std::collections::VecDeque<(NewPlayer, std::time::Instant)>>,
     metrics: Metrics,
 }
+
+/// How long a gateway remembers the keys it created, to write them again after a restore:
+/// longer than the PostgreSQL RPO target (5 min).
+const REASSERT_HORIZON: Duration = Duration::from_secs(600);
+const REASSERT_EVERY: Duration = Duration::from_secs(5);
+/// At most this many remembered (a few hundred bytes each: the gateway stays small).
+const REASSERT_MAX: usize = 100_000;
 
 impl PrivacyService {
     pub fn new(
@@ -91,10 +101,12 @@ impl PrivacyService {
             snapshots: None,
             cache: None,
             subjects: master.subject_hasher(),
+            pseudonyms: master.pseudonymizer(),
             signer: master.receipt_signer(),
             master,
             keys: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(settings.key_cache_ttl).build(),
             settings,
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             metrics,
         }
     }
@@ -143,7 +155,7 @@ impl PrivacyService {
                         subject: *s,
                         game_id: e.game_id.clone(),
                         player_id: e.player_id.clone(),
-                        pseudonym: new_pseudonym(),
+                        pseudonym: self.pseudonyms.pseudonym(&e.game_id, &e.player_id),
                         wrapped_key,
                     });
                     // Placeholder until the store answers (keeps one entry per subject).
@@ -152,6 +164,8 @@ impl PrivacyService {
             }
         }
         if !missing.is_empty() {
+            let asked: HashMap<Subject, (GameId, PlayerId)> =
+                missing.iter().map(|p| (p.subject, (p.game_id.clone(), p.player_id.clone()))).collect();
             for entry in self.store.ensure_players(missing).await? {
                 let state = match entry.state {
                     PlayerKeyState::Active { pseudonym, wrapped_key } => {
@@ -160,6 +174,15 @@ impl PrivacyService {
                                 "a data key cannot be unwrapped with the configured master key: {e}"
                             ))
                         })?;
+                        if let Some((game_id, player_id)) = asked.get(&entry.subject) {
+                            self.remember(NewPlayer {
+                                subject: entry.subject,
+                                game_id: game_id.clone(),
+                                player_id: player_id.clone(),
+                                pseudonym: pseudonym.clone(),
+                                wrapped_key: wrapped_key.clone(),
+                            });
+                        }
                         let p = CachedPlayer { pseudonym, key };
                         self.keys.insert(entry.subject, p.clone());
                         Ok(p)
@@ -331,15 +354,47 @@ impl PrivacyService {
 
     /// Runs [`drive`](Self::drive) every poll interval until `shutdown`.
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut last_reassert = std::time::Instant::now();
         loop {
             if let Err(e) = self.drive().await {
                 tracing::warn!(error = %e, "following pending erasures failed; will retry");
+            }
+            if last_reassert.elapsed() >= REASSERT_EVERY {
+                last_reassert = std::time::Instant::now();
+                if let Err(e) = self.reassert_recent().await {
+                    tracing::warn!(error = %e, "re-writing recent player keys failed; will retry");
+                }
             }
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
+    }
+
+    fn remember(&self, player: NewPlayer) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        while recent.front().is_some_and(|(_, at)| at.elapsed() >= REASSERT_HORIZON) || recent.len() >= REASSERT_MAX {
+            recent.pop_front();
+        }
+        recent.push_back((player, std::time::Instant::now()));
+    }
+
+    /// Writes again the keys and pseudonyms this gateway saw created recently (insert if
+    /// absent, nothing else). After PostgreSQL is restored to a point in time, the rows of the
+    /// data-loss window come back at once, with the same keys, instead of at each player's
+    /// next request (the projections wait for them; see gm_projections::worker::Reveal).
+    pub async fn reassert_recent(&self) -> Result<usize, StoreError> {
+        let batch: Vec<NewPlayer> = {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.retain(|(_, at)| at.elapsed() < REASSERT_HORIZON);
+            recent.iter().map(|(p, _)| p.clone()).collect()
+        };
+        let n = batch.len();
+        for chunk in batch.chunks(5_000) {
+            self.store.ensure_players(chunk.to_vec()).await?;
+        }
+        Ok(n)
     }
 
     pub async fn erasure(&self, id: Uuid) -> Result<Option<Erasure>, StoreError> {

@@ -111,6 +111,10 @@ impl MasterKey {
     pub fn receipt_signer(&self) -> ReceiptSigner {
         ReceiptSigner(self.derive("gamemetrics erasure receipt"))
     }
+
+    pub fn pseudonymizer(&self) -> Pseudonymizer {
+        Pseudonymizer(self.derive("gamemetrics pseudonym"))
+    }
 }
 
 /// One player's data key, in memory only while in use.
@@ -215,13 +219,29 @@ impl ReceiptSigner {
     }
 }
 
-/// A fresh pseudonym for a player: what the log, the actors and the snapshots know the player
-/// by. Random, so once the mapping to the player's id is deleted nothing links them.
-pub fn new_pseudonym() -> PlayerId {
-    PlayerId::parse(format!("pz_{}", uuid::Uuid::new_v4().simple())).expect("a valid player id")
+/// Makes the pseudonym under which the log, the actors and the snapshots know a player:
+/// `pz_` + 128 bits of HMAC-SHA256(key derived from the master key, `game:player`).
+///
+/// Keyed and deterministic rather than random (ADR 0004): a PostgreSQL point-in-time restore
+/// can lose the newest `player_keys` rows, and the player must come back under the same
+/// pseudonym, or their actor state and read-model rows would split in two. The price: whoever
+/// holds the master key can still find an erased player's non-personal events in the log
+/// (until its retention) by recomputing the pseudonym; their personal fields stay shredded.
+#[derive(Clone)]
+pub struct Pseudonymizer([u8; 32]);
+
+impl Pseudonymizer {
+    pub fn pseudonym(&self, game: &GameId, player: &PlayerId) -> PlayerId {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(game.as_str().as_bytes());
+        mac.update(b":");
+        mac.update(player.as_str().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        PlayerId::parse(format!("pz_{}", hex::encode(&digest[..16]))).expect("a valid player id")
+    }
 }
 
-/// Whether `id` has the form of a pseudonym made by [`new_pseudonym`].
+/// Whether `id` has the form of a pseudonym made by a [`Pseudonymizer`].
 pub fn is_pseudonym(id: &str) -> bool {
     id.len() == 35 && id.starts_with("pz_") && id[3..].bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -237,7 +257,9 @@ mod tests {
         PersonalFields { email: Some("a@example.com".into()), ip: Some("10.0.0.1".into()), ..Default::default() }
     }
     fn ids() -> (GameId, PlayerId, uuid::Uuid) {
-        (GameId::parse("g").unwrap(), new_pseudonym(), uuid::Uuid::now_v7())
+        let g = GameId::parse("g").unwrap();
+        let p = master().pseudonymizer().pseudonym(&g, &PlayerId::parse("p").unwrap());
+        (g, p, uuid::Uuid::now_v7())
     }
 
     #[test]
@@ -297,10 +319,15 @@ mod tests {
     }
 
     #[test]
-    fn pseudonyms_are_valid_player_ids_and_recognisable() {
-        let p = new_pseudonym();
+    fn pseudonyms_are_valid_player_ids_stable_per_player_and_keyed() {
+        let (g, p1, p2) = (GameId::parse("g").unwrap(), PlayerId::parse("p1").unwrap(), PlayerId::parse("p2").unwrap());
+        let make = master().pseudonymizer();
+        let p = make.pseudonym(&g, &p1);
         assert!(is_pseudonym(p.as_str()), "{p}");
-        assert_ne!(p, new_pseudonym());
+        assert_eq!(p, make.pseudonym(&g, &p1), "the same player gets the same pseudonym, e.g. after a restore");
+        assert_ne!(p, make.pseudonym(&g, &p2));
+        assert_ne!(p, make.pseudonym(&GameId::parse("g2").unwrap(), &p1));
+        assert_ne!(p, MasterKey::from_bytes([8; 32]).pseudonymizer().pseudonym(&g, &p1));
         assert!(!is_pseudonym("player-1"));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`crypto`]: per-player data keys wrapped by a master key; personal fields sealed with
 //!   AES-256-GCM at ingest, so destroying a key shreds every copy (log, replicas, backups);
-//!   random pseudonyms under which the log, the actors and the snapshots know a player; the
+//!   keyed pseudonyms under which the log, the actors and the snapshots know a player; the
 //!   one-way subject hash that privacy tables use instead of the player's id.
 //! - [`erasure`]: status, timeline and the HMAC-signed receipt of an erasure.
 //! - [`store`]: the `PrivacyStore` port, implemented by `gm-postgres` and `gm-embedded`.
@@ -15,7 +15,7 @@ pub mod crypto;
 pub mod erasure;
 pub mod store;
 
-pub use crypto::{is_pseudonym, new_pseudonym, CryptoError, DataKey, MasterKey, ReceiptSigner, Subject, SubjectHasher};
+pub use crypto::{is_pseudonym, CryptoError, DataKey, MasterKey, Pseudonymizer, ReceiptSigner, Subject, SubjectHasher};
 pub use erasure::{receipt_stores, steps, Erasure, ErasureStatus, Receipt, Step, StoreAction};
 pub use store::{
     AuditEntry, Begun, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore, StoredPersonal,

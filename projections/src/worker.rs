@@ -78,7 +78,7 @@ impl ProjectionWorker {
 
     /// Read models keyed by player ids rather than the log's pseudonyms (see [`Reveal`]).
     pub fn with_pseudonyms(mut self, privacy: Arc<dyn PrivacyStore>) -> Self {
-        self.players = Some(Reveal::new(privacy));
+        self.players = Some(Reveal::waiting(privacy, WAIT_FOR_MAPPING));
         self
     }
 
@@ -255,22 +255,37 @@ pub async fn rebuild(
     Ok(applied)
 }
 
-/// The gateway appends events under a random pseudonym per player (so that the log, the
-/// actors and the snapshots hold nothing that names the player once the mapping is deleted
-/// at erasure). Projections put the player's id back, one lookup per batch for the
-/// pseudonyms not seen yet. A pseudonym without a mapping (its player's erasure completed:
-/// only a rebuild reads that far back) stays as it is: random and unlinkable.
+/// The gateway appends events under the player's pseudonym (so that the log, the actors and
+/// the snapshots hold nothing that names the player). Projections put the player's id back,
+/// one lookup per batch for the pseudonyms not seen yet.
+///
+/// A pseudonym without a mapping: the gateway writes the mapping before it appends, so in a
+/// live worker this only happens after PostgreSQL was restored to a point before the mapping
+/// was written; the gateway writes it again (same pseudonym) at the player's next request.
+/// The live worker waits for it, up to `wait_for_mapping`, rather than count the player under
+/// two names; past that (a player who never came back) the pseudonym is kept. A rebuild does
+/// not wait: pseudonyms of players whose erasure completed have no mapping, on purpose.
 pub struct Reveal {
     privacy: Arc<dyn PrivacyStore>,
     known: HashMap<String, PlayerId>,
+    wait_for_mapping: Duration,
+    unknown_since: HashMap<String, Instant>,
 }
 
 /// Mappings kept in memory per worker; beyond it the cache starts over.
 const REVEAL_CACHE: usize = 200_000;
 
+/// How long a live worker holds a batch whose pseudonym has no mapping (see [`Reveal`]).
+pub const WAIT_FOR_MAPPING: Duration = Duration::from_secs(120);
+
 impl Reveal {
     pub fn new(privacy: Arc<dyn PrivacyStore>) -> Self {
-        Self { privacy, known: HashMap::new() }
+        Self { privacy, known: HashMap::new(), wait_for_mapping: Duration::ZERO, unknown_since: HashMap::new() }
+    }
+
+    /// A live worker's: waits up to `wait` for a missing mapping.
+    pub fn waiting(privacy: Arc<dyn PrivacyStore>, wait: Duration) -> Self {
+        Self { wait_for_mapping: wait, ..Self::new(privacy) }
     }
 
     pub async fn reveal(&mut self, events: &mut [ProcessedEvent]) -> Result<(), StoreError> {
@@ -288,7 +303,26 @@ impl Reveal {
             }
             for (pseudonym, player) in self.privacy.resolve_pseudonyms(&missing).await? {
                 if let Ok(player) = PlayerId::parse(player) {
+                    self.unknown_since.remove(&pseudonym);
                     self.known.insert(pseudonym, player);
+                }
+            }
+            if !self.wait_for_mapping.is_zero() {
+                // Events (not erasures: those need no id once done) still without a mapping.
+                let now = Instant::now();
+                for e in events.iter().filter(|e| !matches!(e.body, ProcessedBody::PlayerErased { .. })) {
+                    let p = e.player_id.as_str();
+                    if !is_pseudonym(p) || self.known.contains_key(p) {
+                        continue;
+                    }
+                    let since = *self.unknown_since.entry(p.to_string()).or_insert(now);
+                    if now.duration_since(since) < self.wait_for_mapping {
+                        return Err(StoreError::Unavailable(
+                            "a pseudonym has no player id yet (PostgreSQL restored?); waiting for the gateway to write it again"
+                                .into(),
+                        ));
+                    }
+                    tracing::warn!("pseudonym without a player id after the wait; kept as the player's id");
                 }
             }
         }
