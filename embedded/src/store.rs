@@ -47,8 +47,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
 mod games;
-mod reco;
 mod privacy;
+mod reco;
 
 /// Rows per `IN (...)` lookup of `load_many`.
 const LOOKUP_CHUNK: usize = 500;
@@ -181,7 +181,9 @@ fn tables(projection: ProjectionName) -> &'static [Table] {
         ProjectionName::Funnel => &[FUNNEL],
         ProjectionName::Leaderboards => &[games::LEADERBOARD_SCORES],
         ProjectionName::Retention => &[games::COHORT_PLAYERS, games::COHORT_DAYS],
-        ProjectionName::Recommendations => &[reco::RECO_AFFINITY, reco::RECO_ITEMS, reco::RECO_PAIRS, reco::RECO_OUTBOX],
+        ProjectionName::Recommendations => {
+            &[reco::RECO_AFFINITY, reco::RECO_ITEMS, reco::RECO_PAIRS, reco::RECO_OUTBOX]
+        }
     }
 }
 
@@ -623,8 +625,8 @@ async fn apply_changes(
             games::apply_retention(conn, &t(games::COHORT_PLAYERS.name), &t(games::COHORT_DAYS.name), c).await?;
         }
         ProjectionName::Recommendations => {
-            let names = [reco::RECO_AFFINITY.name, reco::RECO_ITEMS.name, reco::RECO_PAIRS.name, reco::RECO_OUTBOX.name]
-                .map(t);
+            let names =
+                [reco::RECO_AFFINITY.name, reco::RECO_ITEMS.name, reco::RECO_PAIRS.name, reco::RECO_OUTBOX.name].map(t);
             reco::apply(conn, [&names[0], &names[1], &names[2], &names[3]], c).await?;
         }
     }
