@@ -1,0 +1,76 @@
+//! Players' recommendation lists through Redis against the real Redis: a warm list is not
+//! recomputed; after an erasure (`invalidate_player` of the profile cache, which sets the
+//! marker, and of the lists) the list is gone and a read racing the erasure cannot put it back.
+
+mod common;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use common::*;
+use gm_ports::StoreError;
+use gm_projections::recommend::{Reason, Recommendation, RecommendationList};
+use gm_projections::RecommendationQueries;
+use gm_redis::{CachedQueries, CachedRecommendations, RedisCache};
+use gm_schemas::{GameId, PlayerId};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Default)]
+struct Lists(Arc<AtomicU64>);
+
+#[async_trait]
+impl RecommendationQueries for Lists {
+    async fn recommendations(
+        &self,
+        game: &GameId,
+        player: &PlayerId,
+        limit: usize,
+        _: f64,
+        now: DateTime<Utc>,
+    ) -> Result<RecommendationList, StoreError> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(RecommendationList {
+            game_id: game.to_string(),
+            player_id: player.to_string(),
+            generated_at: now,
+            items: (0..limit)
+                .map(|i| Recommendation { item: format!("item-{n}-{i}"), score: 1.0, reason: Reason::Popular })
+                .collect(),
+        })
+    }
+}
+
+async fn warm(cached: &CachedRecommendations<Lists>, store: &Lists, g: &GameId, p: &PlayerId) -> bool {
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = store.0.load(Ordering::SeqCst);
+        cached.recommendations(g, p, 3, 14.0, Utc::now()).await.unwrap();
+        if store.0.load(Ordering::SeqCst) == before {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn warm_lists_come_from_redis_and_an_erasure_removes_them_for_good() {
+    let cache = RedisCache::connect(test_config().await).await.unwrap();
+    let store = Lists::default();
+    let cached = CachedRecommendations::new(store.clone(), cache.clone());
+    let profiles = CachedQueries::new(CountingStore::default(), cache.clone());
+    let (g, p) = (game("space-race"), player("p1"));
+    let first = cached.recommendations(&g, &p, 3, 14.0, Utc::now()).await.unwrap();
+    assert!(warm(&cached, &store, &g, &p).await, "a later read is answered by Redis");
+    assert_eq!(cached.recommendations(&g, &p, 3, 14.0, Utc::now()).await.unwrap().items, first.items);
+
+    // Erasure: the marker first (profile cache), then the lists.
+    profiles.invalidate_player(&g, &p).await.unwrap();
+    assert!(cached.invalidate_player(&g, &p).await.unwrap() >= 1);
+    let before = store.0.load(Ordering::SeqCst);
+    let after = cached.recommendations(&g, &p, 3, 14.0, Utc::now()).await.unwrap();
+    assert_ne!(after.items, first.items, "recomputed, not the cached list");
+    assert!(!warm(&cached, &store, &g, &p).await, "the erasure marker keeps read-through writes out");
+    assert!(store.0.load(Ordering::SeqCst) > before + 1);
+    cleanup(&cache).await;
+}
