@@ -408,7 +408,7 @@ async fn recommendations_and_leaderboards_forget_an_erased_player() {
     let (_, b) = get_json(&board_url).await;
     assert_eq!(b["entries"][0]["player_id"], "victim");
 
-    // Every list was published, keyed game:player.
+    // Every list was published, keyed game:sha256(player).
     let published = |key: String| {
         let log = app.backends.log.clone();
         async move {
@@ -425,7 +425,11 @@ async fn recommendations_and_leaderboards_forget_an_erased_player() {
         }
     };
     eventually(std::time::Duration::from_secs(30), || async {
-        let v = published(format!("{GAME}:victim")).await;
+        let v = published(gm_projections::recommend::topic_key(
+            &gm_schemas::GameId::parse(GAME).unwrap(),
+            &gm_schemas::PlayerId::parse("victim").unwrap(),
+        ))
+        .await;
         match v.last() {
             Some(last) if !last.is_empty() => Ok(()),
             _ => Err(format!("no list published yet: {} records", v.len())),
@@ -463,7 +467,13 @@ async fn recommendations_and_leaderboards_forget_an_erased_player() {
     let (_, r) = get_json(&recs_url("victim")).await;
     assert!(items(&r).iter().all(|(_, why)| why == "popular"), "an erased player is a stranger: {r}");
     eventually(std::time::Duration::from_secs(30), || async {
-        match published(format!("{GAME}:victim")).await.last() {
+        match published(gm_projections::recommend::topic_key(
+            &gm_schemas::GameId::parse(GAME).unwrap(),
+            &gm_schemas::PlayerId::parse("victim").unwrap(),
+        ))
+        .await
+        .last()
+        {
             Some(last) if last.is_empty() => Ok(()),
             _ => Err("no tombstone yet".to_string()),
         }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use common::TestDb;
 use gm_ports::{LogError, LogProducer, NewRecord, Position};
 use gm_projections::model::{ChangeSet, ProjectionName, Target};
-use gm_projections::recommend::{publish_pending, Interaction, Reason, RecommendationList, RecommendationStore};
+use gm_projections::recommend::{publish_pending, Interaction, Reason, RecommendationStore};
 use gm_projections::{ReadModelStore, RecommendationQueries};
 use gm_schemas::{GameId, PlayerId};
 use std::sync::Mutex;
@@ -68,8 +68,9 @@ async fn co_occurrence_recommends_unowned_items_backfills_new_players_and_erasur
     let log = Captured::default();
     assert_eq!(publish_pending(store, &log, now()).await.unwrap(), 6);
     assert_eq!(publish_pending(store, &log, now()).await.unwrap(), 0);
-    let f_record = log.0.lock().unwrap().iter().find(|r| r.key == "space-race:f").cloned().unwrap();
-    let list: RecommendationList = serde_json::from_slice(&f_record.payload).unwrap();
+    let key = gm_projections::recommend::topic_key(&game(), &pid("f"));
+    let f_record = log.0.lock().unwrap().iter().find(|r| r.key == key).cloned().unwrap();
+    let list: gm_projections::recommend::PublishedList = serde_json::from_slice(&f_record.payload).unwrap();
     assert_eq!(list.items, f.items);
 
     let erase = ChangeSet { erased: vec![(game(), pid("f"))], ..Default::default() };
@@ -79,6 +80,6 @@ async fn co_occurrence_recommends_unowned_items_backfills_new_players_and_erasur
     let log = Captured::default();
     assert_eq!(publish_pending(store, &log, now()).await.unwrap(), 1);
     let tomb = log.0.lock().unwrap()[0].clone();
-    assert_eq!((tomb.key.as_str(), tomb.payload.is_empty()), ("space-race:f", true));
+    assert_eq!((tomb.key.as_str(), tomb.payload.is_empty()), (key.as_str(), true));
     assert_eq!(store.scoring_input(&game(), &pid("a"), 10).await.unwrap().item_players["sword"], 5);
 }

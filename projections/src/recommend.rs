@@ -198,6 +198,25 @@ pub enum PublishError {
     Log(#[from] LogError),
 }
 
+/// The key of a player's list on `recommendations.generated`: `game:sha256hex(player)`.
+/// Not the player's id: the topic is compacted, and until compaction runs an erased
+/// player's old lists (and the tombstone itself) stay readable under their key. Consumers
+/// find a player's list by hashing the id they know.
+pub fn topic_key(game: &GameId, player: &PlayerId) -> String {
+    use sha2::Digest as _;
+    format!("{game}:{}", hex::encode(sha2::Sha256::digest(player.as_str().as_bytes())))
+}
+
+/// A list as published on `recommendations.generated` (keyed by [`topic_key`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishedList {
+    pub game_id: String,
+    /// The hash part of the record's key.
+    pub player_ref: String,
+    pub generated_at: DateTime<Utc>,
+    pub items: Vec<Recommendation>,
+}
+
 /// How many items a published list holds.
 pub const PUBLISHED_ITEMS: usize = 10;
 
@@ -216,15 +235,16 @@ pub async fn publish_pending(
         }
         let mut records = Vec::with_capacity(pending.len());
         for (game, player, erased) in &pending {
-            let key = format!("{game}:{player}");
+            let key = topic_key(game, player);
             if *erased {
                 records.push(NewRecord::new(key, Vec::new()));
                 continue;
             }
             let input = store.scoring_input(game, player, PUBLISHED_ITEMS).await?;
-            let list = RecommendationList {
+            let player_ref = key.split_once(':').map(|(_, r)| r.to_string()).unwrap_or_default();
+            let list = PublishedList {
                 game_id: game.to_string(),
-                player_id: player.to_string(),
+                player_ref,
                 generated_at: now,
                 items: score(&input, PUBLISHED_ITEMS, DEFAULT_HALF_LIFE_DAYS, now),
             };
