@@ -160,11 +160,10 @@ pub async fn retention_run(config: &Config, dry_run: bool) -> anyhow::Result<Ret
         report.per_game.insert(game, (cutoff, rows));
     }
     if !dry_run {
-        let backends = Backends::open(config).await?;
         let detail = serde_json::to_string(&report).unwrap_or_default();
-        backends
-            .privacy
-            .audit(AuditEntry {
+        gm_privacy::PrivacyStore::audit(
+            &store,
+            AuditEntry {
                 at: Utc::now(),
                 actor: actor(),
                 action: "retention_run".into(),
@@ -172,9 +171,9 @@ pub async fn retention_run(config: &Config, dry_run: bool) -> anyhow::Result<Ret
                 erasure_id: None,
                 subject: None,
                 detail: Some(detail),
-            })
-            .await?;
-        backends.close().await;
+            },
+        )
+        .await?;
     }
     Ok(report)
 }

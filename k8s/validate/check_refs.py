@@ -70,13 +70,14 @@ COMMON = ["mode", "http.bind", "postgres.url", "kafka.brokers", "kafka.security.
           "kafka.security.sasl_mechanism", "kafka.security.sasl_username",
           "kafka.security.sasl_password", "kafka.security.ssl_ca_location"]
 REQUIRED = {
-    "gateway": COMMON + ["api_keys", "redis.url"],
+    "gateway": COMMON + ["api_keys", "redis.url", "privacy.master_key"],
     "actors": COMMON,
     "projections": COMMON,
     "migrate": ["mode", "postgres.url"],
+    "retention": ["mode", "postgres.url"],
 }
-SUBCOMMANDS = {"serve", "gateway", "actors", "projections", "migrate", "simulate"}
-for name in ("Gateway", "Actors", "Projections", "Migrate", "Serve", "Simulate"):
+SUBCOMMANDS = {"serve", "gateway", "actors", "projections", "migrate", "simulate", "retention"}
+for name in ("Gateway", "Actors", "Projections", "Migrate", "Serve", "Simulate", "Retention"):
     if not re.search(rf"^\s*{name}\b", open(f"{ROOT}/src/main.rs").read(), re.M):
         err(f"code: subcommand {name} not found in src/main.rs")
 ROUTES = set(re.findall(r'\("(/[^"]*)", "get"', open(f"{ROOT}/gateway/src/lib.rs").read()))
