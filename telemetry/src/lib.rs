@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 mod families;
 pub mod trace;
-pub use trace::{TracingGuard, TracingSettings};
 pub use families::{
     ActorMetrics, BuildLabels, CacheMetrics, KafkaMetrics, PartitionLabels, PrivacyMetrics, ProjectionMetrics,
     RebalanceLabels, TopicLabels,
 };
+pub use trace::{TracingGuard, TracingSettings};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -221,7 +221,8 @@ pub const EXPORTED: &[(&str, &str)] = &[
 /// Initialises logging once, without span export: `RUST_LOG` filter (default `info`), JSON
 /// lines when `json`. Roles use [`trace::init`], which also exports spans over OTLP.
 pub fn init_tracing(json: bool) {
-    let settings = TracingSettings { json, otlp_endpoint: None, sampling_ratio: 0.0, service_name: "gamemetrics".into() };
+    let settings =
+        TracingSettings { json, otlp_endpoint: None, sampling_ratio: 0.0, service_name: "gamemetrics".into() };
     // Without an exporter there is nothing to build that could fail.
     let _ = trace::init(&settings);
 }
