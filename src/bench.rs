@@ -67,8 +67,11 @@ pub struct BenchOptions {
     pub recovery_players: Option<usize>,
     /// Players of the recovery bench that get an event after the restart.
     pub recovery_sample: usize,
+    /// Run the erasure bench (erasure.rs) with this many erasures under load instead.
+    pub erasures: Option<usize>,
 }
 
+mod erasure;
 mod queries;
 mod recovery;
 
@@ -77,6 +80,23 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let work_dir = std::env::temp_dir().join(format!("gm-bench-{}", &id[..12]));
     std::fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    if let Some(n) = options.erasures {
+        let report = erasure::run(config, n, &work_dir).await?;
+        let m = Machine::read();
+        let machine =
+            format!("{} × {}, {:.0} GiB, load average {} at the end", m.cpus, m.model, m.memory_gib, load_average());
+        let text = report.markdown(&machine);
+        println!("{text}");
+        if let Some(path) = &options.write {
+            use std::io::Write as _;
+            let mut file = std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+            file.write_all(text.as_bytes())?;
+            println!("appended to {}", path.display());
+        }
+        let _ = std::fs::remove_dir_all(&work_dir);
+        anyhow::ensure!(report.completed == report.erasures, "not every erasure completed");
+        return Ok(());
+    }
     if let Some(players) = options.recovery_players {
         let report = recovery::run(config, players, options.recovery_sample, &work_dir).await;
         if report.is_err() {

@@ -141,6 +141,10 @@ struct BenchArgs {
     /// Players of the recovery bench that get an event after the restart.
     #[arg(long, default_value_t = 50_000)]
     recovery_sample: usize,
+    /// Instead of the throughput phases: request this many erasures (one every 500 ms) under
+    /// a steady simulated load and measure request → completed (p50, p99).
+    #[arg(long)]
+    erasures: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -240,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
                 config_file: cli.config.clone(),
                 recovery_players: args.recovery_players,
                 recovery_sample: args.recovery_sample,
+                erasures: args.erasures,
             };
             gamemetrics::bench::run(&config, options).await
         }
