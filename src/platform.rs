@@ -204,59 +204,30 @@ impl Platform {
         let mut tasks = Vec::new();
 
         if roles.actors {
-            let (backends, metrics, settings, mut rx) =
-                (backends.clone(), metrics.clone(), config.actors(), shutdown_rx.clone());
-            // As for the projections: a runtime that stops on an error starts again.
+            let actors =
+                ActorsRuntime::new(backends.log.clone(), backends.snapshots.clone(), config.actors(), metrics.clone());
+            let rx = shutdown_rx.clone();
             tasks.push(actix_rt::spawn(async move {
-                while !*rx.borrow() {
-                    let actors = ActorsRuntime::new(
-                        backends.log.clone(),
-                        backends.snapshots.clone(),
-                        settings.clone(),
-                        metrics.clone(),
-                    );
-                    match actors.run(rx.clone()).await {
-                        Ok(()) => break,
-                        Err(e) => tracing::error!(error = %e, "actors stopped; restarting in 2 s"),
-                    }
-                    tokio::select! {
-                        _ = rx.changed() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    }
+                if let Err(e) = actors.run(rx).await {
+                    tracing::error!(error = %e, "actors stopped");
                 }
             }));
         }
         if roles.projections {
             for name in ProjectionName::ALL {
-                let (backends, metrics, mut rx) = (backends.clone(), metrics.clone(), shutdown_rx.clone());
-                // A worker that stops on an error (its consumer could not be created, the
-                // store refused a batch) starts again after a pause: a projection must not
-                // stay down while the process reports ready.
-                tasks.push(actix_rt::spawn(async move {
-                    while !*rx.borrow() {
-                        let worker = ProjectionWorker::new(
-                            name,
-                            backends.log.clone(),
-                            backends.read_models.clone(),
-                            metrics.clone(),
-                        )
+                let worker =
+                    ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone())
                         .with_pseudonyms(backends.privacy.clone());
-                        let worker = match name {
-                            ProjectionName::Recommendations => {
-                                worker.with_recommendations(backends.recommendation_outbox.clone())
-                            }
-                            _ => worker,
-                        };
-                        match worker.run(rx.clone()).await {
-                            Ok(()) => break,
-                            Err(e) => {
-                                tracing::error!(projection = %name, error = %e, "projection stopped; restarting in 2 s")
-                            }
-                        }
-                        tokio::select! {
-                            _ = rx.changed() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        }
+                let worker = match name {
+                    ProjectionName::Recommendations => {
+                        worker.with_recommendations(backends.recommendation_outbox.clone())
+                    }
+                    _ => worker,
+                };
+                let rx = shutdown_rx.clone();
+                tasks.push(actix_rt::spawn(async move {
+                    if let Err(e) = worker.run(rx).await {
+                        tracing::error!(projection = %name, error = %e, "projection stopped");
                     }
                 }));
             }
