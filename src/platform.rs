@@ -215,19 +215,35 @@ impl Platform {
         }
         if roles.projections {
             for name in ProjectionName::ALL {
-                let worker =
-                    ProjectionWorker::new(name, backends.log.clone(), backends.read_models.clone(), metrics.clone())
-                        .with_pseudonyms(backends.privacy.clone());
-                let worker = match name {
-                    ProjectionName::Recommendations => {
-                        worker.with_recommendations(backends.recommendation_outbox.clone())
-                    }
-                    _ => worker,
-                };
-                let rx = shutdown_rx.clone();
+                let (backends, metrics, mut rx) = (backends.clone(), metrics.clone(), shutdown_rx.clone());
+                // A worker that stops on an error (e.g. its consumer could not be created
+                // while Kafka restarts) starts again after a pause: a projection must not stay
+                // down while the process reports ready.
                 tasks.push(actix_rt::spawn(async move {
-                    if let Err(e) = worker.run(rx).await {
-                        tracing::error!(projection = %name, error = %e, "projection stopped");
+                    while !*rx.borrow() {
+                        let worker = ProjectionWorker::new(
+                            name,
+                            backends.log.clone(),
+                            backends.read_models.clone(),
+                            metrics.clone(),
+                        )
+                        .with_pseudonyms(backends.privacy.clone());
+                        let worker = match name {
+                            ProjectionName::Recommendations => {
+                                worker.with_recommendations(backends.recommendation_outbox.clone())
+                            }
+                            _ => worker,
+                        };
+                        match worker.run(rx.clone()).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::error!(projection = %name, error = %e, "projection stopped; restarting in 2 s")
+                            }
+                        }
+                        tokio::select! {
+                            _ = rx.changed() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        }
                     }
                 }));
             }
