@@ -32,7 +32,7 @@ fn erasure_from_row(row: &PgRow) -> Result<Erasure, StoreError> {
     Ok(Erasure {
         erasure_id: row.try_get("erasure_id").map_err(store_err)?,
         game_id: row.try_get("game_id").map_err(store_err)?,
-        subject: hex_of(&subject),
+        subject: hex::encode(&subject),
         status: ErasureStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
         reason: row.try_get("reason").map_err(store_err)?,
         requested_by: row.try_get("requested_by").map_err(store_err)?,
@@ -41,10 +41,6 @@ fn erasure_from_row(row: &PgRow) -> Result<Erasure, StoreError> {
         timeline: serde_json::from_value(timeline).map_err(|_| corrupt("timeline"))?,
         receipt: receipt.map(serde_json::from_value).transpose().map_err(|_| corrupt("receipt"))?,
     })
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 const ERASURE_COLUMNS: &str =
@@ -428,7 +424,7 @@ impl PrivacyStore for PgStore {
                     action: row.try_get("action").map_err(store_err)?,
                     game_id: row.try_get("game_id").map_err(store_err)?,
                     erasure_id: row.try_get("erasure_id").map_err(store_err)?,
-                    subject: subject.map(|s| hex_of(&s)),
+                    subject: subject.map(hex::encode),
                     detail: row.try_get("detail").map_err(store_err)?,
                 })
             })

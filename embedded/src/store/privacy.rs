@@ -82,10 +82,6 @@ fn time(v: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(v).unwrap_or_default()
 }
 
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 const ERASURE_COLUMNS: &str =
     "erasure_id, subject, game_id, status, reason, requested_by, requested_at, completed_at, timeline, receipt";
 
@@ -97,7 +93,7 @@ fn erasure_from_row(row: &SqliteRow) -> Result<Erasure, StoreError> {
     Ok(Erasure {
         erasure_id: Uuid::parse_str(&get_s("erasure_id")?).map_err(|_| corrupt("erasure id"))?,
         game_id: get_s("game_id")?,
-        subject: hex_of(&subject),
+        subject: hex::encode(&subject),
         status: ErasureStatus::parse(&get_s("status")?).ok_or_else(|| corrupt("status"))?,
         reason: get_s("reason")?,
         requested_by: get_s("requested_by")?,
@@ -497,7 +493,7 @@ impl PrivacyStore for SqliteStore {
                     action: row.try_get("action").map_err(store_err)?,
                     game_id: row.try_get("game_id").map_err(store_err)?,
                     erasure_id: erasure.map(|e| Uuid::parse_str(&e)).transpose().map_err(|_| corrupt("erasure id"))?,
-                    subject: subject.map(|s| hex_of(&s)),
+                    subject: subject.map(hex::encode),
                     detail: row.try_get("detail").map_err(store_err)?,
                 })
             })
