@@ -7,6 +7,13 @@
 //! Snapshots are written after that commit, so a snapshot never runs ahead of what was
 //! emitted. Any failure after a shard applied records in memory resets that partition
 //! (drop the shard, recover it from snapshot + replay): memory never runs ahead of the log.
+//!
+//! A snapshot save moves the partition's watermark only from the value this runtime last
+//! read or wrote. When the store went back in time (restored from a backup, a failover that
+//! lost its last commits) or another member saved the partition (this one was paused past a
+//! rebalance), the save is refused and the partition recovered from what the store really
+//! holds; otherwise players whose lost snapshots are not rewritten would later be loaded
+//! stale under a newer watermark and derive their events a second time.
 
 use crate::shard::*;
 use actix::prelude::*;
@@ -67,6 +74,10 @@ pub struct ActorsRuntime {
     metrics: Metrics,
     arbiters: Vec<Arbiter>,
     shards: BTreeMap<u32, Addr<Shard>>,
+    /// Each shard's watermark as last read from or saved to the snapshot store: the next
+    /// save moves it only from there, so a store that went back in time (a restore, a
+    /// failover) is noticed instead of silently keeping snapshots older than its watermark.
+    watermarks: HashMap<u32, Option<u64>>,
     live: HashMap<u32, usize>,
     loads: Arc<tokio::sync::Semaphore>,
 }
@@ -80,12 +91,37 @@ impl ActorsRuntime {
     ) -> Self {
         let arbiters = (0..config.threads.max(1)).map(|_| Arbiter::new()).collect();
         let loads = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_loads.max(1)));
-        Self { log, snapshots, config, metrics, arbiters, shards: BTreeMap::new(), live: HashMap::new(), loads }
+        Self {
+            log,
+            snapshots,
+            config,
+            metrics,
+            arbiters,
+            shards: BTreeMap::new(),
+            watermarks: HashMap::new(),
+            live: HashMap::new(),
+            loads,
+        }
     }
 
     /// Runs until `shutdown` turns true; then snapshots every shard so the next start replays little.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ActorsError> {
-        let mut consumer = self.log.consumer(GROUP, topics::RAW).await?;
+        // The log may be unreachable at start (Kafka restarting): keep trying rather than
+        // leave a process that reports ready with no actors running.
+        let mut delay = Duration::from_millis(200);
+        let mut consumer = loop {
+            match self.log.consumer(GROUP, topics::RAW).await {
+                Ok(consumer) => break consumer,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot join the actors' consumer group yet; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
         let mut last_housekeeping = Instant::now();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
@@ -95,7 +131,8 @@ impl ActorsRuntime {
             match polled {
                 Ok(Polled::Assigned(partitions)) => {
                     for p in partitions {
-                        self.recover(consumer.as_mut(), p).await?;
+                        // The snapshot store may be down (a failover): retry, never give up.
+                        self.recover_with_retry(consumer.as_mut(), p, &shutdown).await;
                     }
                 }
                 Ok(Polled::Revoked(partitions)) => {
@@ -175,12 +212,13 @@ impl ActorsRuntime {
     async fn recover(&mut self, consumer: &mut dyn LogConsumer, partition: u32) -> Result<(), ActorsError> {
         self.stop_shard(partition);
         let committed = consumer.committed(partition).await?.unwrap_or(0);
-        let watermark = self.snapshots.watermark(partition).await?.unwrap_or(0);
-        let start = watermark.min(committed);
+        let watermark = self.snapshots.watermark(partition).await?;
+        let start = watermark.unwrap_or(0).min(committed);
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
         let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(partition, start, committed));
         consumer.seek(partition, start);
         self.shards.insert(partition, shard);
+        self.watermarks.insert(partition, watermark);
         self.metrics.actors.partition_recoveries.inc();
         self.metrics.actors.shards.set(self.shards.len() as i64);
         tracing::info!(partition, start, committed, "partition assigned; replaying from snapshot watermark");
@@ -189,6 +227,7 @@ impl ActorsRuntime {
 
     fn stop_shard(&mut self, partition: u32) {
         self.shards.remove(&partition);
+        self.watermarks.remove(&partition);
         self.live.remove(&partition);
         self.metrics.actors.shards.set(self.shards.len() as i64);
         self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
@@ -274,7 +313,9 @@ impl ActorsRuntime {
             if let Some(batch) = shard.send(msg).await? {
                 let written = batch.players.len() as u64;
                 let started = Instant::now();
-                self.snapshots.save(partition, batch.next_offset, batch.players).await?;
+                let expected = self.watermarks.get(&partition).copied().flatten();
+                self.snapshots.save(partition, expected, batch.next_offset, batch.players).await?;
+                self.watermarks.insert(partition, Some(batch.next_offset));
                 self.metrics.actors.snapshot_duration.observe(started.elapsed().as_secs_f64());
                 self.metrics.snapshots_written.inc_by(written);
             }

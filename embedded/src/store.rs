@@ -351,9 +351,26 @@ impl SnapshotStore for SqliteStore {
         Ok(out)
     }
 
-    async fn save(&self, partition: u32, next_offset: u64, players: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+    async fn save(
+        &self,
+        partition: u32,
+        expected: Option<u64>,
+        next_offset: u64,
+        players: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
         let mut w = self.begin().await?;
         let result = async {
+            // Moving the watermark only from `expected` fences a writer whose view of the
+            // store is stale (writes are serialised, so reading then writing is safe here).
+            let found: Option<i64> = sqlx::query_scalar("SELECT next_offset FROM watermarks WHERE partition = ?")
+                .bind(i64::from(partition))
+                .fetch_optional(&mut w.conn)
+                .await
+                .map_err(store_err)?;
+            let found = found.map(to_u64);
+            if found != expected {
+                return Err(StoreError::Conflict { expected, found });
+            }
             let rows =
                 players.into_iter().map(|(k, state)| vec![V::T(k), V::I(i64::from(partition)), V::B(state)]).collect();
             insert_rows(
@@ -995,8 +1012,8 @@ mod tests {
         let store = open(&dir).await;
         assert_eq!(store.watermark(1).await.unwrap(), None);
         let players: Vec<(String, Vec<u8>)> = (0..1200).map(|i| (format!("g:p{i}"), vec![i as u8; 3])).collect();
-        store.save(1, 42, players).await.unwrap();
-        store.save(1, 50, vec![("g:p0".into(), vec![9])]).await.unwrap();
+        store.save(1, None, 42, players).await.unwrap();
+        store.save(1, Some(42), 50, vec![("g:p0".into(), vec![9])]).await.unwrap();
         assert_eq!(store.watermark(1).await.unwrap(), Some(50));
         assert_eq!(store.count().await.unwrap(), 1200);
         let keys: Vec<String> = (0..1200).map(|i| format!("g:p{i}")).chain(["missing".to_string()]).collect();
@@ -1004,6 +1021,22 @@ mod tests {
         assert_eq!(loaded.len(), 1200);
         assert_eq!(loaded["g:p0"], vec![9]);
         assert_eq!(loaded["g:p7"], vec![7, 7, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_save_from_a_stale_watermark_is_refused_and_saves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        store.save(4, None, 10, vec![("g:a".into(), vec![1])]).await.unwrap();
+        let err = store.save(4, None, 20, vec![("g:a".into(), vec![2])]).await;
+        assert_eq!(err, Err(StoreError::Conflict { expected: None, found: Some(10) }));
+        let err = store.save(4, Some(30), 40, vec![("g:a".into(), vec![3]), ("g:b".into(), vec![4])]).await;
+        assert_eq!(err, Err(StoreError::Conflict { expected: Some(30), found: Some(10) }));
+        assert_eq!(store.watermark(4).await.unwrap(), Some(10));
+        let loaded = store.load_many(&["g:a".to_string(), "g:b".to_string()]).await.unwrap();
+        assert_eq!(loaded, vec![("g:a".to_string(), vec![1])]);
+        store.save(4, Some(10), 40, vec![("g:a".into(), vec![3])]).await.unwrap();
+        assert_eq!(store.watermark(4).await.unwrap(), Some(40));
     }
 
     #[tokio::test]

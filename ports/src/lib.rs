@@ -214,8 +214,18 @@ pub enum StoreError {
 pub trait SnapshotStore: Send + Sync {
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, StoreError>;
     async fn load_many(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// Saves `players` and moves the partition's watermark to `next_offset`, atomically.
-    async fn save(&self, partition: u32, next_offset: u64, players: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;
+    /// Saves `players` and moves the partition's watermark from `expected` to `next_offset`,
+    /// atomically. Fails with [`StoreError::Conflict`] (saving nothing) when the stored
+    /// watermark is not `expected`: the store went back in time (restored from a backup, a
+    /// failover that lost recent commits) or another process saved this partition, so the
+    /// snapshots the caller believes saved may be gone and it must recover from the store.
+    async fn save(
+        &self,
+        partition: u32,
+        expected: Option<u64>,
+        next_offset: u64,
+        players: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError>;
     /// How many snapshots are stored (for tools and tests).
     async fn count(&self) -> Result<u64, StoreError>;
 }

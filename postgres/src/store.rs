@@ -157,7 +157,13 @@ impl SnapshotStore for PgStore {
         Ok(out)
     }
 
-    async fn save(&self, partition: u32, next_offset: u64, players: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+    async fn save(
+        &self,
+        partition: u32,
+        expected: Option<u64>,
+        next_offset: u64,
+        players: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
         // The last state of a key wins (one statement may not update a row twice).
         let mut index: HashMap<String, usize> = HashMap::with_capacity(players.len());
         let mut keys: Vec<String> = Vec::with_capacity(players.len());
@@ -173,6 +179,34 @@ impl SnapshotStore for PgStore {
             }
         }
         let mut tx = self.pool.begin().await.map_err(store_err)?;
+        // The watermark first: moving it only from `expected` fences a writer whose view of
+        // the store is stale, and the row lock serialises concurrent savers of a partition.
+        let moved = match expected {
+            Some(from) => {
+                sqlx::query("UPDATE watermarks SET next_offset = $2 WHERE partition = $1 AND next_offset = $3")
+                    .bind(partition as i32)
+                    .bind(to_i64(next_offset))
+                    .bind(to_i64(from))
+            }
+            None => sqlx::query(
+                "INSERT INTO watermarks (partition, next_offset) VALUES ($1, $2) ON CONFLICT (partition) DO NOTHING",
+            )
+            .bind(partition as i32)
+            .bind(to_i64(next_offset)),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(store_err)?
+        .rows_affected();
+        if moved == 0 {
+            let found: Option<i64> = sqlx::query_scalar("SELECT next_offset FROM watermarks WHERE partition = $1")
+                .bind(partition as i32)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            let _ = tx.rollback().await;
+            return Err(StoreError::Conflict { expected, found: found.map(to_u64) });
+        }
         for (k, s) in keys.chunks(SNAPSHOT_CHUNK).zip(states.chunks(SNAPSHOT_CHUNK)) {
             sqlx::query(
                 "INSERT INTO snapshots (key, partition, state)
@@ -186,15 +220,6 @@ impl SnapshotStore for PgStore {
             .await
             .map_err(store_err)?;
         }
-        sqlx::query(
-            "INSERT INTO watermarks (partition, next_offset) VALUES ($1, $2)
-             ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
-        )
-        .bind(partition as i32)
-        .bind(to_i64(next_offset))
-        .execute(&mut *tx)
-        .await
-        .map_err(store_err)?;
         tx.commit().await.map_err(store_err)
     }
 

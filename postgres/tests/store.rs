@@ -144,10 +144,10 @@ async fn snapshots_and_watermark_are_saved_together_and_loaded_in_batches() {
     let store = &db.store;
     assert_eq!(store.watermark(1).await.unwrap(), None);
     let players: Vec<(String, Vec<u8>)> = (0..1200).map(|i| (format!("g:p{i}"), vec![i as u8; 3])).collect();
-    store.save(1, 42, players).await.unwrap();
+    store.save(1, None, 42, players).await.unwrap();
     assert_eq!(store.watermark(1).await.unwrap(), Some(42));
     // A key twice in one save: the last state wins.
-    store.save(1, 50, vec![("g:p0".into(), vec![8]), ("g:p0".into(), vec![9])]).await.unwrap();
+    store.save(1, Some(42), 50, vec![("g:p0".into(), vec![8]), ("g:p0".into(), vec![9])]).await.unwrap();
     assert_eq!(store.watermark(1).await.unwrap(), Some(50));
     assert_eq!(store.watermark(2).await.unwrap(), None);
     assert_eq!(store.count().await.unwrap(), 1200);
@@ -163,18 +163,39 @@ async fn snapshots_and_watermark_are_saved_together_and_loaded_in_batches() {
 async fn a_failed_snapshot_save_moves_neither_rows_nor_watermark() {
     let db = TestDb::new().await;
     let store = &db.store;
-    store.save(3, 10, vec![("g:a".into(), vec![1])]).await.unwrap();
+    store.save(3, None, 10, vec![("g:a".into(), vec![1])]).await.unwrap();
     // Make the watermark write fail after the rows were written, inside the transaction.
     sqlx::query("ALTER TABLE watermarks ADD CONSTRAINT small CHECK (next_offset < 100)")
         .execute(store.pool())
         .await
         .unwrap();
-    let err = store.save(3, 500, vec![("g:a".into(), vec![2]), ("g:b".into(), vec![3])]).await;
+    let err = store.save(3, Some(10), 500, vec![("g:a".into(), vec![2]), ("g:b".into(), vec![3])]).await;
     assert!(matches!(err, Err(StoreError::Other(_))), "{err:?}");
     assert_eq!(store.watermark(3).await.unwrap(), Some(10));
     assert_eq!(store.count().await.unwrap(), 1);
     let loaded = store.load_many(&["g:a".to_string()]).await.unwrap();
     assert_eq!(loaded, vec![("g:a".to_string(), vec![1])]);
+}
+
+#[tokio::test]
+async fn a_snapshot_save_from_a_stale_watermark_is_refused_and_saves_nothing() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    store.save(4, None, 10, vec![("g:a".into(), vec![1])]).await.unwrap();
+    // A second first save (another process, or a store that lost the row) is refused…
+    let err = store.save(4, None, 20, vec![("g:a".into(), vec![2])]).await;
+    assert_eq!(err, Err(StoreError::Conflict { expected: None, found: Some(10) }));
+    // …and so is a save from a watermark the store no longer holds (it went back in time).
+    let err = store.save(4, Some(30), 40, vec![("g:a".into(), vec![3]), ("g:b".into(), vec![4])]).await;
+    assert_eq!(err, Err(StoreError::Conflict { expected: Some(30), found: Some(10) }));
+    assert_eq!(store.watermark(4).await.unwrap(), Some(10));
+    assert_eq!(
+        store.load_many(&["g:a".to_string(), "g:b".to_string()]).await.unwrap(),
+        vec![("g:a".to_string(), vec![1])]
+    );
+    // From the stored watermark it moves on.
+    store.save(4, Some(10), 40, vec![("g:a".into(), vec![3])]).await.unwrap();
+    assert_eq!(store.watermark(4).await.unwrap(), Some(40));
 }
 
 // ---------------------------------------------------------------- checkpoints
@@ -545,7 +566,7 @@ async fn a_batch_of_10000_profile_deltas_applies_in_one_call() {
     );
     let snapshots: Vec<(String, Vec<u8>)> = (0..10_000).map(|i| (format!("g:p{i}"), vec![7u8; 200])).collect();
     let started = Instant::now();
-    store.save(0, 10_000, snapshots).await.unwrap();
+    store.save(0, None, 10_000, snapshots).await.unwrap();
     let save_time = started.elapsed();
     let now = Utc::now();
     let events: Vec<ProcessedEvent> = (0..10_000).map(|i| event(&format!("p{i}"), 1, now)).collect();

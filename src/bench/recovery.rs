@@ -122,6 +122,8 @@ async fn measure(
     let started = Instant::now();
     let mut snapshot_bytes = 0;
     let mut per_partition: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); partitions as usize];
+    // The watermark each partition's next save moves from (saves are fenced on it).
+    let mut watermarks: Vec<Option<u64>> = vec![None; partitions as usize];
     for i in 0..players {
         let key = player_key(i);
         let bytes = snapshot(i)?;
@@ -129,12 +131,12 @@ async fn measure(
         let p = gm_ports::partition_for(&key, partitions);
         per_partition[p as usize].push((key, bytes));
         if per_partition[p as usize].len() == 5_000 {
-            store.save(p, 0, std::mem::take(&mut per_partition[p as usize])).await?;
+            store.save(p, watermarks[p as usize].replace(0), 0, std::mem::take(&mut per_partition[p as usize])).await?;
         }
     }
     for (p, batch) in per_partition.into_iter().enumerate() {
         if !batch.is_empty() {
-            store.save(p as u32, 0, batch).await?;
+            store.save(p as u32, watermarks[p].replace(0), 0, batch).await?;
         }
     }
     let write_seconds = started.elapsed().as_secs_f64();
