@@ -277,10 +277,17 @@ pub struct ActorsSettings {
     /// Batched snapshot reads in flight at once (recovery after a rebalance is throttled by it).
     #[serde(default = "default_max_concurrent_loads")]
     pub max_concurrent_loads: usize,
+    /// Times a record whose processing fails is tried before it goes to `system.dlq`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
 }
 
 fn default_max_concurrent_loads() -> usize {
     4
+}
+
+fn default_max_attempts() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +369,9 @@ impl Config {
         }
         if self.actors.max_concurrent_loads == 0 {
             return Err(invalid("actors.max_concurrent_loads", "must be at least 1"));
+        }
+        if !(1..=100).contains(&self.actors.max_attempts) {
+            return Err(invalid("actors.max_attempts", "must be 1..=100"));
         }
         if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
             return Err(invalid("telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
@@ -571,6 +581,7 @@ impl Config {
             passivate_after: Duration::from_millis(self.actors.passivate_after_ms),
             threads: self.actors.threads,
             max_concurrent_loads: self.actors.max_concurrent_loads,
+            max_attempts: self.actors.max_attempts,
             ..Default::default()
         }
     }

@@ -42,6 +42,9 @@ pub struct ActorsConfig {
     /// once, so that a rebalance handing this process many partitions of players nobody
     /// holds in memory does not stampede the database.
     pub max_concurrent_loads: usize,
+    /// Times a record whose processing fails is tried (the partition rebuilt from its
+    /// snapshot between tries) before it is dead-lettered to `system.dlq`.
+    pub max_attempts: u32,
 }
 
 impl Default for ActorsConfig {
@@ -53,6 +56,7 @@ impl Default for ActorsConfig {
             max_batch: 5_000,
             threads: 2,
             max_concurrent_loads: 4,
+            max_attempts: 3,
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct ActorsRuntime {
     watermarks: HashMap<u32, Option<u64>>,
     live: HashMap<u32, usize>,
     loads: Arc<tokio::sync::Semaphore>,
+    /// Records whose processing failed, per partition and offset, with their attempts so far.
+    failures: BTreeMap<(u32, u64), Failure>,
 }
 
 impl ActorsRuntime {
@@ -101,6 +107,7 @@ impl ActorsRuntime {
             watermarks: HashMap::new(),
             live: HashMap::new(),
             loads,
+            failures: BTreeMap::new(),
         }
     }
 
@@ -151,10 +158,20 @@ impl ActorsRuntime {
                     gm_telemetry::trace::continue_batch(&span, records.iter().map(|r| r.headers.as_slice()));
                     let processed =
                         tracing::Instrument::instrument(self.process(consumer.as_mut(), records), span).await;
-                    if let Err(e) = processed {
-                        tracing::warn!(error = %e, "batch failed; recovering partitions");
-                        self.metrics.actors.batch_failures.inc();
-                        self.recover_all(consumer.as_mut(), &shutdown).await;
+                    match processed {
+                        Ok(failed) => {
+                            // The records before each failure were committed; the partition
+                            // is rebuilt and the failed record tried again, or dead-lettered.
+                            for p in failed {
+                                self.metrics.actors.batch_failures.inc();
+                                self.recover_with_retry(consumer.as_mut(), p, &shutdown).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "batch failed; recovering partitions");
+                            self.metrics.actors.batch_failures.inc();
+                            self.recover_all(consumer.as_mut(), &shutdown).await;
+                        }
                     }
                 }
                 Ok(Polled::Idle) => {}
@@ -214,8 +231,18 @@ impl ActorsRuntime {
         let committed = consumer.committed(partition).await?.unwrap_or(0);
         let watermark = self.snapshots.watermark(partition).await?;
         let start = watermark.unwrap_or(0).min(committed);
+        // Failures below the committed offset were dead-lettered and committed: forgotten.
+        self.failures.retain(|&(p, offset), _| p != partition || offset >= committed);
+        let give_up: Vec<Failure> = self
+            .failures
+            .range((partition, 0)..=(partition, u64::MAX))
+            .map(|(_, f)| f.clone())
+            .filter(|f| f.attempts >= self.config.max_attempts.max(1))
+            .collect();
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
-        let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(partition, start, committed));
+        let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| {
+            Shard::new(partition, start, committed).giving_up_on(give_up)
+        });
         consumer.seek(partition, start);
         self.shards.insert(partition, shard);
         self.watermarks.insert(partition, watermark);
@@ -233,7 +260,9 @@ impl ActorsRuntime {
         self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
     }
 
-    async fn process(&mut self, consumer: &mut dyn LogConsumer, records: Vec<Record>) -> Result<(), ActorsError> {
+    /// Processes one polled batch; returns the partitions where a record failed (the runtime
+    /// rebuilds them; the records before the failure are committed).
+    async fn process(&mut self, consumer: &mut dyn LogConsumer, records: Vec<Record>) -> Result<Vec<u32>, ActorsError> {
         let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
@@ -266,8 +295,22 @@ impl ActorsRuntime {
         let mut outputs = Vec::new();
         let mut dead_letters = Vec::new();
         let mut offsets = Vec::new();
+        let mut failed = Vec::new();
         for result in results {
             let (partition, processed, live) = result?;
+            if let Some(failure) = processed.failed {
+                let known = self.failures.entry((partition, failure.offset)).or_insert(failure);
+                known.attempts += 1;
+                tracing::error!(
+                    partition,
+                    offset = known.offset,
+                    attempts = known.attempts,
+                    max_attempts = self.config.max_attempts,
+                    reason = %known.reason,
+                    "record processing failed; rebuilding the partition"
+                );
+                failed.push(partition);
+            }
             if let Some(live) = live {
                 // Every key of the batch is in memory after Hydrate, so this count is the
                 // shard's size until the next passivation.
@@ -300,7 +343,8 @@ impl ActorsRuntime {
             }
             consumer.commit_with_outputs_to(per_topic, &offsets).await?;
         }
-        self.snapshot_all(false).await
+        self.snapshot_all(false).await?;
+        Ok(failed)
     }
 
     async fn snapshot_all(&mut self, force: bool) -> Result<(), ActorsError> {

@@ -7,6 +7,7 @@ use actix::prelude::*;
 use gm_ports::{NewRecord, Record};
 use gm_schemas::RawRecord;
 use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 struct Entry {
@@ -24,6 +25,20 @@ pub struct Shard {
     applied_next: u64,
     events_since_snapshot: u64,
     last_snapshot: Instant,
+    /// Records (by offset) that failed processing as often as the runtime allows: they are
+    /// dead-lettered when reached instead of being tried again.
+    give_up: HashMap<u64, Failure>,
+    /// Set when processing panicked: the state may be damaged, so nothing is snapshotted
+    /// until the runtime rebuilds the partition.
+    broken: bool,
+}
+
+/// Why a record could not be processed, and how many times it was tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub offset: u64,
+    pub reason: String,
+    pub attempts: u32,
 }
 
 impl Shard {
@@ -35,8 +50,29 @@ impl Shard {
             applied_next: start,
             events_since_snapshot: 0,
             last_snapshot: Instant::now(),
+            give_up: HashMap::new(),
+            broken: false,
         }
     }
+
+    /// Dead-letters these records when they are reached (they failed too often).
+    pub fn giving_up_on(mut self, failures: impl IntoIterator<Item = Failure>) -> Self {
+        self.give_up = failures.into_iter().map(|f| (f.offset, f)).collect();
+        self
+    }
+}
+
+/// Players whose key ends with this fail at the fail point `actors::process_record` when it
+/// is configured (feature `failpoints`, tests only): a poison record on demand.
+pub const POISON_SUFFIX: &str = ":poison";
+
+/// The text of a caught panic.
+fn panic_reason(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".into())
 }
 
 impl Actor for Shard {
@@ -113,6 +149,11 @@ pub struct Processed {
     /// with the reason and origin in headers (see [`dead_letter`]). The runtime commits them
     /// with the outputs and the consumed offsets in one log transaction.
     pub dead_letters: Vec<NewRecord>,
+    /// A record at or past the replay boundary whose processing panicked. The batch stopped
+    /// before it (outputs and `commit_next` cover the records before it); the shard's state
+    /// may be damaged, so the runtime rebuilds the partition and tries the record again, or
+    /// dead-letters it once it failed `max_attempts` times.
+    pub failed: Option<Failure>,
 }
 
 /// Header names of a dead letter on `system.dlq`.
@@ -146,8 +187,24 @@ impl Handler<Process> for Shard {
             if record.offset < self.applied_next {
                 continue; // already applied (a re-delivery after a seek)
             }
-            self.applied_next = record.offset + 1;
             let emit = record.offset >= self.replay_until;
+            if let Some(failure) = self.give_up.get(&record.offset).filter(|_| emit) {
+                tracing::error!(
+                    partition = self.partition,
+                    offset = record.offset,
+                    attempts = failure.attempts,
+                    reason = %failure.reason,
+                    "record failed processing too often; dead-lettered"
+                );
+                out.dead_letters.push(dead_letter(&record, &failure.reason, failure.attempts));
+                out.commit_next = Some(record.offset + 1);
+                self.applied_next = record.offset + 1;
+                self.events_since_snapshot += 1;
+                continue;
+            }
+            // Where the commit stands if this record fails (the records before it).
+            let commit_before = out.commit_next;
+            self.applied_next = record.offset + 1;
             if emit {
                 out.commit_next = Some(record.offset + 1);
             }
@@ -174,9 +231,39 @@ impl Handler<Process> for Shard {
                 RawRecord::Event(e) => PlayerCommand::Record(e),
                 RawRecord::ErasureRequested(r) => PlayerCommand::Erase(r),
             };
-            match entry.actor.handle(command) {
+            // A panic (a bug meeting an unusual event) must not take the shard's arbiter down
+            // and stall the partition: it is caught and reported as this record's failure.
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                fail::fail_point!("actors::process_record", record.key.ends_with(POISON_SUFFIX), |_| {
+                    panic!("fail point actors::process_record")
+                });
+                let decided = entry.actor.handle(command);
+                if let Ok(event) = &decided {
+                    entry.actor.apply(event);
+                }
+                decided
+            }));
+            let decided = match outcome {
+                Ok(decided) => decided,
+                Err(panic) => {
+                    let reason = format!("processing panicked: {}", panic_reason(panic.as_ref()));
+                    if !emit {
+                        // Below the committed offset it was dead-lettered already (the same
+                        // code fails the same way), so the replay skips it as the emitting
+                        // run did. `handle` does not touch state and `apply` holds no logic.
+                        tracing::warn!(partition = self.partition, offset = record.offset, %reason, "replayed record failed again; skipped");
+                        continue;
+                    }
+                    tracing::error!(partition = self.partition, offset = record.offset, %reason, "record processing failed");
+                    out.commit_next = commit_before;
+                    self.applied_next = record.offset;
+                    self.broken = true;
+                    out.failed = Some(Failure { offset: record.offset, reason, attempts: 0 });
+                    break;
+                }
+            };
+            match decided {
                 Ok(event) => {
-                    entry.actor.apply(&event);
                     entry.dirty = true;
                     entry.last_used = now;
                     out.applied += 1;
@@ -228,7 +315,7 @@ impl Handler<TakeSnapshot> for Shard {
         let due = msg.force
             || self.events_since_snapshot >= msg.every_events
             || (self.events_since_snapshot > 0 && self.last_snapshot.elapsed() >= msg.every);
-        if !due || self.events_since_snapshot == 0 && !msg.force {
+        if self.broken || !due || self.events_since_snapshot == 0 && !msg.force {
             return None;
         }
         let mut players = Vec::new();

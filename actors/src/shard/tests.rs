@@ -113,6 +113,45 @@ fn header<'a>(r: &'a NewRecord, name: &str) -> Option<&'a str> {
     r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
+/// A score event of PLAYER at `offset` under a key that fails at the configured fail point.
+fn poison_rec(offset: u64) -> Record {
+    let mut r = event_rec(offset, PLAYER, 900 + offset as u128);
+    r.key = format!("{}{POISON_SUFFIX}", r.key);
+    r
+}
+
+#[actix::test]
+async fn a_panic_stops_the_batch_before_the_record_and_blocks_snapshots_until_rebuilt() {
+    fail::cfg("actors::process_record", "panic").unwrap();
+    let shard = Shard::new(0, 0, 0).start();
+    let p = shard.send(Process(vec![event_rec(0, PLAYER, 0), poison_rec(1), event_rec(2, PLAYER, 2)])).await.unwrap();
+    let failed = p.failed.expect("the failure is reported");
+    assert_eq!((failed.offset, failed.attempts), (1, 0));
+    assert!(failed.reason.starts_with("processing panicked"), "{}", failed.reason);
+    assert_eq!(seqs(&p.outputs), vec![1], "the record before it is emitted, the one after it is not processed");
+    assert_eq!(p.commit_next, Some(1), "the commit stops before the failed record");
+    assert!(shard.send(SNAPSHOT_NOW).await.unwrap().is_none(), "a shard that panicked is not snapshotted");
+}
+
+#[actix::test]
+async fn a_record_given_up_on_is_dead_lettered_when_reached_and_skipped_in_a_replay() {
+    fail::cfg("actors::process_record", "panic").unwrap();
+    let failure = Failure { offset: 1, reason: "processing panicked: boom".into(), attempts: 3 };
+    let shard = Shard::new(0, 0, 0).giving_up_on([failure.clone()]).start();
+    let p = shard.send(Process(vec![event_rec(0, PLAYER, 0), poison_rec(1), event_rec(2, PLAYER, 2)])).await.unwrap();
+    assert!(p.failed.is_none());
+    assert_eq!(seqs(&p.outputs), vec![1, 2]);
+    assert_eq!(p.commit_next, Some(3));
+    assert_eq!(p.dead_letters.len(), 1);
+    assert_eq!(header(&p.dead_letters[0], dlq_headers::ATTEMPTS), Some("3"));
+    assert_eq!(header(&p.dead_letters[0], dlq_headers::ERROR), Some("processing panicked: boom"));
+    // Below the committed offset the same record is skipped quietly (it was dead-lettered).
+    let replay = Shard::new(0, 0, 3).start();
+    let p = replay.send(Process(vec![event_rec(0, PLAYER, 0), poison_rec(1), event_rec(2, PLAYER, 2)])).await.unwrap();
+    assert!(p.failed.is_none() && p.dead_letters.is_empty() && p.outputs.is_empty());
+    assert_eq!(seq_of(&replay, &key()).await, Some(2));
+}
+
 #[actix::test]
 async fn an_unreadable_record_replayed_below_the_committed_offset_is_not_dead_lettered_again() {
     let shard = Shard::new(0, 0, 2).start();
