@@ -11,15 +11,28 @@
 //!
 //! The JWKS comes from a file (read at start) or a URL (fetched at start, refreshed
 //! periodically by [`Jwks::spawn_refresh`]; a failed refresh keeps the previous keys).
+//!
+//! A client sends the same token with every request, and checking a signature costs tens of
+//! microseconds: most of a warm query's CPU. So a verified token is remembered (by its
+//! SHA-256) for at most [`VERIFIED_TTL`], and used again only while it is unexpired (same
+//! leeway) and the key set is the one it was verified with: a JWKS refresh that changes the
+//! keys forgets every remembered token.
 
 use crate::auth::{Principal, Role};
 use crate::error::GatewayError;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// The longest a verified token is remembered.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Verified tokens remembered at once (one per active person or service, typically few).
+const VERIFIED_CAPACITY: u64 = 10_000;
 
 /// What a token must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +70,18 @@ pub enum JwksError {
 #[derive(Debug, Clone)]
 pub struct Jwks {
     keys: Arc<RwLock<JwkSet>>,
+    /// Bumped by every [`Jwks::replace`] that changes the keys.
+    generation: Arc<AtomicU64>,
 }
 
 impl Jwks {
     pub fn from_json(text: &str) -> Result<Self, JwksError> {
         let set: JwkSet = serde_json::from_str(text).map_err(|e| JwksError::Invalid(e.to_string()))?;
-        Ok(Self { keys: Arc::new(RwLock::new(set)) })
+        Ok(Self::with_keys(set))
+    }
+
+    fn with_keys(set: JwkSet) -> Self {
+        Self { keys: Arc::new(RwLock::new(set)), generation: Arc::new(AtomicU64::new(0)) }
     }
 
     pub fn load_file(path: &Path) -> Result<Self, JwksError> {
@@ -84,7 +103,7 @@ impl Jwks {
 
     /// Fetches the set from `url` (at start: a failure stops the start).
     pub async fn fetch(url: &str) -> Result<Self, JwksError> {
-        Ok(Self { keys: Arc::new(RwLock::new(Self::download(url).await?)) })
+        Ok(Self::with_keys(Self::download(url).await?))
     }
 
     /// Refetches the set every `every` on the current actix/tokio runtime; a failed fetch keeps
@@ -103,7 +122,15 @@ impl Jwks {
     }
 
     pub fn replace(&self, set: JwkSet) {
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = set;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if *keys != set {
+            *keys = set;
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     fn key_for(&self, kid: Option<&str>) -> Option<Jwk> {
@@ -138,11 +165,26 @@ fn algorithms_for(jwk: &Jwk) -> Vec<Algorithm> {
     }
 }
 
-/// Checks bearer tokens of people.
+/// A token that verified: who it names, until when, under which key set.
 #[derive(Debug, Clone)]
+struct Verified {
+    principal: Principal,
+    expires_at: i64,
+    generation: u64,
+}
+
+/// Checks bearer tokens of people.
+#[derive(Clone)]
 pub struct JwtVerifier {
     config: JwtConfig,
     jwks: Jwks,
+    verified: moka::sync::Cache<[u8; 32], Verified>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier").field("config", &self.config).field("jwks", &self.jwks).finish_non_exhaustive()
+    }
 }
 
 fn unauthenticated(reason: impl Into<String>) -> GatewayError {
@@ -151,11 +193,29 @@ fn unauthenticated(reason: impl Into<String>) -> GatewayError {
 
 impl JwtVerifier {
     pub fn new(config: JwtConfig, jwks: Jwks) -> Self {
-        Self { config, jwks }
+        let verified = moka::sync::Cache::builder().max_capacity(VERIFIED_CAPACITY).time_to_live(VERIFIED_TTL).build();
+        Self { config, jwks, verified }
     }
 
     /// Verifies `token`; 401 with the reason when it is not acceptable.
     pub fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let generation = self.jwks.generation();
+        let now = chrono::Utc::now().timestamp();
+        let leeway = self.config.leeway.as_secs() as i64;
+        if let Some(known) = self.verified.get(&digest) {
+            if known.generation == generation && now < known.expires_at.saturating_add(leeway) {
+                return Ok(known.principal);
+            }
+            self.verified.invalidate(&digest);
+        }
+        let (principal, expires_at) = self.verify_signature(token)?;
+        self.verified.insert(digest, Verified { principal: principal.clone(), expires_at, generation });
+        Ok(principal)
+    }
+
+    /// The full check: signature, algorithm, issuer, audience, times, roles.
+    fn verify_signature(&self, token: &str) -> Result<(Principal, i64), GatewayError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| unauthenticated(format!("malformed token: {e}")))?;
         let jwk = self.jwks.key_for(header.kid.as_deref()).ok_or_else(|| match &header.kid {
@@ -188,7 +248,9 @@ impl JwtVerifier {
         })?;
         let subject = data.claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_string();
         let roles = roles_from(&data.claims, &self.config.roles_claim);
-        Ok(Principal::Person { subject, roles })
+        // `exp` is required and was checked, so it is a number here.
+        let expires_at = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        Ok((Principal::Person { subject, roles }, expires_at))
     }
 }
 
@@ -296,6 +358,38 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn a_remembered_token_is_refused_once_expired() {
+        let issuer = TestIssuer::generate("k1");
+        let config = JwtConfig {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: Duration::ZERO,
+            ..JwtConfig::default()
+        };
+        let v = JwtVerifier::new(config, Jwks::from_json(&issuer.jwks().to_string()).unwrap());
+        let token = issuer.sign(&claims(json!({"exp": chrono::Utc::now().timestamp() + 1})));
+        assert!(v.verify(&token).is_ok());
+        assert!(v.verify(&token).is_ok(), "remembered");
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(reason(v.verify(&token)).contains("expired"), "the remembered verification ends with the token");
+    }
+
+    #[test]
+    fn a_jwks_change_forgets_remembered_tokens() {
+        let (old, new) = (TestIssuer::generate("k1"), TestIssuer::generate("k2"));
+        let v = verifier(&old);
+        let token = old.sign(&claims(json!({})));
+        assert!(v.verify(&token).is_ok());
+        // The same set again (a refresh that changed nothing) keeps it.
+        v.jwks.replace(serde_json::from_value(old.jwks()).unwrap());
+        assert!(v.verify(&token).is_ok());
+        // The key was rotated out: the remembered token goes with it.
+        v.jwks.replace(serde_json::from_value(new.jwks()).unwrap());
+        assert!(reason(v.verify(&token)).contains("unknown key"));
+        assert!(v.verify(&new.sign(&claims(json!({})))).is_ok());
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct RedisConfig {
     /// TTL of cached analytics results that are still changing: ranges ending yesterday,
     /// today or later, and the (all-time) funnel.
     pub recent_query_ttl_ms: u64,
+    /// TTL of a player's cached recommendation list. Lists move slowly (they blend the
+    /// player's history with co-occurrence over everyone's), so a minute of lag is the
+    /// default; an erasure deletes the player's lists at once whatever this is.
+    pub recommendation_ttl_ms: u64,
     /// Upper bound of one cache operation (one round trip). A slow or dead Redis costs a
     /// request at most this much; after `breaker_threshold` consecutive failures the cache
     /// is skipped outright for `breaker_cooldown_ms`.
@@ -56,6 +60,7 @@ impl Default for RedisConfig {
             profile_ttl_ms: 30_000,
             query_ttl_ms: 300_000,
             recent_query_ttl_ms: 5_000,
+            recommendation_ttl_ms: 60_000,
             op_timeout_ms: 50,
             connect_timeout_ms: 1_000,
             reconnect_interval_ms: 1_000,
@@ -81,6 +86,9 @@ impl RedisConfig {
     }
     pub fn recent_query_ttl(&self) -> Duration {
         Duration::from_millis(self.recent_query_ttl_ms)
+    }
+    pub fn recommendation_ttl(&self) -> Duration {
+        Duration::from_millis(self.recommendation_ttl_ms)
     }
     pub fn op_timeout(&self) -> Duration {
         Duration::from_millis(self.op_timeout_ms.max(1))

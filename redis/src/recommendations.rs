@@ -1,7 +1,7 @@
 //! [`CachedRecommendations`]: players' recommendation lists served from Redis when warm.
 //!
 //! Key `reco:{game}:{player}:{limit}:{half_life_days}` holds the JSON list for
-//! `recent_query_ttl` (default 5 s): a list can lag the read model by that much. A miss (or
+//! `recommendation_ttl` (default 60 s): a list can lag the read model by that much. A miss (or
 //! any Redis failure) computes the list from the store and writes it back in the
 //! background, unless the player's erasure marker (`erased:{game}:{player}`, set by
 //! [`crate::CachedQueries::invalidate_player`]) exists, so a read racing an erasure cannot
@@ -47,7 +47,7 @@ impl<Q: RecommendationQueries> RecommendationQueries for CachedRecommendations<Q
         half_life_days: f64,
         now: DateTime<Utc>,
     ) -> Result<RecommendationList, StoreError> {
-        let ttl = self.cache.config().recent_query_ttl();
+        let ttl = self.cache.config().recommendation_ttl();
         let key = recommendations_key(game, player, limit, half_life_days);
         if !ttl.is_zero() {
             if let Ok(Some(bytes)) = self.cache.get(&key).await {

@@ -66,6 +66,7 @@ impl TestServices {
         let mut redis = gm_redis::RedisConfig::new(self.redis_url.clone(), self.redis_prefix.clone());
         redis.profile_ttl_ms = 1000;
         redis.recent_query_ttl_ms = 1000;
+        redis.recommendation_ttl_ms = 1000;
         config.redis = Some(redis);
         config
     }

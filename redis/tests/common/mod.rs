@@ -39,6 +39,7 @@ pub async fn test_config() -> RedisConfig {
     cfg.profile_ttl_ms = 30_000;
     cfg.query_ttl_ms = 300_000;
     cfg.recent_query_ttl_ms = 5_000;
+    cfg.recommendation_ttl_ms = 5_000;
     cfg.op_timeout_ms = 50;
     cfg
 }
