@@ -67,25 +67,6 @@ impl Drop for DrillPostgres {
     }
 }
 
-/// Prints the tail of every role's log when the drill fails.
-struct ShowLogsOnPanic(PathBuf);
-
-impl Drop for ShowLogsOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("---- last lines of {} ----", entry.path().display());
-            for line in &lines[lines.len().saturating_sub(40)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 fn path(p: &Path) -> String {
     p.display().to_string()
 }

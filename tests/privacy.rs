@@ -171,6 +171,14 @@ impl Roles {
     }
 }
 
+impl Drop for Roles {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            show_logs(self.logs.path());
+        }
+    }
+}
+
 async fn wait_profile(base: &str, player: &str, present: bool) {
     let url = format!("{base}/v1/players/{GAME}/{player}");
     eventually(Duration::from_secs(90), || {

@@ -16,6 +16,35 @@ use std::time::{Duration, Instant};
 pub mod faults;
 pub mod services;
 
+/// When a test fails, prints what the roles it ran logged (each `*.log` of the directory):
+/// the warnings and errors, then the last lines. Roles run as processes whose output
+/// would otherwise go with the test's temporary directory.
+pub struct ShowLogsOnPanic(pub std::path::PathBuf);
+
+impl Drop for ShowLogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            show_logs(&self.0);
+        }
+    }
+}
+
+pub fn show_logs(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let problems: Vec<&&str> = lines.iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+        eprintln!("---- {}: warnings and errors (last 40 of {}) ----", entry.path().display(), problems.len());
+        for line in &problems[problems.len().saturating_sub(40)..] {
+            eprintln!("{line}");
+        }
+        eprintln!("---- {}: last 40 lines ----", entry.path().display());
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
 pub const GAME: &str = "sim-1";
 pub const KEY: &str = "sim-key-0001";
 pub const METRICS_TOKEN: &str = "test-metrics-token-0001";
