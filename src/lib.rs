@@ -8,6 +8,7 @@ pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod dlq;
+pub mod failover;
 pub mod platform;
 pub mod reco_quality;
 pub mod simulate;

@@ -58,6 +58,17 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Planned failover to the MirrorMaker 2 mirror of the Kafka cluster: translates the
+    /// actors' group offsets, snapshot watermarks and projection checkpoints to the mirror's
+    /// offsets (roles stopped; the primary still readable). Prints what moved, as JSON.
+    KafkaFailover {
+        /// Bootstrap servers of the mirror cluster.
+        #[arg(long)]
+        to_brokers: String,
+        /// Translate and print, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +238,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Privacy { command } => privacy(&config, command).await,
         Command::Retention { command: RetentionCommand::Run { dry_run } } => {
             let report = gamemetrics::admin::retention_run(&config, dry_run).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::KafkaFailover { to_brokers, dry_run } => {
+            let report = gamemetrics::failover::kafka_failover(&config, &to_brokers, dry_run).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

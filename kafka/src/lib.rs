@@ -26,6 +26,7 @@
 mod config;
 mod consumer;
 mod error;
+pub mod failover;
 mod log;
 
 pub use config::{

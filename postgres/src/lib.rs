@@ -68,11 +68,13 @@
 
 mod error;
 mod events;
+mod positions;
 mod privacy;
 mod store;
 
 pub use error::{is_transient, store_err};
 pub use events::{PARTITION_WINDOW_FUTURE_DAYS, PARTITION_WINDOW_PAST_DAYS};
+pub use positions::{LogPositions, Moved};
 pub use store::PgStore;
 
 use chrono::NaiveDate;
