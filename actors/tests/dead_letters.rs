@@ -3,43 +3,27 @@
 //! are processed (the partition never stalls). Runs the real actors runtime on the embedded
 //! log and store.
 
-use chrono::{DateTime, Utc};
+mod common;
+
+use chrono::DateTime;
 use gm_actors::shard::dlq_headers;
 use gm_actors::{ActorsConfig, ActorsRuntime};
-use gm_embedded::{SqliteLog, SqliteStore};
-use gm_ports::{EventLog, NewRecord, TopicSpec};
-use gm_schemas::validate::{decode_batch, Limits};
-use gm_schemas::{topics, GameId, RawRecord};
-use serde_json::json;
+use gm_embedded::SqliteStore;
+use gm_ports::{EventLog, NewRecord};
+use gm_schemas::topics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "space-race:p1";
 
 fn score_events(n: usize) -> Vec<Vec<u8>> {
-    let events: Vec<_> = (0..n)
-        .map(|i| {
-            json!({"player_id": "p1", "client_ts": "2024-05-01T11:59:00Z", "type": "score",
-                   "properties": {"board": "main", "value": i}})
-        })
-        .collect();
-    let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
-    let received_at = DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z").unwrap().with_timezone(&Utc);
-    decode_batch(&body, &GameId::parse("space-race").unwrap(), received_at, &Limits::default())
-        .unwrap()
-        .into_iter()
-        .map(|e| serde_json::to_vec(&RawRecord::Event(e.unwrap())).unwrap())
-        .collect()
+    (0..n as i64).map(|i| common::score("p1", i)).collect()
 }
 
 #[actix::test]
 async fn a_poison_record_mid_partition_is_dead_lettered_with_headers_and_the_rest_is_processed() {
     let dir = tempfile::tempdir().unwrap();
-    let specs: Vec<TopicSpec> = [topics::RAW, topics::PROCESSED, topics::DLQ]
-        .iter()
-        .map(|t| TopicSpec { name: t.to_string(), partitions: 1, compacted: false })
-        .collect();
-    let log = SqliteLog::open(&dir.path().join("log.db"), &specs).await.unwrap();
+    let log = common::one_partition_log(dir.path()).await;
     let store = SqliteStore::open(&dir.path().join("store.db")).await.unwrap();
 
     // Offsets 0, 1: good; 2: not JSON; 3, 4: good.

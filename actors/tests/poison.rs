@@ -5,25 +5,16 @@
 //! partition never stalls, and a restart replays past it without dead-lettering it again.
 //! Runs the real actors runtime on the embedded log and store.
 
-use chrono::{DateTime, Utc};
+mod common;
+
+use common::score;
 use gm_actors::shard::{dlq_headers, POISON_SUFFIX};
 use gm_actors::{ActorsConfig, ActorsRuntime};
-use gm_embedded::{SqliteLog, SqliteStore};
-use gm_ports::{EventLog, NewRecord, TopicSpec};
-use gm_schemas::validate::{decode_batch, Limits};
-use gm_schemas::{topics, GameId, ProcessedEvent, RawRecord};
-use serde_json::json;
+use gm_embedded::SqliteStore;
+use gm_ports::{EventLog, NewRecord};
+use gm_schemas::{topics, ProcessedEvent};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn score(player: &str, value: i64) -> Vec<u8> {
-    let event = json!({"player_id": player, "client_ts": "2024-05-01T11:59:00Z", "type": "score",
-                       "properties": {"board": "main", "value": value}});
-    let body = serde_json::to_vec(&json!({ "events": [event] })).unwrap();
-    let received_at: DateTime<Utc> = "2024-05-01T12:00:00Z".parse().unwrap();
-    let decoded = decode_batch(&body, &GameId::parse("space-race").unwrap(), received_at, &Limits::default()).unwrap();
-    serde_json::to_vec(&RawRecord::Event(decoded.into_iter().next().unwrap().unwrap())).unwrap()
-}
 
 #[actix::test]
 async fn a_record_failing_every_attempt_is_dead_lettered_after_max_attempts_and_the_partition_moves_on() {
@@ -31,11 +22,7 @@ async fn a_record_failing_every_attempt_is_dead_lettered_after_max_attempts_and_
     fail::cfg("actors::process_record", "panic").unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let specs: Vec<TopicSpec> = [topics::RAW, topics::PROCESSED, topics::DLQ]
-        .iter()
-        .map(|t| TopicSpec { name: t.to_string(), partitions: 1, compacted: false })
-        .collect();
-    let log = SqliteLog::open(&dir.path().join("log.db"), &specs).await.unwrap();
+    let log = common::one_partition_log(dir.path()).await;
     let store = SqliteStore::open(&dir.path().join("store.db")).await.unwrap();
     let poison_key = format!("space-race:p2{POISON_SUFFIX}");
     // Offsets 0, 2, 3: p1; offset 1: the poison record.

@@ -5,13 +5,13 @@
 //! a player's stale snapshot under a newer watermark and derives events a second time (here:
 //! a session closed twice). Runs the real runtime on the embedded log.
 
+mod common;
+
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use gm_actors::{ActorsConfig, ActorsRuntime};
 use gm_embedded::SqliteLog;
-use gm_ports::{EventLog, NewRecord, SnapshotStore, StoreError, TopicSpec};
-use gm_schemas::validate::{decode_batch, Limits};
-use gm_schemas::{topics, GameId, ProcessedBody, ProcessedEvent, RawRecord};
+use gm_ports::{EventLog, NewRecord, SnapshotStore, StoreError};
+use gm_schemas::{topics, ProcessedBody, ProcessedEvent};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,11 +74,7 @@ fn raw(player: &str, session: &str, kind: &str, at: &str) -> NewRecord {
     let properties = if kind == "score" { json!({"board": "main", "value": 1}) } else { json!({}) };
     let event =
         json!({"player_id": player, "session_id": session, "client_ts": at, "type": kind, "properties": properties});
-    let body = serde_json::to_vec(&json!({ "events": [event] })).unwrap();
-    let received_at: DateTime<Utc> = at.parse().unwrap();
-    let decoded = decode_batch(&body, &GameId::parse("space-race").unwrap(), received_at, &Limits::default()).unwrap();
-    let envelope = decoded.into_iter().next().unwrap().unwrap();
-    NewRecord::new(format!("space-race:{player}"), serde_json::to_vec(&RawRecord::Event(envelope)).unwrap())
+    NewRecord::new(format!("space-race:{player}"), common::raw_payloads(vec![event], at).remove(0))
 }
 
 async fn processed(log: &SqliteLog) -> Vec<ProcessedEvent> {
@@ -101,11 +97,7 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 #[actix::test]
 async fn a_store_restored_to_an_earlier_point_is_noticed_and_no_session_is_closed_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let specs: Vec<TopicSpec> = [topics::RAW, topics::PROCESSED, topics::DLQ]
-        .iter()
-        .map(|t| TopicSpec { name: t.to_string(), partitions: 1, compacted: false })
-        .collect();
-    let log = SqliteLog::open(&dir.path().join("log.db"), &specs).await.unwrap();
+    let log = common::one_partition_log(dir.path()).await;
     let store = RewindableStore::default();
     // Every batch is snapshotted at once.
     let config = ActorsConfig { snapshot_every_events: 1, ..ActorsConfig::default() };
