@@ -8,7 +8,7 @@ use gm_ports::{EventLog, LogConsumer, LogError, Polled, Record, StoreError};
 use gm_privacy::{is_pseudonym, PrivacyStore};
 use gm_schemas::{topics, PlayerId, ProcessedBody, ProcessedEvent};
 use gm_telemetry::Metrics;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -19,7 +19,17 @@ pub enum WorkerError {
     Log(#[from] LogError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Partition `partition` has records to apply but its consumer delivered none of them
+    /// for this long: the consumer is stuck (a seek that never applies, a fetcher that did
+    /// not resume after a broker restart). The caller starts the worker again with a fresh
+    /// consumer.
+    #[error("partition {partition}: behind by {lag} events and no record delivered for {seconds} s")]
+    Stalled { partition: u32, lag: u64, seconds: u64 },
 }
+
+/// How long a partition may be behind without its consumer delivering a record before the
+/// worker gives up on that consumer ([`WorkerError::Stalled`]).
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
 
 pub struct ProjectionWorker {
     name: ProjectionName,
@@ -32,6 +42,12 @@ pub struct ProjectionWorker {
     max_batch: usize,
     /// The checkpoint (next offset to apply) of each assigned partition, exactly as stored.
     positions: HashMap<u32, Option<u64>>,
+    /// Partitions assigned whose checkpoint could not be read yet (their records are
+    /// skipped until it is, then read again from it).
+    unready: BTreeSet<u32>,
+    /// When each assigned partition last delivered a record or was caught up.
+    last_delivery: HashMap<u32, Instant>,
+    stall_after: Duration,
     /// Recommendations: the outbox to publish to `recommendations.generated` after each batch.
     publisher: Option<Arc<dyn crate::recommend::RecommendationStore>>,
     /// The outbox may hold lists not yet published (at start: left by a crash).
@@ -49,6 +65,9 @@ impl ProjectionWorker {
             metrics,
             max_batch: 5_000,
             positions: HashMap::new(),
+            unready: BTreeSet::new(),
+            last_delivery: HashMap::new(),
+            stall_after: STALL_AFTER,
             publisher: None,
             unpublished: true,
         }
@@ -76,6 +95,12 @@ impl ProjectionWorker {
         }
     }
 
+    /// Gives up on the consumer after this long without a delivery (default [`STALL_AFTER`]).
+    pub fn with_stall_after(mut self, stall_after: Duration) -> Self {
+        self.stall_after = stall_after;
+        self
+    }
+
     /// Read models keyed by player ids rather than the log's pseudonyms (see [`Reveal`]).
     pub fn with_pseudonyms(mut self, privacy: Arc<dyn PrivacyStore>) -> Self {
         self.players = Some(Reveal::waiting(privacy, WAIT_FOR_MAPPING));
@@ -96,10 +121,18 @@ impl ProjectionWorker {
                 Ok(Polled::Revoked(partitions)) => {
                     partitions.iter().for_each(|p| {
                         self.positions.remove(p);
+                        self.unready.remove(p);
+                        self.last_delivery.remove(p);
                     });
                     Ok(())
                 }
-                Ok(Polled::Records(records)) => self.apply(consumer.as_mut(), records).await,
+                Ok(Polled::Records(records)) => {
+                    let now = Instant::now();
+                    for r in &records {
+                        self.last_delivery.insert(r.partition, now);
+                    }
+                    self.apply(consumer.as_mut(), records).await
+                }
                 Ok(Polled::Idle) => Ok(()),
                 Err(e) => Err(e.into()),
             };
@@ -108,7 +141,7 @@ impl ProjectionWorker {
                 let labels = self.metrics.projection(self.name.as_str());
                 self.metrics.projections.batch_failures.get_or_create(&labels).inc();
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let partitions: Vec<u32> = self.positions.keys().copied().collect();
+                let partitions: Vec<u32> = self.positions.keys().chain(&self.unready).copied().collect();
                 if let Err(e) = self.assign(consumer.as_mut(), &partitions).await {
                     tracing::warn!(projection = %self.name, error = %e, "cannot re-read checkpoints yet");
                 }
@@ -116,20 +149,39 @@ impl ProjectionWorker {
             self.publish().await;
             if last_lag.elapsed() >= Duration::from_secs(1) {
                 last_lag = Instant::now();
-                self.report_lag().await;
+                if !self.unready.is_empty() {
+                    let partitions: Vec<u32> = self.unready.iter().copied().collect();
+                    if let Err(e) = self.assign(consumer.as_mut(), &partitions).await {
+                        tracing::warn!(projection = %self.name, error = %e, "cannot read checkpoints yet");
+                    }
+                }
+                self.report_lag().await?;
             }
         }
         Ok(())
     }
 
-    /// Seeks each partition to the checkpoint stored with the read model.
+    /// Seeks each partition to the checkpoint stored with the read model. A partition whose
+    /// checkpoint cannot be read stays `unready` (its records are skipped) and is tried
+    /// again on the next failure round.
     async fn assign(&mut self, consumer: &mut dyn LogConsumer, partitions: &[u32]) -> Result<(), WorkerError> {
+        let mut failed = None;
         for &p in partitions {
-            let checkpoint = self.store.checkpoint(self.target, self.name, p).await?;
-            consumer.seek(p, checkpoint.unwrap_or(0));
-            self.positions.insert(p, checkpoint);
+            self.last_delivery.entry(p).or_insert_with(Instant::now);
+            match self.store.checkpoint(self.target, self.name, p).await {
+                Ok(checkpoint) => {
+                    consumer.seek(p, checkpoint.unwrap_or(0));
+                    self.positions.insert(p, checkpoint);
+                    self.unready.remove(&p);
+                }
+                Err(e) => {
+                    self.positions.remove(&p);
+                    self.unready.insert(p);
+                    failed = Some(e);
+                }
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), |e| Err(e.into()))
     }
 
     async fn apply(&mut self, consumer: &mut dyn LogConsumer, records: Vec<Record>) -> Result<(), WorkerError> {
@@ -201,15 +253,39 @@ impl ProjectionWorker {
         Ok(())
     }
 
-    async fn report_lag(&self) {
-        let Ok(ends) = self.log.end_offsets(topics::PROCESSED).await else { return };
-        let lag: u64 = self
-            .positions
-            .iter()
-            .map(|(p, next)| ends.get(*p as usize).copied().unwrap_or(0).saturating_sub(next.unwrap_or(0)))
-            .sum();
+    /// Publishes the lag, and fails with [`WorkerError::Stalled`] when a partition has a
+    /// committed record to apply while its consumer has delivered nothing for
+    /// [`STALL_AFTER`]. (The lag alone cannot tell: transaction markers and aborted records
+    /// take offsets that no read_committed consumer is ever given.)
+    async fn report_lag(&mut self) -> Result<(), WorkerError> {
+        let Ok(ends) = self.log.end_offsets(topics::PROCESSED).await else { return Ok(()) };
+        let now = Instant::now();
+        let mut total = 0;
+        let mut suspects = Vec::new();
+        for (&p, next) in &self.positions {
+            let next = next.unwrap_or(0);
+            let lag = ends.get(p as usize).copied().unwrap_or(0).saturating_sub(next);
+            total += lag;
+            let last = self.last_delivery.entry(p).or_insert(now);
+            if lag == 0 {
+                *last = now;
+            } else if now.duration_since(*last) >= self.stall_after {
+                suspects.push((p, next, lag, now.duration_since(*last).as_secs()));
+            }
+        }
         let labels = self.metrics.projection(self.name.as_str());
-        self.metrics.projection_lag.get_or_create(&labels).set(lag as i64);
+        self.metrics.projection_lag.get_or_create(&labels).set(total as i64);
+        for (partition, next, lag, seconds) in suspects {
+            match self.log.read(topics::PROCESSED, partition, next, 1).await {
+                // Nothing committed to apply: caught up; the lag is markers.
+                Ok(records) if records.is_empty() => {
+                    self.last_delivery.insert(partition, now);
+                }
+                Ok(_) => return Err(WorkerError::Stalled { partition, lag, seconds }),
+                Err(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 

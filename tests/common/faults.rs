@@ -30,7 +30,25 @@ pub async fn restart_under_load(service: &'static str, down_for: Duration) -> Si
     assert_eq!(report.accepted.len(), planned, "{}", report.summary());
 
     let expected = Expected::from_events(&report.accepted);
-    eventually(Duration::from_secs(240), || compare_read_models(app.url(), &expected, 60)).await.unwrap();
+    if let Err(e) = eventually(Duration::from_secs(240), || compare_read_models(app.url(), &expected, 60)).await {
+        // Which consumer is behind, failing or stuck: the roles' own figures.
+        let metrics = awc::Client::default()
+            .get(format!("{}/metrics", app.url()))
+            .send()
+            .await
+            .ok()
+            .map(|mut r| async move { r.body().limit(8 << 20).await.map(|b| String::from_utf8_lossy(&b).into_owned()) });
+        let metrics = match metrics {
+            Some(body) => body.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        let lines: Vec<&str> = metrics
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("projection") || l.contains("actor")))
+            .filter(|l| l.contains("lag") || l.contains("failures") || l.contains("applied") || l.contains("processed"))
+            .collect();
+        panic!("{e}\nroles' metrics:\n{}", lines.join("\n"));
+    }
     app.stop().await;
     test_services.drop_database().await;
     report
