@@ -6,7 +6,11 @@
 //!   Until it succeeds, operations fail fast with [`CacheError::NotConnected`].
 //! * **Reconnects by itself.** Once connected, a `redis::aio::ConnectionManager` (one
 //!   multiplexed connection shared by every clone of the cache) re-establishes a dropped
-//!   connection in the background.
+//!   connection in the background. In cluster mode (`cluster = true`) a
+//!   `redis::cluster_async::ClusterConnection` holds one multiplexed connection per node,
+//!   reconnects to a node that dropped, and re-reads the slot map when a node answers
+//!   `MOVED` (after a failover or resharding); the breaker below replaces it altogether
+//!   (fresh topology from the seed nodes) when it keeps failing.
 //! * **Bounded.** Every round trip is bounded by `op_timeout` (bulk ones by `op_timeout`
 //!   per started 1,000 keys). After `breaker_threshold` consecutive failures the
 //!   connection is dropped (a hung connection does not recover by itself) and read/write
@@ -17,10 +21,29 @@
 //!   `error_log_interval`, with the number of errors since the last log line.
 //!
 //! Keys are given relative to the deployment's `key_prefix`.
+//!
+//! ## Cluster mode: one key format, hash tags
+//! A Redis Cluster spreads keys over its masters by hash slot ([`key_slot`]); a command or
+//! transaction that names several keys must keep them in one slot. So the keys that an
+//! atomic operation names together share a *hash tag* (`{…}`: only that part is hashed), in
+//! both modes alike, so that there is one key format: a player's profile, recommendation
+//! lists and erasure marker share `{game:h}` (`h` = 16 hex digits of the SHA-256 of the
+//! player id, since the marker must not name the player), a leaderboard's sorted set and its
+//! marker share `{game:board:period:start}`. [`RedisCache::set_unless_marked`] and
+//! [`RedisCache::mark_and_delete`] refuse keys of different slots in both modes, so a key
+//! builder that forgets its tag fails every test, not only the cluster ones. Everything else
+//! works key by key: `set_many` sends one pipeline per slot, all at once (single node: one
+//! pipeline), deletions one UNLINK per slot; `delete_prefix` SCANs every master (the slot
+//! owners of `CLUSTER SLOTS`); `health` PINGs every master.
+//! `key_prefix` must not contain `{` in cluster mode, or every key lands in one slot.
 
 use crate::config::RedisConfig;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::RedisResult;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -57,6 +80,108 @@ pub struct CacheStats {
     pub connected: bool,
 }
 
+/// How the cache reaches Redis: one server, or a cluster through its seed nodes.
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// A connection of either kind, shared by clones. It implements `ConnectionLike`, so every
+/// command and pipeline runs on it unchanged; in cluster mode the client routes each one to
+/// the master of its slot.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipe, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Runs `cmd` on one cluster node (`Some(node)`), or as usual (`None`, and single mode).
+    async fn query_on(&mut self, node: Option<&Node>, cmd: &Cmd) -> RedisResult<Value> {
+        match (self, node) {
+            (Conn::Cluster(c), Some((host, port))) => {
+                let to = SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port };
+                c.route_command(cmd, RoutingInfo::SingleNode(to)).await
+            }
+            (con, _) => cmd.query_async(con).await,
+        }
+    }
+}
+
+/// A cluster node's address as the cluster announces it (`CLUSTER SLOTS`).
+type Node = (String, u16);
+
+/// Retries of one command inside the cluster client (following a `MOVED`/`ASK` redirect,
+/// reconnecting to a node, `TRYAGAIN`), each after at most `op_timeout`; the whole command
+/// stays bounded by `op_timeout` like every other.
+const CLUSTER_RETRIES: u32 = 3;
+
+/// Number of hash slots of a Redis Cluster.
+pub const CLUSTER_SLOTS: u16 = 16_384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag — the part between
+/// the first `{` and the first `}` after it, when not empty — or of the whole key, modulo
+/// 16,384 (as `CLUSTER KEYSLOT`).
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter().position(|&b| b == b'}').filter(|&close| close > 0).map(|close| &rest[..close])
+    });
+    crc16_xmodem(tag.unwrap_or(key)) % CLUSTER_SLOTS
+}
+
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// Whether all `keys` hash to one slot (so that one script or MULTI may name them together).
+fn one_slot<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
+    match keys.next() {
+        None => true,
+        Some(first) => {
+            let slot = key_slot(first.as_bytes());
+            keys.all(|k| key_slot(k.as_bytes()) == slot)
+        }
+    }
+}
+
+const CROSS_SLOT: &str = "the keys of one atomic operation must share a hash tag (one cluster slot)";
+
 /// A cheap-to-clone handle; clones share the connection, counters and breaker.
 #[derive(Clone)]
 pub struct RedisCache {
@@ -65,8 +190,8 @@ pub struct RedisCache {
 
 struct Inner {
     cfg: RedisConfig,
-    client: redis::Client,
-    manager: RwLock<Option<ConnectionManager>>,
+    client: Client,
+    manager: RwLock<Option<Conn>>,
     connecting: AtomicBool,
     epoch: Instant,
     /// Milliseconds since `epoch` before which no new background connect starts.
@@ -88,9 +213,13 @@ const SCAN_BATCH: usize = 1_000;
 
 impl RedisCache {
     /// A cache for `cfg`. Does not connect (and cannot fail because Redis is down); fails
-    /// only on a malformed URL. The connection is made in the background on first use.
+    /// only on a malformed URL (or several URLs without `cluster`). The connection is made
+    /// in the background on first use.
     pub fn new(cfg: RedisConfig) -> Result<Self, CacheError> {
-        let client = redis::Client::open(cfg.url.as_str())?;
+        let client = open_client(&cfg)?;
+        if cfg.cluster && cfg.key_prefix.contains('{') {
+            tracing::warn!(key_prefix = %cfg.key_prefix, "redis key_prefix contains '{{': in cluster mode every key then hashes to one slot (one master)");
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -125,6 +254,11 @@ impl RedisCache {
         &self.inner.cfg
     }
 
+    /// Whether this cache speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.client, Client::Cluster(_))
+    }
+
     /// `key_prefix` + `key`.
     pub fn full_key(&self, key: &str) -> String {
         let mut k = String::with_capacity(self.inner.cfg.key_prefix.len() + key.len());
@@ -148,6 +282,10 @@ impl RedisCache {
     /// circuit breaker (it reports the truth), and starts a connection attempt when there
     /// is none. A `false` means "cache degraded", not "not ready": every query still
     /// answers from the store.
+    ///
+    /// In cluster mode: every master (each slot owner in `CLUSTER SLOTS`, as the cluster
+    /// says now) answered PING, so `false` while a master is down and its replica has not
+    /// taken over yet (its slots are not served).
     pub async fn health(&self) -> bool {
         let Some(con) = self.current() else {
             self.spawn_connect();
@@ -156,12 +294,23 @@ impl RedisCache {
         let timeout = self.inner.cfg.op_timeout();
         let ping = async move {
             let mut con = con;
-            redis::cmd("PING").query_async::<String>(&mut con).await
+            let masters = match &con {
+                Conn::Single(_) => vec![None],
+                Conn::Cluster(_) => {
+                    let slots = redis::cmd("CLUSTER").arg("SLOTS").query_async::<Value>(&mut con).await?;
+                    slot_owners(&slots)?.into_iter().map(Some).collect()
+                }
+            };
+            let pongs = futures::future::try_join_all(masters.into_iter().map(|node| {
+                let mut con = con.clone();
+                async move {
+                    redis::from_owned_redis_value::<String>(con.query_on(node.as_ref(), &redis::cmd("PING")).await?)
+                }
+            }))
+            .await?;
+            RedisResult::Ok(pongs.iter().all(|p| p == "PONG"))
         };
-        match tokio::time::timeout(timeout, ping).await {
-            Ok(Ok(pong)) => pong == "PONG",
-            _ => false,
-        }
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(true)))
     }
 
     /// The value at `key`, or `None` when absent.
@@ -184,12 +333,22 @@ impl RedisCache {
         if entries.is_empty() || ms == 0 {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        // Single node: one pipeline. Cluster: one pipeline per slot (a pipeline goes to one
+        // node, and the server refuses one naming several slots), all sent at once.
+        let mut pipes: BTreeMap<u16, Pipeline> = BTreeMap::new();
+        let cluster = self.is_cluster();
         for (k, v) in entries {
-            pipe.cmd("SET").arg(self.full_key(k.as_ref())).arg(v.as_ref()).arg("PX").arg(ms).ignore();
+            let key = self.full_key(k.as_ref());
+            let slot = if cluster { key_slot(key.as_bytes()) } else { 0 };
+            pipes.entry(slot).or_default().cmd("SET").arg(key).arg(v.as_ref()).arg("PX").arg(ms).ignore();
         }
-        self.run("set_many", self.bulk_timeout(entries.len()), Mode::Fast, move |mut con| async move {
-            pipe.exec_async(&mut con).await
+        self.run("set_many", self.bulk_timeout(entries.len()), Mode::Fast, move |con| async move {
+            futures::future::try_join_all(pipes.into_values().map(|pipe| {
+                let mut con = con.clone();
+                async move { pipe.exec_async(&mut con).await }
+            }))
+            .await
+            .map(|_| ())
         })
         .await
     }
@@ -200,12 +359,29 @@ impl RedisCache {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut cmd = redis::cmd("UNLINK");
-        for k in keys {
-            cmd.arg(self.full_key(k.as_ref()));
+        let full = keys.iter().map(|k| self.full_key(k.as_ref()).into_bytes()).collect();
+        self.unlink("delete_many", full).await
+    }
+
+    /// UNLINK of full keys, attempted even when the circuit is open: one command on a
+    /// single node; in cluster mode one per slot, all at once. (The cluster client would
+    /// split a multi-slot UNLINK by itself, but it silently leaves out the keys of a node it
+    /// holds no connection to; a deletion must fail instead.)
+    async fn unlink(&self, what: &'static str, keys: Vec<Vec<u8>>) -> Result<u64, CacheError> {
+        let timeout = self.bulk_timeout(keys.len());
+        let cluster = self.is_cluster();
+        let mut commands: BTreeMap<u16, Cmd> = BTreeMap::new();
+        for key in keys {
+            let slot = if cluster { key_slot(&key) } else { 0 };
+            commands.entry(slot).or_insert_with(|| redis::cmd("UNLINK")).arg(key);
         }
-        self.run("delete_many", self.bulk_timeout(keys.len()), Mode::Must, move |mut con| async move {
-            cmd.query_async::<u64>(&mut con).await
+        self.run(what, timeout, Mode::Must, move |con| async move {
+            let counts = futures::future::try_join_all(commands.into_values().map(|cmd| {
+                let mut con = con.clone();
+                async move { cmd.query_async::<u64>(&mut con).await }
+            }))
+            .await?;
+            Ok(counts.into_iter().sum())
         })
         .await
     }
@@ -213,35 +389,47 @@ impl RedisCache {
     /// Deletes every key starting with `key_prefix` + `prefix` (SCAN + UNLINK in batches of
     /// 1,000; each round trip bounded by `op_timeout`), returning how many were deleted.
     /// Never reaches beyond this deployment's `key_prefix`; refuses an empty overall prefix.
+    /// In cluster mode it SCANs every master (the owners of the slots in `CLUSTER SLOTS`);
+    /// a master that does not answer fails the call (erasure retries), never skips it.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
         let full = self.full_key(prefix);
         if full.is_empty() {
             return Err(CacheError::Refused("delete_prefix with an empty prefix would empty the database"));
         }
         let pattern = format!("{}*", glob_escape(&full));
+        let nodes: Vec<Option<Node>> =
+            if self.is_cluster() { self.primaries().await?.into_iter().map(Some).collect() } else { vec![None] };
+        let mut deleted = 0;
+        for node in nodes {
+            deleted += self.delete_matching(node, &pattern).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// The masters of the cluster: the nodes that own slots, as `CLUSTER SLOTS` says now.
+    async fn primaries(&self) -> Result<Vec<Node>, CacheError> {
+        self.run("cluster_slots", self.inner.cfg.op_timeout(), Mode::Must, move |mut con| async move {
+            let slots = redis::cmd("CLUSTER").arg("SLOTS").query_async::<Value>(&mut con).await?;
+            slot_owners(&slots)
+        })
+        .await
+    }
+
+    /// SCAN + UNLINK of `pattern` on one node (cluster) or on the server.
+    async fn delete_matching(&self, node: Option<Node>, pattern: &str) -> Result<u64, CacheError> {
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
-            let pat = pattern.clone();
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_BATCH);
+            let node = node.clone();
             let (next, keys): (u64, Vec<Vec<u8>>) = self
                 .run("delete_prefix.scan", self.inner.cfg.op_timeout(), Mode::Must, move |mut con| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pat)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH)
-                        .query_async(&mut con)
-                        .await
+                    redis::from_owned_redis_value(con.query_on(node.as_ref(), &scan).await?)
                 })
                 .await?;
             if !keys.is_empty() {
-                let n = keys.len();
-                deleted += self
-                    .run("delete_prefix.unlink", self.bulk_timeout(n), Mode::Must, move |mut con| async move {
-                        redis::cmd("UNLINK").arg(keys).query_async::<u64>(&mut con).await
-                    })
-                    .await?;
+                deleted += self.unlink("delete_prefix.unlink", keys).await?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -266,8 +454,12 @@ impl RedisCache {
         if ms == 0 {
             return Ok(false);
         }
+        let (key, marker) = (self.full_key(key), self.full_key(marker));
+        if !one_slot([key.as_str(), marker.as_str()].into_iter()) {
+            return Err(CacheError::Refused(CROSS_SLOT));
+        }
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(SCRIPT).arg(2).arg(self.full_key(key)).arg(self.full_key(marker)).arg(value).arg(ms);
+        cmd.arg(SCRIPT).arg(2).arg(key).arg(marker).arg(value).arg(ms);
         self.run("set_unless_marked", self.inner.cfg.op_timeout(), Mode::Fast, move |mut con| async move {
             cmd.query_async::<i64>(&mut con).await.map(|n| n == 1)
         })
@@ -276,19 +468,25 @@ impl RedisCache {
 
     /// Sets `marker` for `marker_ttl` and deletes `keys`, atomically (MULTI/EXEC). After
     /// it returns `Ok`, no [`set_unless_marked`](Self::set_unless_marked) naming `marker`
-    /// writes anything until the marker expires. Returns how many keys existed.
+    /// writes anything until the marker expires. Returns how many keys existed. The keys and
+    /// the marker must share a hash tag (refused otherwise, in both modes).
     pub async fn mark_and_delete<K: AsRef<str>>(
         &self,
         keys: &[K],
         marker: &str,
         marker_ttl: Duration,
     ) -> Result<u64, CacheError> {
+        let marker = self.full_key(marker);
+        let keys: Vec<String> = keys.iter().map(|k| self.full_key(k.as_ref())).collect();
+        if !one_slot(std::iter::once(marker.as_str()).chain(keys.iter().map(String::as_str))) {
+            return Err(CacheError::Refused(CROSS_SLOT));
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("SET").arg(self.full_key(marker)).arg(1).arg("PX").arg(marker_ttl.as_millis().max(1) as u64).ignore();
+        pipe.cmd("SET").arg(marker).arg(1).arg("PX").arg(marker_ttl.as_millis().max(1) as u64).ignore();
         let mut unlink = redis::cmd("UNLINK");
-        for k in keys {
-            unlink.arg(self.full_key(k.as_ref()));
+        for k in &keys {
+            unlink.arg(k);
         }
         if !keys.is_empty() {
             pipe.add_command(unlink);
@@ -307,6 +505,7 @@ impl RedisCache {
 
     /// Runs a pipeline of full keys (see [`full_key`](Self::full_key)) in one round trip,
     /// bounded by `op_timeout`, skipped while the circuit is open (reads and cache fills).
+    /// In cluster mode every key of the pipeline must be in one slot (share a hash tag).
     pub async fn query_pipe<T: redis::FromRedisValue + Send + 'static>(
         &self,
         what: &'static str,
@@ -328,7 +527,7 @@ impl RedisCache {
         self.inner.epoch.elapsed().as_millis() as u64
     }
 
-    fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<Conn> {
         self.inner.manager.read().ok().and_then(|m| m.clone())
     }
 
@@ -343,13 +542,23 @@ impl RedisCache {
             .set_max_delay(self.inner.cfg.reconnect_interval_ms.max(1))
     }
 
+    /// A new connection: a connection manager, or a cluster connection (which connects to
+    /// the seed nodes, reads the slot map and connects to every node in it).
+    async fn open(&self) -> RedisResult<Conn> {
+        match &self.inner.client {
+            Client::Single(client) => {
+                ConnectionManager::new_with_config(client.clone(), self.manager_config()).await.map(Conn::Single)
+            }
+            Client::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+
     /// Connects now (bounded by `connect_timeout`) unless already connected.
-    async fn connect_now(&self) -> Option<ConnectionManager> {
+    async fn connect_now(&self) -> Option<Conn> {
         if let Some(m) = self.current() {
             return Some(m);
         }
-        let attempt = ConnectionManager::new_with_config(self.inner.client.clone(), self.manager_config());
-        match tokio::time::timeout(self.inner.cfg.connect_timeout(), attempt).await {
+        match tokio::time::timeout(self.inner.cfg.connect_timeout(), self.open()).await {
             Ok(Ok(m)) => {
                 let mut slot = self.inner.manager.write().unwrap_or_else(|e| e.into_inner());
                 if slot.is_none() {
@@ -393,7 +602,7 @@ impl RedisCache {
 
     async fn run<T, F, Fut>(&self, what: &'static str, timeout: Duration, mode: Mode, op: F) -> Result<T, CacheError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let con = match mode {
@@ -481,6 +690,58 @@ enum Mode {
     Must,
 }
 
+/// The client for `cfg`: one server, or a cluster through its seed nodes. Inside the cluster
+/// client, retries (redirects, reconnects) wait a few milliseconds, not the crate's default
+/// 1.28 s and more: an operation is bounded by `op_timeout` anyway.
+fn open_client(cfg: &RedisConfig) -> RedisResult<Client> {
+    let urls = cfg.urls();
+    if !cfg.cluster {
+        if urls.len() > 1 {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "redis url lists several nodes: set cluster = true (GM_REDIS__CLUSTER=true) for a Redis Cluster",
+            )));
+        }
+        return redis::Client::open(cfg.url.as_str()).map(Client::Single);
+    }
+    for url in &urls {
+        if redis::IntoConnectionInfo::into_connection_info(*url)?.redis.db != 0 {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "a Redis Cluster has database 0 only: drop the /<db> of the seed URLs",
+            )));
+        }
+    }
+    ClusterClientBuilder::new(urls)
+        .connection_timeout(cfg.connect_timeout())
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(1)
+        .max_retry_wait(cfg.op_timeout_ms.max(2))
+        .build()
+        .map(Client::Cluster)
+}
+
+/// The masters in a `CLUSTER SLOTS` reply: `[[start, end, [ip, port, id, ...], replicas...], ...]`.
+fn slot_owners(reply: &Value) -> RedisResult<Vec<Node>> {
+    let bad = || RedisError::from((ErrorKind::TypeError, "unexpected CLUSTER SLOTS reply"));
+    let Value::Array(ranges) = reply else { return Err(bad()) };
+    let mut owners = BTreeSet::new();
+    for range in ranges {
+        let Value::Array(range) = range else { return Err(bad()) };
+        let Some(Value::Array(master)) = range.get(2) else { return Err(bad()) };
+        let (Some(host), Some(port)) = (master.first(), master.get(1)) else { return Err(bad()) };
+        let host: String = redis::from_redis_value(host)?;
+        if host.is_empty() {
+            return Err(RedisError::from((ErrorKind::ClientError, "a cluster master has no address in CLUSTER SLOTS")));
+        }
+        owners.insert((host, redis::from_redis_value::<u16>(port)?));
+    }
+    if owners.is_empty() {
+        return Err(RedisError::from((ErrorKind::ClientError, "the cluster has no slot assigned")));
+    }
+    Ok(owners.into_iter().collect())
+}
+
 /// Escapes Redis glob metacharacters so a prefix matches literally.
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -493,12 +754,15 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_string(),
-    }
+/// The URL (or comma-separated URLs) without passwords, for logs.
+fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+            _ => url.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -515,6 +779,55 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact("redis://user:secret@host:6379/0"), "redis://***@host:6379/0");
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact("redis://:a@h1:1,redis://:a@h2:2"), "redis://***@h1:1,redis://***@h2:2");
+    }
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values of CLUSTER KEYSLOT (and of the Redis Cluster specification's CRC16 test vector).
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16_xmodem(b"foo{}{bar}") % CLUSTER_SLOTS, "an empty tag: the whole key");
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+        assert!(one_slot(["gm:profile:{g:1}:a", "gm:erased:{g:1}:x"].into_iter()));
+        assert!(!one_slot(["gm:profile:g:a", "gm:erased:g:x"].into_iter()));
+    }
+
+    #[test]
+    fn several_urls_need_cluster_mode() {
+        assert!(RedisCache::new(RedisConfig::new("redis://127.0.0.1:1,redis://127.0.0.1:2", "gm:")).is_err());
+        let cache = RedisCache::new(RedisConfig::cluster("redis://127.0.0.1:1,redis://127.0.0.1:2", "gm:")).unwrap();
+        assert!(cache.is_cluster());
+        assert!(RedisCache::new(RedisConfig::cluster("not a url", "gm:")).is_err());
+        assert!(RedisCache::new(RedisConfig::cluster(" , ", "gm:")).is_err(), "no seed node");
+        assert!(RedisCache::new(RedisConfig::cluster("redis://127.0.0.1:1/0", "gm:")).is_ok());
+        assert!(
+            RedisCache::new(RedisConfig::cluster("redis://127.0.0.1:1/2", "gm:")).is_err(),
+            "a cluster has db 0 only"
+        );
+    }
+
+    #[test]
+    fn cluster_slots_replies_give_the_masters() {
+        let node = |ip: &str, port: i64, id: &str| {
+            Value::Array(vec![Value::BulkString(ip.into()), Value::Int(port), Value::BulkString(id.into())])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("10.0.0.1", 7000, "a"),
+                node("10.0.0.4", 7003, "d"),
+            ]),
+            Value::Array(vec![Value::Int(5461), Value::Int(10922), node("10.0.0.2", 7001, "b")]),
+            Value::Array(vec![Value::Int(10923), Value::Int(16383), node("10.0.0.1", 7000, "a")]),
+        ]);
+        assert_eq!(slot_owners(&reply).unwrap(), [("10.0.0.1".to_string(), 7000), ("10.0.0.2".to_string(), 7001)]);
+        assert!(slot_owners(&Value::Array(vec![])).is_err(), "no slot assigned");
+        assert!(slot_owners(&Value::Int(1)).is_err());
     }
 
     #[test]

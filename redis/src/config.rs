@@ -9,11 +9,23 @@ use std::time::Duration;
 /// Every field but `url` has a default, so `{ "url": "redis://127.0.0.1:6379" }` is a
 /// complete configuration. A TTL of 0 disables caching of that kind of value (reads still
 /// work, they just always go to the store).
+///
+/// Cluster mode (`cluster = true`, `GM_REDIS__CLUSTER=true`) talks to a Redis Cluster (or
+/// ElastiCache with cluster mode enabled): `url` then lists one or more seed nodes,
+/// comma-separated (`redis://:token@clustercfg.example:6379`, or
+/// `redis://10.0.0.1:6379,redis://10.0.0.2:6379`); the client discovers every other node and
+/// follows failovers and resharding by itself.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`; in cluster mode one or more seed nodes,
+    /// comma-separated, all with the same user and password, database 0 (a cluster has no
+    /// other). `rediss://` (TLS) is not supported: the `redis` crate is built without TLS.
     pub url: String,
+    /// Speak the Redis Cluster protocol: keys are spread over the masters by hash slot,
+    /// multi-key operations stay within one slot (see [`crate::cache`]), SCANs visit every
+    /// master. `false` (default): one Redis (or a primary endpoint that follows failovers).
+    pub cluster: bool,
     /// Prepended to every key, per deployment (e.g. `gm:prod:`), so that several
     /// deployments (or test runs) can share one Redis and `delete_prefix` never reaches
     /// another deployment's keys.
@@ -56,6 +68,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
             key_prefix: "gm:".into(),
             profile_ttl_ms: 30_000,
             query_ttl_ms: 300_000,
@@ -77,6 +90,15 @@ impl RedisConfig {
     /// The defaults, with `url` and `key_prefix` set.
     pub fn new(url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
         Self { url: url.into(), key_prefix: key_prefix.into(), ..Self::default() }
+    }
+    /// Cluster mode with the given seed nodes (comma-separated URLs) and the defaults.
+    pub fn cluster(urls: impl Into<String>, key_prefix: impl Into<String>) -> Self {
+        Self { cluster: true, ..Self::new(urls, key_prefix) }
+    }
+    /// The URLs of `url`: one, or the comma-separated seed nodes (blanks trimmed, empty
+    /// entries dropped).
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
     pub fn profile_ttl(&self) -> Duration {
         Duration::from_millis(self.profile_ttl_ms)
@@ -121,6 +143,19 @@ mod tests {
         assert_eq!(c.key_prefix, "gm:prod:");
         assert_eq!(c.op_timeout(), Duration::from_millis(50));
         assert_eq!(c.recent_query_ttl(), Duration::from_secs(5));
+        assert!(!c.cluster, "single-node by default");
+    }
+
+    #[test]
+    fn cluster_mode_takes_comma_separated_seed_nodes() {
+        let c: RedisConfig =
+            serde_json::from_str(r#"{"url":"redis://a:7000, redis://b:7001,","cluster":true}"#).unwrap();
+        assert!(c.cluster);
+        assert_eq!(c.urls(), ["redis://a:7000", "redis://b:7001"]);
+        assert_eq!(
+            RedisConfig::cluster("redis://a:1", "p:"),
+            RedisConfig { cluster: true, ..RedisConfig::new("redis://a:1", "p:") }
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! [`CachedGameQueries`]: leaderboards read from Redis sorted sets, the database staying the
 //! source of truth.
 //!
-//! One sorted set per board and period, `lb:{game}:{board}:{period}:{start}` (member =
-//! player id, score = best score), and a marker `lbok:…` that says the set is complete.
+//! One sorted set per board and period, `lb:{<game>:<board>:<period>:<start>}` (member =
+//! player id, score = best score), and a marker `lbok:{…}` that says the set is complete; the
+//! braces are literal: both keys are one hash tag, so the rebuild's MULTI and every read
+//! pipeline (marker + set) stay in one slot of a Redis Cluster.
 //! A read without the marker (a cold cache, an expired marker) rebuilds the set from the
 //! store (`leaderboard_scores`) in one MULTI (DEL, ZADD, marker) and answers from the store;
 //! reads with the marker answer from Redis alone: a page is one ZRANGE … REV, ranks one
@@ -12,7 +14,7 @@
 //! ## Staleness and erasure
 //! The marker lives `recent_query_ttl` (default 5 s), so a new score shows within that
 //! bound (the projections do not write to Redis). [`CachedGameQueries::invalidate_player`]
-//! deletes every board of the player's game (`lb:{game}:` and `lbok:{game}:` prefixes), so
+//! deletes every board of the player's game (`lb:{<game>:` and `lbok:{<game>:` prefixes), so
 //! the next read rebuilds from the store, which no longer has the player; a rebuild that
 //! read the store just before the erasure can put the player back for at most that TTL.
 //!
@@ -33,17 +35,28 @@ use std::collections::BTreeMap;
 /// Members per ZADD when a set is rebuilt.
 const ZADD_CHUNK: usize = 1_000;
 
-/// Key of a board's sorted set (relative to `key_prefix`).
+/// Key of a board's sorted set (relative to `key_prefix`): `lb:{<game>:<board>:<period>:<start>}`.
 pub fn board_key(b: &BoardPeriod) -> String {
-    format!("lb:{}:{}:{}:{}", b.game_id, b.board, b.period, b.start)
+    format!("lb:{}", board_tag(b))
 }
 
-/// Key of the marker saying a board's set is complete.
+/// Key of the marker saying a board's set is complete: `lbok:` and the set's hash tag.
 pub fn board_marker_key(b: &BoardPeriod) -> String {
-    format!("lbok:{}:{}:{}:{}", b.game_id, b.board, b.period, b.start)
+    format!("lbok:{}", board_tag(b))
 }
 
-/// Key of a cached range query: `q:{kind}:{game}:{from}:{to}` (as [`crate::query_key`]).
+/// `{<game>:<board>:<period>:<start>}`: the hash tag of a board's set and marker (no id
+/// contains a brace).
+fn board_tag(b: &BoardPeriod) -> String {
+    format!("{{{}:{}:{}:{}}}", b.game_id, b.board, b.period, b.start)
+}
+
+/// The start of every board key of `game`: `lb:{<game>:` (sets) and `lbok:{<game>:` (markers).
+fn board_prefixes(game: &GameId) -> [String; 2] {
+    [format!("lb:{{{game}:"), format!("lbok:{{{game}:")]
+}
+
+/// Key of a cached range query: `q:<kind>:<game>:<from>:<to>` (as [`crate::query_key`]).
 pub fn range_key(kind: &str, game: &GameId, range: DateRange) -> String {
     format!("q:{kind}:{game}:{}:{}", range.from(), range.to())
 }
@@ -66,9 +79,8 @@ impl<Q: GameQueries> CachedGameQueries<Q> {
 
     /// Drops every cached board of `game` (erasure). `Err`: Redis did not confirm; retry.
     pub async fn invalidate_player(&self, game: &GameId, _player: &PlayerId) -> Result<u64, CacheError> {
-        let sets = self.cache.delete_prefix(&format!("lb:{game}:")).await?;
-        let markers = self.cache.delete_prefix(&format!("lbok:{game}:")).await?;
-        Ok(sets + markers)
+        let [sets, markers] = board_prefixes(game);
+        Ok(self.cache.delete_prefix(&sets).await? + self.cache.delete_prefix(&markers).await?)
     }
 
     /// A range query's answer from Redis, or from the store (then written back in the
@@ -233,5 +245,30 @@ impl<Q: GameQueries> GameQueries for CachedGameQueries<Q> {
 
     async fn monetisation(&self, game: &GameId, range: DateRange) -> Result<Monetisation, StoreError> {
         self.read_through(range_key("monetisation", game, range), range, self.inner.monetisation(game, range)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gm_projections::leaderboard::Period;
+
+    #[test]
+    fn a_boards_set_and_marker_share_a_tag_and_the_games_prefixes() {
+        let b = BoardPeriod {
+            game_id: GameId::parse("space-race").unwrap(),
+            board: "weekly:high".into(),
+            period: Period::Daily,
+            start: "2024-03-11".parse().unwrap(),
+        };
+        assert_eq!(board_key(&b), format!("lb:{{space-race:weekly:high:{}:2024-03-11}}", b.period));
+        assert_eq!(board_marker_key(&b), format!("lbok:{{space-race:weekly:high:{}:2024-03-11}}", b.period));
+        let slot = |k: &str| crate::cache::key_slot(format!("gm:{k}").as_bytes());
+        assert_eq!(slot(&board_key(&b)), slot(&board_marker_key(&b)));
+        let [sets, markers] = board_prefixes(&b.game_id);
+        assert!(board_key(&b).starts_with(&sets) && board_marker_key(&b).starts_with(&markers));
+        // Another game whose id starts like this one is not under its prefixes.
+        let other = BoardPeriod { game_id: GameId::parse("space-race-2").unwrap(), ..b.clone() };
+        assert!(!board_key(&other).starts_with(&sets) && !board_marker_key(&other).starts_with(&markers));
     }
 }

@@ -87,21 +87,35 @@ impl QueryKind {
     }
 }
 
-/// Key of a player's profile (relative to `key_prefix`): `profile:{game}:{player}`.
-/// Unambiguous: a game id has no `:`.
-pub fn profile_key(game: &GameId, player: &PlayerId) -> String {
-    format!("profile:{game}:{player}")
+/// The hash tag of a player's keys, literally `{<game>:<h>}` with `h` the first 16 hex digits
+/// of SHA-256(player id): the profile, the recommendation lists and the erasure marker carry
+/// it, so that one script or MULTI may name them together in a Redis Cluster (one slot).
+/// It is a hash, not the player id, because the marker must not name the player. Neither
+/// id contains `{` or `}`, so this is always the key's tag.
+pub fn player_tag(game: &GameId, player: &PlayerId) -> String {
+    format!("{{{game}:{}}}", &player_hash(player)[..16])
 }
 
-/// Key of the erasure marker of a player's profile: `erased:{game}:{sha256(player)}`. The
-/// marker outlives the erasure (it keeps stale read-through writes out), so it must not
-/// name the player.
-pub fn erased_marker_key(game: &GameId, player: &PlayerId) -> String {
+fn player_hash(player: &PlayerId) -> String {
     use sha2::Digest as _;
-    format!("erased:{game}:{}", hex::encode(sha2::Sha256::digest(player.as_str().as_bytes())))
+    hex::encode(sha2::Sha256::digest(player.as_str().as_bytes()))
 }
 
-/// Key of a range query (relative to `key_prefix`): `q:{kind}:{game}:{from}:{to}`.
+/// Key of a player's profile (relative to `key_prefix`): `profile:{<game>:<h>}:<player>`
+/// (see [`player_tag`]). Unambiguous: a game id has no `:`.
+pub fn profile_key(game: &GameId, player: &PlayerId) -> String {
+    format!("profile:{}:{player}", player_tag(game, player))
+}
+
+/// Key of the erasure marker of a player: `erased:{<game>:<h>}:<sha256(player)>`. The marker
+/// outlives the erasure (it keeps stale read-through writes out), so it must not name the
+/// player; it shares the player's tag, so it is in the slot of the keys it guards.
+pub fn erased_marker_key(game: &GameId, player: &PlayerId) -> String {
+    format!("erased:{}:{}", player_tag(game, player), player_hash(player))
+}
+
+/// Key of a range query (relative to `key_prefix`): `q:{kind}:{game}:{from}:{to}` (the
+/// braces here are placeholders: no hash tag, a single-key value may go to any slot).
 pub fn query_key(kind: QueryKind, game: &GameId, range: DateRange) -> String {
     format!("q:{}:{game}:{}:{}", kind.as_str(), range.from(), range.to())
 }
@@ -336,7 +350,19 @@ mod tests {
     fn keys_follow_the_documented_shape() {
         let g = GameId::parse("space-race").unwrap();
         let p = PlayerId::parse("p.1@x").unwrap();
-        assert_eq!(profile_key(&g, &p), "profile:space-race:p.1@x");
+        // SHA-256("p.1@x") starts with the 16 hex digits of the tag.
+        let h = "3af947b9b7423789";
+        assert_eq!(player_tag(&g, &p), format!("{{space-race:{h}}}"));
+        assert_eq!(profile_key(&g, &p), format!("profile:{{space-race:{h}}}:p.1@x"));
+        let marker = erased_marker_key(&g, &p);
+        assert!(marker.starts_with(&format!("erased:{{space-race:{h}}}:{h}")), "{marker}");
+        assert_eq!(marker.len(), "erased:{space-race:}:".len() + 16 + 64);
+        assert!(!marker.contains("p.1@x"), "the marker does not name the player");
+        // The player's keys are in one slot, another player's in (most likely) another.
+        let slot = |k: &str| crate::cache::key_slot(format!("gm:prod:{k}").as_bytes());
+        assert_eq!(slot(&profile_key(&g, &p)), slot(&marker));
+        let q = PlayerId::parse("p.2@x").unwrap();
+        assert_ne!(slot(&profile_key(&g, &p)), slot(&profile_key(&g, &q)));
         let r = DateRange::parse(d("2024-01-01"), d("2024-01-31")).unwrap();
         assert_eq!(query_key(QueryKind::Revenue, &g, r), "q:revenue:space-race:2024-01-01:2024-01-31");
         assert_eq!(funnel_key(&g), "q:funnel:space-race");

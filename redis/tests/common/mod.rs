@@ -348,3 +348,163 @@ pub async fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap().port()
 }
+
+// ---- the real Redis Cluster (3 masters + 3 replicas: `scripts/services up redis-cluster`) ----
+
+/// GM_REDIS_CLUSTER_URLS (the seed nodes, comma-separated), which must be set and name a
+/// healthy cluster: these tests never skip.
+pub async fn cluster_urls() -> String {
+    let urls = std::env::var("GM_REDIS_CLUSTER_URLS").expect(
+        "GM_REDIS_CLUSTER_URLS is not set: run `eval \"$(scripts/services env)\"` (and `scripts/services up redis-cluster`)",
+    );
+    let nodes = cluster_nodes_of(&urls).await;
+    let masters = nodes.iter().filter(|n| n.is_master() && !n.slots.is_empty()).count();
+    assert!(masters >= 3, "the cluster at {urls} has {masters} masters with slots, expected 3: {nodes:#?}");
+    urls
+}
+
+/// Cluster mode on the real cluster, with a fresh prefix `gm:test:<uuid>:`.
+pub async fn cluster_config() -> RedisConfig {
+    let mut cfg = RedisConfig::cluster(cluster_urls().await, format!("gm:test:{}:", uuid::Uuid::new_v4()));
+    cfg.recommendation_ttl_ms = 5_000;
+    // The machine is shared by builds and other tests: a little more room than op_timeout 50.
+    cfg.op_timeout_ms = 200;
+    cfg
+}
+
+/// A line of CLUSTER NODES.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    /// `host:port`
+    pub addr: String,
+    pub flags: Vec<String>,
+    /// The id of its master, for a replica.
+    pub master_of: Option<String>,
+    /// Slot ranges it serves (masters).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl ClusterNode {
+    pub fn is_master(&self) -> bool {
+        self.flags.iter().any(|f| f == "master")
+    }
+    pub fn failed(&self) -> bool {
+        self.flags.iter().any(|f| f == "fail" || f == "fail?")
+    }
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+    pub fn serves(&self, slot: u16) -> bool {
+        self.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+    }
+}
+
+/// The seed URLs of GM_REDIS_CLUSTER_URLS.
+pub fn seed_urls(urls: &str) -> Vec<String> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
+}
+
+/// A connection to one node (not cluster-aware).
+pub async fn node_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("{url} is not a Redis URL: {e}"));
+    tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
+        .await
+        .unwrap_or_else(|_| panic!("Redis node {url} did not answer within 5 s"))
+        .unwrap_or_else(|e| {
+            panic!("Redis node {url} is unreachable: {e}; start it with `scripts/services up redis-cluster`")
+        })
+}
+
+/// CLUSTER NODES as seen by the first seed node that answers.
+pub async fn cluster_nodes_of(urls: &str) -> Vec<ClusterNode> {
+    let mut last_error = String::new();
+    for url in seed_urls(urls) {
+        let Ok(client) = redis::Client::open(url.as_str()) else { continue };
+        let attempt = async {
+            let mut con = client.get_multiplexed_async_connection().await?;
+            redis::cmd("CLUSTER").arg("NODES").query_async::<String>(&mut con).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(text)) => return parse_cluster_nodes(&text),
+            Ok(Err(e)) => last_error = format!("{url}: {e}"),
+            Err(_) => last_error = format!("{url}: no answer within 2 s"),
+        }
+    }
+    panic!("no node of the Redis Cluster at {urls} answered CLUSTER NODES ({last_error}); start it with `scripts/services up redis-cluster`")
+}
+
+pub fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let addr = f[1].split('@').next().unwrap().split(',').next().unwrap().to_string();
+            let slots = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .map(|s| match s.split_once('-') {
+                    Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                    None => (s.parse().unwrap(), s.parse().unwrap()),
+                })
+                .collect();
+            ClusterNode {
+                id: f[0].to_string(),
+                addr,
+                flags: f[2].split(',').map(|s| s.replace("myself", "")).filter(|s| !s.is_empty()).collect(),
+                master_of: (f[3] != "-").then(|| f[3].to_string()),
+                slots,
+            }
+        })
+        .collect()
+}
+
+/// The slot of `full_key` according to the server (CLUSTER KEYSLOT).
+pub async fn server_slot(con: &mut redis::aio::MultiplexedConnection, full_key: &str) -> u16 {
+    redis::cmd("CLUSTER").arg("KEYSLOT").arg(full_key).query_async(con).await.unwrap()
+}
+
+/// The masters (addresses) that serve the slots of `full_keys`, by CLUSTER KEYSLOT and
+/// CLUSTER NODES.
+pub async fn masters_of(full_keys: &[String]) -> std::collections::BTreeSet<String> {
+    let urls = cluster_urls().await;
+    let nodes = cluster_nodes_of(&urls).await;
+    let mut con = node_connection(&seed_urls(&urls)[0]).await;
+    let mut masters = std::collections::BTreeSet::new();
+    for k in full_keys {
+        let slot = server_slot(&mut con, k).await;
+        let owner = nodes
+            .iter()
+            .find(|n| n.is_master() && n.serves(slot))
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"));
+        masters.insert(owner.addr.clone());
+    }
+    masters
+}
+
+/// A cluster-aware connection for looking behind the cache's back.
+pub async fn raw_cluster() -> redis::cluster_async::ClusterConnection {
+    let client = redis::cluster::ClusterClient::new(seed_urls(&cluster_urls().await)).unwrap();
+    client.get_async_connection().await.unwrap()
+}
+
+/// Every key under `prefix` on every master (SCAN on each).
+pub async fn cluster_keys_under(prefix: &str) -> Vec<String> {
+    let nodes = cluster_nodes_of(&cluster_urls().await).await;
+    let mut out = Vec::new();
+    for master in nodes.iter().filter(|n| n.is_master() && !n.failed() && !n.slots.is_empty()) {
+        out.extend(keys_under(&mut node_connection(&master.url()).await, prefix).await);
+    }
+    out.sort();
+    out
+}
+
+/// Deletes the test's keys on the cluster and checks that none is left on any master.
+pub async fn cleanup_cluster(cache: &RedisCache) {
+    cache.delete_prefix("").await.expect("cleanup failed");
+    let left = cluster_keys_under(&cache.config().key_prefix).await;
+    assert!(left.is_empty(), "keys left behind: {left:?}");
+}
