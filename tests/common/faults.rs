@@ -32,12 +32,10 @@ pub async fn restart_under_load(service: &'static str, down_for: Duration) -> Si
     let expected = Expected::from_events(&report.accepted);
     if let Err(e) = eventually(Duration::from_secs(240), || compare_read_models(app.url(), &expected, 60)).await {
         // Which consumer is behind, failing or stuck: the roles' own figures.
-        let metrics = awc::Client::default()
-            .get(format!("{}/metrics", app.url()))
-            .send()
-            .await
-            .ok()
-            .map(|mut r| async move { r.body().limit(8 << 20).await.map(|b| String::from_utf8_lossy(&b).into_owned()) });
+        let metrics =
+            awc::Client::default().get(format!("{}/metrics", app.url())).send().await.ok().map(|mut r| async move {
+                r.body().limit(8 << 20).await.map(|b| String::from_utf8_lossy(&b).into_owned())
+            });
         let metrics = match metrics {
             Some(body) => body.await.unwrap_or_default(),
             None => String::new(),
