@@ -693,32 +693,87 @@ enum Mode {
 /// The client for `cfg`: one server, or a cluster through its seed nodes. Inside the cluster
 /// client, retries (redirects, reconnects) wait a few milliseconds, not the crate's default
 /// 1.28 s and more: an operation is bounded by `op_timeout` anyway.
+///
+/// TLS: `rediss://` URLs (all seed URLs or none); the server certificate is verified against
+/// the webpki roots, or against the CAs of `tls_ca_file` only (refused without `rediss://`).
 fn open_client(cfg: &RedisConfig) -> RedisResult<Client> {
     let urls = cfg.urls();
-    if !cfg.cluster {
-        if urls.len() > 1 {
-            return Err(RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "redis url lists several nodes: set cluster = true (GM_REDIS__CLUSTER=true) for a Redis Cluster",
-            )));
-        }
-        return redis::Client::open(cfg.url.as_str()).map(Client::Single);
+    if !cfg.cluster && urls.len() > 1 {
+        return Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "redis url lists several nodes: set cluster = true (GM_REDIS__CLUSTER=true) for a Redis Cluster",
+        )));
     }
+    let mut tls_urls = 0;
     for url in &urls {
-        if redis::IntoConnectionInfo::into_connection_info(*url)?.redis.db != 0 {
+        let info = redis::IntoConnectionInfo::into_connection_info(*url)?;
+        if matches!(info.addr, redis::ConnectionAddr::TcpTls { .. }) {
+            tls_urls += 1;
+        }
+        if cfg.cluster && info.redis.db != 0 {
             return Err(RedisError::from((
                 ErrorKind::InvalidClientConfig,
                 "a Redis Cluster has database 0 only: drop the /<db> of the seed URLs",
             )));
         }
     }
-    ClusterClientBuilder::new(urls)
+    if tls_urls != 0 && tls_urls != urls.len() {
+        return Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "redis seed URLs mix rediss:// (TLS) and redis://: use rediss:// for every one or for none",
+        )));
+    }
+    let tls = tls_urls != 0;
+    let certs = match &cfg.tls_ca_file {
+        Some(_) if !tls => {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "redis tls_ca_file (GM_REDIS__TLS_CA_FILE) is set but the url is not rediss://: \
+                 use rediss:// URLs (TLS) or unset tls_ca_file",
+            )));
+        }
+        Some(path) => Some(redis::TlsCertificates { client_tls: None, root_cert: Some(read_ca_file(path)?) }),
+        None => None,
+    };
+    if tls {
+        // rustls's process-wide crypto provider: ring, the one this crate enables. (Done
+        // explicitly so that another crate enabling a second provider cannot leave rustls
+        // without a default; an already installed provider is kept.)
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    if !cfg.cluster {
+        return match certs {
+            Some(certs) => redis::Client::build_with_tls(cfg.url.trim(), certs),
+            None => redis::Client::open(cfg.url.trim()),
+        }
+        .map(Client::Single);
+    }
+    let mut builder = ClusterClientBuilder::new(urls)
         .connection_timeout(cfg.connect_timeout())
         .retries(CLUSTER_RETRIES)
         .min_retry_wait(1)
-        .max_retry_wait(cfg.op_timeout_ms.max(2))
-        .build()
-        .map(Client::Cluster)
+        .max_retry_wait(cfg.op_timeout_ms.max(2));
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
+    }
+    builder.build().map(Client::Cluster)
+}
+
+/// The PEM bundle of root CAs at `path`, refused unless it holds at least one certificate
+/// (an empty trust store would fail every connection later, and less clearly).
+fn read_ca_file(path: &str) -> RedisResult<Vec<u8>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let invalid = |detail: String| RedisError::from((ErrorKind::InvalidClientConfig, "redis tls_ca_file", detail));
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+    let mut certs = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| invalid(format!("{path}: not a PEM certificate bundle: {e}")))?;
+        certs += 1;
+    }
+    if certs == 0 {
+        return Err(invalid(format!("{path} holds no PEM certificate")));
+    }
+    Ok(pem)
 }
 
 /// The masters in a `CLUSTER SLOTS` reply: `[[start, end, [ip, port, id, ...], replicas...], ...]`.
@@ -780,6 +835,8 @@ mod tests {
         assert_eq!(redact("redis://user:secret@host:6379/0"), "redis://***@host:6379/0");
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
         assert_eq!(redact("redis://:a@h1:1,redis://:a@h2:2"), "redis://***@h1:1,redis://***@h2:2");
+        assert_eq!(redact("rediss://:tok@en@h:6379"), "rediss://***@h:6379");
+        assert_eq!(redact("rediss://default:t@h1:1, rediss://default:t@h2:2"), "rediss://***@h1:1, rediss://***@h2:2");
     }
 
     #[test]
@@ -828,6 +885,28 @@ mod tests {
         assert_eq!(slot_owners(&reply).unwrap(), [("10.0.0.1".to_string(), 7000), ("10.0.0.2".to_string(), 7001)]);
         assert!(slot_owners(&Value::Array(vec![])).is_err(), "no slot assigned");
         assert!(slot_owners(&Value::Int(1)).is_err());
+    }
+
+    #[test]
+    fn tls_settings_are_checked_at_construction() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_cert = dir.path().join("empty.pem");
+        std::fs::write(&no_cert, "not a certificate\n").unwrap();
+        let with_ca = |url: &str, cluster: bool, ca: &std::path::Path| {
+            let cfg = if cluster { RedisConfig::cluster(url, "gm:") } else { RedisConfig::new(url, "gm:") };
+            RedisCache::new(RedisConfig { tls_ca_file: Some(ca.to_string_lossy().into_owned()), ..cfg })
+        };
+        assert!(RedisCache::new(RedisConfig::new("rediss://:t@127.0.0.1:1", "gm:")).is_ok());
+        assert!(RedisCache::new(RedisConfig::cluster("rediss://:t@127.0.0.1:1,rediss://:t@127.0.0.1:2", "gm:")).is_ok());
+        let mixed = RedisCache::new(RedisConfig::cluster("rediss://127.0.0.1:1,redis://127.0.0.1:2", "gm:"));
+        assert!(mixed.unwrap_err().to_string().contains("mix rediss://"));
+        let plain = with_ca("redis://127.0.0.1:1", false, &no_cert).unwrap_err().to_string();
+        assert!(plain.contains("not rediss://"), "{plain}");
+        assert!(with_ca("redis://127.0.0.1:1", true, &no_cert).is_err());
+        let missing = with_ca("rediss://127.0.0.1:1", false, &dir.path().join("none.pem")).unwrap_err().to_string();
+        assert!(missing.contains("cannot read"), "{missing}");
+        let empty = with_ca("rediss://127.0.0.1:1", true, &no_cert).unwrap_err().to_string();
+        assert!(empty.contains("no PEM certificate"), "{empty}");
     }
 
     #[test]

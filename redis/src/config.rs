@@ -12,16 +12,28 @@ use std::time::Duration;
 ///
 /// Cluster mode (`cluster = true`, `GM_REDIS__CLUSTER=true`) talks to a Redis Cluster (or
 /// ElastiCache with cluster mode enabled): `url` then lists one or more seed nodes,
-/// comma-separated (`redis://:token@clustercfg.example:6379`, or
+/// comma-separated (`rediss://:token@clustercfg.example:6379`, or
 /// `redis://10.0.0.1:6379,redis://10.0.0.2:6379`); the client discovers every other node and
 /// follows failovers and resharding by itself.
+///
+/// TLS: a `rediss://` URL (in cluster mode every seed URL) speaks TLS (rustls) and verifies
+/// the server's certificate and name, against the bundled webpki roots (Mozilla's CA set, which
+/// verifies ElastiCache's in-transit encryption certificates) or, with `tls_ca_file`, against
+/// the CAs of that file only. The password of the URL (`rediss://:token@host:6379`, or
+/// `rediss://user:token@…` with RBAC) is sent as AUTH inside the TLS session.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`; in cluster mode one or more seed nodes,
     /// comma-separated, all with the same user and password, database 0 (a cluster has no
-    /// other). `rediss://` (TLS) is not supported: the `redis` crate is built without TLS.
+    /// other). `rediss://…` for TLS (see above): in cluster mode all seed URLs or none.
     pub url: String,
+    /// PEM file (`GM_REDIS__TLS_CA_FILE`) of the root CA certificates that the server's
+    /// certificate must chain to, for a Redis whose certificate a private CA signed. They
+    /// replace the bundled webpki roots (not added to them). `None` (default): the webpki
+    /// roots. Only with `rediss://` URLs: refused with `redis://`, which has no TLS to verify.
+    /// Read when the cache is built; a missing file, or one without a certificate, is refused.
+    pub tls_ca_file: Option<String>,
     /// Speak the Redis Cluster protocol: keys are spread over the masters by hash slot,
     /// multi-key operations stay within one slot (see [`crate::cache`]), SCANs visit every
     /// master. `false` (default): one Redis (or a primary endpoint that follows failovers).
@@ -69,6 +81,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             cluster: false,
+            tls_ca_file: None,
             key_prefix: "gm:".into(),
             profile_ttl_ms: 30_000,
             query_ttl_ms: 300_000,
@@ -156,6 +169,14 @@ mod tests {
             RedisConfig::cluster("redis://a:1", "p:"),
             RedisConfig { cluster: true, ..RedisConfig::new("redis://a:1", "p:") }
         );
+    }
+
+    #[test]
+    fn tls_ca_file_is_optional() {
+        let c: RedisConfig =
+            serde_json::from_str(r#"{"url":"rediss://:t@h:6379","tls_ca_file":"/etc/gm/redis-ca.pem"}"#).unwrap();
+        assert_eq!(c.tls_ca_file.as_deref(), Some("/etc/gm/redis-ca.pem"));
+        assert_eq!(RedisConfig::default().tls_ca_file, None);
     }
 
     #[test]
