@@ -7,22 +7,18 @@
 
 mod common;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use common::fakes::{Board, Lists};
 use common::*;
-use gm_ports::StoreError;
-use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, Period, PlayerStanding};
+use gm_projections::leaderboard::{BoardPeriod, Period};
 use gm_projections::model::DateRange;
-use gm_projections::recommend::{Reason, Recommendation, RecommendationList};
-use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
 use gm_projections::{AnalyticsQueries, GameQueries, RecommendationQueries};
 use gm_redis::{
     board_key, board_marker_key, erased_marker_key, funnel_key, key_slot, profile_key, query_key, recommendations_key,
     CacheError, CachedGameQueries, CachedQueries, CachedRecommendations, QueryKind, RedisCache,
 };
 use gm_schemas::{GameId, PlayerId};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 async fn connect() -> RedisCache {
@@ -207,32 +203,6 @@ async fn cached_queries_and_profile_erasure_work_across_masters() {
     cleanup_cluster(c).await;
 }
 
-/// Lists numbered by computation, so that a recomputed list differs from a cached one.
-#[derive(Clone, Default)]
-struct Lists(Arc<AtomicU64>);
-
-#[async_trait]
-impl RecommendationQueries for Lists {
-    async fn recommendations(
-        &self,
-        game: &GameId,
-        player: &PlayerId,
-        limit: usize,
-        _: f64,
-        now: DateTime<Utc>,
-    ) -> Result<RecommendationList, StoreError> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(RecommendationList {
-            game_id: game.to_string(),
-            player_id: player.to_string(),
-            generated_at: now,
-            items: (0..limit)
-                .map(|i| Recommendation { item: format!("item-{n}-{i}"), score: 1.0, reason: Reason::Popular })
-                .collect(),
-        })
-    }
-}
-
 /// Whether a read of the list is answered by Redis within a second (write-backs are
 /// background tasks).
 async fn warm(cached: &CachedRecommendations<Lists>, store: &Lists, g: &GameId, p: &PlayerId, limit: usize) -> bool {
@@ -284,72 +254,10 @@ async fn recommendation_lists_and_their_erasure_work_across_masters() {
     cleanup_cluster(&cache).await;
 }
 
-/// The store's leaderboard semantics in memory: best first, ties by player id descending,
-/// competition ranks; one score list for every board.
-#[derive(Default, Clone)]
-struct Boards {
-    scores: Arc<Mutex<Vec<(String, i64)>>>,
-    calls: Arc<AtomicU64>,
-}
-
-impl Boards {
-    fn sorted(&self) -> Vec<LeaderboardEntry> {
-        let mut rows = self.scores.lock().unwrap().clone();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
-        let all = rows.clone();
-        rows.into_iter()
-            .map(|(p, s)| LeaderboardEntry {
-                rank: 1 + all.iter().filter(|(_, x)| *x > s).count() as u64,
-                player_id: p,
-                score: s,
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl GameQueries for Boards {
-    async fn leaderboard(&self, _: &BoardPeriod, offset: u64, limit: u64) -> Result<LeaderboardPage, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let all = self.sorted();
-        Ok(LeaderboardPage {
-            total: all.len() as u64,
-            entries: all.into_iter().skip(offset as usize).take(limit as usize).collect(),
-        })
-    }
-    async fn leaderboard_player(
-        &self,
-        _: &BoardPeriod,
-        player: &PlayerId,
-        neighbours: u64,
-    ) -> Result<Option<PlayerStanding>, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let all = self.sorted();
-        let Some(i) = all.iter().position(|e| e.player_id == player.as_str()) else { return Ok(None) };
-        let from = i.saturating_sub(neighbours as usize);
-        let to = (i + neighbours as usize + 1).min(all.len());
-        Ok(Some(PlayerStanding { total: all.len() as u64, entry: all[i].clone(), around: all[from..to].to_vec() }))
-    }
-    async fn leaderboard_scores(&self, _: &BoardPeriod) -> Result<Vec<(String, i64)>, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.scores.lock().unwrap().clone())
-    }
-    async fn retention(&self, _: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(range.days().map(|d| RetentionCohort::new(d, 10, 5, 2, 1)).collect())
-    }
-    async fn new_returning(&self, _: &GameId, _: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
-        Ok(vec![])
-    }
-    async fn monetisation(&self, _: &GameId, _: DateRange) -> Result<Monetisation, StoreError> {
-        Ok(Monetisation::new(0, 0, 0, vec![]))
-    }
-}
-
 #[tokio::test]
 async fn leaderboards_and_their_erasure_work_across_masters() {
     let cache = connect().await;
-    let store = Boards::default();
+    let store = Board::default();
     store.scores.lock().unwrap().extend((0..200i64).map(|i| (format!("p{i:03}"), (i % 23 - 5) * 1_000)));
     let cached = CachedGameQueries::new(store.clone(), cache.clone());
     let boards: Vec<BoardPeriod> = (0..12).map(|i| board("space-race", &format!("board-{i}"), "2024-03-11")).collect();

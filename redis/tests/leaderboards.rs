@@ -4,78 +4,13 @@
 
 mod common;
 
-use async_trait::async_trait;
+use common::fakes::Board;
 use common::*;
-use gm_ports::StoreError;
-use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, Period, PlayerStanding};
-use gm_projections::model::DateRange;
-use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
+use gm_projections::leaderboard::{BoardPeriod, Period};
 use gm_projections::GameQueries;
 use gm_redis::{CachedGameQueries, RedisCache};
-use gm_schemas::{GameId, PlayerId};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// The store's semantics in memory: best first, ties by player id descending, competition ranks.
-#[derive(Default, Clone)]
-struct Board {
-    scores: Arc<Mutex<Vec<(String, i64)>>>,
-    calls: Arc<AtomicU64>,
-}
-
-impl Board {
-    fn sorted(&self) -> Vec<LeaderboardEntry> {
-        let mut rows = self.scores.lock().unwrap().clone();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
-        let all = rows.clone();
-        rows.into_iter()
-            .map(|(p, s)| LeaderboardEntry {
-                rank: 1 + all.iter().filter(|(_, x)| *x > s).count() as u64,
-                player_id: p,
-                score: s,
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl GameQueries for Board {
-    async fn leaderboard(&self, _: &BoardPeriod, offset: u64, limit: u64) -> Result<LeaderboardPage, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let all = self.sorted();
-        Ok(LeaderboardPage {
-            total: all.len() as u64,
-            entries: all.into_iter().skip(offset as usize).take(limit as usize).collect(),
-        })
-    }
-    async fn leaderboard_player(
-        &self,
-        _: &BoardPeriod,
-        player: &PlayerId,
-        neighbours: u64,
-    ) -> Result<Option<PlayerStanding>, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let all = self.sorted();
-        let Some(i) = all.iter().position(|e| e.player_id == player.as_str()) else { return Ok(None) };
-        let from = i.saturating_sub(neighbours as usize);
-        let to = (i + neighbours as usize + 1).min(all.len());
-        Ok(Some(PlayerStanding { total: all.len() as u64, entry: all[i].clone(), around: all[from..to].to_vec() }))
-    }
-    async fn leaderboard_scores(&self, _: &BoardPeriod) -> Result<Vec<(String, i64)>, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.scores.lock().unwrap().clone())
-    }
-    async fn retention(&self, _: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(range.days().map(|d| RetentionCohort::new(d, 10, 5, 2, 1)).collect())
-    }
-    async fn new_returning(&self, _: &GameId, _: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
-        Ok(vec![])
-    }
-    async fn monetisation(&self, _: &GameId, _: DateRange) -> Result<Monetisation, StoreError> {
-        Ok(Monetisation::new(0, 0, 0, vec![]))
-    }
-}
+use gm_schemas::PlayerId;
+use std::sync::atomic::Ordering;
 
 fn board() -> BoardPeriod {
     BoardPeriod { game_id: game("space-race"), board: "main".into(), period: Period::Daily, start: day("2024-03-11") }

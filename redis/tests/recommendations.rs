@@ -4,42 +4,14 @@
 
 mod common;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use common::fakes::Lists;
 use common::*;
-use gm_ports::StoreError;
-use gm_projections::recommend::{Reason, Recommendation, RecommendationList};
 use gm_projections::RecommendationQueries;
 use gm_redis::{CachedQueries, CachedRecommendations, RedisCache};
 use gm_schemas::{GameId, PlayerId};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-#[derive(Clone, Default)]
-struct Lists(Arc<AtomicU64>);
-
-#[async_trait]
-impl RecommendationQueries for Lists {
-    async fn recommendations(
-        &self,
-        game: &GameId,
-        player: &PlayerId,
-        limit: usize,
-        _: f64,
-        now: DateTime<Utc>,
-    ) -> Result<RecommendationList, StoreError> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(RecommendationList {
-            game_id: game.to_string(),
-            player_id: player.to_string(),
-            generated_at: now,
-            items: (0..limit)
-                .map(|i| Recommendation { item: format!("item-{n}-{i}"), score: 1.0, reason: Reason::Popular })
-                .collect(),
-        })
-    }
-}
 
 async fn warm(cached: &CachedRecommendations<Lists>, store: &Lists, g: &GameId, p: &PlayerId) -> bool {
     for _ in 0..50 {

@@ -3,6 +3,8 @@
 //! that can freeze (a hung Redis) or hold replies back (to prove pipelining).
 #![allow(dead_code)]
 
+pub mod fakes;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use gm_ports::StoreError;
