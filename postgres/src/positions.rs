@@ -24,6 +24,22 @@ pub struct Moved {
     pub to: u64,
 }
 
+/// Binds `m.to` then `m.from` as the last two parameters of `update` (an UPDATE … WHERE …
+/// next_offset = <from>) and runs it: exactly one row must move, or the position was no
+/// longer at `from`.
+async fn compare_and_set(
+    tx: &mut sqlx::PgConnection,
+    update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    m: &Moved,
+) -> Result<(), StoreError> {
+    let moved = update.bind(m.to as i64).bind(m.from as i64).execute(tx).await.map_err(store_err)?.rows_affected();
+    if moved == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict { expected: Some(m.from), found: None })
+    }
+}
+
 impl PgStore {
     pub async fn log_positions(&self) -> Result<LogPositions, StoreError> {
         let watermarks: Vec<(i32, i64)> =
@@ -69,35 +85,19 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;
-        let conflict = |from: u64| StoreError::Conflict { expected: Some(from), found: None };
         for m in watermarks {
-            let moved = sqlx::query("UPDATE watermarks SET next_offset = $2 WHERE partition = $1 AND next_offset = $3")
-                .bind(m.partition as i32)
-                .bind(m.to as i64)
-                .bind(m.from as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?
-                .rows_affected();
-            if moved != 1 {
-                return Err(conflict(m.from));
-            }
+            let update =
+                sqlx::query("UPDATE watermarks SET next_offset = $2 WHERE partition = $1 AND next_offset = $3")
+                    .bind(m.partition as i32);
+            compare_and_set(&mut tx, update, m).await?;
         }
         for (name, m) in checkpoints {
-            let moved = sqlx::query(
+            let update = sqlx::query(
                 "UPDATE projection_checkpoints SET next_offset = $3 WHERE projection = $1 AND partition = $2 AND next_offset = $4",
             )
             .bind(name)
-            .bind(m.partition as i32)
-            .bind(m.to as i64)
-            .bind(m.from as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?
-            .rows_affected();
-            if moved != 1 {
-                return Err(conflict(m.from));
-            }
+            .bind(m.partition as i32);
+            compare_and_set(&mut tx, update, m).await?;
         }
         tx.commit().await.map_err(store_err)
     }
