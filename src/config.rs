@@ -280,6 +280,10 @@ pub struct ActorsSettings {
     /// Times a record whose processing fails is tried before it goes to `system.dlq`.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// A partition with records to process that made no progress this long is stalled: the
+    /// actors leave the consumer group and join again with a fresh consumer.
+    #[serde(default = "default_stall_after_ms")]
+    pub stall_after_ms: u64,
 }
 
 fn default_max_concurrent_loads() -> usize {
@@ -288,6 +292,10 @@ fn default_max_concurrent_loads() -> usize {
 
 fn default_max_attempts() -> u32 {
     3
+}
+
+fn default_stall_after_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -372,6 +380,9 @@ impl Config {
         }
         if !(1..=100).contains(&self.actors.max_attempts) {
             return Err(invalid("actors.max_attempts", "must be 1..=100"));
+        }
+        if self.actors.stall_after_ms < 1_000 {
+            return Err(invalid("actors.stall_after_ms", "must be at least 1000"));
         }
         if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
             return Err(invalid("telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
@@ -582,6 +593,7 @@ impl Config {
             threads: self.actors.threads,
             max_concurrent_loads: self.actors.max_concurrent_loads,
             max_attempts: self.actors.max_attempts,
+            stall_after: Duration::from_millis(self.actors.stall_after_ms),
             ..Default::default()
         }
     }

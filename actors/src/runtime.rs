@@ -45,6 +45,10 @@ pub struct ActorsConfig {
     /// Times a record whose processing fails is tried (the partition rebuilt from its
     /// snapshot between tries) before it is dead-lettered to `system.dlq`.
     pub max_attempts: u32,
+    /// A partition that has records to process but made no progress this long (its
+    /// consumer stopped delivering, or every batch fails) is stalled: the runtime leaves the
+    /// group and joins again with a fresh consumer (and transactional producer).
+    pub stall_after: Duration,
 }
 
 impl Default for ActorsConfig {
@@ -57,8 +61,25 @@ impl Default for ActorsConfig {
             threads: 2,
             max_concurrent_loads: 4,
             max_attempts: 3,
+            stall_after: Duration::from_secs(30),
         }
     }
+}
+
+/// Where a partition's processing stands, for the stall watchdog.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// The next offset to process.
+    next: u64,
+    /// When the partition last moved forward (or was found to have nothing to process).
+    since: Instant,
+}
+
+/// Why the consume loop ended.
+enum LoopEnd {
+    Shutdown,
+    /// A partition stalled (or the consumer failed fatally): join the group again.
+    Rejoin(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +107,7 @@ pub struct ActorsRuntime {
     loads: Arc<tokio::sync::Semaphore>,
     /// Records whose processing failed, per partition and offset, with their attempts so far.
     failures: BTreeMap<(u32, u64), Failure>,
+    progress: HashMap<u32, Progress>,
 }
 
 impl ActorsRuntime {
@@ -108,28 +130,58 @@ impl ActorsRuntime {
             live: HashMap::new(),
             loads,
             failures: BTreeMap::new(),
+            progress: HashMap::new(),
         }
     }
 
     /// Runs until `shutdown` turns true; then snapshots every shard so the next start replays little.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ActorsError> {
-        // The log may be unreachable at start (Kafka restarting): keep trying rather than
-        // leave a process that reports ready with no actors running.
+        while !*shutdown.borrow() {
+            let Some(mut consumer) = self.join(&mut shutdown).await else { break };
+            match self.consume(consumer.as_mut(), &mut shutdown).await {
+                LoopEnd::Shutdown => break,
+                LoopEnd::Rejoin(reason) => {
+                    // Memory may be ahead of the snapshots: drop the shards, they are rebuilt
+                    // from snapshot + replay when the partitions are assigned again.
+                    tracing::error!(reason = %reason, "actors stalled; leaving the group and joining again");
+                    self.metrics.actors.stalls.inc();
+                    for p in self.shards.keys().copied().collect::<Vec<_>>() {
+                        self.stop_shard(p);
+                    }
+                    drop(consumer);
+                }
+            }
+        }
+        self.snapshot_all(true).await?;
+        for shard in std::mem::take(&mut self.shards).into_values() {
+            drop(shard);
+        }
+        Ok(())
+    }
+
+    /// A consumer in the actors' group; `None` on shutdown. The log may be unreachable (Kafka
+    /// restarting): keep trying rather than leave a process that reports ready with no
+    /// actors running.
+    async fn join(&mut self, shutdown: &mut watch::Receiver<bool>) -> Option<Box<dyn LogConsumer>> {
         let mut delay = Duration::from_millis(200);
-        let mut consumer = loop {
+        loop {
             match self.log.consumer(GROUP, topics::RAW).await {
-                Ok(consumer) => break consumer,
+                Ok(consumer) => return Some(consumer),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot join the actors' consumer group yet; retrying");
                     tokio::select! {
-                        _ = shutdown.changed() => return Ok(()),
+                        _ = shutdown.changed() => return None,
                         _ = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
-        };
+        }
+    }
+
+    async fn consume(&mut self, consumer: &mut dyn LogConsumer, shutdown: &mut watch::Receiver<bool>) -> LoopEnd {
         let mut last_housekeeping = Instant::now();
+        let mut last_stall_check = Instant::now();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -139,7 +191,7 @@ impl ActorsRuntime {
                 Ok(Polled::Assigned(partitions)) => {
                     for p in partitions {
                         // The snapshot store may be down (a failover): retry, never give up.
-                        self.recover_with_retry(consumer.as_mut(), p, &shutdown).await;
+                        self.recover_with_retry(consumer, p, shutdown).await;
                     }
                 }
                 Ok(Polled::Revoked(partitions)) => {
@@ -156,25 +208,26 @@ impl ActorsRuntime {
                         span_id = tracing::field::Empty,
                     );
                     gm_telemetry::trace::continue_batch(&span, records.iter().map(|r| r.headers.as_slice()));
-                    let processed =
-                        tracing::Instrument::instrument(self.process(consumer.as_mut(), records), span).await;
+                    let processed = tracing::Instrument::instrument(self.process(consumer, records), span).await;
                     match processed {
                         Ok(failed) => {
                             // The records before each failure were committed; the partition
                             // is rebuilt and the failed record tried again, or dead-lettered.
                             for p in failed {
                                 self.metrics.actors.batch_failures.inc();
-                                self.recover_with_retry(consumer.as_mut(), p, &shutdown).await;
+                                self.recover_with_retry(consumer, p, shutdown).await;
                             }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "batch failed; recovering partitions");
                             self.metrics.actors.batch_failures.inc();
-                            self.recover_all(consumer.as_mut(), &shutdown).await;
+                            self.recover_all(consumer, shutdown).await;
                         }
                     }
                 }
                 Ok(Polled::Idle) => {}
+                // A consumer that failed fatally never recovers: replace it.
+                Err(LogError::Other(e)) if e.starts_with("fatal consumer error") => return LoopEnd::Rejoin(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "poll failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -186,16 +239,49 @@ impl ActorsRuntime {
                     // Players were marked clean for a snapshot that was not saved: rebuild
                     // the shards so that the next snapshot holds every changed player again.
                     tracing::warn!(error = %e, "periodic snapshot failed; recovering partitions");
-                    self.recover_all(consumer.as_mut(), &shutdown).await;
+                    self.recover_all(consumer, shutdown).await;
                 }
                 self.passivate().await;
             }
+            if last_stall_check.elapsed() >= Duration::from_secs(5) {
+                last_stall_check = Instant::now();
+                if let Some(reason) = self.stalled().await {
+                    return LoopEnd::Rejoin(reason);
+                }
+            }
         }
-        self.snapshot_all(true).await?;
-        for shard in std::mem::take(&mut self.shards).into_values() {
-            drop(shard);
+        LoopEnd::Shutdown
+    }
+
+    /// A partition that made no progress for `stall_after` while the log holds a record at
+    /// its next offset. (An idle partition is not stalled: it has nothing to process.)
+    async fn stalled(&mut self) -> Option<String> {
+        let now = Instant::now();
+        let suspects: Vec<(u32, Progress)> = self
+            .progress
+            .iter()
+            .filter(|(_, progress)| now.duration_since(progress.since) >= self.config.stall_after)
+            .map(|(&p, &progress)| (p, progress))
+            .collect();
+        for (partition, progress) in suspects {
+            match self.log.read(topics::RAW, partition, progress.next, 1).await {
+                Ok(records) if records.is_empty() => {
+                    if let Some(known) = self.progress.get_mut(&partition) {
+                        known.since = now;
+                    }
+                }
+                Ok(_) => {
+                    return Some(format!(
+                        "partition {partition} has records from offset {} and made no progress for {} s",
+                        progress.next,
+                        now.duration_since(progress.since).as_secs()
+                    ))
+                }
+                // The log cannot tell now (Kafka restarting): ask again later.
+                Err(_) => {}
+            }
         }
-        Ok(())
+        None
     }
 
     async fn recover_all(&mut self, consumer: &mut dyn LogConsumer, shutdown: &watch::Receiver<bool>) {
@@ -227,6 +313,9 @@ impl ActorsRuntime {
     /// (Re)builds a partition's shard: replay from the snapshot watermark, emitting only
     /// from the committed offset on.
     async fn recover(&mut self, consumer: &mut dyn LogConsumer, partition: u32) -> Result<(), ActorsError> {
+        // A partition rebuilt again and again (every batch fails) is not progressing: keep
+        // its clock; a newly assigned one starts it.
+        let since = self.progress.get(&partition).map_or_else(Instant::now, |p| p.since);
         self.stop_shard(partition);
         let committed = consumer.committed(partition).await?.unwrap_or(0);
         let watermark = self.snapshots.watermark(partition).await?;
@@ -246,6 +335,7 @@ impl ActorsRuntime {
         consumer.seek(partition, start);
         self.shards.insert(partition, shard);
         self.watermarks.insert(partition, watermark);
+        self.progress.insert(partition, Progress { next: start, since });
         self.metrics.actors.partition_recoveries.inc();
         self.metrics.actors.shards.set(self.shards.len() as i64);
         tracing::info!(partition, start, committed, "partition assigned; replaying from snapshot watermark");
@@ -255,6 +345,7 @@ impl ActorsRuntime {
     fn stop_shard(&mut self, partition: u32) {
         self.shards.remove(&partition);
         self.watermarks.remove(&partition);
+        self.progress.remove(&partition);
         self.live.remove(&partition);
         self.metrics.actors.shards.set(self.shards.len() as i64);
         self.metrics.actors_live.set(self.live.values().sum::<usize>() as i64);
@@ -267,6 +358,8 @@ impl ActorsRuntime {
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
         }
+        let reached: Vec<(u32, u64)> =
+            by_partition.iter().filter_map(|(&p, recs)| Some((p, recs.last()?.offset + 1))).collect();
         let work = by_partition.into_iter().filter_map(|(p, recs)| {
             let shard = self.shards.get(&p)?.clone();
             let snapshots = self.snapshots.clone();
@@ -344,6 +437,15 @@ impl ActorsRuntime {
             consumer.commit_with_outputs_to(per_topic, &offsets).await?;
         }
         self.snapshot_all(false).await?;
+        let now = Instant::now();
+        for (partition, next) in reached {
+            if failed.contains(&partition) {
+                continue;
+            }
+            if let Some(progress) = self.progress.get_mut(&partition) {
+                *progress = Progress { next: next.max(progress.next), since: now };
+            }
+        }
         Ok(failed)
     }
 

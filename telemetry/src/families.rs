@@ -125,6 +125,9 @@ pub struct ActorMetrics {
     pub dead_letters: Counter,
     /// Batches that failed (log or store error); their partitions are recovered.
     pub batch_failures: Counter,
+    /// Times the consumer was replaced because a partition with records to process made no
+    /// progress for `actors.stall_after_ms`.
+    pub stalls: Counter,
 }
 
 impl ActorMetrics {
@@ -138,6 +141,7 @@ impl ActorMetrics {
             snapshot_load_duration: seconds_histogram(),
             dead_letters: Counter::default(),
             batch_failures: Counter::default(),
+            stalls: Counter::default(),
         };
         registry.register("actors_passivated", "Idle player actors dropped from memory", m.passivated.clone());
         registry.register("actors_recovered", "Player actors restored from a snapshot", m.recovered.clone());
@@ -162,6 +166,11 @@ impl ActorMetrics {
             "actor_batch_failures",
             "Actor batches that failed; their partitions are recovered from snapshot and replay",
             m.batch_failures.clone(),
+        );
+        registry.register(
+            "actor_stalls",
+            "Times the actors' consumer was replaced: a partition with records to process made no progress",
+            m.stalls.clone(),
         );
         m
     }

@@ -203,6 +203,7 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("gamemetrics_snapshot_load_duration_seconds", "histogram"),
     ("gamemetrics_dead_letters", "counter"),
     ("gamemetrics_actor_batch_failures", "counter"),
+    ("gamemetrics_actor_stalls", "counter"),
     ("gamemetrics_projection_batch_size_events", "histogram"),
     ("gamemetrics_projection_last_applied_timestamp_seconds", "gauge"),
     ("gamemetrics_projection_checkpoint_conflicts", "counter"),
