@@ -375,11 +375,13 @@ impl<'a> Bench<'a> {
         eprintln!("bench: waiting for actors and projections to catch up with {sent_so_far} events");
         let catch_up_start = Instant::now();
         let before = self.applied(&projections).await.unwrap_or(0);
-        let applied = self.wait_applied(&projections, sent_so_far, Duration::from_secs(240)).await?;
+        let (applied, per_projection) =
+            self.wait_applied_each(&projections, sent_so_far, Duration::from_secs(240)).await?;
         let catch_up = CatchUp {
             events: sent_so_far.saturating_sub(before),
             elapsed: catch_up_start.elapsed(),
             done: applied >= sent_so_far,
+            per_projection,
         };
         if !catch_up.done {
             bail!(
@@ -563,12 +565,30 @@ impl<'a> Bench<'a> {
         Ok(min_applied(&String::from_utf8_lossy(&body)))
     }
 
-    async fn wait_applied(&self, url: &str, target: u64, timeout: Duration) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + timeout;
+    /// Waits until every projection applied `target` events; returns the smallest count and
+    /// when each projection got there.
+    async fn wait_applied_each(
+        &self,
+        url: &str,
+        target: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<(u64, Vec<(&'static str, Option<Duration>)>)> {
+        let started = Instant::now();
+        let mut reached: Vec<(&'static str, Option<Duration>)> =
+            ProjectionName::ALL.iter().map(|n| (n.as_str(), None)).collect();
         loop {
-            let applied = self.applied(url).await.unwrap_or(0);
-            if applied >= target || Instant::now() >= deadline {
-                return Ok(applied);
+            let mut response =
+                self.client.get(format!("{url}/metrics")).send().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let body = response.body().limit(16 << 20).await?;
+            let per = applied_per_projection(&String::from_utf8_lossy(&body));
+            for ((_, when), applied) in reached.iter_mut().zip(&per) {
+                if when.is_none() && *applied >= target {
+                    *when = Some(started.elapsed());
+                }
+            }
+            let applied = per.iter().copied().min().unwrap_or(0);
+            if applied >= target || started.elapsed() >= timeout {
+                return Ok((applied, reached));
             }
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
@@ -780,17 +800,24 @@ fn mean_record_bytes(events: &[SentEvent]) -> Option<usize> {
 }
 
 fn min_applied(metrics: &str) -> u64 {
-    let mut per: Vec<u64> = Vec::new();
-    for name in ProjectionName::ALL {
-        let needle = format!("projection=\"{}\"", name.as_str());
-        let value = metrics
-            .lines()
-            .filter(|l| l.starts_with("gamemetrics_projection_events_applied_total") && l.contains(&needle))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .next();
-        per.push(value.map(|v| v as u64).unwrap_or(0));
-    }
-    per.into_iter().min().unwrap_or(0)
+    applied_per_projection(metrics).into_iter().min().unwrap_or(0)
+}
+
+/// `gamemetrics_projection_events_applied_total` of each projection, in `ProjectionName::ALL`
+/// order (0 for one not reported yet).
+fn applied_per_projection(metrics: &str) -> Vec<u64> {
+    ProjectionName::ALL
+        .iter()
+        .map(|name| {
+            let needle = format!("projection=\"{}\"", name.as_str());
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("gamemetrics_projection_events_applied_total") && l.contains(&needle))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .next()
+                .map_or(0, |v| v as u64)
+        })
+        .collect()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -863,6 +890,8 @@ struct CatchUp {
     events: u64,
     elapsed: Duration,
     done: bool,
+    /// When each projection had applied the whole backlog, from the start of the catch-up.
+    per_projection: Vec<(&'static str, Option<Duration>)>,
 }
 
 struct PipelineReport {
@@ -1080,6 +1109,22 @@ impl Report {
             "—".into(),
             "—".into(),
         ]);
+        if c.per_projection.iter().any(|(_, when)| when.is_some()) {
+            let each: Vec<String> = c
+                .per_projection
+                .iter()
+                .map(|(name, when)| match when {
+                    Some(d) => format!("{name} {:.1} s", d.as_secs_f64()),
+                    None => format!("{name} not done"),
+                })
+                .collect();
+            rows.push([
+                "same catch-up, time for each projection to apply the whole backlog".into(),
+                each.join(", "),
+                "—".into(),
+                "—".into(),
+            ]);
+        }
         for k in &self.kafka {
             rows.push([
                 format!(

@@ -83,3 +83,51 @@ async fn co_occurrence_recommends_unowned_items_backfills_new_players_and_erasur
     assert_eq!((tomb.key.as_str(), tomb.payload.is_empty()), (key.as_str(), true));
     assert_eq!(store.scoring_input(&game(), &pid("a"), 10).await.unwrap().item_players["sword"], 5);
 }
+
+/// The batched read the publisher uses gives each player exactly what a read of that player
+/// alone gives: players of two games, owners of many or no items, a repeated player.
+#[tokio::test]
+async fn scoring_many_players_at_once_equals_scoring_each_alone() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let other = GameId::parse("moon-race").unwrap();
+    let mut interactions = Vec::new();
+    for (p, items) in [("a", &["sword", "shield", "potion"][..]), ("b", &["sword"]), ("c", &["gem", "shield"])] {
+        interactions.extend(bought(p, items));
+    }
+    for (p, items) in [("a", &["rocket", "fuel"][..]), ("z", &["fuel", "helmet", "map", "boots"])] {
+        interactions.extend(items.iter().map(|i| Interaction {
+            game_id: other.clone(),
+            player_id: pid(p),
+            item: i.to_string(),
+            weight: 1.0,
+            last_at: now(),
+        }));
+    }
+    let changes = ChangeSet { interactions, ..Default::default() };
+    store.apply(Target::Live, ProjectionName::Recommendations, 0, None, 1, &changes).await.unwrap();
+
+    let players = vec![
+        (game(), pid("a")),
+        (other.clone(), pid("a")),
+        (game(), pid("new")),
+        (other.clone(), pid("z")),
+        (game(), pid("c")),
+        (game(), pid("a")),
+        (other.clone(), pid("nobody")),
+    ];
+    for limit in [1, 3, 10] {
+        let batched = store.scoring_inputs(&players, limit).await.unwrap();
+        assert_eq!(batched.len(), players.len());
+        for ((g, p), input) in players.iter().zip(&batched) {
+            let alone = store.scoring_input(g, p, limit).await.unwrap();
+            assert_eq!(input, &alone, "{g}/{p}, limit {limit}");
+        }
+        // Not all alike: the players' own items and each game's popular items came through.
+        assert_eq!(batched[0].owned.len(), 3);
+        assert_eq!(batched[1].owned.len(), 2);
+        assert!(batched[2].owned.is_empty() && batched[2].popular.len() == limit.min(4));
+        assert_eq!(batched[3].popular.len(), (limit + 4).min(5), "moon-race has 5 items");
+    }
+    assert_eq!(store.scoring_inputs(&[], 10).await.unwrap(), Vec::new());
+}

@@ -188,6 +188,19 @@ pub trait RecommendationStore: Send + Sync {
     async fn clear_pending(&self, done: &[(GameId, PlayerId)]) -> Result<(), StoreError>;
     /// What scoring a player needs (see [`ScoringInput`]).
     async fn scoring_input(&self, game: &GameId, player: &PlayerId, limit: usize) -> Result<ScoringInput, StoreError>;
+    /// [`Self::scoring_input`] of several players, in their order. A store behind a network
+    /// answers them in a few batched queries instead of a few per player.
+    async fn scoring_inputs(
+        &self,
+        players: &[(GameId, PlayerId)],
+        limit: usize,
+    ) -> Result<Vec<ScoringInput>, StoreError> {
+        let mut inputs = Vec::with_capacity(players.len());
+        for (game, player) in players {
+            inputs.push(self.scoring_input(game, player, limit).await?);
+        }
+        Ok(inputs)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +246,9 @@ pub async fn publish_pending(
         if pending.is_empty() {
             return Ok(published);
         }
+        let scored: Vec<(GameId, PlayerId)> =
+            pending.iter().filter(|(_, _, erased)| !erased).map(|(g, p, _)| (g.clone(), p.clone())).collect();
+        let mut inputs = store.scoring_inputs(&scored, PUBLISHED_ITEMS).await?.into_iter();
         let mut records = Vec::with_capacity(pending.len());
         for (game, player, erased) in &pending {
             let key = topic_key(game, player);
@@ -240,7 +256,7 @@ pub async fn publish_pending(
                 records.push(NewRecord::new(key, Vec::new()));
                 continue;
             }
-            let input = store.scoring_input(game, player, PUBLISHED_ITEMS).await?;
+            let input = inputs.next().unwrap_or_default();
             let player_ref = key.split_once(':').map(|(_, r)| r.to_string()).unwrap_or_default();
             let list = PublishedList {
                 game_id: game.to_string(),

@@ -171,48 +171,125 @@ impl RecommendationStore for PgStore {
     }
 
     async fn scoring_input(&self, game: &GameId, player: &PlayerId, limit: usize) -> Result<ScoringInput, StoreError> {
-        let owned: Vec<(String, f64, DateTime<Utc>)> =
-            sqlx::query_as("SELECT item, weight, last_at FROM reco_affinity WHERE game_id = $1 AND player_id = $2")
-                .bind(game.as_str())
-                .bind(player.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_err)?;
-        let items: Vec<&str> = owned.iter().map(|(i, _, _)| i.as_str()).collect();
-        let pairs: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT item_a, item_b, players FROM reco_pairs WHERE game_id = $1 AND item_a = ANY($2::text[])",
+        let mut inputs = self.scoring_inputs(&[(game.clone(), player.clone())], limit).await?;
+        Ok(inputs.pop().unwrap_or_default())
+    }
+
+    /// Four queries whatever the number of players: their items, the pairs of those items,
+    /// the player counts of every item named, and each game's most popular items.
+    async fn scoring_inputs(
+        &self,
+        players: &[(GameId, PlayerId)],
+        limit: usize,
+    ) -> Result<Vec<ScoringInput>, StoreError> {
+        if players.is_empty() {
+            return Ok(Vec::new());
+        }
+        let unique: BTreeSet<(&str, &str)> = players.iter().map(|(g, p)| (g.as_str(), p.as_str())).collect();
+        let mut conn = self.pool.acquire().await.map_err(store_err)?;
+        let rows: Vec<(String, String, String, f64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT t.game_id, t.player_id, t.item, t.weight, t.last_at FROM reco_affinity AS t
+             JOIN UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
+               ON t.game_id = e.game_id AND t.player_id = e.player_id",
         )
-        .bind(game.as_str())
-        .bind(&items)
-        .fetch_all(&self.pool)
+        .bind(unique.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(unique.iter().map(|k| k.1).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
         .await
         .map_err(store_err)?;
-        let mut needed: BTreeSet<&str> = items.iter().copied().collect();
-        needed.extend(pairs.iter().map(|(_, b, _)| b.as_str()));
-        let needed: Vec<&str> = needed.into_iter().collect();
-        let counts: Vec<(String, i64)> =
-            sqlx::query_as("SELECT item, players FROM reco_items WHERE game_id = $1 AND item = ANY($2::text[])")
-                .bind(game.as_str())
-                .bind(&needed)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_err)?;
-        let popular: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT item, players FROM reco_items WHERE game_id = $1 ORDER BY players DESC, item COLLATE \"C\" LIMIT $2",
+        let mut owned: HashMap<(String, String), Vec<(String, f64, DateTime<Utc>)>> = HashMap::new();
+        for (game, player, item, weight, last_at) in rows {
+            owned.entry((game, player)).or_default().push((item, weight, last_at));
+        }
+        for items in owned.values_mut() {
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+
+        let owned_items: BTreeSet<(&str, &str)> = owned
+            .iter()
+            .flat_map(|((g, _), items)| items.iter().map(move |(i, _, _)| (g.as_str(), i.as_str())))
+            .collect();
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT t.game_id, t.item_a, t.item_b, t.players FROM reco_pairs AS t
+             JOIN UNNEST($1::text[], $2::text[]) AS e(game_id, item)
+               ON t.game_id = e.game_id AND t.item_a = e.item",
         )
-        .bind(game.as_str())
-        .bind(to_i64((limit + owned.len()) as u64))
-        .fetch_all(&self.pool)
+        .bind(owned_items.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(owned_items.iter().map(|k| k.1).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
         .await
         .map_err(store_err)?;
-        let mut item_players: HashMap<String, u64> = needed.iter().map(|i| (i.to_string(), 0)).collect();
-        item_players.extend(counts.into_iter().map(|(i, n)| (i, to_u64(n))));
-        Ok(ScoringInput {
-            pairs: pairs.into_iter().map(|(a, b, n)| (a, b, to_u64(n))).collect(),
-            owned,
-            item_players,
-            popular: popular.into_iter().map(|(i, n)| (i, to_u64(n))).collect(),
-        })
+        let mut pairs: HashMap<(String, String), Vec<(String, String, u64)>> = HashMap::new();
+        for (game, a, b, n) in rows {
+            pairs.entry((game, a.clone())).or_default().push((a, b, to_u64(n)));
+        }
+        for list in pairs.values_mut() {
+            list.sort_by(|x, y| x.1.cmp(&y.1));
+        }
+
+        let mut needed: BTreeSet<(&str, &str)> = owned_items.clone();
+        needed
+            .extend(pairs.iter().flat_map(|((g, _), list)| list.iter().map(move |(_, b, _)| (g.as_str(), b.as_str()))));
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT t.game_id, t.item, t.players FROM reco_items AS t
+             JOIN UNNEST($1::text[], $2::text[]) AS e(game_id, item) ON t.game_id = e.game_id AND t.item = e.item",
+        )
+        .bind(needed.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(needed.iter().map(|k| k.1).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_err)?;
+        let counts: HashMap<(String, String), u64> = rows.into_iter().map(|(g, i, n)| ((g, i), to_u64(n))).collect();
+
+        // Each game's top `limit + most items a player of it owns`; each player keeps
+        // `limit + own items` of them, as a query for that player alone would return.
+        let mut per_game: BTreeMap<&str, usize> = BTreeMap::new();
+        for (game, player) in &unique {
+            let n = owned.get(&(game.to_string(), player.to_string())).map_or(0, Vec::len);
+            let slot = per_game.entry(game).or_default();
+            *slot = (*slot).max(limit + n);
+        }
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT e.game_id, t.item, t.players FROM UNNEST($1::text[], $2::int8[]) AS e(game_id, n)
+             CROSS JOIN LATERAL (
+                 SELECT item, players FROM reco_items WHERE game_id = e.game_id
+                 ORDER BY players DESC, item COLLATE \"C\" LIMIT e.n
+             ) AS t
+             ORDER BY e.game_id, t.players DESC, t.item COLLATE \"C\"",
+        )
+        .bind(per_game.keys().copied().collect::<Vec<_>>())
+        .bind(per_game.values().map(|&n| to_i64(n as u64)).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_err)?;
+        let mut popular: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+        for (game, item, n) in rows {
+            popular.entry(game).or_default().push((item, to_u64(n)));
+        }
+
+        Ok(players
+            .iter()
+            .map(|(game, player)| {
+                let game = game.as_str();
+                let owned = owned.get(&(game.to_string(), player.to_string())).cloned().unwrap_or_default();
+                let pairs: Vec<(String, String, u64)> = owned
+                    .iter()
+                    .flat_map(|(item, _, _)| pairs.get(&(game.to_string(), item.clone())).into_iter().flatten())
+                    .cloned()
+                    .collect();
+                let item_players: HashMap<String, u64> = owned
+                    .iter()
+                    .map(|(i, _, _)| i)
+                    .chain(pairs.iter().map(|(_, b, _)| b))
+                    .map(|i| (i.clone(), counts.get(&(game.to_string(), i.clone())).copied().unwrap_or(0)))
+                    .collect();
+                let popular = popular
+                    .get(game)
+                    .map(|top| top.iter().take(limit + owned.len()).cloned().collect())
+                    .unwrap_or_default();
+                ScoringInput { owned, pairs, item_players, popular }
+            })
+            .collect())
     }
 }
 
