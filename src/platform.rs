@@ -179,6 +179,8 @@ pub struct Platform {
     shutdown: watch::Sender<bool>,
     server: actix_web::dev::ServerHandle,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
+    /// Threads the projection workers run on (stopped after the tasks ended).
+    arbiters: Vec<actix_rt::Arbiter>,
 }
 
 impl Platform {
@@ -213,13 +215,19 @@ impl Platform {
                 }
             }));
         }
+        // The projection workers spread over threads of their own: each parses every processed
+        // event, which is CPU work that one thread (the HTTP server's) cannot carry alone.
+        let mut arbiters = Vec::new();
         if roles.projections {
-            for name in ProjectionName::ALL {
+            let threads =
+                std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, ProjectionName::ALL.len());
+            arbiters = (0..threads).map(|_| actix_rt::Arbiter::new()).collect();
+            for (i, name) in ProjectionName::ALL.into_iter().enumerate() {
                 let (backends, metrics, mut rx) = (backends.clone(), metrics.clone(), shutdown_rx.clone());
                 // A worker that stops on an error (e.g. its consumer could not be created
                 // while Kafka restarts) starts again after a pause: a projection must not stay
                 // down while the process reports ready.
-                tasks.push(actix_rt::spawn(async move {
+                let worker_loop = async move {
                     while !*rx.borrow() {
                         let worker = ProjectionWorker::new(
                             name,
@@ -245,6 +253,14 @@ impl Platform {
                             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         }
                     }
+                };
+                let (done, finished) = tokio::sync::oneshot::channel::<()>();
+                arbiters[i % threads].spawn(async move {
+                    worker_loop.await;
+                    let _ = done.send(());
+                });
+                tasks.push(actix_rt::spawn(async move {
+                    let _ = finished.await;
                 }));
             }
         }
@@ -284,7 +300,7 @@ impl Platform {
             }
         }));
         tracing::info!(%addr, ?roles, mode = ?config.mode, "GameMetrics started");
-        Ok(Self { addr, metrics, readiness, backends, shutdown, server: handle, tasks })
+        Ok(Self { addr, metrics, readiness, backends, shutdown, server: handle, tasks, arbiters })
     }
 
     pub fn url(&self) -> String {
@@ -297,6 +313,9 @@ impl Platform {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        for arbiter in self.arbiters {
+            arbiter.stop();
         }
         self.backends.close().await;
     }

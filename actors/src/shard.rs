@@ -270,7 +270,10 @@ impl Handler<Process> for Shard {
                     self.events_since_snapshot += 1;
                     if emit {
                         match serde_json::to_vec(&event) {
-                            Ok(payload) => out.outputs.push(NewRecord::new(record.key.clone(), payload)),
+                            Ok(payload) => out.outputs.push(
+                                NewRecord::new(record.key.clone(), payload)
+                                    .with_header(gm_schemas::processed::KIND_HEADER, event.kind()),
+                            ),
                             Err(e) => out.dead_letters.push(dead_letter(
                                 &record,
                                 &format!("processed event could not be encoded: {e}"),

@@ -130,10 +130,9 @@ pub fn rank_list(rows: Vec<(String, i64)>, higher: impl Fn(i64) -> u64) -> Vec<L
 pub(crate) fn changes(events: &[gm_schemas::ProcessedEvent]) -> crate::model::ChangeSet {
     use gm_schemas::events::EventBody;
     use std::collections::BTreeMap;
-    let kept: Vec<gm_schemas::ProcessedEvent> =
-        crate::project::after_last_erasure(events).into_iter().cloned().collect();
+    let kept = crate::project::after_last_erasure(events);
     let mut best: BTreeMap<(BoardPeriod, PlayerId), i64> = BTreeMap::new();
-    for (e, body, _) in crate::project::player_events(&kept) {
+    for (e, body, _) in crate::project::player_events(kept.iter().copied()) {
         let EventBody::Score(s) = body else { continue };
         for period in Period::ALL {
             let key = BoardPeriod {

@@ -54,6 +54,22 @@ impl ProjectionName {
     pub fn group(&self) -> String {
         format!("projection.{}", self.as_str())
     }
+
+    /// Whether this projection builds anything from processed records of `kind` (the
+    /// `gm.kind` header: an event type, or `player_erased`, which every projection reads to
+    /// forget the player and confirm the erasure). The worker skips the others without
+    /// parsing them. A test checks that a skipped kind indeed changes nothing.
+    pub fn reads(&self, kind: &str) -> bool {
+        kind == gm_schemas::processed::ERASED_KIND
+            || match self {
+                // Every event counts: activity, sessions (derived on any event), profiles.
+                Self::PlayerProfiles | Self::DailyActivity | Self::Sessions | Self::Retention => true,
+                Self::Revenue => kind == "purchase",
+                Self::Funnel => kind == "progression",
+                Self::Leaderboards => kind == "score",
+                Self::Recommendations => matches!(kind, "purchase" | "item_use" | "resource"),
+            }
+    }
 }
 
 impl fmt::Display for ProjectionName {

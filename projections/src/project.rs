@@ -58,10 +58,10 @@ pub(crate) fn after_last_erasure(events: &[ProcessedEvent]) -> Vec<&ProcessedEve
         .collect()
 }
 
-pub(crate) fn player_events(
-    events: &[ProcessedEvent],
-) -> impl Iterator<Item = (&ProcessedEvent, &EventBody, &gm_schemas::Derived)> {
-    events.iter().filter_map(|e| match &e.body {
+pub(crate) fn player_events<'a>(
+    events: impl IntoIterator<Item = &'a ProcessedEvent>,
+) -> impl Iterator<Item = (&'a ProcessedEvent, &'a EventBody, &'a gm_schemas::Derived)> {
+    events.into_iter().filter_map(|e| match &e.body {
         ProcessedBody::Event { event, derived } => Some((e, event, derived)),
         ProcessedBody::PlayerErased { .. } => None,
     })
@@ -69,8 +69,8 @@ pub(crate) fn player_events(
 
 fn profiles(events: &[ProcessedEvent]) -> ChangeSet {
     let mut by_player: BTreeMap<(GameId, PlayerId), ProfileDelta> = BTreeMap::new();
-    let kept: Vec<ProcessedEvent> = after_last_erasure(events).into_iter().cloned().collect();
-    for (e, body, derived) in player_events(&kept) {
+    let kept = after_last_erasure(events);
+    for (e, body, derived) in player_events(kept.iter().copied()) {
         let delta = by_player.entry((e.game_id.clone(), e.player_id.clone())).or_insert_with(|| ProfileDelta {
             game_id: e.game_id.clone(),
             player_id: e.player_id.clone(),
@@ -134,8 +134,8 @@ fn add_revenue(revenue: &mut Vec<(Currency, i64)>, currency: Currency, amount: i
 }
 
 fn activity(events: &[ProcessedEvent]) -> ChangeSet {
-    let kept: Vec<ProcessedEvent> = after_last_erasure(events).into_iter().cloned().collect();
-    let days: BTreeSet<(GameId, chrono::NaiveDate, PlayerId)> = player_events(&kept)
+    let kept = after_last_erasure(events);
+    let days: BTreeSet<(GameId, chrono::NaiveDate, PlayerId)> = player_events(kept.iter().copied())
         .map(|(e, _, _)| (e.game_id.clone(), e.timestamp.date_naive(), e.player_id.clone()))
         .collect();
     ChangeSet {
@@ -180,7 +180,7 @@ fn sessions(events: &[ProcessedEvent]) -> ChangeSet {
 fn revenue(events: &[ProcessedEvent]) -> ChangeSet {
     let mut by_day: BTreeMap<(GameId, chrono::NaiveDate, Currency), RevenueDelta> = BTreeMap::new();
     let mut payers: BTreeSet<(GameId, chrono::NaiveDate, PlayerId)> = BTreeSet::new();
-    let kept: Vec<ProcessedEvent> = after_last_erasure(events).into_iter().cloned().collect();
+    let kept = after_last_erasure(events);
     for (e, body, _) in player_events(events) {
         if let EventBody::Purchase(p) = body {
             let day = e.timestamp.date_naive();
@@ -195,7 +195,7 @@ fn revenue(events: &[ProcessedEvent]) -> ChangeSet {
             d.purchases += 1;
         }
     }
-    for (e, body, _) in player_events(&kept) {
+    for (e, body, _) in player_events(kept.iter().copied()) {
         if matches!(body, EventBody::Purchase(_)) {
             payers.insert((e.game_id.clone(), e.timestamp.date_naive(), e.player_id.clone()));
         }

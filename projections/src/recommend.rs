@@ -147,9 +147,9 @@ pub fn score(input: &ScoringInput, limit: usize, half_life_days: f64, now: DateT
 
 /// Interactions of a batch (after each player's last erasure in it), merged per player and item.
 pub(crate) fn changes(events: &[ProcessedEvent]) -> crate::model::ChangeSet {
-    let kept: Vec<ProcessedEvent> = crate::project::after_last_erasure(events).into_iter().cloned().collect();
+    let kept = crate::project::after_last_erasure(events);
     let mut merged: BTreeMap<(GameId, PlayerId, String), (f64, DateTime<Utc>)> = BTreeMap::new();
-    for (e, body, _) in crate::project::player_events(&kept) {
+    for (e, body, _) in crate::project::player_events(kept.iter().copied()) {
         let (item, weight) = match body {
             EventBody::Purchase(p) => (p.item_id.to_string(), PURCHASE_WEIGHT),
             EventBody::ItemUse(u) => (u.item_id.to_string(), USE_WEIGHT),

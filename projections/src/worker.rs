@@ -197,6 +197,7 @@ impl ProjectionWorker {
             let next = last.offset + 1;
             let mut events: Vec<ProcessedEvent> = fresh
                 .iter()
+                .filter(|r| wanted(self.name, r))
                 .filter_map(|r| match serde_json::from_slice(&r.payload) {
                     Ok(e) => Some(e),
                     Err(e) => {
@@ -230,7 +231,8 @@ impl ProjectionWorker {
                     self.positions.insert(partition, Some(next));
                     self.unpublished = true;
                     let labels = self.metrics.projection(self.name.as_str());
-                    self.metrics.projection_events_applied.get_or_create(&labels).inc_by(events.len() as u64);
+                    // Records of kinds this projection does not read count too: applied as no-ops.
+                    self.metrics.projection_events_applied.get_or_create(&labels).inc_by(fresh.len() as u64);
                     self.metrics
                         .projection_batch_duration
                         .get_or_create(&labels)
@@ -289,6 +291,12 @@ impl ProjectionWorker {
     }
 }
 
+/// Whether `projection` needs to parse `record`: a record without the kind header (written
+/// before it existed) always.
+fn wanted(projection: ProjectionName, record: &Record) -> bool {
+    record.header(gm_schemas::processed::KIND_HEADER).is_none_or(|kind| projection.reads(kind))
+}
+
 /// Replays `name` from offset 0 into fresh tables, then swaps them in place of the live ones.
 /// A live worker running meanwhile finds its checkpoint moved and follows it.
 pub async fn rebuild(
@@ -312,8 +320,11 @@ pub async fn rebuild(
             if records.is_empty() {
                 break;
             }
-            let mut events: Vec<ProcessedEvent> =
-                records.iter().filter_map(|r| serde_json::from_slice(&r.payload).ok()).collect();
+            let mut events: Vec<ProcessedEvent> = records
+                .iter()
+                .filter(|r| wanted(name, r))
+                .filter_map(|r| serde_json::from_slice(&r.payload).ok())
+                .collect();
             if let Some(players) = &mut players {
                 players.reveal(&mut events).await?;
             }

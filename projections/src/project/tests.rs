@@ -376,3 +376,54 @@ fn every_projection_confirms_each_erasure_of_the_batch() {
         assert!(changes(p, &[ev("b", 1, at(10, 9, 3), score())]).confirmed_erasures.is_empty(), "{p}");
     }
 }
+
+/// One event of each type, as the gateway's example batch sends them.
+fn one_of_each_type() -> Vec<EventBody> {
+    let wire = serde_json::json!([
+        {"type": "session_start", "properties": {"platform": "ios", "app_version": "2.4.1"}},
+        {"type": "session_end", "properties": {"length_seconds": 1800}},
+        {"type": "progression", "properties": {"status": "complete", "level_id": "world-1:level-3", "score": 10}},
+        {"type": "purchase", "properties": {"amount_minor": 499, "currency": "EUR", "item_id": "gem-pack", "quantity": 1}},
+        {"type": "resource", "properties": {"flow": "sink", "virtual_currency": "gems", "amount": 25, "item_id": "magnet"}},
+        {"type": "score", "properties": {"board": "weekly-high", "value": 18450}},
+        {"type": "achievement", "properties": {"achievement_id": "first-three-stars"}},
+        {"type": "item_use", "properties": {"item_id": "booster-magnet", "quantity": 2}},
+        {"type": "design", "properties": {"event_id": "boss:forest:defeated", "value": 3.5}},
+        {"type": "profile_update", "properties": {"country": "FR", "language": "fr"}},
+        {"type": "consent_update", "properties": {"analytics": true, "personalisation": false}},
+    ]);
+    let bodies: Vec<EventBody> = serde_json::from_value(wire).unwrap();
+    let types: Vec<&str> = bodies.iter().map(EventBody::type_name).collect();
+    assert_eq!(types, EventBody::TYPES, "one event of every type, in TYPES order");
+    bodies
+}
+
+#[test]
+fn a_projection_skips_only_kinds_that_change_nothing_in_it() {
+    // Derived values that session-driven rows would count, on every event.
+    let derived = Derived {
+        session_id: Some(SessionId::parse("s-9").unwrap()),
+        session_started: true,
+        closed_session: Some(ClosedSession {
+            session_id: SessionId::parse("s-8").unwrap(),
+            started_at: at(1, 10, 0),
+            ended_at: at(1, 10, 30),
+            length_seconds: 1800,
+        }),
+        first_seen: true,
+    };
+    for body in one_of_each_type() {
+        let event = ev_d("p1", 1, at(1, 11, 0), body, derived.clone());
+        for projection in ProjectionName::ALL {
+            if !projection.reads(event.kind()) {
+                let changes = changes(projection, std::slice::from_ref(&event));
+                assert!(changes.is_empty(), "{projection} skips {} but builds {changes:?}", event.kind());
+            }
+        }
+    }
+    // An erasure is read by every projection (each must forget the player and confirm).
+    let erasure = erased_ev("p1", 2, at(1, 12, 0));
+    assert!(ProjectionName::ALL.iter().all(|p| p.reads(erasure.kind())));
+    // And the filter does skip: revenue reads purchases only.
+    assert!(!ProjectionName::Revenue.reads("score") && ProjectionName::Revenue.reads("purchase"));
+}
