@@ -9,11 +9,6 @@ use gm_projections::ProjectionName;
 use std::path::PathBuf;
 use std::time::Duration;
 
-// mimalloc rather than glibc's malloc: allocation was a third of the projections' CPU time
-// (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "gamemetrics", version, about = "Real-time analytics and personalisation for games")]
 struct Cli {
