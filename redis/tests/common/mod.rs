@@ -245,6 +245,24 @@ impl AnalyticsQueries for CountingStore {
 }
 
 /// Times one call.
+/// Repeats `read`, 20 ms apart for up to a second (write-backs are background tasks), until
+/// one is answered without the store, whose reads `calls` counts; returns that answer.
+pub async fn answered_by_redis<T, F, Fut>(calls: &AtomicU64, mut read: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = calls.load(Ordering::SeqCst);
+        let answer = read().await;
+        if calls.load(Ordering::SeqCst) == before {
+            return Some(answer);
+        }
+    }
+    None
+}
+
 pub async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
     let start = Instant::now();
     let v = f.await;
