@@ -376,7 +376,7 @@ impl<'a> Bench<'a> {
         let catch_up_start = Instant::now();
         let before = self.applied(&projections).await.unwrap_or(0);
         let (applied, per_projection) =
-            self.wait_applied_each(&projections, sent_so_far, Duration::from_secs(240)).await?;
+            self.wait_applied_each(&projections, sent_so_far, Duration::from_secs(240)).await;
         let catch_up = CatchUp {
             events: sent_so_far.saturating_sub(before),
             elapsed: catch_up_start.elapsed(),
@@ -559,10 +559,19 @@ impl<'a> Bench<'a> {
 
     /// The smallest `gamemetrics_projection_events_applied_total` over every projection.
     async fn applied(&self, url: &str) -> anyhow::Result<u64> {
-        let mut response =
-            self.client.get(format!("{url}/metrics")).send().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(self.applied_each(url).await?.into_iter().min().unwrap_or(0))
+    }
+
+    /// `gamemetrics_projection_events_applied_total` of each projection (see
+    /// [`applied_per_projection`]).
+    async fn applied_each(&self, url: &str) -> anyhow::Result<Vec<u64>> {
+        let request = self
+            .client
+            .get(format!("{url}/metrics"))
+            .insert_header(("Authorization", self.issuer.metrics_auth.as_str()));
+        let mut response = request.send().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let body = response.body().limit(16 << 20).await?;
-        Ok(min_applied(&String::from_utf8_lossy(&body)))
+        Ok(applied_per_projection(&String::from_utf8_lossy(&body)))
     }
 
     /// Waits until every projection applied `target` events; returns the smallest count and
@@ -572,15 +581,13 @@ impl<'a> Bench<'a> {
         url: &str,
         target: u64,
         timeout: Duration,
-    ) -> anyhow::Result<(u64, Vec<(&'static str, Option<Duration>)>)> {
+    ) -> (u64, Vec<(&'static str, Option<Duration>)>) {
         let started = Instant::now();
         let mut reached: Vec<(&'static str, Option<Duration>)> =
             ProjectionName::ALL.iter().map(|n| (n.as_str(), None)).collect();
         loop {
-            let mut response =
-                self.client.get(format!("{url}/metrics")).send().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let body = response.body().limit(16 << 20).await?;
-            let per = applied_per_projection(&String::from_utf8_lossy(&body));
+            // A failed scrape counts as no progress, as before the deadline.
+            let per = self.applied_each(url).await.unwrap_or_default();
             for ((_, when), applied) in reached.iter_mut().zip(&per) {
                 if when.is_none() && *applied >= target {
                     *when = Some(started.elapsed());
@@ -588,7 +595,7 @@ impl<'a> Bench<'a> {
             }
             let applied = per.iter().copied().min().unwrap_or(0);
             if applied >= target || started.elapsed() >= timeout {
-                return Ok((applied, reached));
+                return (applied, reached);
             }
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
@@ -608,9 +615,10 @@ impl<'a> Bench<'a> {
         let poller = {
             let (samples, stop, client) = (applied_samples.clone(), stop.clone(), self.client.clone());
             let url = format!("{projections}/metrics");
+            let auth = self.issuer.metrics_auth.clone();
             actix_rt::spawn(async move {
                 while !*stop.borrow() {
-                    if let Ok(mut r) = client.get(&url).send().await {
+                    if let Ok(mut r) = client.get(&url).insert_header(("Authorization", auth.as_str())).send().await {
                         if let Ok(body) = r.body().limit(16 << 20).await {
                             let applied = min_applied(&String::from_utf8_lossy(&body)).saturating_sub(baseline);
                             samples.borrow_mut().push((started.elapsed().as_secs_f64(), applied));

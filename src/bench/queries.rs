@@ -16,6 +16,9 @@ pub(super) const TARGET_ANALYTICS: f64 = 5_000.0;
 /// The bench's own token issuer: its JWKS file and the settings the gateway needs.
 pub(super) struct Issuer {
     pub token: String,
+    /// `Authorization` value for `/metrics` (the run's own metrics token): a process that
+    /// also serves the API (the gateway, or `serve` on the embedded default) wants it.
+    pub metrics_auth: String,
     pub env: Vec<(String, String)>,
 }
 
@@ -25,9 +28,12 @@ impl Issuer {
         let issuer = TestIssuer::generate("bench");
         let jwks = work_dir.join("bench-jwks.json");
         std::fs::write(&jwks, issuer.jwks().to_string())?;
+        let metrics_token = format!("bench-metrics-{}", uuid::Uuid::new_v4().simple());
         Ok(Self {
             token: issuer.token("bench", &["analyst"]),
+            metrics_auth: format!("Bearer {metrics_token}"),
             env: vec![
+                ("GM_AUTH__METRICS_TOKEN".into(), metrics_token),
                 ("GM_AUTH__JWKS_FILE".into(), jwks.display().to_string()),
                 ("GM_AUTH__ISSUER".into(), ISSUER.into()),
                 ("GM_AUTH__AUDIENCE".into(), AUDIENCE.into()),
