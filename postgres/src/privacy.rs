@@ -1,5 +1,6 @@
 //! `PrivacyStore` on PostgreSQL (tables in migrations/0003_privacy.sql). Batched: one
-//! statement per ingest request for keys, one for sealed personal values.
+//! statement per ingest request for keys (two when a concurrent request created one of its
+//! players meanwhile; see `ensure_players`), one for sealed personal values.
 
 use crate::error::store_err;
 use crate::PgStore;
@@ -64,6 +65,91 @@ async fn insert_audit(conn: &mut PgConnection, e: &AuditEntry, subject: Option<&
     Ok(())
 }
 
+/// Attempts of `ensure_players` before it gives up with a retryable error.
+const ENSURE_ATTEMPTS: u32 = 6;
+
+/// What an entry of `ensure_players` is read from. `revivable`: an erased player whose
+/// erasure completed and whose suppression expired, whom the next upsert gives a new key.
+const ENTRY_COLUMNS: &str = "k.subject, k.pseudonym, k.wrapped_key, k.erased_at, k.suppressed_until,
+     (k.wrapped_key IS NULL AND k.player_id IS NULL AND k.suppressed_until < now()) AS revivable";
+
+/// Inserts the new players, revives the revivable ones and returns what the statement's
+/// snapshot holds of the others. A subject inserted by a concurrent transaction meanwhile is
+/// absent from the answer (see `ensure_players`).
+async fn upsert_players(pool: &sqlx::PgPool, players: &[NewPlayer]) -> Result<Vec<PgRow>, sqlx::Error> {
+    let subjects: Vec<Vec<u8>> = players.iter().map(|p| p.subject.0.to_vec()).collect();
+    let games: Vec<&str> = players.iter().map(|p| p.game_id.as_str()).collect();
+    let ids: Vec<&str> = players.iter().map(|p| p.player_id.as_str()).collect();
+    let pseudonyms: Vec<&str> = players.iter().map(|p| p.pseudonym.as_str()).collect();
+    let keys: Vec<Vec<u8>> = players.iter().map(|p| p.wrapped_key.clone()).collect();
+    // New players are inserted; a player erased whose erasure completed and whose
+    // suppression expired comes back with a fresh key; everyone else keeps what they have.
+    // `ins` returns the rows it wrote, the second branch the others (as of the snapshot).
+    sqlx::query(&format!(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+                 AS i(subject, game_id, player_id, pseudonym, wrapped_key)
+         ), ins AS (
+             INSERT INTO player_keys AS k (subject, game_id, player_id, pseudonym, wrapped_key, created_at)
+             SELECT subject, game_id, player_id, pseudonym, wrapped_key, now() FROM input ORDER BY subject
+             ON CONFLICT (subject) DO UPDATE SET
+                 player_id = excluded.player_id, pseudonym = excluded.pseudonym,
+                 wrapped_key = excluded.wrapped_key, created_at = excluded.created_at,
+                 erased_at = NULL, suppressed_until = NULL
+             WHERE k.wrapped_key IS NULL AND k.player_id IS NULL AND k.suppressed_until < now()
+             RETURNING {ENTRY_COLUMNS}
+         )
+         SELECT * FROM ins
+         UNION ALL
+         SELECT {ENTRY_COLUMNS}
+         FROM player_keys k JOIN input i ON k.subject = i.subject
+         WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subject = k.subject)"
+    ))
+    .bind(&subjects)
+    .bind(&games)
+    .bind(&ids)
+    .bind(&pseudonyms)
+    .bind(&keys)
+    .fetch_all(pool)
+    .await
+}
+
+/// A unique violation (the pseudonym index, met before the subject's arbiter) or a deadlock:
+/// the statement wrote nothing, and the same statement again finds the other's row.
+fn retry_upsert(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("23505" | "40P01")))
+}
+
+/// The entries `rows` settle, by subject. A revivable row is not settled: the next upsert
+/// revives it (it was read from a snapshot older than a concurrent revival, or revived by
+/// nobody yet), and refusing the player as erased would be wrong.
+fn settled(rows: &[PgRow]) -> Result<HashMap<Subject, PlayerEntry>, StoreError> {
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        if row.try_get::<Option<bool>, _>("revivable").map_err(store_err)?.unwrap_or(false) {
+            continue;
+        }
+        let subject = subject_of(&row.try_get::<Vec<u8>, _>("subject").map_err(store_err)?)?;
+        let pseudonym: Option<String> = row.try_get("pseudonym").map_err(store_err)?;
+        let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(store_err)?;
+        let erased_at: Option<DateTime<Utc>> = row.try_get("erased_at").map_err(store_err)?;
+        let until: Option<DateTime<Utc>> = row.try_get("suppressed_until").map_err(store_err)?;
+        let state = match (pseudonym, wrapped) {
+            (Some(p), Some(w)) => PlayerKeyState::Active {
+                pseudonym: PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))?,
+                wrapped_key: w,
+            },
+            _ => {
+                // Only a recorded erasure is answered as one.
+                let erased_at = erased_at.ok_or_else(|| corrupt("key state"))?;
+                PlayerKeyState::Suppressed { erased_at, until: until.unwrap_or(erased_at) }
+            }
+        };
+        out.insert(subject, PlayerEntry { subject, state });
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl PrivacyStore for PgStore {
     async fn ensure_players(&self, players: Vec<NewPlayer>) -> Result<Vec<PlayerEntry>, StoreError> {
@@ -71,63 +157,57 @@ impl PrivacyStore for PgStore {
             return Ok(Vec::new());
         }
         let mut seen = std::collections::HashSet::new();
-        let players: Vec<NewPlayer> = players.into_iter().filter(|p| seen.insert(p.subject)).collect();
-        let subjects: Vec<Vec<u8>> = players.iter().map(|p| p.subject.0.to_vec()).collect();
-        let games: Vec<&str> = players.iter().map(|p| p.game_id.as_str()).collect();
-        let ids: Vec<&str> = players.iter().map(|p| p.player_id.as_str()).collect();
-        let pseudonyms: Vec<&str> = players.iter().map(|p| p.pseudonym.as_str()).collect();
-        let keys: Vec<Vec<u8>> = players.iter().map(|p| p.wrapped_key.clone()).collect();
-        // New players are inserted; a player erased whose erasure completed and whose
-        // suppression expired comes back with a fresh pseudonym and key; everyone else keeps
-        // what they have. `ins` returns the rows it wrote, the second branch the others.
-        let rows = sqlx::query(
-            "WITH input AS (
-                 SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-                     AS i(subject, game_id, player_id, pseudonym, wrapped_key)
-             ), ins AS (
-                 INSERT INTO player_keys AS k (subject, game_id, player_id, pseudonym, wrapped_key, created_at)
-                 SELECT subject, game_id, player_id, pseudonym, wrapped_key, now() FROM input
-                 ON CONFLICT (subject) DO UPDATE SET
-                     player_id = excluded.player_id, pseudonym = excluded.pseudonym,
-                     wrapped_key = excluded.wrapped_key, created_at = excluded.created_at,
-                     erased_at = NULL, suppressed_until = NULL
-                 WHERE k.wrapped_key IS NULL AND k.player_id IS NULL AND k.suppressed_until < now()
-                 RETURNING k.subject, k.pseudonym, k.wrapped_key, k.erased_at, k.suppressed_until
-             )
-             SELECT subject, pseudonym, wrapped_key, erased_at, suppressed_until FROM ins
-             UNION ALL
-             SELECT k.subject, k.pseudonym, k.wrapped_key, k.erased_at, k.suppressed_until
-             FROM player_keys k JOIN input i ON k.subject = i.subject
-             WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.subject = k.subject)",
-        )
-        .bind(&subjects)
-        .bind(&games)
-        .bind(&ids)
-        .bind(&pseudonyms)
-        .bind(&keys)
-        .fetch_all(self.pool())
-        .await
-        .map_err(store_err)?;
-        rows.iter()
-            .map(|row| {
-                let subject = subject_of(&row.try_get::<Vec<u8>, _>("subject").map_err(store_err)?)?;
-                let pseudonym: Option<String> = row.try_get("pseudonym").map_err(store_err)?;
-                let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(store_err)?;
-                let erased_at: Option<DateTime<Utc>> = row.try_get("erased_at").map_err(store_err)?;
-                let until: Option<DateTime<Utc>> = row.try_get("suppressed_until").map_err(store_err)?;
-                let state = match (pseudonym, wrapped) {
-                    (Some(p), Some(w)) => PlayerKeyState::Active {
-                        pseudonym: PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))?,
-                        wrapped_key: w,
-                    },
-                    _ => {
-                        let erased_at = erased_at.ok_or_else(|| corrupt("key state"))?;
-                        PlayerKeyState::Suppressed { erased_at, until: until.unwrap_or(erased_at) }
-                    }
-                };
-                Ok(PlayerEntry { subject, state })
-            })
-            .collect()
+        let mut pending: Vec<NewPlayer> = players.into_iter().filter(|p| seen.insert(p.subject)).collect();
+        // Every batch takes its rows' locks in the same order, so that two batches sharing
+        // players wait for each other instead of deadlocking.
+        pending.sort_by(|a, b| a.subject.0.cmp(&b.subject.0));
+        let mut answered: Vec<PlayerEntry> = Vec::with_capacity(pending.len());
+        let mut last_error = None;
+        for attempt in 0..ENSURE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5 << attempt.min(6))).await;
+            }
+            let rows = match upsert_players(self.pool(), &pending).await {
+                Ok(rows) => rows,
+                Err(e) if retry_upsert(&e) => {
+                    // Two first requests of one player inserted at once and met on the
+                    // pseudonym index (ON CONFLICT only arbitrates the subject), or batches
+                    // deadlocked: the other transaction's row exists now; ask again.
+                    last_error = Some(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(store_err(e)),
+            };
+            let mut got = settled(&rows)?;
+            let unanswered: Vec<Vec<u8>> =
+                pending.iter().filter(|p| !got.contains_key(&p.subject)).map(|p| p.subject.0.to_vec()).collect();
+            if !unanswered.is_empty() {
+                // The upsert's snapshot predates a concurrent insert it waited for (ON
+                // CONFLICT DO UPDATE … WHERE wrote nothing, and the second branch could not
+                // see the row): a new statement takes a new snapshot (READ COMMITTED) and
+                // sees it, since the conflicting transaction has finished.
+                let rows = sqlx::query(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM player_keys k WHERE k.subject = ANY($1::bytea[])"
+                ))
+                .bind(&unanswered)
+                .fetch_all(self.pool())
+                .await
+                .map_err(store_err)?;
+                got.extend(settled(&rows)?);
+            }
+            let (done, rest): (Vec<NewPlayer>, Vec<NewPlayer>) =
+                pending.into_iter().partition(|p| got.contains_key(&p.subject));
+            answered.extend(done.iter().filter_map(|p| got.remove(&p.subject)));
+            pending = rest;
+            if pending.is_empty() {
+                return Ok(answered);
+            }
+            last_error = Some(format!("{} player(s) neither created nor found", pending.len()));
+        }
+        Err(StoreError::Unavailable(format!(
+            "player keys not settled after {ENSURE_ATTEMPTS} attempts ({}); retry",
+            last_error.unwrap_or_default()
+        )))
     }
 
     async fn keep_personal(&self, rows: Vec<StoredPersonal>) -> Result<(), StoreError> {

@@ -1,0 +1,216 @@
+//! Creating a player's data key and pseudonym under concurrency (issue 14): every concurrent
+//! first sighting of a new player gets the same pseudonym and key, whichever request's insert
+//! won; no request is left without an answer for a player it asked about (which the gateway
+//! used to take for an erasure), and none fails on the pseudonym's unique index. An answer
+//! `Suppressed` comes only for a player whose erasure exists.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::TestDb;
+use gm_postgres::PgStore;
+use gm_privacy::{DataKey, MasterKey, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PrivacyStore};
+use gm_schemas::{GameId, PlayerId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn master() -> MasterKey {
+    MasterKey::from_bytes([3; 32])
+}
+
+/// What a gateway sends for a player it has not cached: a fresh key of its own each time.
+fn new_player(game: &str, player: &str) -> NewPlayer {
+    let master = master();
+    let (game, player) = (GameId::parse(game).unwrap(), PlayerId::parse(player).unwrap());
+    NewPlayer {
+        subject: master.subject_hasher().subject(&game, &player),
+        pseudonym: master.pseudonymizer().pseudonym(&game, &player),
+        wrapped_key: master.wrap(&DataKey::generate().unwrap()).unwrap(),
+        game_id: game,
+        player_id: player,
+    }
+}
+
+/// A store with enough connections for every request of a test to be in flight at once.
+async fn wide_store(db: &TestDb, connections: u32) -> Arc<PgStore> {
+    let store = Arc::new(PgStore::connect(&db.url, connections).await.unwrap());
+    // Open the connections beforehand, so that the requests reach the server together.
+    let warm: Vec<_> = (0..connections)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                sqlx::query("SELECT pg_sleep(0.05)").execute(store.pool()).await.unwrap();
+            })
+        })
+        .collect();
+    for w in warm {
+        w.await.unwrap();
+    }
+    store
+}
+
+/// Runs every batch at once; each call's answer, in order.
+async fn ensure_all(store: &Arc<PgStore>, batches: Vec<Vec<NewPlayer>>) -> Vec<Result<Vec<PlayerEntry>, String>> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(batches.len()));
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.ensure_players(batch).await.map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Every call answered for every subject it asked about, all with one pseudonym and one
+/// wrapped key per subject, the one stored.
+async fn assert_one_key_each(store: &PgStore, asked: &[Vec<NewPlayer>], answers: &[Result<Vec<PlayerEntry>, String>]) {
+    let mut agreed: HashMap<Vec<u8>, (PlayerId, Vec<u8>)> = HashMap::new();
+    let failures: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(failures.is_empty(), "{} of {} calls failed, e.g. {:?}", failures.len(), answers.len(), failures[0]);
+    for (batch, answer) in asked.iter().zip(answers) {
+        let answer = answer.as_ref().unwrap();
+        let by_subject: HashMap<_, _> = answer.iter().map(|e| (e.subject, &e.state)).collect();
+        assert_eq!(by_subject.len(), answer.len(), "one entry per subject");
+        for p in batch {
+            let state = by_subject.get(&p.subject).unwrap_or_else(|| {
+                panic!(
+                    "no entry for {} in an answer of {} entries to {} players",
+                    p.player_id,
+                    answer.len(),
+                    batch.len()
+                )
+            });
+            let PlayerKeyState::Active { pseudonym, wrapped_key } = state else {
+                panic!("{} is under no suppression, yet answered {state:?}", p.player_id)
+            };
+            assert_eq!(pseudonym, &p.pseudonym, "the pseudonym is the player's");
+            let first = agreed.entry(p.subject.0.to_vec()).or_insert((pseudonym.clone(), wrapped_key.clone()));
+            assert_eq!(first, &(pseudonym.clone(), wrapped_key.clone()), "{}: two keys handed out", p.player_id);
+        }
+    }
+    let subjects: Vec<Vec<u8>> = agreed.keys().cloned().collect();
+    let rows: Vec<(Vec<u8>, Option<String>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT subject, pseudonym, wrapped_key FROM player_keys WHERE subject = ANY($1)")
+            .bind(&subjects)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), agreed.len(), "one row per player");
+    for (subject, pseudonym, key) in rows {
+        let (p, k) = &agreed[&subject];
+        assert_eq!(
+            (pseudonym.as_deref(), key.as_ref()),
+            (Some(p.as_str()), Some(k)),
+            "the stored key is the one handed out"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_first_sightings_of_one_player_get_one_key() {
+    let db = TestDb::new().await;
+    let store = wide_store(&db, 32).await;
+    // Several rounds, each with a new player: the race is on the first insert.
+    for round in 0..8 {
+        let player = format!("newcomer-{round}");
+        let asked: Vec<Vec<NewPlayer>> = (0..64).map(|_| vec![new_player("space-race", &player)]).collect();
+        let answers = ensure_all(&store, asked.clone()).await;
+        assert_one_key_each(&store, &asked, &answers).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_sharing_new_players_each_get_every_player_once() {
+    let db = TestDb::new().await;
+    let store = wide_store(&db, 24).await;
+    for round in 0..6 {
+        // 24 batches of 60 players out of 120 new ones, each batch in its own order, so that
+        // every player is in about 12 batches at once and the batches overlap in every way.
+        let players: Vec<String> = (0..120).map(|p| format!("r{round}-player-{p}")).collect();
+        let asked: Vec<Vec<NewPlayer>> = (0..24usize)
+            .map(|b| {
+                let mut batch: Vec<NewPlayer> = (0..60)
+                    .map(|i| &players[(b * 7 + i * (1 + b % 5)) % players.len()])
+                    .map(|p| new_player("space-race", p))
+                    .collect();
+                if b % 2 == 1 {
+                    batch.reverse();
+                }
+                batch
+            })
+            .collect();
+        let answers = ensure_all(&store, asked.clone()).await;
+        assert_one_key_each(&store, &asked, &answers).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_returns_of_an_erased_player_whose_suppression_ended_get_one_new_key() {
+    let db = TestDb::new().await;
+    let store = wide_store(&db, 32).await;
+    for round in 0..4 {
+        let player = format!("returning-{round}");
+        let p = new_player("space-race", &player);
+        // An erasure that completed long ago: key destroyed, pseudonym unlinked, suppression over.
+        sqlx::query(
+            "INSERT INTO player_keys (subject, game_id, created_at, erased_at, suppressed_until)
+             VALUES ($1, 'space-race', now() - interval '40 days', now() - interval '40 days', now() - interval '10 days')",
+        )
+        .bind(p.subject.0.to_vec())
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let asked: Vec<Vec<NewPlayer>> = (0..48).map(|_| vec![new_player("space-race", &player)]).collect();
+        let answers = ensure_all(&store, asked.clone()).await;
+        assert_one_key_each(&store, &asked, &answers).await;
+    }
+}
+
+#[tokio::test]
+async fn a_player_whose_erasure_exists_is_answered_suppressed_and_only_they_are() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let erased = new_player("space-race", "erased-one");
+    let kept = new_player("space-race", "kept-one");
+    store.ensure_players(vec![erased.clone(), kept.clone()]).await.unwrap();
+    let now = Utc::now();
+    store
+        .begin_erasure(NewErasure {
+            erasure_id: uuid::Uuid::now_v7(),
+            subject: erased.subject,
+            game_id: erased.game_id.clone(),
+            reason: "test".into(),
+            requested_by: "test".into(),
+            requested_at: now,
+            suppressed_until: now + Duration::days(30),
+        })
+        .await
+        .unwrap();
+    let fresh = new_player("space-race", "fresh-one");
+    let answer = store
+        .ensure_players(vec![
+            new_player("space-race", "erased-one"),
+            new_player("space-race", "kept-one"),
+            fresh.clone(),
+        ])
+        .await
+        .unwrap();
+    let states: HashMap<_, _> = answer.into_iter().map(|e| (e.subject, e.state)).collect();
+    assert_eq!(states.len(), 3);
+    assert!(matches!(states[&erased.subject], PlayerKeyState::Suppressed { .. }), "{:?}", states[&erased.subject]);
+    assert!(
+        matches!(&states[&kept.subject], PlayerKeyState::Active { wrapped_key, .. } if *wrapped_key == kept.wrapped_key),
+        "the existing key is kept"
+    );
+    assert!(
+        matches!(&states[&fresh.subject], PlayerKeyState::Active { wrapped_key, .. } if *wrapped_key == fresh.wrapped_key)
+    );
+}
