@@ -244,7 +244,7 @@ impl Deployment {
             services,
             postgres_url,
             database,
-            namespace: format!("chaos{}.", &id[..10]),
+            namespace: format!("chaos{}", &id[..10]),
             redis_prefix: format!("gm:chaos:{}:", &id[..10]),
         })
     }

@@ -281,7 +281,7 @@ impl<'a> Bench<'a> {
             .args(args)
             .env("GM_HTTP__BIND", format!("127.0.0.1:{port}"))
             .env("GM_API_KEYS", format!("{GAME}={}", self.key))
-            .env("GM_LOG__NAMESPACE", format!("bench-{}.", self.id))
+            .env("GM_LOG__NAMESPACE", format!("bench-{}", self.id))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(self.issuer.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

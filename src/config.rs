@@ -263,7 +263,8 @@ pub struct LimitsConfig {
 pub struct LogConfig {
     pub raw_partitions: u32,
     pub processed_partitions: u32,
-    /// Prefix of every Kafka topic and consumer group (several deployments on one cluster).
+    /// Namespace of every Kafka topic and consumer group (several deployments on one
+    /// cluster): `sbs` makes `sbs.player.events.raw` and `sbs.actors`; empty, the bare names.
     #[serde(default)]
     pub namespace: String,
 }
@@ -342,6 +343,30 @@ impl Config {
         Ok(config)
     }
 
+    /// The compiled-in defaults (config/default.toml) alone: no file, no environment.
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("config/default.toml is a valid configuration")
+    }
+
+    /// Whether the API keys in use are the development keys of config/default.toml (not a
+    /// secret of this deployment, so they may be shown).
+    pub fn uses_development_api_keys(&self) -> bool {
+        let (Ok(ours), Ok(development)) = (self.api_key_pairs(), Self::defaults().api_key_pairs()) else {
+            return false;
+        };
+        self.api_keys_file.is_none() && !ours.is_empty() && ours == development
+    }
+
+    /// Whether the development analyst token in use is the one of config/default.toml.
+    pub fn uses_development_analyst_token(&self) -> bool {
+        let development = Self::defaults().auth.dev_analyst_token;
+        matches!(self.dev_analyst_token(), Ok(Some(token)) if token == development.trim())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
         self.api_key_pairs()?;
@@ -366,6 +391,7 @@ impl Config {
         if self.log.processed_partitions == 0 || self.log.processed_partitions > 1024 {
             return Err(invalid("log.processed_partitions", "must be 1..=1024"));
         }
+        gm_ports::namespaced::check_namespace(&self.log.namespace).map_err(|e| invalid("log.namespace", e))?;
         if self.limits.max_events == 0 || self.limits.max_body_bytes < 1024 || self.limits.max_event_bytes == 0 {
             return Err(invalid("limits", "max_events and max_event_bytes must be positive, max_body_bytes >= 1024"));
         }
@@ -612,18 +638,39 @@ mod tests {
     use super::*;
 
     fn base() -> Config {
-        let c: Config = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
-        c
+        Config::defaults()
     }
 
     #[test]
     fn defaults_are_valid() {
         base().validate().unwrap();
+    }
+
+    #[test]
+    fn the_log_namespace_is_a_bare_name() {
+        let mut c = base();
+        for ok in ["", "sbs", "eu-prod_2"] {
+            c.log.namespace = ok.into();
+            c.validate().unwrap();
+        }
+        c.log.namespace = "sbs.".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("log.namespace") && e.contains("set 'sbs'"), "{e}");
+        c.log.namespace = "a b".into();
+        assert!(c.validate().unwrap_err().to_string().contains("log.namespace"));
+    }
+
+    #[test]
+    fn development_credentials_are_told_apart_from_the_deployments_own() {
+        let mut c = base();
+        assert!(c.uses_development_api_keys() && c.uses_development_analyst_token());
+        c.api_keys = ApiKeys::Text("demo=demo-key-0001".into());
+        assert!(!c.uses_development_api_keys());
+        c.auth.dev_analyst_token = "another-token-of-ours".into();
+        assert!(!c.uses_development_analyst_token());
+        let mut c = base();
+        c.mode = Mode::Production;
+        assert!(!c.uses_development_analyst_token(), "never accepted in production, so never shown");
     }
 
     #[test]

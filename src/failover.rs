@@ -10,6 +10,7 @@ use crate::config::{Config, Mode};
 use anyhow::{bail, ensure, Context};
 use gm_kafka::failover::{translate_position, Translated};
 use gm_kafka::KafkaLog;
+use gm_ports::namespaced::physical_name;
 use gm_ports::Position;
 use gm_postgres::{Moved, PgStore};
 use gm_schemas::topics;
@@ -43,7 +44,7 @@ pub async fn kafka_failover(config: &Config, to_brokers: &str, dry_run: bool) ->
         }
     }
     let ns = &config.log.namespace;
-    let (raw, processed) = (format!("{ns}{}", topics::RAW), format!("{ns}{}", topics::PROCESSED));
+    let (raw, processed) = (physical_name(ns, topics::RAW), physical_name(ns, topics::PROCESSED));
     for topic in [&raw, &processed] {
         let (p, m) = (primary.partition_count(topic).await?, mirror.partition_count(topic).await);
         match m {
@@ -69,7 +70,7 @@ pub async fn kafka_failover(config: &Config, to_brokers: &str, dry_run: bool) ->
     };
 
     // The actors' group: offsets committed in Kafka.
-    let group = format!("{ns}{}", gm_actors::runtime::GROUP);
+    let group = physical_name(ns, gm_actors::runtime::GROUP);
     let mut group_offsets = Vec::new();
     for (partition, committed) in primary.group_offsets(&group, &raw).await?.into_iter().enumerate() {
         let partition = partition as u32;

@@ -1,7 +1,8 @@
 //! # gamemetrics
 //!
 //! Wiring only: typed configuration ([`config`]), the all-in-one embedded platform
-//! ([`platform`]), the traffic simulator ([`simulate`]) and the dead-letter tools ([`dlq`]). The `gamemetrics` binary
+//! ([`platform`]), the traffic simulator ([`simulate`]), the dead-letter tools ([`dlq`]) and what
+//! a first run prints ([`welcome`]). The `gamemetrics` binary
 //! (src/main.rs) turns command lines into calls to these.
 
 pub mod admin;
@@ -12,3 +13,4 @@ pub mod failover;
 pub mod platform;
 pub mod reco_quality;
 pub mod simulate;
+pub mod welcome;

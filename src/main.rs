@@ -2,11 +2,12 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use gamemetrics::config::Config;
+use gamemetrics::config::{Config, ConfigError};
 use gamemetrics::platform::{Backends, Platform, Roles};
 use gamemetrics::simulate::{self, SimulateOptions};
 use gm_projections::ProjectionName;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -211,7 +212,37 @@ enum ProjectionsCommand {
 }
 
 #[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprint!("{}", error_report(&error, std::env::var("RUST_BACKTRACE").ok().as_deref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: ` and the error's chain of causes on one line. The backtrace follows only when
+/// asked for: with `RUST_BACKTRACE=1` or `full` for a failure at run time, and with
+/// `RUST_BACKTRACE=full` only for a bad setting, whose message names the setting and whose
+/// backtrace (the configuration loader's frames) helps nobody, so that a machine that sets
+/// `RUST_BACKTRACE=1` for every program still shows a newcomer one clear line.
+fn error_report(error: &anyhow::Error, rust_backtrace: Option<&str>) -> String {
+    let mut out = format!("error: {error:#}\n");
+    let configuration = error.chain().any(|cause| cause.is::<ConfigError>());
+    let asked = match rust_backtrace {
+        Some("full") => true,
+        Some("0") | None => false,
+        Some(_) => !configuration,
+    };
+    let backtrace = error.backtrace();
+    if asked && backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        out.push_str(&format!("\nstack backtrace:\n{backtrace}\n"));
+    }
+    out
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
     let command = cli.command.unwrap_or(Command::Serve);
@@ -306,7 +337,7 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(config.bind_addr()?).with_context(|| format!("binding {}", config.http.bind))?;
     let platform = Platform::start_roles(&config, listener, roles).await?;
-    eprintln!("GameMetrics is listening on {} (data in {})", platform.url(), config.data_dir.display());
+    eprint!("{}", gamemetrics::welcome::banner(&config, &platform.url(), roles));
     wait_for_termination().await?;
     tracing::info!("shutting down: draining requests, snapshotting actors");
     platform.stop().await;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The topics of DESIGN.md, with the partition counts of this deployment.
+/// The topics of docs/design.md#topics, with the partition counts of this deployment.
 pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
     vec![
         TopicSpec { name: topics::RAW.into(), partitions: config.log.raw_partitions, compacted: false },
@@ -90,7 +90,7 @@ impl Backends {
                 let log: Arc<dyn EventLog> = if config.log.namespace.is_empty() {
                     Arc::new(kafka)
                 } else {
-                    Arc::new(gm_ports::namespaced::Namespaced::new(Arc::new(kafka), config.log.namespace.clone()))
+                    Arc::new(gm_ports::namespaced::Namespaced::new(Arc::new(kafka), &config.log.namespace))
                 };
                 // Partition counts and configs of production topics come from the Kafka settings.
                 log.ensure_topics(&config.kafka.topics.specs()).await.context("creating the Kafka topics")?;

@@ -79,7 +79,7 @@ struct MirrorMaker {
 impl MirrorMaker {
     fn start(dir: &Path, primary: &str, mirror: &str, namespace: &str, log: &Path) -> Self {
         let config = dir.join("mm2.properties");
-        let topics = format!("{}.*", regex_escape(namespace));
+        let topics = format!("{}[.].*", regex_escape(namespace));
         std::fs::write(
             &config,
             format!(

@@ -81,9 +81,9 @@ async fn each_role_exposes_its_red_kafka_actor_projection_cache_and_build_metric
     let services = TestServices::create().await;
     let (roles, players) = start_roles_with_traffic(&services).await;
     let ns = services.namespace.clone();
-    let raw = format!("topic=\"{ns}player.events.raw\"");
-    let actors_group = format!("group=\"{ns}actors\"");
-    let sessions_group = format!("group=\"{ns}projection.sessions\"");
+    let raw = format!("topic=\"{ns}.player.events.raw\"");
+    let actors_group = format!("group=\"{ns}.actors\"");
+    let sessions_group = format!("group=\"{ns}.projection.sessions\"");
 
     // What each role must show once the traffic went through (counters > 0 where work
     // happened; librdkafka statistics arrive every 5 s).

@@ -1,6 +1,8 @@
-//! A log decorator that prefixes every topic and consumer-group name, so that several
-//! deployments (or parallel test runs) share one Kafka cluster without seeing each other.
-//! Domain code keeps using the logical names of DESIGN.md.
+//! A log decorator that puts every topic and consumer-group name in a namespace, so that
+//! several deployments (or parallel test runs) share one Kafka cluster without seeing each
+//! other: namespace `sbs` turns `player.events.raw` into `sbs.player.events.raw` and the group
+//! `actors` into `sbs.actors`. Domain code keeps using the logical names of
+//! docs/design.md#topics.
 
 use crate::{EventLog, LogConsumer, LogError, LogProducer, NewRecord, Polled, Position, Record, TopicSpec};
 use async_trait::async_trait;
@@ -12,12 +14,51 @@ pub struct Namespaced {
     prefix: String,
 }
 
-impl Namespaced {
-    pub fn new(inner: Arc<dyn EventLog>, prefix: impl Into<String>) -> Self {
-        Self { inner, prefix: prefix.into() }
+/// What joins a namespace and a logical name.
+pub const SEPARATOR: char = '.';
+
+/// The name `name` (a topic or a consumer group) has on the broker in `namespace`: the
+/// namespace, [`SEPARATOR`], the name; an empty namespace leaves the name as it is.
+pub fn physical_name(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}{SEPARATOR}{name}")
     }
 }
 
+/// Why `namespace` cannot name topics, if it cannot: Kafka allows `[A-Za-z0-9._-]` in topic
+/// names, and the separator belongs to the platform, so a namespace neither starts nor ends
+/// with it (`sbs`, not `sbs.`). The empty namespace (no prefix at all) is valid.
+pub fn check_namespace(namespace: &str) -> Result<(), String> {
+    if namespace.is_empty() {
+        return Ok(());
+    }
+    if let Some(c) = namespace.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("'{namespace}' contains '{c}'; use letters, digits, '.', '_' and '-'"));
+    }
+    if namespace.starts_with(SEPARATOR) || namespace.ends_with(SEPARATOR) {
+        let trimmed = namespace.trim_matches(SEPARATOR);
+        return Err(format!(
+            "'{namespace}' starts or ends with '{SEPARATOR}', which the platform adds itself: \
+             set '{trimmed}' (topics become {})",
+            physical_name(trimmed, "player.events.raw")
+        ));
+    }
+    if namespace.len() > 150 {
+        return Err(format!("'{namespace}' is longer than 150 characters (Kafka topic names stop at 249)"));
+    }
+    Ok(())
+}
+
+impl Namespaced {
+    /// `namespace` is the bare name (`sbs`); an empty one changes no name.
+    pub fn new(inner: Arc<dyn EventLog>, namespace: &str) -> Self {
+        Self { inner, prefix: physical_name(namespace, "") }
+    }
+}
+
+/// `prefix` is the namespace with its separator (`sbs.`), or empty.
 fn physical(prefix: &str, name: &str) -> String {
     format!("{prefix}{name}")
 }
@@ -100,5 +141,104 @@ impl LogConsumer for NamespacedConsumer {
     ) -> Result<(), LogError> {
         let outputs = outputs.into_iter().map(|(topic, records)| (physical(&self.prefix, &topic), records)).collect();
         self.inner.get_mut().commit_with_outputs_to(outputs, offsets).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn the_namespace_and_the_name_are_joined_by_the_separator() {
+        assert_eq!(physical_name("sbs", "player.events.raw"), "sbs.player.events.raw");
+        assert_eq!(physical_name("sbs", "projection.sessions"), "sbs.projection.sessions");
+        assert_eq!(physical_name("", "player.events.raw"), "player.events.raw");
+        assert_eq!(physical_name("", "actors"), "actors");
+    }
+
+    #[test]
+    fn a_namespace_is_checked() {
+        for ok in ["", "sbs", "team-a", "eu.prod_2"] {
+            assert_eq!(check_namespace(ok), Ok(()), "{ok}");
+        }
+        let e = check_namespace("sbs.").unwrap_err();
+        assert!(e.contains("set 'sbs'") && e.contains("sbs.player.events.raw"), "{e}");
+        assert!(check_namespace(".sbs").is_err());
+        assert!(check_namespace("s b").unwrap_err().contains("' '"));
+        assert!(check_namespace("a/b").is_err());
+        assert!(check_namespace(&"x".repeat(151)).is_err());
+    }
+
+    /// Records the names the decorator hands to the log underneath.
+    #[derive(Default)]
+    struct Recording {
+        names: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl EventLog for Recording {
+        async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), LogError> {
+            self.names.lock().unwrap().extend(topics.iter().map(|t| t.name.clone()));
+            Ok(())
+        }
+        fn producer(&self) -> Arc<dyn LogProducer> {
+            unimplemented!()
+        }
+        async fn consumer(&self, group: &str, topic: &str) -> Result<Box<dyn LogConsumer>, LogError> {
+            self.names.lock().unwrap().extend([group.to_string(), topic.to_string()]);
+            Err(LogError::Unavailable("recording only".into()))
+        }
+        async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, LogError> {
+            self.names.lock().unwrap().push(topic.to_string());
+            Ok(vec![0])
+        }
+        async fn read(&self, topic: &str, partition: u32, from: u64, _max: usize) -> Result<Vec<Record>, LogError> {
+            self.names.lock().unwrap().push(topic.to_string());
+            Ok(vec![Record {
+                topic: topic.to_string(),
+                partition,
+                offset: from,
+                key: "demo:alice".into(),
+                payload: Vec::new(),
+                timestamp: chrono::Utc::now(),
+                headers: Vec::new(),
+            }])
+        }
+    }
+
+    async fn names_seen(namespace: &str) -> (Vec<String>, String) {
+        let inner = Arc::new(Recording::default());
+        let log = Namespaced::new(inner.clone(), namespace);
+        let spec = TopicSpec { name: "player.events.raw".into(), partitions: 3, compacted: false };
+        log.ensure_topics(&[spec]).await.unwrap();
+        assert!(log.consumer("actors", "player.events.raw").await.is_err());
+        log.end_offsets("player.events.processed").await.unwrap();
+        let read = log.read("system.dlq", 0, 0, 1).await.unwrap();
+        let names = inner.names.lock().unwrap().clone();
+        (names, read[0].topic.clone())
+    }
+
+    #[tokio::test]
+    async fn topics_and_groups_get_the_namespace_and_records_come_back_with_logical_names() {
+        let (names, read_topic) = names_seen("sbs").await;
+        assert_eq!(
+            names,
+            [
+                "sbs.player.events.raw",
+                "sbs.actors",
+                "sbs.player.events.raw",
+                "sbs.player.events.processed",
+                "sbs.system.dlq"
+            ]
+        );
+        assert_eq!(read_topic, "system.dlq");
+
+        let (names, read_topic) = names_seen("").await;
+        assert_eq!(
+            names,
+            ["player.events.raw", "actors", "player.events.raw", "player.events.processed", "system.dlq"]
+        );
+        assert_eq!(read_topic, "system.dlq");
     }
 }

@@ -62,7 +62,7 @@ pub(super) async fn run(config: &Config, erasures: usize, work_dir: &Path) -> an
         Mode::Production => {
             let db = super::BenchDatabase::create(&config.postgres.url, &id).await?;
             cfg.postgres.url = db.url.clone();
-            cfg.log.namespace = format!("bench-erasure-{}.", &id[..8]);
+            cfg.log.namespace = format!("bench-erasure-{}", &id[..8]);
             if let Some(redis) = cfg.redis.as_mut() {
                 redis.key_prefix = format!("{}bench-erasure-{}:", redis.key_prefix, &id[..8]);
             }

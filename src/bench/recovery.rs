@@ -297,7 +297,7 @@ fn spawn_role(
         .arg(role)
         .env("GM_HTTP__BIND", format!("127.0.0.1:{port}"))
         .env("GM_API_KEYS", format!("{GAME}={key}"))
-        .env("GM_LOG__NAMESPACE", format!("bench-{id}."))
+        .env("GM_LOG__NAMESPACE", format!("bench-{id}"))
         .env("GM_POSTGRES__URL", &db.url)
         // Snapshot and passivate quickly so the idle measurement does not wait 5 minutes.
         .env("GM_ACTORS__SNAPSHOT_EVERY_MS", "500")

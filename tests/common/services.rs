@@ -48,7 +48,7 @@ impl TestServices {
             postgres_url,
             kafka_brokers: required_env("GM_KAFKA_BROKERS"),
             redis_url: required_env("GM_REDIS_URL"),
-            namespace: format!("t{}.", &id[..12]),
+            namespace: format!("t{}", &id[..12]),
             redis_prefix: format!("gm:test:{}:", &id[..12]),
             admin_url,
             database,
