@@ -140,8 +140,10 @@ impl PrivacyService {
         let subjects: Vec<Subject> = envelopes.iter().map(|e| self.subject(&e.game_id, &e.player_id)).collect();
         let mut known: HashMap<Subject, Result<CachedPlayer, Suppressed>> = HashMap::new();
         let mut missing = Vec::new();
+        // The subjects asked of the store (one NewPlayer each).
+        let mut asking = std::collections::HashSet::new();
         for (e, s) in envelopes.iter().zip(&subjects) {
-            if known.contains_key(s) {
+            if !asking.insert(*s) {
                 continue;
             }
             match self.keys.get(s) {
@@ -158,8 +160,6 @@ impl PrivacyService {
                         pseudonym: self.pseudonyms.pseudonym(&e.game_id, &e.player_id),
                         wrapped_key,
                     });
-                    // Placeholder until the store answers (keeps one entry per subject).
-                    known.insert(*s, Err(Suppressed { until: Utc::now() }));
                 }
             }
         }
@@ -192,12 +192,23 @@ impl PrivacyService {
                 known.insert(entry.subject, state);
             }
         }
+        // Every subject must have been answered for: one the store left out (it did not
+        // create the player's key nor find it) is a failure to retry, never a refusal, since
+        // `erased` is final for the client and only a recorded erasure may answer it.
+        if let Some(unanswered) = subjects.iter().find(|s| !known.contains_key(*s)) {
+            self.metrics.privacy.keys_unanswered.inc();
+            return Err(StoreError::Unavailable(format!(
+                "the privacy store did not answer for subject {}; retry",
+                unanswered.to_hex()
+            )));
+        }
         let mut personal = Vec::new();
         let mut out = Vec::with_capacity(envelopes.len());
         for (mut e, s) in envelopes.into_iter().zip(subjects) {
             let player = match &known[&s] {
                 Ok(p) => p,
                 Err(suppressed) => {
+                    self.metrics.privacy.refused_erased.inc();
                     out.push(Err(suppressed.clone()));
                     continue;
                 }

@@ -12,6 +12,7 @@ use flate2::Compression;
 use gm_gateway::jwt::testing::{TestIssuer, AUDIENCE, ISSUER};
 use gm_gateway::{app, ApiKeyConfig, AppState, GatewayConfig, Jwks, JwtConfig, Readiness, Secret};
 use gm_ports::{LogError, LogProducer, NewRecord, Position, StoreError};
+use gm_privacy::PrivacyStore as _;
 use gm_projections::model::{ActiveUsersDay, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
 use gm_projections::{AnalyticsQueries, DateRange};
 use gm_schemas::validate::Limits;
@@ -125,6 +126,11 @@ struct Harness {
 /// A harness whose gateway pseudonymises and seals (privacy store: embedded SQLite).
 async fn harness_with_privacy(dir: &std::path::Path) -> Harness {
     let store = Arc::new(gm_embedded::SqliteStore::open(&dir.join("store.db")).await.unwrap());
+    harness_with_privacy_store(store)
+}
+
+/// The same on a given privacy store.
+fn harness_with_privacy_store(store: Arc<dyn gm_privacy::PrivacyStore>) -> Harness {
     let log = Arc::new(FakeLog::default());
     let metrics = Metrics::new();
     let readiness = Readiness::new();
@@ -908,4 +914,138 @@ async fn a_legacy_event_answers_status_and_event_id() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(json["error"], "malformed");
     assert_eq!(h.log.records().len(), 1);
+}
+
+/// The embedded privacy store, except that `ensure_players` leaves out its answer for every
+/// player while `forget` is set (as the PostgreSQL upsert did for a player a concurrent
+/// request had just created; issue 14).
+struct ForgetfulPrivacy {
+    inner: gm_embedded::SqliteStore,
+    forget: AtomicBool,
+}
+
+#[async_trait]
+impl gm_privacy::PrivacyStore for ForgetfulPrivacy {
+    async fn ensure_players(
+        &self,
+        players: Vec<gm_privacy::NewPlayer>,
+    ) -> Result<Vec<gm_privacy::PlayerEntry>, StoreError> {
+        let answer = self.inner.ensure_players(players).await?;
+        Ok(if self.forget.load(Ordering::SeqCst) { Vec::new() } else { answer })
+    }
+    async fn keep_personal(&self, rows: Vec<gm_privacy::StoredPersonal>) -> Result<(), StoreError> {
+        self.inner.keep_personal(rows).await
+    }
+    async fn player(&self, s: &gm_privacy::Subject) -> Result<Option<gm_privacy::PlayerRecord>, StoreError> {
+        self.inner.player(s).await
+    }
+    async fn personal_of(&self, s: &gm_privacy::Subject) -> Result<Vec<gm_privacy::StoredPersonal>, StoreError> {
+        self.inner.personal_of(s).await
+    }
+    async fn resolve_pseudonyms(&self, p: &[String]) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.inner.resolve_pseudonyms(p).await
+    }
+    async fn begin_erasure(&self, r: gm_privacy::NewErasure) -> Result<gm_privacy::Begun, StoreError> {
+        self.inner.begin_erasure(r).await
+    }
+    async fn add_step(&self, id: uuid::Uuid, step: gm_privacy::Step) -> Result<(), StoreError> {
+        self.inner.add_step(id, step).await
+    }
+    async fn erasure(&self, id: uuid::Uuid) -> Result<Option<gm_privacy::Erasure>, StoreError> {
+        self.inner.erasure(id).await
+    }
+    async fn pending_erasures(&self) -> Result<Vec<gm_privacy::Erasure>, StoreError> {
+        self.inner.pending_erasures().await
+    }
+    async fn confirmations(&self, id: uuid::Uuid) -> Result<Vec<(String, chrono::DateTime<Utc>)>, StoreError> {
+        self.inner.confirmations(id).await
+    }
+    async fn complete_erasure(
+        &self,
+        id: uuid::Uuid,
+        receipt: gm_privacy::Receipt,
+        steps: Vec<gm_privacy::Step>,
+    ) -> Result<(), StoreError> {
+        self.inner.complete_erasure(id, receipt, steps).await
+    }
+    async fn audit(&self, entry: gm_privacy::AuditEntry) -> Result<(), StoreError> {
+        self.inner.audit(entry).await
+    }
+    async fn audit_trail(&self, limit: u32) -> Result<Vec<gm_privacy::AuditEntry>, StoreError> {
+        self.inner.audit_trail(limit).await
+    }
+}
+
+fn metric(h: &Harness, name: &str) -> f64 {
+    let text = h.metrics.encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+}
+
+#[actix_web::test]
+async fn a_player_the_privacy_store_does_not_answer_for_is_a_503_to_retry_never_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = gm_embedded::SqliteStore::open(&dir.path().join("store.db")).await.unwrap();
+    let store = Arc::new(ForgetfulPrivacy { inner, forget: AtomicBool::new(true) });
+    let h = harness_with_privacy_store(store.clone());
+    let app = test::init_service(app(h.data.clone())).await;
+    let now = Utc::now().to_rfc3339();
+    let body = json!({"events": [
+        {"type": "score", "player_id": "newcomer", "client_ts": now, "properties": {"board": "b", "value": 1}},
+        {"type": "score", "player_id": "newcomer", "client_ts": now, "properties": {"board": "b", "value": 2}},
+    ]})
+    .to_string();
+    // No answer for the player: the request fails whole, retryable; nothing refused as erased.
+    let (status, headers, _, text) = call!(&app, post_events(body.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(headers.contains_key(header::RETRY_AFTER), "{headers:?}");
+    assert!(!text.contains("erased"), "{text}");
+    assert!(h.log.records().is_empty(), "nothing appended");
+    assert_eq!(metric(&h, "gamemetrics_privacy_keys_unanswered_total"), 1.0);
+    assert_eq!(metric(&h, "gamemetrics_events_refused_erased_total"), 0.0);
+    // The client's retry lands both events.
+    store.forget.store(false, Ordering::SeqCst);
+    let (status, _, json, text) = call!(&app, post_events(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    assert_eq!(json["accepted"], 2, "{text}");
+    assert_eq!(h.log.records().len(), 2);
+}
+
+#[actix_web::test]
+async fn only_a_player_whose_erasure_exists_is_refused_as_erased_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = gm_embedded::SqliteStore::open(&dir.path().join("store.db")).await.unwrap();
+    let store = Arc::new(ForgetfulPrivacy { inner, forget: AtomicBool::new(false) });
+    let h = harness_with_privacy_store(store.clone());
+    let app = test::init_service(app(h.data.clone())).await;
+    let master = gm_privacy::MasterKey::from_bytes([5; 32]);
+    let game = GameId::parse("space-race").unwrap();
+    let now = Utc::now();
+    store
+        .begin_erasure(gm_privacy::NewErasure {
+            erasure_id: uuid::Uuid::now_v7(),
+            subject: master.subject_hasher().subject(&game, &PlayerId::parse("gone").unwrap()),
+            game_id: game,
+            reason: "test".into(),
+            requested_by: "test".into(),
+            requested_at: now,
+            suppressed_until: now + chrono::Duration::days(30),
+        })
+        .await
+        .unwrap();
+    let ts = now.to_rfc3339();
+    let body = json!({"events": [
+        {"type": "score", "player_id": "gone", "client_ts": ts, "properties": {"board": "b", "value": 1}},
+        {"type": "score", "player_id": "stays", "client_ts": ts, "properties": {"board": "b", "value": 2}},
+        {"type": "score", "player_id": "gone", "client_ts": ts, "properties": {"board": "b", "value": 3}},
+    ]})
+    .to_string();
+    let (status, _, json, text) = call!(&app, post_events(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let codes: Vec<&str> =
+        json["results"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap_or("accepted")).collect();
+    assert_eq!(codes, ["erased", "accepted", "erased"], "{text}");
+    assert_eq!(metric(&h, "gamemetrics_events_refused_erased_total"), 2.0);
+    assert_eq!(metric(&h, "gamemetrics_privacy_keys_unanswered_total"), 0.0);
 }

@@ -230,11 +230,14 @@ impl ProjectionMetrics {
 ///   survives restarts and is right whichever process reports it);
 /// - `oldest_pending_age.set(seconds)` = age of the oldest pending request (0 when none):
 ///   the backlog alert fires on it, past the deadline;
-/// - on completion: `completed.inc()` and `duration.observe(request → completed, seconds)`.
+/// - on completion: `completed.inc()` and `duration.observe(request → completed, seconds)`;
+/// - at ingest: `refused_erased.inc()` per event refused as `erased`, `keys_unanswered.inc()`
+///   per request failed because a player's key was neither created nor found.
 ///
 /// Exported as `gamemetrics_erasures_requested_total`, `gamemetrics_erasures_completed_total`,
-/// `gamemetrics_erasures_pending`, `gamemetrics_erasure_oldest_pending_age_seconds` and
-/// `gamemetrics_erasure_duration_seconds`. No player id in any label.
+/// `gamemetrics_erasures_pending`, `gamemetrics_erasure_oldest_pending_age_seconds`,
+/// `gamemetrics_erasure_duration_seconds`, `gamemetrics_events_refused_erased_total` and
+/// `gamemetrics_privacy_keys_unanswered_total`. No player id in any label.
 #[derive(Clone)]
 pub struct PrivacyMetrics {
     pub requested: Counter,
@@ -242,6 +245,12 @@ pub struct PrivacyMetrics {
     pub pending: Gauge,
     pub oldest_pending_age: Gauge,
     pub duration: Histogram,
+    /// Events refused at ingest as `erased` (their player's erasure exists and suppresses
+    /// them). Only a recorded erasure may answer this; see docs/runbooks/erased-refusals.md.
+    pub refused_erased: Counter,
+    /// Ingest requests answered 503 because the privacy store left a player's key
+    /// unanswered (created nor found): retried by the client, never refused.
+    pub keys_unanswered: Counter,
 }
 
 fn erasure_histogram() -> Histogram {
@@ -257,6 +266,8 @@ impl PrivacyMetrics {
             pending: Gauge::default(),
             oldest_pending_age: Gauge::default(),
             duration: erasure_histogram(),
+            refused_erased: Counter::default(),
+            keys_unanswered: Counter::default(),
         };
         registry.register("erasures_requested", "Erasure requests accepted", m.requested.clone());
         registry.register("erasures_completed", "Erasure requests completed in every store", m.completed.clone());
@@ -270,6 +281,16 @@ impl PrivacyMetrics {
             "erasure_duration_seconds",
             "Time from an erasure request to its completion",
             m.duration.clone(),
+        );
+        registry.register(
+            "events_refused_erased",
+            "Events refused at ingest because their player was erased (suppression window)",
+            m.refused_erased.clone(),
+        );
+        registry.register(
+            "privacy_keys_unanswered",
+            "Ingest requests failed (503, retried) because the privacy store answered for no key of a player",
+            m.keys_unanswered.clone(),
         );
         m
     }

@@ -213,6 +213,8 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("gamemetrics_erasures_pending", "gauge"),
     ("gamemetrics_erasure_oldest_pending_age_seconds", "gauge"),
     ("gamemetrics_erasure_duration_seconds", "histogram"),
+    ("gamemetrics_events_refused_erased", "counter"),
+    ("gamemetrics_privacy_keys_unanswered", "counter"),
     ("gamemetrics_cache_hits", "counter"),
     ("gamemetrics_cache_misses", "counter"),
     ("gamemetrics_cache_errors", "counter"),
