@@ -173,7 +173,19 @@ mod tests {
     /// Records the names the decorator hands to the log underneath.
     #[derive(Default)]
     struct Recording {
-        names: Mutex<Vec<String>>,
+        names: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct RecordingProducer {
+        names: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl LogProducer for RecordingProducer {
+        async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>, LogError> {
+            self.names.lock().unwrap().push(topic.to_string());
+            Ok(records.iter().map(|_| Position { partition: 0, offset: 0 }).collect())
+        }
     }
 
     #[async_trait]
@@ -183,7 +195,7 @@ mod tests {
             Ok(())
         }
         fn producer(&self) -> Arc<dyn LogProducer> {
-            unimplemented!()
+            Arc::new(RecordingProducer { names: self.names.clone() })
         }
         async fn consumer(&self, group: &str, topic: &str) -> Result<Box<dyn LogConsumer>, LogError> {
             self.names.lock().unwrap().extend([group.to_string(), topic.to_string()]);
@@ -214,6 +226,7 @@ mod tests {
         log.ensure_topics(&[spec]).await.unwrap();
         assert!(log.consumer("actors", "player.events.raw").await.is_err());
         log.end_offsets("player.events.processed").await.unwrap();
+        log.producer().append("recommendations.generated", vec![NewRecord::new("k", Vec::new())]).await.unwrap();
         let read = log.read("system.dlq", 0, 0, 1).await.unwrap();
         let names = inner.names.lock().unwrap().clone();
         (names, read[0].topic.clone())
@@ -229,6 +242,7 @@ mod tests {
                 "sbs.actors",
                 "sbs.player.events.raw",
                 "sbs.player.events.processed",
+                "sbs.recommendations.generated",
                 "sbs.system.dlq"
             ]
         );
@@ -237,7 +251,14 @@ mod tests {
         let (names, read_topic) = names_seen("").await;
         assert_eq!(
             names,
-            ["player.events.raw", "actors", "player.events.raw", "player.events.processed", "system.dlq"]
+            [
+                "player.events.raw",
+                "actors",
+                "player.events.raw",
+                "player.events.processed",
+                "recommendations.generated",
+                "system.dlq"
+            ]
         );
         assert_eq!(read_topic, "system.dlq");
     }
