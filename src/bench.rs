@@ -1,5 +1,5 @@
 //! `gamemetrics bench`: the project's own benchmark of the performance targets of
-//! DESIGN.md, on the configured mode (production: Kafka + PostgreSQL + Redis; embedded: the
+//! docs/design.md#performance-targets, on the configured mode (production: Kafka + PostgreSQL + Redis; embedded: the
 //! SQLite default), with a fresh namespace and database so it never touches real data.
 //!
 //! The roles run as child processes of this binary (production: `gateway`, `actors` and

@@ -24,7 +24,7 @@
 //!    (400 with the same shape when no event was valid). `events_accepted`,
 //!    `events_rejected{reason}` and `log_append_duration_seconds` are updated.
 //!
-//! From there the actors consume `player.events.raw` (DESIGN.md, data flow 2).
+//! From there the actors consume `player.events.raw` (docs/design.md#data-flow, step 2).
 //!
 //! ## Queries
 //!

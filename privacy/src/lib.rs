@@ -1,4 +1,4 @@
-//! Privacy, as the Privacy section of DESIGN.md describes it, without I/O:
+//! Privacy, as docs/design.md#privacy describes it, without I/O:
 //!
 //! - [`crypto`]: per-player data keys wrapped by a master key; personal fields sealed with
 //!   AES-256-GCM at ingest, so destroying a key shreds every copy (log, replicas, backups);

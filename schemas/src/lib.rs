@@ -24,7 +24,7 @@ pub use ids::{player_key, GameId, Name, PlayerId, SessionId};
 pub use money::{Currency, MinorUnits};
 pub use processed::{ClosedSession, Derived, ProcessedBody, ProcessedEvent};
 
-/// Topic names, as in DESIGN.md.
+/// Topic names, as in docs/design.md#topics.
 pub mod topics {
     pub const RAW: &str = "player.events.raw";
     pub const PROCESSED: &str = "player.events.processed";

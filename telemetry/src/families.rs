@@ -223,7 +223,7 @@ impl ProjectionMetrics {
     }
 }
 
-/// GDPR erasure (DESIGN.md, Privacy). For the erasure service to increment:
+/// GDPR erasure (docs/design.md#privacy). For the erasure service to increment:
 ///
 /// - `requested.inc()` when an erasure request is accepted (`POST`, compliance role);
 /// - `pending` = requests accepted and not yet `completed` (set it from the store, so it
