@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub mod faults;
 pub mod services;
+pub mod straddle;
 
 /// When a test fails, prints what the roles it ran logged (each `*.log` of the directory):
 /// the warnings and errors, then the last lines. Roles run as processes whose output
