@@ -160,7 +160,7 @@ impl PrivacyStore for PgStore {
         let mut pending: Vec<NewPlayer> = players.into_iter().filter(|p| seen.insert(p.subject)).collect();
         // Every batch takes its rows' locks in the same order, so that two batches sharing
         // players wait for each other instead of deadlocking.
-        pending.sort_by(|a, b| a.subject.0.cmp(&b.subject.0));
+        pending.sort_by_key(|p| p.subject.0);
         let mut answered: Vec<PlayerEntry> = Vec::with_capacity(pending.len());
         let mut last_error = None;
         for attempt in 0..ENSURE_ATTEMPTS {

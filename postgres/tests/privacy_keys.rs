@@ -69,6 +69,9 @@ async fn ensure_all(store: &Arc<PgStore>, batches: Vec<Vec<NewPlayer>>) -> Vec<R
     out
 }
 
+/// A `player_keys` row: subject, pseudonym, wrapped key.
+type KeyRow = (Vec<u8>, Option<String>, Option<Vec<u8>>);
+
 /// Every call answered for every subject it asked about, all with one pseudonym and one
 /// wrapped key per subject, the one stored.
 async fn assert_one_key_each(store: &PgStore, asked: &[Vec<NewPlayer>], answers: &[Result<Vec<PlayerEntry>, String>]) {
@@ -97,7 +100,7 @@ async fn assert_one_key_each(store: &PgStore, asked: &[Vec<NewPlayer>], answers:
         }
     }
     let subjects: Vec<Vec<u8>> = agreed.keys().cloned().collect();
-    let rows: Vec<(Vec<u8>, Option<String>, Option<Vec<u8>>)> =
+    let rows: Vec<KeyRow> =
         sqlx::query_as("SELECT subject, pseudonym, wrapped_key FROM player_keys WHERE subject = ANY($1)")
             .bind(&subjects)
             .fetch_all(store.pool())
