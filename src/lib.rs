@@ -1,16 +1,16 @@
 //! # gamemetrics
 //!
 //! Wiring only: typed configuration ([`config`]), the all-in-one embedded platform
-//! ([`platform`]), the traffic simulator ([`simulate`]), the dead-letter tools ([`dlq`]) and what
-//! a first run prints ([`welcome`]). The `gamemetrics` binary
-//! (src/main.rs) turns command lines into calls to these.
+//! ([`platform`]), the dead-letter tools ([`dlq`]) and what a first run prints ([`welcome`]).
+//! The `gamemetrics` binary (src/main.rs) turns command lines into calls to these and to the
+//! tools of the gm-tools crate (bench, simulate, reco-quality; `simulate` and `reco_quality`
+//! are re-exported here for the integration tests).
 
 pub mod admin;
-pub mod bench;
 pub mod config;
 pub mod dlq;
 pub mod failover;
 pub mod platform;
-pub mod reco_quality;
-pub mod simulate;
 pub mod welcome;
+
+pub use gm_tools::{reco_quality, simulate};

@@ -4,8 +4,8 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use gamemetrics::config::{Config, ConfigError};
 use gamemetrics::platform::{Backends, Platform, Roles};
-use gamemetrics::simulate::{self, SimulateOptions};
 use gm_projections::ProjectionName;
+use gm_tools::simulate::{self, SimulateOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -146,6 +146,10 @@ struct BenchArgs {
     /// Append the report as a markdown section to this file (e.g. docs/performance.md).
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Runs of the whole throughput bench; every figure is reported as the median and the
+    /// spread (smallest–largest) over them.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Instead of the throughput phases: snapshot this many players, restart the actors role
     /// and measure its time to ready, snapshot restores and memory per idle player.
     #[arg(long)]
@@ -280,22 +284,39 @@ async fn run() -> anyhow::Result<()> {
         Command::Simulate(args) => run_simulation(&config, args).await,
         Command::RecoQuality(args) => reco_quality(args).await,
         Command::Projections { command: Some(ProjectionsCommand::Rebuild { name }) } => rebuild(&config, &name).await,
-        Command::Bench(args) => {
-            let options = gamemetrics::bench::BenchOptions {
-                events: args.events,
-                single_events: args.single_events,
-                single_lanes: args.single_lanes,
-                query_requests: args.query_requests,
-                query_lanes: args.query_lanes,
-                write: args.write,
-                config_file: cli.config.clone(),
-                recovery_players: args.recovery_players,
-                recovery_sample: args.recovery_sample,
-                erasures: args.erasures,
-            };
-            gamemetrics::bench::run(&config, options).await
-        }
+        Command::Bench(args) => bench(&config, cli.config.clone(), args).await,
     }
+}
+
+/// `gamemetrics bench`: the settings of the configured platform handed to gm-tools' bench.
+async fn bench(config: &Config, config_file: Option<PathBuf>, args: BenchArgs) -> anyhow::Result<()> {
+    use gamemetrics::config::Mode;
+    use gm_tools::bench;
+    let target = bench::Target {
+        mode: match config.mode {
+            Mode::Production => bench::Mode::Production,
+            Mode::Embedded => bench::Mode::Embedded,
+        },
+        postgres_url: config.postgres.url.clone(),
+        kafka: config.kafka.clone(),
+        redis_url: config.redis.as_ref().map(|r| r.url.clone()),
+        master_key_configured: config.configured_master_key()?.is_some(),
+        max_concurrent_loads: config.actors.max_concurrent_loads,
+        config_file,
+    };
+    let options = bench::BenchOptions {
+        events: args.events,
+        single_events: args.single_events,
+        single_lanes: args.single_lanes,
+        query_requests: args.query_requests,
+        query_lanes: args.query_lanes,
+        write: args.write,
+        runs: args.runs,
+        recovery_players: args.recovery_players,
+        recovery_sample: args.recovery_sample,
+        erasures: args.erasures,
+    };
+    bench::run(&target, options).await
 }
 
 async fn privacy(config: &Config, command: PrivacyCommand) -> anyhow::Result<()> {
@@ -321,7 +342,7 @@ async fn privacy(config: &Config, command: PrivacyCommand) -> anyhow::Result<()>
 async fn reco_quality(args: RecoQualityArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("gm-reco-quality-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let report = gamemetrics::reco_quality::run(args.players, args.days, args.seed, &dir).await;
+    let report = gm_tools::reco_quality::run(args.players, args.days, args.seed, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     println!("{}", report.summary());

@@ -1,15 +1,19 @@
 //! `gamemetrics bench --erasures N`: erasure request → completed, under sustained load.
 //!
-//! Runs every role in this process on the configured mode (production: a fresh database,
-//! topic namespace and Redis prefix; embedded: a temporary data directory), drives the
+//! Runs every role in one `gamemetrics serve` child process on the configured mode
+//! (production: a fresh database, topic namespace and Redis prefix; embedded: a temporary
+//! data directory), drives the
 //! simulator at a steady rate, and, once the load runs, asks for the erasure of N of its
 //! players one after another (every `spacing`), each through `POST /v1/privacy/erasures`
 //! with a compliance token of a throwaway issuer. Each erasure is timed from the request
 //! until `GET /v1/privacy/erasures/{id}` says `completed` (every store confirmed).
 
-use crate::config::{Config, Mode};
-use crate::platform::Platform;
+use super::database::BenchDatabase;
+use super::issuer::Credentials;
+use super::process::Spawner;
+use super::{Mode, Target, GAME};
 use crate::simulate::{self, SimulateOptions};
+use anyhow::Context as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,7 +32,7 @@ impl ErasureReport {
     fn p(&self, q: f64) -> f64 {
         let mut v = self.durations_s.clone();
         v.sort_by(|a, b| a.total_cmp(b));
-        super::percentile(&v, q)
+        super::stats::percentile(&v, q)
     }
 
     pub fn markdown(&self, machine: &str) -> String {
@@ -55,58 +59,67 @@ impl ErasureReport {
     }
 }
 
-pub(super) async fn run(config: &Config, erasures: usize, work_dir: &Path) -> anyhow::Result<ErasureReport> {
+pub(super) async fn run(target: &Target, erasures: usize, work_dir: &Path) -> anyhow::Result<ErasureReport> {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let mut cfg = config.clone();
-    let database = match cfg.mode {
-        Mode::Production => {
-            let db = super::BenchDatabase::create(&config.postgres.url, &id).await?;
-            cfg.postgres.url = db.url.clone();
-            cfg.log.namespace = format!("bench-erasure-{}", &id[..8]);
-            if let Some(redis) = cfg.redis.as_mut() {
-                redis.key_prefix = format!("{}bench-erasure-{}:", redis.key_prefix, &id[..8]);
-            }
-            Some(db)
-        }
-        Mode::Embedded => {
-            cfg.data_dir = work_dir.join("data");
-            None
-        }
+    let database = match target.mode {
+        Mode::Production => Some(BenchDatabase::create(&target.postgres_url, &id).await?),
+        Mode::Embedded => None,
     };
-    use gm_gateway::jwt::testing::{TestIssuer, AUDIENCE, ISSUER};
-    let issuer = TestIssuer::generate("bench-erasure");
-    let jwks = work_dir.join("erasure-jwks.json");
-    std::fs::write(&jwks, issuer.jwks().to_string())?;
-    cfg.auth.jwks_file = Some(jwks);
-    cfg.auth.jwks_url = None;
-    cfg.auth.issuer = ISSUER.into();
-    cfg.auth.audience = AUDIENCE.into();
-    if cfg.configured_master_key()?.is_none() {
-        cfg.privacy.master_key = hex::encode(rand::random::<[u8; 32]>());
+    let result = measure(target, erasures, work_dir, &id, database.as_ref()).await;
+    if let Some(db) = &database {
+        db.drop_database().await;
     }
-    let token = issuer.token("bench-compliance", &["compliance"]);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let platform = Platform::start_on(&cfg, listener).await?;
-    let base = platform.url();
-    let (game, key) =
-        cfg.api_key_pairs()?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no API key configured"))?;
+    result
+}
 
-    let players = 2_000;
-    let rate = 2_000.0;
-    let spacing = Duration::from_millis(500);
+/// Offered load and pacing of the erasure bench.
+const PLAYERS: usize = 2_000;
+const RATE: f64 = 2_000.0;
+const SPACING: Duration = Duration::from_millis(500);
+
+async fn measure(
+    target: &Target,
+    erasures: usize,
+    work_dir: &Path,
+    id: &str,
+    database: Option<&BenchDatabase>,
+) -> anyhow::Result<ErasureReport> {
+    let key = format!("bench-key-{}", &id[..12]);
+    let credentials = Credentials::create(work_dir, "compliance")?;
+    let spawner = Spawner::new(target, work_dir, id, &key, database.map(|d| d.url.as_str()))
+        .with_env(credentials.env.iter().cloned());
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut platform = spawner.spawn("serve", &["serve"])?;
+    platform.wait_ready(&client).await?;
+    let base = platform.url();
     let options = SimulateOptions {
         url: base.clone(),
-        games: vec![(game.to_string(), key)],
-        players_per_game: players,
-        rate,
-        duration: Some(Duration::from_secs(10) + spacing * erasures as u32 + Duration::from_secs(30)),
+        games: vec![(GAME.to_string(), key)],
+        players_per_game: PLAYERS,
+        rate: RATE,
+        duration: Some(Duration::from_secs(10) + SPACING * erasures as u32 + Duration::from_secs(30)),
         progress: false,
         ..SimulateOptions::default()
     };
     let load = actix_rt::spawn(simulate::run(options));
     actix_rt::time::sleep(Duration::from_secs(10)).await;
+    let durations = erase(&client, &base, &credentials.token, erasures).await?;
+    let report = load.await.context("the simulated load")?;
+    drop(platform);
+    Ok(ErasureReport {
+        mode: target.mode,
+        erasures,
+        completed: durations.len(),
+        rate: RATE,
+        events_acknowledged: report.accepted.len(),
+        durations_s: durations,
+    })
+}
 
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+/// Asks for `erasures` erasures, one every [`SPACING`], and follows each until `completed`
+/// (at most 300 s each); returns how long each completed one took.
+async fn erase(client: &awc::Client, base: &str, token: &str, erasures: usize) -> anyhow::Result<Vec<f64>> {
+    let auth = format!("Bearer {token}");
     let mut pending: Vec<(String, Instant)> = Vec::new();
     let mut durations = Vec::new();
     let deadline_each = Duration::from_secs(300);
@@ -114,11 +127,12 @@ pub(super) async fn run(config: &Config, erasures: usize, work_dir: &Path) -> an
     let mut asked = 0;
     while asked < erasures || !pending.is_empty() {
         if asked < erasures && Instant::now() >= next {
-            let body = serde_json::json!({"game_id": game.as_str(), "player_id": format!("player-{}", asked * 7 % players), "reason": "bench"});
+            let player = format!("player-{}", asked * 7 % PLAYERS);
+            let body = serde_json::json!({"game_id": GAME, "player_id": player, "reason": "bench"});
             let started = Instant::now();
             let mut r = client
                 .post(format!("{base}/v1/privacy/erasures"))
-                .insert_header(("Authorization", format!("Bearer {token}")))
+                .insert_header(("Authorization", auth.as_str()))
                 .send_json(&body)
                 .await
                 .map_err(|e| anyhow::anyhow!("POST erasure: {e}"))?;
@@ -126,13 +140,13 @@ pub(super) async fn run(config: &Config, erasures: usize, work_dir: &Path) -> an
             let eid = v["erasure_id"].as_str().ok_or_else(|| anyhow::anyhow!("no erasure id: {v}"))?.to_string();
             pending.push((eid, started));
             asked += 1;
-            next += spacing;
+            next += SPACING;
         }
         let mut still = Vec::new();
         for (eid, started) in pending.drain(..) {
             let mut r = client
                 .get(format!("{base}/v1/privacy/erasures/{eid}"))
-                .insert_header(("Authorization", format!("Bearer {token}")))
+                .insert_header(("Authorization", auth.as_str()))
                 .send()
                 .await
                 .map_err(|e| anyhow::anyhow!("GET erasure: {e}"))?;
@@ -146,17 +160,5 @@ pub(super) async fn run(config: &Config, erasures: usize, work_dir: &Path) -> an
         pending = still;
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
-    let report = load.await?;
-    platform.stop().await;
-    if let Some(db) = &database {
-        db.drop_database().await;
-    }
-    Ok(ErasureReport {
-        mode: cfg.mode,
-        erasures,
-        completed: durations.len(),
-        rate,
-        events_acknowledged: report.accepted.len(),
-        durations_s: durations,
-    })
+    Ok(durations)
 }

@@ -1,46 +1,21 @@
 //! The query phases of `gamemetrics bench`, run once the pipeline phase has filled the read
 //! models: players' recommendations, and a mix of analytics queries (active users, revenue,
 //! retention, new vs returning, monetisation, a leaderboard page). Requests carry an analyst
-//! token of a throwaway issuer the bench makes for the run (its JWKS is handed to the
-//! gateway), so the gateway authenticates each request as in production.
+//! token of a throwaway issuer the bench makes for the run (bench/issuer.rs: its JWKS is
+//! handed to the gateway), so the gateway authenticates each request as in production.
 
+use super::process::RoleProcess;
+use super::run::Bench;
+use super::GAME;
+use crate::simulate::SentEvent;
+use anyhow::bail;
 use std::cell::RefCell;
-use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub(super) const TARGET_RECOMMENDATIONS: f64 = 10_000.0;
 pub(super) const TARGET_RECOMMENDATIONS_P99_MS: f64 = 10.0;
 pub(super) const TARGET_ANALYTICS: f64 = 5_000.0;
-
-/// The bench's own token issuer: its JWKS file and the settings the gateway needs.
-pub(super) struct Issuer {
-    pub token: String,
-    /// `Authorization` value for `/metrics` (the run's own metrics token): a process that
-    /// also serves the API (the gateway, or `serve` on the embedded default) wants it.
-    pub metrics_auth: String,
-    pub env: Vec<(String, String)>,
-}
-
-impl Issuer {
-    pub fn create(work_dir: &Path) -> anyhow::Result<Self> {
-        use gm_gateway::jwt::testing::{TestIssuer, AUDIENCE, ISSUER};
-        let issuer = TestIssuer::generate("bench");
-        let jwks = work_dir.join("bench-jwks.json");
-        std::fs::write(&jwks, issuer.jwks().to_string())?;
-        let metrics_token = format!("bench-metrics-{}", uuid::Uuid::new_v4().simple());
-        Ok(Self {
-            token: issuer.token("bench", &["analyst"]),
-            metrics_auth: format!("Bearer {metrics_token}"),
-            env: vec![
-                ("GM_AUTH__METRICS_TOKEN".into(), metrics_token),
-                ("GM_AUTH__JWKS_FILE".into(), jwks.display().to_string()),
-                ("GM_AUTH__ISSUER".into(), ISSUER.into()),
-                ("GM_AUTH__AUDIENCE".into(), AUDIENCE.into()),
-            ],
-        })
-    }
-}
 
 #[derive(Default)]
 pub(super) struct QueryLoad {
@@ -59,7 +34,48 @@ impl QueryLoad {
     pub fn latency(&self, p: f64) -> f64 {
         let mut v = self.latencies_ms.clone();
         v.sort_by(|a, b| a.total_cmp(b));
-        super::percentile(&v, p)
+        super::stats::percentile(&v, p)
+    }
+}
+
+impl Bench<'_> {
+    /// Recommendations over the live phase's players (their lists warmed first), then a mix
+    /// of analytics queries; each with its CPU cost per 1,000 requests.
+    pub async fn query_phases(
+        &self,
+        gateway: &str,
+        live: &[SentEvent],
+        roles: &[RoleProcess],
+    ) -> anyhow::Result<(QueryLoad, QueryLoad)> {
+        let mut players: Vec<String> = live.iter().map(|e| e.player_id.clone()).collect();
+        players.sort();
+        players.dedup();
+        let requests = self.options.query_requests.max(100);
+        let lanes = self.options.query_lanes;
+        eprintln!("bench: recommendations, warming {} players' lists", players.len());
+        let token = self.credentials.token.as_str();
+        let warm = recommendation_urls(gateway, GAME, &players, players.len());
+        let _ = load(&self.client, warm, token, 32).await;
+        eprintln!("bench: recommendations, {requests} requests");
+        let before = self.cpu(roles);
+        let urls = recommendation_urls(gateway, GAME, &players, requests);
+        let recommendations = load(&self.client, urls, token, lanes).await;
+        self.cost(roles, "recommendations", "requests", recommendations.requests, &before);
+        eprintln!("bench: analytics queries, {requests} requests");
+        let before = self.cpu(roles);
+        let analytics = load(&self.client, analytics_urls(gateway, GAME, requests), token, lanes).await;
+        self.cost(roles, "analytics queries", "requests", analytics.requests, &before);
+        for (name, load) in [("recommendations", &recommendations), ("analytics", &analytics)] {
+            if load.errors > 0 {
+                bail!(
+                    "{name}: {} of {} requests failed; see the logs in {}",
+                    load.errors,
+                    load.requests,
+                    self.work_dir.display()
+                );
+            }
+        }
+        Ok((recommendations, analytics))
     }
 }
 

@@ -17,8 +17,9 @@
 //! 4. A second event for each sampled player: the time until all K were restored from their
 //!    snapshots (`gamemetrics_actors_recovered_total`) and applied gives restores per second.
 
-use super::{free_port, BenchDatabase, RoleProcess, GAME};
-use crate::config::{Config, Mode};
+use super::database::BenchDatabase;
+use super::process::{RoleProcess, Spawner};
+use super::{Mode, Target, GAME};
 use anyhow::{bail, Context as _};
 use gm_actors::PlayerState;
 use gm_ports::SnapshotStore;
@@ -92,32 +93,76 @@ fn metric(page: &str, name: &str) -> f64 {
 }
 
 pub(super) async fn run(
-    config: &Config,
+    target: &Target,
     players: usize,
     sample: usize,
     work_dir: &Path,
 ) -> anyhow::Result<RecoveryReport> {
-    if config.mode != Mode::Production {
+    if target.mode != Mode::Production {
         bail!("the recovery bench needs production mode (GM_MODE=production: Kafka + PostgreSQL)");
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let db = BenchDatabase::create(&config.postgres.url, &id).await?;
-    let result = measure(config, players, sample.min(players), work_dir, &db, &id).await;
+    let db = BenchDatabase::create(&target.postgres_url, &id).await?;
+    let result = measure(target, players, sample.min(players), work_dir, &db, &id).await;
     db.drop_database().await;
     result
 }
 
 async fn measure(
-    config: &Config,
+    target: &Target,
     players: usize,
     sample: usize,
     work_dir: &Path,
     db: &BenchDatabase,
     id: &str,
 ) -> anyhow::Result<RecoveryReport> {
-    let partitions = config.kafka.topics.raw.partitions.max(1);
+    let partitions = target.kafka.topics.raw.partitions.max(1);
     let store = gm_postgres::PgStore::connect(&db.url, 4).await.context("connecting to the bench database")?;
+    let (write_seconds, snapshot_bytes) = write_snapshots(&store, players, partitions).await?;
+    let key = format!("bench-key-{}", &id[..12]);
+    let spawner = Spawner::new(target, work_dir, id, &key, Some(&db.url)).with_env([
+        // Snapshot and passivate quickly so the idle measurement does not wait 5 minutes.
+        ("GM_ACTORS__SNAPSHOT_EVERY_MS".to_string(), "500".to_string()),
+        ("GM_ACTORS__PASSIVATE_AFTER_MS".to_string(), "2000".to_string()),
+    ]);
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let t0 = Instant::now();
+    let mut actors = spawner.spawn("recovery-actors", &["actors"])?;
+    actors.wait_ready(&client).await?;
+    let first_ready_seconds = t0.elapsed().as_secs_f64();
+    let mut gateway = spawner.spawn("recovery-gateway", &["gateway"])?;
+    gateway.wait_ready(&client).await?;
+    wait_metric(&client, &actors.url(), "gamemetrics_actor_shards", partitions as f64, "own every partition").await?;
+    let sampled = Sampled { client: &client, gateway: gateway.url(), key: &key, sample };
+    let memory = sampled.memory(&actors).await?;
+    let restart = sampled.restart(&spawner, actors, partitions).await?;
+    drop(gateway);
+    store.pool().close().await;
+    Ok(RecoveryReport {
+        players,
+        snapshot_bytes,
+        write_seconds,
+        first_ready_seconds,
+        restart_ready_seconds: restart.ready_seconds,
+        restart_assigned_seconds: restart.assigned_seconds,
+        partitions,
+        sample,
+        restore_seconds: restart.restore_seconds,
+        rss_base_kb: memory.base_kb,
+        rss_live_kb: memory.live_kb,
+        rss_idle_kb: memory.idle_kb,
+        rss_idle_second_kb: memory.idle_second_kb,
+        max_concurrent_loads: target.max_concurrent_loads,
+    })
+}
 
+/// Writes `players` snapshots through `SnapshotStore::save` (5,000 per call, each to the
+/// partition its key hashes to); returns the seconds it took and the bytes written.
+async fn write_snapshots(
+    store: &gm_postgres::PgStore,
+    players: usize,
+    partitions: u32,
+) -> anyhow::Result<(f64, usize)> {
     eprintln!("bench recovery: writing {players} snapshots over {partitions} partitions");
     let started = Instant::now();
     let mut snapshot_bytes = 0;
@@ -145,92 +190,93 @@ async fn measure(
         bail!("{stored} snapshots stored, {players} written");
     }
     eprintln!("bench recovery: {players} snapshots in {write_seconds:.1} s");
+    Ok((write_seconds, snapshot_bytes))
+}
 
-    let key = format!("bench-key-{}", &id[..12]);
-    let spawn = |name: &'static str, role: &str| spawn_role(name, role, config, db, id, &key, work_dir);
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+/// RSS of the actors process (kB) before, with the sample live, and after passivations.
+struct Memory {
+    base_kb: u64,
+    live_kb: u64,
+    idle_kb: u64,
+    idle_second_kb: u64,
+}
 
-    let t0 = Instant::now();
-    let mut actors = spawn("actors", "actors")?;
-    actors.wait_ready(&client).await?;
-    let first_ready_seconds = t0.elapsed().as_secs_f64();
-    let mut gateway = spawn("gateway", "gateway")?;
-    gateway.wait_ready(&client).await?;
-    wait_metric(&client, &actors.url(), "gamemetrics_actor_shards", partitions as f64, "own every partition").await?;
-    let rss_base_kb = rss_kb(actors.child.id())?;
+/// Times of the restart after SIGKILL.
+struct Restart {
+    ready_seconds: f64,
+    assigned_seconds: f64,
+    restore_seconds: f64,
+}
 
-    // The sampled players live through the real path (the gateway may key a player by a
-    // pseudonym, so the bench does not guess keys): one event each, snapshotted, passivated.
-    let sample_ids: Vec<String> = (0..sample).map(|i| format!("sampled-{i:07}")).collect();
-    send_one_each(&client, &gateway.url(), &key, &sample_ids).await?;
-    let url = actors.url();
-    wait_metric(&client, &url, "gamemetrics_actor_events_processed_total", sample as f64, "apply the sample").await?;
-    let rss_live_kb = rss_kb(actors.child.id())?;
-    wait_metric(&client, &url, "gamemetrics_snapshots_written_total", sample as f64, "snapshot the sample").await?;
-    // Passivation: the actors run with a short passivate_after; wait until none is live.
+/// The sampled players and the gateway they are sent through.
+struct Sampled<'a> {
+    client: &'a awc::Client,
+    gateway: String,
+    key: &'a str,
+    sample: usize,
+}
+
+impl Sampled<'_> {
+    fn ids(&self, prefix: &str) -> Vec<String> {
+        (0..self.sample).map(|i| format!("{prefix}-{i:07}")).collect()
+    }
+
+    /// The sampled players live through the real path (the gateway may key a player by a
+    /// pseudonym, so the bench does not guess keys): one event each, snapshotted, passivated;
+    /// then a second set, whose RSS growth is what passivated players keep (freed pages of
+    /// the first set are reused).
+    async fn memory(&self, actors: &RoleProcess) -> anyhow::Result<Memory> {
+        let (client, url, sample) = (self.client, actors.url(), self.sample as f64);
+        let base_kb = rss_kb(actors.child.id())?;
+        send_one_each(client, &self.gateway, self.key, &self.ids("sampled")).await?;
+        wait_metric(client, &url, "gamemetrics_actor_events_processed_total", sample, "apply the sample").await?;
+        let live_kb = rss_kb(actors.child.id())?;
+        wait_metric(client, &url, "gamemetrics_snapshots_written_total", sample, "snapshot the sample").await?;
+        wait_passivated(client, &url, "the sample").await?;
+        let idle_kb = rss_kb(actors.child.id())?;
+        send_one_each(client, &self.gateway, self.key, &self.ids("second")).await?;
+        wait_metric(client, &url, "gamemetrics_actor_events_processed_total", 2.0 * sample, "apply the second set")
+            .await?;
+        wait_metric(client, &url, "gamemetrics_snapshots_written_total", 2.0 * sample, "snapshot the second set")
+            .await?;
+        wait_passivated(client, &url, "the second set").await?;
+        Ok(Memory { base_kb, live_kb, idle_kb, idle_second_kb: rss_kb(actors.child.id())? })
+    }
+
+    /// The crash: SIGKILL, restart with every snapshot in the database, and a second event
+    /// for each sampled player, each of whom must be restored from their snapshot.
+    async fn restart(&self, spawner: &Spawner<'_>, actors: RoleProcess, partitions: u32) -> anyhow::Result<Restart> {
+        let client = self.client;
+        drop(actors);
+        let t0 = Instant::now();
+        let mut actors = spawner.spawn("recovery-actors", &["actors"])?;
+        actors.wait_ready(client).await?;
+        let ready_seconds = t0.elapsed().as_secs_f64();
+        eprintln!("bench recovery: actors ready {ready_seconds:.2} s after the restart");
+        // Owning every partition again needs the group to drop the killed member (its session
+        // timeout) unless the restart rejoins first.
+        let url = actors.url();
+        wait_metric(client, &url, "gamemetrics_actor_shards", partitions as f64, "own every partition").await?;
+        let assigned_seconds = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        send_one_each(client, &self.gateway, self.key, &self.ids("sampled")).await?;
+        let sample = self.sample as f64;
+        wait_metric(client, &url, "gamemetrics_actors_recovered_total", sample, "restore the sample").await?;
+        wait_metric(client, &url, "gamemetrics_actor_events_processed_total", sample, "apply the sample").await?;
+        Ok(Restart { ready_seconds, assigned_seconds, restore_seconds: t0.elapsed().as_secs_f64() })
+    }
+}
+
+/// Waits (at most 120 s) until no player is live in the actors process.
+async fn wait_passivated(client: &awc::Client, url: &str, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(&metrics(&client, &url).await?, "gamemetrics_actors_live") > 0.0 {
+    while metric(&metrics(client, url).await?, "gamemetrics_actors_live") > 0.0 {
         if Instant::now() >= deadline {
-            bail!("players were not passivated within 120 s");
+            bail!("{what} was not passivated within 120 s");
         }
         actix_rt::time::sleep(Duration::from_millis(250)).await;
     }
-    let rss_idle_kb = rss_kb(actors.child.id())?;
-    // A second set of K players, brought live and passivated in turn: if passivated players
-    // kept anything, the RSS would grow by it; freed pages of the first set are reused.
-    let others: Vec<String> = (0..sample).map(|i| format!("second-{i:07}")).collect();
-    send_one_each(&client, &gateway.url(), &key, &others).await?;
-    wait_metric(&client, &url, "gamemetrics_actor_events_processed_total", 2.0 * sample as f64, "apply the second set")
-        .await?;
-    wait_metric(&client, &url, "gamemetrics_snapshots_written_total", 2.0 * sample as f64, "snapshot the second set")
-        .await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(&metrics(&client, &url).await?, "gamemetrics_actors_live") > 0.0 {
-        if Instant::now() >= deadline {
-            bail!("the second set was not passivated within 120 s");
-        }
-        actix_rt::time::sleep(Duration::from_millis(250)).await;
-    }
-    let rss_idle_second_kb = rss_kb(actors.child.id())?;
-
-    // The crash: SIGKILL, then restart with every snapshot in the database.
-    drop(actors);
-    let t0 = Instant::now();
-    let mut actors = spawn("actors", "actors")?;
-    actors.wait_ready(&client).await?;
-    let restart_ready_seconds = t0.elapsed().as_secs_f64();
-    eprintln!("bench recovery: actors ready {restart_ready_seconds:.2} s after the restart");
-    // Owning every partition again needs the group to drop the killed member (its session
-    // timeout) unless the restart rejoins first.
-    wait_metric(&client, &actors.url(), "gamemetrics_actor_shards", partitions as f64, "own every partition").await?;
-    let restart_assigned_seconds = t0.elapsed().as_secs_f64();
-
-    // A second event for each sampled player: each must be restored from its snapshot.
-    let t0 = Instant::now();
-    send_one_each(&client, &gateway.url(), &key, &sample_ids).await?;
-    let url = actors.url();
-    wait_metric(&client, &url, "gamemetrics_actors_recovered_total", sample as f64, "restore the sample").await?;
-    wait_metric(&client, &url, "gamemetrics_actor_events_processed_total", sample as f64, "apply the sample").await?;
-    let restore_seconds = t0.elapsed().as_secs_f64();
-    drop(gateway);
-    drop(actors);
-    store.pool().close().await;
-    Ok(RecoveryReport {
-        players,
-        snapshot_bytes,
-        write_seconds,
-        first_ready_seconds,
-        restart_ready_seconds,
-        restart_assigned_seconds,
-        partitions,
-        sample,
-        restore_seconds,
-        rss_base_kb,
-        rss_live_kb,
-        rss_idle_kb,
-        rss_idle_second_kb,
-        max_concurrent_loads: config.actors.max_concurrent_loads,
-    })
+    Ok(())
 }
 
 /// Waits (at most 600 s) until `name` on `url`'s /metrics reaches `target`.
@@ -278,45 +324,6 @@ async fn metrics(client: &awc::Client, url: &str) -> anyhow::Result<String> {
         client.get(format!("{url}/metrics")).send().await.map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
     let body = response.body().limit(16 << 20).await.map_err(|e| anyhow::anyhow!("GET /metrics: {e}"))?;
     Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-fn spawn_role(
-    name: &'static str,
-    role: &str,
-    config: &Config,
-    db: &BenchDatabase,
-    id: &str,
-    key: &str,
-    work_dir: &Path,
-) -> anyhow::Result<RoleProcess> {
-    let port = free_port()?;
-    let log = work_dir.join(format!("recovery-{name}.log"));
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-    let mut command = std::process::Command::new(std::env::current_exe()?);
-    command
-        .arg(role)
-        .env("GM_HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("GM_API_KEYS", format!("{GAME}={key}"))
-        .env("GM_LOG__NAMESPACE", format!("bench-{id}"))
-        .env("GM_POSTGRES__URL", &db.url)
-        // Snapshot and passivate quickly so the idle measurement does not wait 5 minutes.
-        .env("GM_ACTORS__SNAPSHOT_EVERY_MS", "500")
-        .env("GM_ACTORS__PASSIVATE_AFTER_MS", "2000")
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr);
-    if config.redis.is_some() {
-        command.env("GM_REDIS__KEY_PREFIX", format!("gm:bench:{}:", &id[..12]));
-    }
-    if config.privacy.master_key.is_empty() && config.privacy.master_key_file.is_none() {
-        // The gateway needs a master key in production; the bench database is thrown away,
-        // so a key of this run (32 random bytes, hex) will do.
-        let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        command.env("GM_PRIVACY__MASTER_KEY", key);
-    }
-    let child = command.spawn().with_context(|| format!("starting `gamemetrics {role}`"))?;
-    Ok(RoleProcess { name, port, child, log })
 }
 
 impl RecoveryReport {

@@ -1,0 +1,520 @@
+//! The report of the throughput bench: one row per figure with its target and ratio, the
+//! CPU cost of each phase per process, and notes on how it was measured. Over several runs
+//! every figure is the median, followed by the spread (smallest–largest) in parentheses;
+//! verdicts and ratios are taken on the median.
+
+use super::queries;
+use super::run::Run;
+use super::stats::Spread;
+use super::Mode;
+use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+
+const TARGET_INGEST: f64 = 100_000.0;
+const TARGET_INGEST_P99_MS: f64 = 10.0;
+const TARGET_SINGLE: f64 = 15_000.0;
+const TARGET_PIPELINE: f64 = 50_000.0;
+const TARGET_PIPELINE_P99_S: f64 = 2.0;
+const TARGET_GATEWAY_RSS_MB: f64 = 100.0;
+
+/// A row: what, figure, target, ratio / verdict.
+type Row = [String; 4];
+
+pub(super) struct Machine {
+    cpus: usize,
+    model: String,
+    memory_gib: f64,
+}
+
+impl Machine {
+    pub fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_string())
+            .unwrap_or_else(|| "unknown CPU".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kb: f64 = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        Self {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            model,
+            memory_gib: kb / 1024.0 / 1024.0,
+        }
+    }
+
+    /// `2 × CPU, 24 GiB, load average … <when>`.
+    pub fn line(&self, when: &str) -> String {
+        let load = super::cpu::load_average();
+        format!("{} × {}, {:.0} GiB, load average {load} {when}", self.cpus, self.model, self.memory_gib)
+    }
+}
+
+pub(super) struct Report {
+    mode: Mode,
+    machine: Machine,
+    runs: Vec<Run>,
+}
+
+impl Report {
+    pub fn new(mode: Mode, runs: Vec<Run>) -> Self {
+        Self { mode, machine: Machine::read(), runs }
+    }
+
+    fn started_at(&self) -> DateTime<Utc> {
+        self.runs.first().map_or_else(Utc::now, |r| r.started_at)
+    }
+
+    /// A figure over the runs.
+    fn spread(&self, f: impl Fn(&Run) -> f64) -> Spread {
+        Spread::of(self.runs.iter().map(f))
+    }
+
+    /// Rows of (what, figure, target, ratio / verdict).
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = self.ingest_rows();
+        rows.extend(self.pipeline_rows());
+        rows.extend(self.catch_up_rows());
+        rows.extend(self.reference_rows());
+        rows.extend(self.query_rows());
+        rows.extend(self.rss_rows());
+        rows
+    }
+
+    fn ingest_rows(&self) -> Vec<Row> {
+        let store = if self.mode == Mode::Production { "Kafka" } else { "embedded log" };
+        let rate = self.spread(|r| r.ingest.events_per_second());
+        let (i, s) = (self.runs.first().map(|r| &r.ingest), self.runs.first().map(|r| &r.ingest_single));
+        let half_rate = self.spread(|r| r.half_rate);
+        let half_p99 = self.spread(|r| r.ingest_half.latency(0.99));
+        let single = self.spread(|r| r.ingest_single.requests_per_second());
+        let below = half_rate.median < TARGET_INGEST / 2.0;
+        vec![
+            [
+                format!(
+                    "ingest HTTP → {store}, batches of 100, 32 concurrent requests ({} events)",
+                    i.map_or(0, |i| i.accepted)
+                ),
+                format!(
+                    "**{} events/s**; request p50 {} ms, p99 {} ms",
+                    rate.show(thousands),
+                    self.spread(|r| r.ingest.latency(0.5)).show(ms1),
+                    self.spread(|r| r.ingest.latency(0.99)).show(ms1)
+                ),
+                "≥ 100,000 events/s".into(),
+                format!(
+                    "{:.0}% of target, {}",
+                    100.0 * rate.median / TARGET_INGEST,
+                    verdict(rate.median >= TARGET_INGEST)
+                ),
+            ],
+            [
+                format!(
+                    "same, rate-limited to half the rate above ({} events/s requested, {} achieved)",
+                    half_rate.show(thousands),
+                    self.spread(|r| r.ingest_half.events_per_second()).show(thousands)
+                ),
+                format!(
+                    "request p50 {} ms, **p99 {} ms**",
+                    self.spread(|r| r.ingest_half.latency(0.5)).show(ms1),
+                    half_p99.show(ms1)
+                ),
+                "p99 < 10 ms at 50,000 events/s".into(),
+                format!(
+                    "{}{}",
+                    verdict(half_p99.median < TARGET_INGEST_P99_MS && !below),
+                    if below {
+                        format!(" (measured at {} events/s, below 50,000)", thousands(half_rate.median))
+                    } else {
+                        String::new()
+                    }
+                ),
+            ],
+            [
+                format!(
+                    "ingest, one event per request, {} concurrent requests ({} requests)",
+                    s.map_or(0, |s| s.lanes),
+                    s.map_or(0, |s| s.requests)
+                ),
+                format!(
+                    "**{} requests/s**; p50 {} ms, p99 {} ms",
+                    single.show(thousands),
+                    self.spread(|r| r.ingest_single.latency(0.5)).show(ms1),
+                    self.spread(|r| r.ingest_single.latency(0.99)).show(ms1)
+                ),
+                "≥ 15,000 requests/s".into(),
+                format!(
+                    "{:.0}% of target, {}",
+                    100.0 * single.median / TARGET_SINGLE,
+                    verdict(single.median >= TARGET_SINGLE)
+                ),
+            ],
+        ]
+    }
+
+    fn pipeline_rows(&self) -> Vec<Row> {
+        let rate = self.spread(|r| r.pipeline.events_per_second());
+        let p99 = self.spread(|r| r.pipeline.latency_p99_s);
+        let events = self.runs.first().map_or(0, |r| r.pipeline.events);
+        vec![
+            [
+                format!(
+                    "whole pipeline, live (ingest → actors → {} projections), {events} events, batches of 100",
+                    gm_projections::ProjectionName::ALL.len()
+                ),
+                format!(
+                    "**{} events/s** (last event in every read model {} s after the first request; ingest alone took {} s)",
+                    rate.show(thousands),
+                    self.spread(|r| r.pipeline.elapsed.as_secs_f64()).show(s1),
+                    self.spread(|r| r.pipeline.ingest.elapsed.as_secs_f64()).show(s1)
+                ),
+                "≥ 50,000 events/s".into(),
+                format!("{:.0}% of target, {}", 100.0 * rate.median / TARGET_PIPELINE, verdict(rate.median >= TARGET_PIPELINE)),
+            ],
+            [
+                "event-to-read-model latency, same run".into(),
+                format!("p50 {} s, **p99 {} s**", self.spread(|r| r.pipeline.latency_p50_s).show(s2), p99.show(s2)),
+                "p99 < 2 s".into(),
+                verdict(p99.median < TARGET_PIPELINE_P99_S).into(),
+            ],
+        ]
+    }
+
+    fn catch_up_rows(&self) -> Vec<Row> {
+        let what = if self.mode == Mode::Production {
+            "actors + projections catching up with the backlog of the ingest phases (started after them, no concurrent ingest)"
+        } else {
+            "projections finishing the events of the ingest phases (after the last request)"
+        };
+        let rate = |r: &Run| r.catch_up.events as f64 / r.catch_up.elapsed.as_secs_f64().max(1e-9);
+        let mut rows = vec![[
+            what.into(),
+            format!(
+                "{} events in {} s = {} events/s",
+                self.spread(|r| r.catch_up.events as f64).show(|v| format!("{v:.0}")),
+                self.spread(|r| r.catch_up.elapsed.as_secs_f64()).show(s1),
+                self.spread(rate).show(thousands)
+            ),
+            "—".into(),
+            "—".into(),
+        ]];
+        let names: Vec<&'static str> =
+            self.runs.first().map(|r| r.catch_up.per_projection.iter().map(|p| p.0).collect()).unwrap_or_default();
+        let done = |r: &Run, i: usize| r.catch_up.per_projection.get(i).and_then(|p| p.1);
+        if self.runs.iter().any(|r| r.catch_up.per_projection.iter().any(|p| p.1.is_some())) {
+            let each: Vec<String> = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| match self.runs.iter().all(|r| done(r, i).is_some()) {
+                    true => {
+                        format!("{name} {} s", self.spread(|r| done(r, i).map_or(0.0, |d| d.as_secs_f64())).show(s1))
+                    }
+                    false => format!("{name} not done"),
+                })
+                .collect();
+            rows.push([
+                "same catch-up, time for each projection to apply the whole backlog".into(),
+                each.join(", "),
+                "—".into(),
+                "—".into(),
+            ]);
+        }
+        rows
+    }
+
+    fn reference_rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let ingest = self.spread(|r| r.ingest.events_per_second()).median;
+        let labels: Vec<(String, u64)> = self
+            .runs
+            .first()
+            .map(|r| r.kafka.iter().map(|k| (k.label.clone(), k.records)).collect())
+            .unwrap_or_default();
+        for (i, (label, records)) in labels.into_iter().enumerate() {
+            let runs: Vec<&super::kafka::KafkaReport> = self.runs.iter().filter_map(|r| r.kafka.get(i)).collect();
+            let rate = Spread::of(runs.iter().map(|k| k.records_per_second));
+            rows.push([
+                format!("Kafka ProducerPerformance, {records} records of {label}, acks=all, idempotence, linger 5 ms, lz4, same run"),
+                format!(
+                    "{} records/s; p50 {} ms, p99 {} ms",
+                    rate.show(thousands),
+                    Spread::of(runs.iter().map(|k| k.p50_ms)).show(ms0),
+                    Spread::of(runs.iter().map(|k| k.p99_ms)).show(ms0)
+                ),
+                "ratio ≥ 50%".into(),
+                format!("ingest ÷ this = **{:.0}%**, {}", 100.0 * ingest / rate.median, verdict(ingest / rate.median >= 0.5)),
+            ]);
+        }
+        if let Some(rows_copied) = self.runs.first().and_then(|r| r.copy.as_ref()).map(|c| c.rows) {
+            let copy = Spread::of(self.runs.iter().filter_map(|r| r.copy.as_ref()).map(|c| c.rows_per_second()));
+            let pipeline = self.spread(|r| r.pipeline.events_per_second()).median;
+            rows.push([
+                format!("PostgreSQL COPY (CSV) of {rows_copied} rows into a table shaped like player_days (same keys)"),
+                format!("{} rows/s", copy.show(thousands)),
+                "(reference)".into(),
+                format!(
+                    "pipeline ÷ COPY = **{:.0}%** (each event feeds {} projections)",
+                    100.0 * pipeline / copy.median,
+                    gm_projections::ProjectionName::ALL.len()
+                ),
+            ]);
+        }
+        rows
+    }
+
+    fn query_rows(&self) -> Vec<Row> {
+        let Some(first) = self.runs.first() else { return Vec::new() };
+        let (r, a) = (&first.recommendations, &first.analytics);
+        let reco = self.spread(|r| r.recommendations.requests_per_second());
+        let reco_p99 = self.spread(|r| r.recommendations.latency(0.99));
+        let analytics = self.spread(|r| r.analytics.requests_per_second());
+        vec![
+            [
+                format!(
+                    "recommendations, GET /v1/players/{{game}}/{{player}}/recommendations?limit=10, {} concurrent requests ({} requests over the live phase's players' warm lists)",
+                    r.lanes, r.requests
+                ),
+                format!(
+                    "**{} requests/s**; p50 {} ms, **p99 {} ms**",
+                    reco.show(thousands),
+                    self.spread(|r| r.recommendations.latency(0.5)).show(ms1),
+                    reco_p99.show(ms1)
+                ),
+                "≥ 10,000 requests/s, p99 < 10 ms".into(),
+                format!(
+                    "{:.0}% of target, {}",
+                    100.0 * reco.median / queries::TARGET_RECOMMENDATIONS,
+                    verdict(reco.median >= queries::TARGET_RECOMMENDATIONS && reco_p99.median < queries::TARGET_RECOMMENDATIONS_P99_MS)
+                ),
+            ],
+            [
+                format!(
+                    "analytics queries, a mix of active users, revenue, sessions, retention, new vs returning, monetisation (7 days) and a leaderboard page, {} concurrent requests ({} requests)",
+                    a.lanes, a.requests
+                ),
+                format!(
+                    "**{} requests/s**; p50 {} ms, p99 {} ms",
+                    analytics.show(thousands),
+                    self.spread(|r| r.analytics.latency(0.5)).show(ms1),
+                    self.spread(|r| r.analytics.latency(0.99)).show(ms1)
+                ),
+                "≥ 5,000 requests/s".into(),
+                format!(
+                    "{:.0}% of target, {}",
+                    100.0 * analytics.median / queries::TARGET_ANALYTICS,
+                    verdict(analytics.median >= queries::TARGET_ANALYTICS)
+                ),
+            ],
+        ]
+    }
+
+    fn rss_rows(&self) -> Vec<Row> {
+        let names: Vec<&'static str> =
+            self.runs.first().map(|r| r.rss.iter().map(|(n, _)| *n).collect()).unwrap_or_default();
+        names
+            .into_iter()
+            .map(|name| {
+                let values: Vec<f64> =
+                    self.runs.iter().filter_map(|r| r.rss.iter().find(|(n, _)| *n == name)?.1).collect();
+                let rss = (!values.is_empty()).then(|| Spread::of(values));
+                let (target, ratio) = match name {
+                    "gateway" => (
+                        "< 100 MB".to_string(),
+                        rss.map(|r| verdict(r.median < TARGET_GATEWAY_RSS_MB).to_string()).unwrap_or_default(),
+                    ),
+                    "actors" => ("< 1 KB per idle player (not measured here)".to_string(), "—".to_string()),
+                    "serve" => ("gateway < 100 MB (all roles share this process)".to_string(), "—".to_string()),
+                    _ => ("—".to_string(), "—".to_string()),
+                };
+                [
+                    format!("peak RSS (VmHWM) of the {name} process over the whole run"),
+                    rss.map(|r| r.show(|v| format!("{v:.0} MB"))).unwrap_or_else(|| "unavailable".into()),
+                    target,
+                    ratio,
+                ]
+            })
+            .collect()
+    }
+
+    /// One table per phase: each process's CPU ms per 1,000 events (or requests).
+    fn cpu_tables(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        let phases: Vec<(String, &'static str)> =
+            self.runs.first().map(|r| r.costs.iter().map(|c| (c.phase.clone(), c.unit)).collect()).unwrap_or_default();
+        for (phase, unit) in phases {
+            let costs: Vec<&super::cpu::PhaseCost> =
+                self.runs.iter().filter_map(|r| r.costs.iter().find(|c| c.phase == phase)).collect();
+            let count = Spread::of(costs.iter().map(|c| c.count as f64)).show(|v| format!("{v:.0}"));
+            let names: Vec<&str> =
+                costs.first().map(|c| c.per_thousand.iter().map(|(n, _)| n.as_str()).collect()).unwrap_or_default();
+            let cell = |name: &str| {
+                Spread::of(costs.iter().filter_map(|c| c.per_thousand.iter().find(|(n, _)| n == name).map(|(_, v)| *v)))
+            };
+            let total = Spread::of(costs.iter().map(|c| c.per_thousand.iter().map(|(_, v)| v).sum::<f64>()));
+            if markdown {
+                let _ = writeln!(out, "\n**CPU per 1,000 {unit}: {phase}** ({count} {unit})\n\n| process | CPU ms per 1,000 {unit} |\n|---|---:|");
+                for name in &names {
+                    let _ = writeln!(out, "| {name} | {} |", cell(name).show(ms1));
+                }
+                let _ = writeln!(out, "| **all of them** | **{}** |", total.show(ms1));
+            } else {
+                let _ = writeln!(out, "\nCPU per 1,000 {unit}: {phase} ({count} {unit})");
+                for name in &names {
+                    let _ = writeln!(out, "    {name:<34} {} ms", cell(name).show(ms1));
+                }
+                let _ = writeln!(out, "    {:<34} {} ms", "all of them", total.show(ms1));
+            }
+        }
+        out
+    }
+
+    fn title(&self) -> String {
+        let when = self.started_at().format("%Y-%m-%d %H:%M UTC");
+        match self.mode {
+            Mode::Production => format!("Production (Kafka + PostgreSQL + Redis), `gamemetrics bench` — {when}"),
+            Mode::Embedded => format!("Embedded default (SQLite, one process), `gamemetrics bench` — {when}"),
+        }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let m = &self.machine;
+        let loads: Vec<String> = self
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("run {}: {} before, {} after", i + 1, r.load_before, r.load_after))
+            .collect();
+        let (wire, record) = self.runs.first().map_or((0, 0), |r| (r.wire_bytes, r.record_bytes));
+        let mut notes = vec![
+            format!(
+                "Machine: {} × {}, {:.1} GiB RAM. The load generator (this process), the roles{} all share these cores.",
+                m.cpus,
+                m.model,
+                m.memory_gib,
+                if self.mode == Mode::Production { ", Kafka, PostgreSQL and Redis" } else { "" }
+            ),
+            format!(
+                "{} run(s); each figure is the median, with the smallest–largest of the runs in parentheses when there are several; verdicts and ratios are on the median.",
+                self.runs.len()
+            ),
+            format!(
+                "Load average (1, 5, 15 min, /proc/loadavg) — {}. Anything above ~1 before a run is other work on the machine competing for the same cores.",
+                loads.join("; ")
+            ),
+            "CPU per 1,000 events: user + system time from /proc/<pid>/stat before and after each phase, for each role process the bench started, the load generator (the bench process itself, its own threads), and in production Kafka (the broker's JVM), PostgreSQL (the postmaster on the configured port, all its backends and what exited backends used) and Redis (redis-server on the configured port). A process shows 0 when it was not running in that phase.".into(),
+            format!(
+                "Load generator: a lean sender in the bench process (one thread, bodies serialised before the clock starts and outside the CPU measurement, responses parsed only for their statuses) instead of `simulate::send`, whose per-event cloning and JSON building would take CPU from the measured processes. Events come from the simulator's plans (mean {wire} bytes on the wire, {record} bytes as the raw record the gateway appends)."
+            ),
+        ];
+        notes.extend(self.mode_notes());
+        notes.push("Event-to-read-model latency: the acknowledged count is sampled at every response (client side) and the projections process's `gamemetrics_projection_events_applied_total` (minimum over every projection) every 50 ms; the latency of the n-th event is the first time the applied count reaches n minus the first time the acknowledged count does (FIFO approximation: it assumes events are applied in the order they were acknowledged; partitions make that only approximately true). The 50 ms polling adds up to 50 ms.".into());
+        notes
+    }
+
+    fn mode_notes(&self) -> Vec<String> {
+        if self.mode == Mode::Embedded {
+            return vec!["Embedded mode: every role in one `serve` process on SQLite; actors and projections run during the ingest phases. No Kafka or PostgreSQL reference figures.".into()];
+        }
+        let lines: Vec<String> =
+            self.runs.iter().flat_map(|r| r.kafka.iter().map(|k| format!("`{}`", k.line))).collect();
+        vec![
+            "Each role is its own process (`gateway`, `actors`, `projections`). The ingest phases run before actors and projections start, so they measure the gateway and Kafka; the catch-up row is the consumer side alone; the live pipeline row runs everything at once.".into(),
+            format!(
+                "Kafka's ProducerPerformance ran in the same run, with gm-kafka's producer settings (acks=all, idempotence, linger.ms, batch.size, compression from the configuration), as many records as the ingest phase, to fresh topics with the raw topic's partition count. Its last lines: {}",
+                lines.join("; ")
+            ),
+        ]
+    }
+
+    pub fn text(&self) -> String {
+        let mut out = format!("\n{}\n\n", self.title());
+        for [what, figure, target, ratio] in self.rows() {
+            let _ = writeln!(out, "- {what}\n    {figure}\n    target: {target}; {ratio}");
+        }
+        out.push_str(&self.cpu_tables(false));
+        out.push('\n');
+        for note in self.notes() {
+            let _ = writeln!(out, "* {note}");
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = format!("\n## {}\n\n", self.title());
+        let command = match self.mode {
+            Mode::Production => "eval \"$(scripts/services env)\"\ncargo build --release --bin gamemetrics\nGM_MODE=production GM_KAFKA__BROKERS=$GM_KAFKA_BROKERS GM_POSTGRES__URL=$GM_POSTGRES_URL \\\n    GM_REDIS__URL=$GM_REDIS_URL target/release/gamemetrics bench --write docs/performance.md",
+            Mode::Embedded => "cargo build --release --bin gamemetrics\ntarget/release/gamemetrics bench --write docs/performance.md",
+        };
+        let _ = writeln!(out, "```sh\n{command}\n```\n");
+        out.push_str("| what | figure | target | ratio / verdict |\n|---|---|---|---|\n");
+        for [what, figure, target, ratio] in self.rows() {
+            let _ = writeln!(out, "| {what} | {figure} | {target} | {ratio} |");
+        }
+        out.push_str(&self.cpu_tables(true));
+        out.push('\n');
+        for note in self.notes() {
+            let _ = writeln!(out, "- {note}");
+        }
+        out
+    }
+}
+
+fn ms0(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+fn ms1(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn s1(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn s2(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+pub(super) fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.unsigned_abs().to_string();
+    let head = match digits.len() % 3 {
+        0 => 3,
+        r => r,
+    }
+    .min(digits.len());
+    let mut out = if n < 0 { String::from("-") } else { String::new() };
+    out.push_str(&digits[..head]);
+    for chunk in digits.as_bytes()[head..].chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(chunk).unwrap_or(""));
+    }
+    out
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(123456.0), "123,456");
+        assert_eq!(thousands(-1234.0), "-1,234");
+    }
+}
