@@ -357,14 +357,20 @@ impl Report {
                 Spread::of(costs.iter().filter_map(|c| c.per_thousand.iter().find(|(n, _)| n == name).map(|(_, v)| *v)))
             };
             let total = Spread::of(costs.iter().map(|c| c.per_thousand.iter().map(|(_, v)| v).sum::<f64>()));
+            // One clock tick (10 ms) of one process, per 1,000 units of the smallest run.
+            let fewest = costs.iter().map(|c| c.count).min().unwrap_or(0).max(1);
+            let resolution = format!("{:.1} ms", 10.0 * 1000.0 / fewest as f64);
             if markdown {
-                let _ = writeln!(out, "\n**CPU per 1,000 {unit}: {phase}** ({count} {unit})\n\n| process | CPU ms per 1,000 {unit} |\n|---|---:|");
+                let _ = writeln!(
+                    out,
+                    "\n**CPU per 1,000 {unit}: {phase}** ({count} {unit}; resolution {resolution})\n\n| process | CPU ms per 1,000 {unit} |\n|---|---:|"
+                );
                 for name in &names {
                     let _ = writeln!(out, "| {name} | {} |", cell(name).show(ms1));
                 }
                 let _ = writeln!(out, "| **all of them** | **{}** |", total.show(ms1));
             } else {
-                let _ = writeln!(out, "\nCPU per 1,000 {unit}: {phase} ({count} {unit})");
+                let _ = writeln!(out, "\nCPU per 1,000 {unit}: {phase} ({count} {unit}; resolution {resolution})");
                 for name in &names {
                     let _ = writeln!(out, "    {name:<34} {} ms", cell(name).show(ms1));
                 }
@@ -407,7 +413,7 @@ impl Report {
                 "Load average (1, 5, 15 min, /proc/loadavg) — {}. Anything above ~1 before a run is other work on the machine competing for the same cores.",
                 loads.join("; ")
             ),
-            "CPU per 1,000 events: user + system time from /proc/<pid>/stat before and after each phase, for each role process the bench started, the load generator (the bench process itself, its own threads), and in production Kafka (the broker's JVM), PostgreSQL (the postmaster on the configured port, all its backends and what exited backends used) and Redis (redis-server on the configured port). A process shows 0 when it was not running in that phase.".into(),
+            "CPU per 1,000 events: user + system time (clock ticks of 10 ms, hence the resolution given with each table) from /proc/<pid>/stat before and after each phase, for each role process the bench started, the load generator (the bench process itself, its own threads), and in production Kafka (the broker's JVM), PostgreSQL (the postmaster on the configured port, all its backends and what exited backends used) and Redis (redis-server on the configured port). A process shows 0 when it was not running in that phase.".into(),
             format!(
                 "Load generator: a lean sender in the bench process (one thread, bodies serialised before the clock starts and outside the CPU measurement, responses parsed only for their statuses) instead of `simulate::send`, whose per-event cloning and JSON building would take CPU from the measured processes. Events come from the simulator's plans (mean {wire} bytes on the wire, {record} bytes as the raw record the gateway appends)."
             ),
@@ -419,7 +425,10 @@ impl Report {
 
     fn mode_notes(&self) -> Vec<String> {
         if self.mode == Mode::Embedded {
-            return vec!["Embedded mode: every role in one `serve` process on SQLite; actors and projections run during the ingest phases. No Kafka or PostgreSQL reference figures.".into()];
+            return vec![
+                "Embedded mode: every role in one `serve` process on SQLite; actors and projections run during the ingest phases. No Kafka or PostgreSQL reference figures.".into(),
+                "CPU of the `serve` process is the gateway's, the actors' and the projections' together. The consumers' work on an ingest phase's events can spill into the next phase's figure; the whole-pipeline phase ends only when every read model has every event, so its figure is the full cost of an event.".into(),
+            ];
         }
         let lines: Vec<String> =
             self.runs.iter().flat_map(|r| r.kafka.iter().map(|k| format!("`{}`", k.line))).collect();
@@ -447,9 +456,11 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut out = format!("\n## {}\n\n", self.title());
+        // The arguments this run was given (`bench --events … --write …`).
+        let args = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
         let command = match self.mode {
-            Mode::Production => "eval \"$(scripts/services env)\"\ncargo build --release --bin gamemetrics\nGM_MODE=production GM_KAFKA__BROKERS=$GM_KAFKA_BROKERS GM_POSTGRES__URL=$GM_POSTGRES_URL \\\n    GM_REDIS__URL=$GM_REDIS_URL target/release/gamemetrics bench --write docs/performance.md",
-            Mode::Embedded => "cargo build --release --bin gamemetrics\ntarget/release/gamemetrics bench --write docs/performance.md",
+            Mode::Production => format!("eval \"$(scripts/services env)\"\ncargo build --release --bin gamemetrics\nGM_MODE=production GM_KAFKA__BROKERS=$GM_KAFKA_BROKERS GM_POSTGRES__URL=$GM_POSTGRES_URL \\\n    GM_REDIS__URL=$GM_REDIS_URL target/release/gamemetrics {args}"),
+            Mode::Embedded => format!("cargo build --release --bin gamemetrics\ntarget/release/gamemetrics {args}"),
         };
         let _ = writeln!(out, "```sh\n{command}\n```\n");
         out.push_str("| what | figure | target | ratio / verdict |\n|---|---|---|---|\n");

@@ -31,12 +31,14 @@ impl Spread {
         Self { median, min: v.first().copied().unwrap_or(0.0), max: v.last().copied().unwrap_or(0.0), runs: n }
     }
 
-    /// `median (min–max)`, each formatted by `f`; the median alone for one run.
+    /// `median (min–max)`, each formatted by `f`; the median alone for one run or when every
+    /// run gave the same (formatted) figure.
     pub fn show(&self, f: impl Fn(f64) -> String) -> String {
-        if self.runs <= 1 {
-            f(self.median)
+        let (median, min, max) = (f(self.median), f(self.min), f(self.max));
+        if self.runs <= 1 || min == max {
+            median
         } else {
-            format!("{} ({}–{})", f(self.median), f(self.min), f(self.max))
+            format!("{median} ({min}–{max})")
         }
     }
 }
@@ -61,6 +63,7 @@ mod tests {
         let f = |v: f64| format!("{v:.1}");
         assert_eq!(Spread::of([1.24]).show(f), "1.2");
         assert_eq!(Spread::of([1.0, 3.0, 2.0]).show(f), "2.0 (1.0–3.0)");
+        assert_eq!(Spread::of([5.0, 5.01, 4.99]).show(f), "5.0");
     }
 
     #[test]
