@@ -61,10 +61,11 @@ async fn concurrent_creators_of_the_same_event_day_partitions_all_succeed() {
     for t in tasks {
         created += t.await.unwrap().expect("no creator fails");
     }
-    let parts: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'events_202403%'")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let parts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'events_202403%'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     // Under TimescaleDB the function creates nothing (chunks instead of partitions).
     if created > 0 {
         assert_eq!((created, parts), (10, 10), "each day created once, by one of the callers");
