@@ -184,7 +184,11 @@ impl ProcTable {
         let servers: Vec<u32> =
             self.0.iter().filter(|(_, s)| s.comm.starts_with("redis-server")).map(|(p, _)| *p).collect();
         let needle = format!(":{port}");
-        let on_port: Vec<u32> = servers.iter().copied().filter(|pid| cmdline(*pid).contains(&needle)).collect();
+        let on_port: Vec<u32> = servers
+            .iter()
+            .copied()
+            .filter(|pid| cmdline(*pid).split_whitespace().any(|w| w.ends_with(&needle)))
+            .collect();
         let chosen = if on_port.is_empty() && servers.len() == 1 { servers } else { on_port };
         chosen.iter().filter_map(|pid| self.0.get(pid)).map(ProcStat::own_ticks).sum()
     }
