@@ -119,9 +119,9 @@ pub async fn run(target: &Target, options: BenchOptions) -> anyhow::Result<()> {
     }
     if let Some(players) = options.recovery_players {
         let work_dir = work_dir()?;
+        let machine = report::Machine::read().line("at the start");
         let report = recovery::run(target, players, options.recovery_sample, &work_dir).await;
         finish_work_dir(&work_dir, report.is_ok());
-        let machine = report::Machine::read().line("at the start");
         let text = report?.markdown(&machine);
         return publish(&text, &text, options.write.as_deref());
     }
