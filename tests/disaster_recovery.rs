@@ -123,6 +123,12 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
     let traffic = actix_rt::spawn(simulate::send(options, plan));
     actix_rt::time::sleep(destroy_after).await;
 
+    // The consumers are frozen from here until they are replaced: otherwise, on a quick
+    // restore, the running projections find the restored checkpoints behind them, replay from
+    // Kafka and move past `before` before `after` is read (seen in a run: 32,694 ≥ 32,192).
+    // The gateway keeps taking traffic; Kafka holds it for the new consumers.
+    actors.pause();
+    projections.pause();
     let before = applied_offsets(&services.postgres_url).await.expect("read checkpoints before the destruction");
     let destroyed_at = Utc::now();
     let destroyed = Instant::now();

@@ -160,6 +160,15 @@ impl Role {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// SIGSTOP: the process keeps its connections but does nothing until killed or resumed
+    /// (a frozen state to compare with, e.g. before a database is destroyed).
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill").args(["-STOP", &child.id().to_string()]).status();
+            assert!(status.is_ok_and(|s| s.success()), "SIGSTOP {}", self.name);
+        }
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
