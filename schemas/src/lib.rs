@@ -11,6 +11,7 @@
 pub mod compat;
 pub mod envelope;
 pub mod events;
+pub mod idempotency;
 pub mod ids;
 pub mod json_schema;
 pub mod money;

@@ -6,6 +6,7 @@
 
 use crate::envelope::{EventEnvelope, PersonalData};
 use crate::events::*;
+use crate::idempotency::{derived_event_id, IdempotencyKey};
 use crate::ids::{GameId, IdError, PlayerId, SessionId};
 use crate::upcast::{PurchaseV2, DEFAULT_SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -48,7 +49,6 @@ pub enum RejectCode {
     BadTimestamp,
     UnsupportedVersion,
     WrongGame,
-    Duplicate,
 }
 
 impl RejectCode {
@@ -62,7 +62,6 @@ impl RejectCode {
             Self::BadTimestamp => "bad_timestamp",
             Self::UnsupportedVersion => "unsupported_version",
             Self::WrongGame => "wrong_game",
-            Self::Duplicate => "duplicate",
         }
     }
 }
@@ -113,12 +112,25 @@ struct WireBatch<'a> {
 /// The outcome for each event of a batch, in the order they were sent.
 pub type DecodedEvents = Vec<Result<EventEnvelope, Rejection>>;
 
-/// Decodes and validates a batch body (already decompressed) posted for `game`.
+/// Decodes and validates a batch body (already decompressed) posted for `game`; events
+/// without an `event_id` get a fresh UUIDv7.
 pub fn decode_batch(
     body: &[u8],
     game: &GameId,
     received_at: DateTime<Utc>,
     limits: &Limits,
+) -> Result<DecodedEvents, BatchError> {
+    decode_batch_keyed(body, game, received_at, limits, None)
+}
+
+/// [`decode_batch`] for a request with an `Idempotency-Key`: events without an `event_id`
+/// get the id [`IdempotencyKey::event_id`] derives from the key, their position and content.
+pub fn decode_batch_keyed(
+    body: &[u8],
+    game: &GameId,
+    received_at: DateTime<Utc>,
+    limits: &Limits,
+    key: Option<&IdempotencyKey>,
 ) -> Result<DecodedEvents, BatchError> {
     if body.len() > limits.max_body_bytes {
         return Err(BatchError::TooLarge { bytes: body.len(), max: limits.max_body_bytes });
@@ -140,7 +152,7 @@ pub fn decode_batch(
         Some(v) => Some(parse_time(&v).map_err(BatchError::BadSentAt)?),
     };
     let ctx = EventContext { game, sent_at, received_at, limits };
-    Ok(batch.events.iter().map(|raw| ctx.decode_event(raw)).collect())
+    Ok(batch.events.iter().enumerate().map(|(index, raw)| ctx.decode_event_keyed(raw, key, index)).collect())
 }
 
 /// What every event of one batch shares.
@@ -154,6 +166,17 @@ pub struct EventContext<'a> {
 impl EventContext<'_> {
     /// Validates one event of the public format.
     pub fn decode_event(&self, raw: &RawValue) -> Result<EventEnvelope, Rejection> {
+        self.decode_event_keyed(raw, None, 0)
+    }
+
+    /// Validates the event at `index` of a request with idempotency key `key` (see
+    /// [`crate::idempotency`]).
+    pub fn decode_event_keyed(
+        &self,
+        raw: &RawValue,
+        key: Option<&IdempotencyKey>,
+        index: usize,
+    ) -> Result<EventEnvelope, Rejection> {
         let len = raw.get().len();
         if len > self.limits.max_event_bytes {
             return Err(Rejection::whole(
@@ -163,9 +186,14 @@ impl EventContext<'_> {
         }
         let value: Value =
             serde_json::from_str(raw.get()).map_err(|e| Rejection::whole(RejectCode::Malformed, e.to_string()))?;
-        let Value::Object(fields) = value else {
+        let Value::Object(mut fields) = value else {
             return Err(Rejection::whole(RejectCode::Malformed, "an event must be a JSON object"));
         };
+        if matches!(fields.get("event_id"), None | Some(Value::Null)) {
+            if let Some(id) = derived_event_id(key, self.game.as_str(), index, &fields) {
+                fields.insert("event_id".into(), id);
+            }
+        }
         self.decode_fields(fields)
     }
 

@@ -5,17 +5,42 @@
 //! design event with the type as a sanitised colon id and `data.value` as its value. The
 //! timestamp may be RFC 3339 or a Unix time (seconds or milliseconds). `game_id`, when given,
 //! must be the key's game. Unknown top-level fields are ignored, as the old platform did.
+//! An event of a known type whose `data` the typed event cannot take (a `purchase` without an
+//! amount, an `achievement` without an id: the old platform accepted those) is kept as a
+//! design event named after its type ([`Decoded::downgraded`] says so) instead of refused.
 
 use super::{
     design_id, event_id_for, first_text, first_value, integer, minor_units, normalize_name, reject, text, time_value,
     validate,
 };
+use crate::idempotency::{derived_event_id, IdempotencyKey};
 use crate::validate::{BatchError, EventContext, Limits, RejectCode, Rejection};
 use crate::{EventEnvelope, GameId};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 const RENAME: &[(&str, &str)] = &[("client_ts", "timestamp"), ("type", "event_type")];
+
+/// One legacy event, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The event, or why it was refused.
+    pub outcome: Result<EventEnvelope, Rejection>,
+    /// Set when the event's type maps to a typed event whose properties the old platform did
+    /// not require (a `purchase` without an amount, an `achievement` without an id): it was
+    /// kept as a design event named after its type instead of refused.
+    pub downgraded: Option<Downgrade>,
+}
+
+/// A legacy event kept as a design event: the typed event it would have been, and why that
+/// could not take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downgrade {
+    /// The typed event type (`purchase`, `achievement`, ...): a short, fixed set, fit for a
+    /// metric label.
+    pub typed: String,
+    pub rejection: Rejection,
+}
 
 /// Decodes one legacy event body: `Err` for a body that is not even an object, `Ok(Err)` for
 /// an event refused with a reason.
@@ -25,6 +50,19 @@ pub fn decode_event(
     received_at: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<Result<EventEnvelope, Rejection>, BatchError> {
+    decode_event_keyed(body, game, received_at, limits, None).map(|d| d.outcome)
+}
+
+/// [`decode_event`] with what the route needs to know: whether the event was kept as a design
+/// event, and, for a request with an `Idempotency-Key` and an event without `event_id`, the id
+/// derived from the key and the body (see [`crate::idempotency`]).
+pub fn decode_event_keyed(
+    body: &[u8],
+    game: &GameId,
+    received_at: DateTime<Utc>,
+    limits: &Limits,
+    key: Option<&IdempotencyKey>,
+) -> Result<Decoded, BatchError> {
     let max = limits.max_event_bytes.max(1024);
     if body.len() > max {
         return Err(BatchError::TooLarge { bytes: body.len(), max });
@@ -35,7 +73,39 @@ pub fn decode_event(
         Err(e) => return Err(BatchError::Malformed(e.to_string())),
     };
     let ctx = EventContext { game, sent_at: None, received_at, limits };
-    Ok(map_event(&message, game, received_at).and_then(|fields| validate(&ctx, fields, RENAME)))
+    let mut fields = match map_event(&message, game, received_at) {
+        Ok(fields) => fields,
+        Err(r) => return Ok(Decoded { outcome: Err(r), downgraded: None }),
+    };
+    if !fields.contains_key("event_id") {
+        if let Some(id) = derived_event_id(key, game.as_str(), 0, &message) {
+            fields.insert("event_id".into(), id);
+        }
+    }
+    let typed = fields.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    match validate(&ctx, fields.clone(), RENAME) {
+        Err(rejection) if typed != "design" && is_property_rejection(&rejection) => {
+            // The old platform took any `data`: keep the event, as a design event named after
+            // its type, rather than lose it.
+            let event_type = text(message.get("event_type")).unwrap_or_default();
+            let data = message.get("data").and_then(Value::as_object);
+            let mut props = Map::new();
+            props.insert("event_id".into(), Value::String(design_id(&event_type)));
+            put(&mut props, "value", first_value(data, &["value"]).filter(Value::is_number));
+            fields.insert("type".into(), json!("design"));
+            fields.insert("properties".into(), Value::Object(props));
+            let outcome = validate(&ctx, fields, RENAME);
+            let downgraded = outcome.is_ok().then_some(Downgrade { typed, rejection });
+            Ok(Decoded { outcome, downgraded })
+        }
+        outcome => Ok(Decoded { outcome, downgraded: None }),
+    }
+}
+
+/// A rejection of the event's properties (not of its player, time or game), which the old
+/// platform did not check.
+fn is_property_rejection(r: &Rejection) -> bool {
+    r.field.as_deref().is_some_and(|f| f == "properties" || f.starts_with("properties."))
 }
 
 /// The public-format fields of one legacy event.
@@ -116,7 +186,8 @@ fn map_type(event_type: &str, data: Option<&Map<String, Value>>) -> (&'static st
             "progression"
         }
         "purchase" => {
-            let currency = first_text(data, &["currency"]).unwrap_or_else(|| "USD".into());
+            // Old clients send `usd` as often as `USD`.
+            let currency = first_text(data, &["currency"]).map_or_else(|| "USD".into(), |c| c.to_ascii_uppercase());
             let amount = first_value(data, &["amount_minor", "price_cents"])
                 .map(integer)
                 .or_else(|| first_value(data, &["amount", "price"]).map(|v| minor_units(v, Some(&currency))));
@@ -240,13 +311,94 @@ mod tests {
         assert_eq!(r.code, RejectCode::WrongGame);
         let r = decode(json!({"event_type": "login", "player_id": "p", "timestamp": "noon"})).unwrap_err();
         assert_eq!((r.code, r.field.as_deref()), (RejectCode::BadTimestamp, Some("timestamp")));
-        let r = decode(json!({"event_type": "purchase", "player_id": "p", "timestamp": now,
-                              "data": {"amount": 5, "currency": "usd", "item_id": "x"}}))
-        .unwrap_err();
-        assert_eq!(r.field.as_deref(), Some("properties.currency"));
         let r = decode(json!({"event_type": "login", "timestamp": now})).unwrap_err();
         assert_eq!((r.code, r.field.as_deref()), (RejectCode::MissingField, Some("player_id")));
         let game = GameId::parse("space-race").unwrap();
         assert!(decode_event(b"[]", &game, Utc::now(), &Limits::default()).is_err());
+    }
+
+    fn decode_keyed(body: &Value, key: Option<&str>) -> Decoded {
+        let game = GameId::parse("space-race").unwrap();
+        let key = key.map(|k| IdempotencyKey::parse(k).unwrap());
+        decode_event_keyed(body.to_string().as_bytes(), &game, Utc::now(), &Limits::default(), key.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn events_the_typed_schema_cannot_take_are_kept_as_design_events_named_after_their_type() {
+        let now = Utc::now().to_rfc3339();
+        // What the old platform's own test script sends (issue 16): no amount, no id.
+        let cases = [
+            (
+                json!({"event_type": "purchase", "player_id": "p", "timestamp": now, "data": {"item_id": "sword"}}),
+                "purchase",
+                "purchase",
+                "properties.amount_minor",
+            ),
+            (
+                json!({"event_type": "achievement", "player_id": "p", "timestamp": now, "data": {"value": 3}}),
+                "achievement",
+                "achievement",
+                "properties.achievement_id",
+            ),
+            (
+                json!({"event_type": "Achievement_Unlocked", "player_id": "p", "timestamp": now}),
+                "achievement",
+                "achievement_unlocked",
+                "properties.achievement_id",
+            ),
+            (
+                json!({"event_type": "purchase", "player_id": "p", "timestamp": now,
+                    "data": {"amount": 5, "currency": "dollars", "item_id": "x"}}),
+                "purchase",
+                "purchase",
+                "properties.currency",
+            ),
+            (
+                json!({"event_type": "level_up", "player_id": "p", "timestamp": now, "data": {"xp": 10}}),
+                "progression",
+                "level_up",
+                "properties.level_id",
+            ),
+        ];
+        for (body, typed, design, field) in cases {
+            let d = decode_keyed(&body, None);
+            let e = d.outcome.unwrap_or_else(|r| panic!("{body}: refused {r:?}"));
+            let EventBody::Design(got) = &e.body else { panic!("{body}: {:?}", e.body) };
+            assert_eq!(got.event_id.as_str(), design, "{body}");
+            let down = d.downgraded.unwrap_or_else(|| panic!("{body}: not marked as downgraded"));
+            assert_eq!((down.typed.as_str(), down.rejection.field.as_deref()), (typed, Some(field)), "{body}");
+        }
+        let d = decode_keyed(
+            &json!({"event_type": "achievement", "player_id": "p", "timestamp": now,
+                                     "data": {"value": 3}}),
+            None,
+        );
+        let EventBody::Design(got) = d.outcome.unwrap().body else { panic!() };
+        assert_eq!(got.value, Some(3.0), "data.value is kept as the design value");
+        // Lower-case currencies are understood, not downgraded.
+        let d = decode_keyed(
+            &json!({"event_type": "purchase", "player_id": "p", "timestamp": now,
+                                     "data": {"amount": 5, "currency": "usd", "item_id": "x"}}),
+            None,
+        );
+        assert_eq!((d.outcome.unwrap().body.type_name(), d.downgraded), ("purchase", None));
+        // What is wrong outside the properties is still refused: no player, no event.
+        let d = decode_keyed(&json!({"event_type": "purchase", "timestamp": now}), None);
+        assert_eq!((d.outcome.unwrap_err().field.as_deref(), d.downgraded), (Some("player_id"), None));
+        let d = decode_keyed(&json!({"event_type": "purchase", "player_id": "p", "timestamp": "noon"}), None);
+        assert_eq!(d.outcome.unwrap_err().code, RejectCode::BadTimestamp);
+    }
+
+    #[test]
+    fn an_idempotency_key_gives_id_less_events_the_same_id_on_a_retry() {
+        let body = json!({"event_type": "login", "player_id": "p", "timestamp": 1_700_000_000});
+        let first = decode_keyed(&body, Some("req-1")).outcome.unwrap().event_id;
+        assert_eq!(first, decode_keyed(&body, Some("req-1")).outcome.unwrap().event_id);
+        assert_eq!(first.get_version_num(), 5);
+        assert_ne!(first, decode_keyed(&body, Some("req-2")).outcome.unwrap().event_id);
+        assert_eq!(decode_keyed(&body, None).outcome.unwrap().event_id.get_version_num(), 7, "no key: fresh ids");
+        // The client's own id wins over the key.
+        let with_id = json!({"event_type": "login", "player_id": "p", "timestamp": 1_700_000_000, "event_id": "e-1"});
+        assert_eq!(decode_keyed(&with_id, Some("req-1")).outcome.unwrap().event_id, event_id_for("space-race", "e-1"));
     }
 }

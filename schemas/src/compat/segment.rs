@@ -15,6 +15,7 @@ use super::{
     design_id, event_id_for, first_text, first_value, integer, minor_units, normalize_name, object, reject, sent_at,
     text, time_value, validate,
 };
+use crate::idempotency::{derived_event_id, IdempotencyKey};
 use crate::validate::{BatchError, DecodedEvents, EventContext, Limits, RejectCode, Rejection};
 use crate::{EventEnvelope, GameId};
 use chrono::{DateTime, Utc};
@@ -54,6 +55,19 @@ pub fn decode_batch(
     received_at: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<DecodedEvents, BatchError> {
+    decode_batch_keyed(body, game, received_at, limits, None)
+}
+
+/// [`decode_batch`] for a request with an `Idempotency-Key`: a message without a
+/// `messageId` gets the id derived from the key, its position and the message (without its
+/// `sentAt`, which a retry may renew).
+pub fn decode_batch_keyed(
+    body: &[u8],
+    game: &GameId,
+    received_at: DateTime<Utc>,
+    limits: &Limits,
+    key: Option<&IdempotencyKey>,
+) -> Result<DecodedEvents, BatchError> {
     if body.len() > limits.max_body_bytes {
         return Err(BatchError::TooLarge { bytes: body.len(), max: limits.max_body_bytes });
     }
@@ -72,7 +86,8 @@ pub fn decode_batch(
     Ok(wire
         .batch
         .iter()
-        .map(|raw| {
+        .enumerate()
+        .map(|(index, raw)| {
             let len = raw.get().len();
             if len > limits.max_event_bytes {
                 return Err(Rejection {
@@ -82,7 +97,8 @@ pub fn decode_batch(
                 });
             }
             let message = parse_message(raw.get())?;
-            decode_message(message, None, game, batch_sent_at, shared_context, received_at, limits)
+            let at = Position { key, index };
+            decode_message(message, None, game, batch_sent_at, shared_context, received_at, limits, at)
         })
         .collect())
 }
@@ -95,6 +111,18 @@ pub fn decode_single(
     received_at: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<Result<EventEnvelope, Rejection>, BatchError> {
+    decode_single_keyed(body, call, game, received_at, limits, None)
+}
+
+/// [`decode_single`] for a request with an `Idempotency-Key` (see [`decode_batch_keyed`]).
+pub fn decode_single_keyed(
+    body: &[u8],
+    call: Call,
+    game: &GameId,
+    received_at: DateTime<Utc>,
+    limits: &Limits,
+    key: Option<&IdempotencyKey>,
+) -> Result<Result<EventEnvelope, Rejection>, BatchError> {
     if body.len() > limits.max_body_bytes {
         return Err(BatchError::TooLarge { bytes: body.len(), max: limits.max_body_bytes });
     }
@@ -106,7 +134,7 @@ pub fn decode_single(
         Ok(m) => m,
         Err(r) => return Err(BatchError::Malformed(r.reason)),
     };
-    Ok(decode_message(message, Some(call), game, None, None, received_at, limits))
+    Ok(decode_message(message, Some(call), game, None, None, received_at, limits, Position { key, index: 0 }))
 }
 
 fn parse_message(text: &str) -> Result<Map<String, Value>, Rejection> {
@@ -119,19 +147,33 @@ fn parse_message(text: &str) -> Result<Map<String, Value>, Rejection> {
     }
 }
 
+/// Where a message is: its request's idempotency key, and its index in the request.
+struct Position<'a> {
+    key: Option<&'a IdempotencyKey>,
+    index: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn decode_message(
-    message: Map<String, Value>,
+    mut message: Map<String, Value>,
     call: Option<Call>,
     game: &GameId,
     batch_sent_at: Option<DateTime<Utc>>,
     shared_context: Option<&Map<String, Value>>,
     received_at: DateTime<Utc>,
     limits: &Limits,
+    at: Position<'_>,
 ) -> Result<EventEnvelope, Rejection> {
     let own_sent_at = sent_at(message.get("sentAt"), "sentAt")
         .map_err(|e| reject(RejectCode::BadTimestamp, "sentAt", e.to_string()))?;
     let ctx = EventContext { game, sent_at: own_sent_at.or(batch_sent_at), received_at, limits };
-    let fields = map_message(&message, call, game, shared_context, received_at)?;
+    let mut fields = map_message(&message, call, game, shared_context, received_at)?;
+    if !fields.contains_key("event_id") {
+        message.remove("sentAt");
+        if let Some(id) = derived_event_id(at.key, game.as_str(), at.index, &message) {
+            fields.insert("event_id".into(), id);
+        }
+    }
     validate(&ctx, fields, RENAME)
 }
 
