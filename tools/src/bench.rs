@@ -103,6 +103,13 @@ pub struct BenchOptions {
     pub recovery_sample: usize,
     /// Run the erasure bench (erasure.rs) with this many erasures under load instead.
     pub erasures: Option<usize>,
+    /// Share (0..=1) of the one-event-per-request phases' requests that are the first event
+    /// of a player never seen before (ingest.rs).
+    pub single_new_share: f64,
+    /// Offered load of the steady-state freshness phase, events/s (freshness.rs).
+    pub freshness_rate: f64,
+    /// Seconds of offered load of the freshness phase; 0 skips it.
+    pub freshness_secs: u64,
 }
 
 /// Runs the benchmark, prints the report and appends it to `options.write` when given.
