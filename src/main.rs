@@ -161,6 +161,16 @@ struct BenchArgs {
     /// a steady simulated load and measure request → completed (p50, p99).
     #[arg(long)]
     erasures: Option<usize>,
+    /// Share of the one-event-per-request phases' requests that are the first event of a
+    /// player never seen before (0..=1).
+    #[arg(long, default_value_t = 0.1)]
+    single_new_share: f64,
+    /// Offered load of the steady-state freshness phase, events/s (open loop, batches of 100).
+    #[arg(long, default_value_t = 20_000.0)]
+    freshness_rate: f64,
+    /// Seconds of offered load of the steady-state freshness phase (0: skip the phase).
+    #[arg(long, default_value_t = 60)]
+    freshness_secs: u64,
 }
 
 #[derive(clap::Args)]
@@ -315,6 +325,9 @@ async fn bench(config: &Config, config_file: Option<PathBuf>, args: BenchArgs) -
         recovery_players: args.recovery_players,
         recovery_sample: args.recovery_sample,
         erasures: args.erasures,
+        single_new_share: args.single_new_share,
+        freshness_rate: args.freshness_rate,
+        freshness_secs: args.freshness_secs,
     };
     bench::run(&target, options).await
 }
