@@ -134,7 +134,8 @@ pub struct AuthSettings {
     /// Key ids of revoked API keys, comma-separated: the first 16 (at least 8) hex digits of
     /// the key's SHA-256 (`printf %s "$KEY" | sha256sum | cut -c1-16`).
     pub revoked_keys: String,
-    /// `game=secret,...`: the games whose ingest requests must carry `X-GM-Signature`.
+    /// `game=secret,...`: the games whose ingest requests must be signed (`X-GM-Timestamp`,
+    /// `X-GM-Signature`; see gm_gateway::signature).
     pub signing_secrets: String,
     pub signing_secrets_file: Option<PathBuf>,
     /// The JWKS of the identity provider, as a file or a URL (fetched at start, refreshed).

@@ -281,6 +281,11 @@ impl Platform {
             .with_game_queries(backends.games.clone())
             .with_recommendations(backends.recommendations.clone())
             .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?);
+            // Used request signatures are shared by every gateway through Redis.
+            let state = match backends.cache.clone() {
+                Some(cache) => state.with_shared_claims(Arc::new(cache)),
+                None => state,
+            };
             gm_gateway::serve(listener, state).await?
         } else {
             let (readiness, metrics) = (readiness.clone(), metrics.clone());

@@ -65,7 +65,7 @@ async fn every_response_has_the_security_headers_and_only_configured_origins_get
     assert_eq!(preflight.status().as_u16(), 204);
     assert_eq!(header(&preflight, "access-control-allow-origin"), Some(ORIGIN));
     let allowed_headers = header(&preflight, "access-control-allow-headers").unwrap_or_default();
-    for h in ["authorization", "content-type", "content-encoding", "x-api-key", "x-gm-signature"] {
+    for h in ["authorization", "content-type", "content-encoding", "x-api-key", "x-gm-signature", "x-gm-timestamp"] {
         assert!(allowed_headers.contains(h), "{h} not in {allowed_headers}");
     }
     assert!(header(&preflight, "access-control-allow-methods").unwrap_or_default().contains("POST"));

@@ -175,7 +175,7 @@ pub(crate) async fn accept_body(
     let limits = &state.config.limits;
     let gzip = is_gzip(req.headers())?;
     let raw = read_raw(req.headers(), payload, limits).await?;
-    state.signing.verify(&game, req.headers(), &raw)?;
+    state.signing.verify(&game, req.headers(), &raw).await?;
     Ok((game, decompress_body(&raw, gzip, limits.max_body_bytes)?))
 }
 

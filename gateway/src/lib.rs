@@ -183,6 +183,13 @@ impl AppState {
         self
     }
 
+    /// Remembers used request signatures in `claims` (Redis), shared by every gateway, so a
+    /// replay through another gateway is refused too (see [`signature`]).
+    pub fn with_shared_claims(mut self, claims: Arc<dyn gm_ports::SharedClaims>) -> Self {
+        self.signing = self.signing.with_shared_claims(claims);
+        self
+    }
+
     /// Pseudonymises and seals events at ingest; serves the privacy routes.
     pub fn with_privacy(mut self, privacy: Arc<privacy::PrivacyService>) -> Self {
         self.privacy = Some(privacy);

@@ -78,7 +78,8 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// The request headers a browser client may send (credentials travel in headers, never cookies).
-const CORS_ALLOW_HEADERS: &str = "authorization, content-type, content-encoding, x-api-key, x-gm-signature";
+const CORS_ALLOW_HEADERS: &str =
+    "authorization, content-type, content-encoding, x-api-key, x-gm-signature, x-gm-timestamp, idempotency-key";
 /// The response headers a browser client may read besides the simple ones.
 const CORS_EXPOSE_HEADERS: &str = "retry-after, www-authenticate";
 

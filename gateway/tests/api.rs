@@ -717,32 +717,46 @@ fn signing_harness() -> Harness {
 }
 
 #[actix_web::test]
-async fn a_game_with_a_secret_needs_the_hmac_of_the_raw_possibly_gzipped_body() {
+async fn a_game_with_a_secret_needs_the_hmac_of_the_timestamp_and_raw_possibly_gzipped_body_once() {
+    use gm_gateway::signature::sign_hex;
     let h = signing_harness();
     let app = test::init_service(app(h.data.clone())).await;
     let body = gzip(json!({"events": [session_start("p1")]}).to_string().as_bytes());
-    let signed = |sig: String| {
+    let now = chrono::Utc::now().timestamp();
+    let signed = |timestamp: i64, sig: String| {
         post_events(body.clone())
             .insert_header((header::CONTENT_ENCODING, "gzip"))
+            .insert_header(("X-GM-Timestamp", timestamp.to_string()))
             .insert_header(("X-GM-Signature", sig))
     };
-    let good = gm_gateway::signature::sign_hex(SECRET.as_bytes(), &body);
-    let (status, _, _, text) = call!(&app, signed(good.clone())).await;
+    let good = sign_hex(SECRET.as_bytes(), now, &body);
+    let (status, _, _, text) = call!(&app, signed(now, good.clone())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{text}");
-    // The same signature in base64 is accepted too.
+    // The same request again is a replay: 401, and nothing lands.
+    let (status, _, json, text) = call!(&app, signed(now, good.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(json["reason"].as_str().unwrap().contains("replay"), "{text}");
+    // Signed again a second later (a client's retry), in base64: accepted.
     use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(&good).unwrap());
-    assert_eq!(call!(&app, signed(b64)).await.0, StatusCode::ACCEPTED);
-    // A signature of the inflated body, of another secret, or none at all: 401.
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode(hex::decode(sign_hex(SECRET.as_bytes(), now - 1, &body)).unwrap());
+    assert_eq!(call!(&app, signed(now - 1, b64)).await.0, StatusCode::ACCEPTED);
+    // A signature of the inflated body, of another secret, or for another time: 401.
     let inflated = json!({"events": [session_start("p1")]}).to_string();
     for bad in [
-        gm_gateway::signature::sign_hex(SECRET.as_bytes(), inflated.as_bytes()),
-        gm_gateway::signature::sign_hex(b"another-secret", &body),
+        sign_hex(SECRET.as_bytes(), now, inflated.as_bytes()),
+        sign_hex(b"another-secret", now, &body),
+        sign_hex(SECRET.as_bytes(), now - 2, &body),
     ] {
-        let (status, _, json, text) = call!(&app, signed(bad)).await;
+        let (status, _, json, text) = call!(&app, signed(now, bad)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
         assert!(json["reason"].as_str().unwrap().contains("does not match"), "{text}");
     }
+    // Signed ten minutes ago: refused, whatever the signature.
+    let old = now - 600;
+    let (status, _, json, text) = call!(&app, signed(old, sign_hex(SECRET.as_bytes(), old, &body))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(json["reason"].as_str().unwrap().contains("from the gateway's clock"), "{text}");
     let unsigned = post_events(body.clone()).insert_header((header::CONTENT_ENCODING, "gzip"));
     let (status, _, json, _) = call!(&app, unsigned).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -205,6 +205,16 @@ pub enum StoreError {
     Other(String),
 }
 
+/// Short-lived facts that every gateway of a deployment must share (Redis when configured):
+/// which request signatures were already used, so a captured request cannot be replayed
+/// through another gateway.
+#[async_trait]
+pub trait SharedClaims: Send + Sync {
+    /// Claims `key` for `ttl`: `Ok(true)` the first time, `Ok(false)` while an earlier claim
+    /// of it lives. Atomic across every caller.
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+}
+
 /// Snapshots of player state, per partition of `player.events.raw`.
 ///
 /// A partition's watermark is the raw offset that every snapshot of that partition reflects

@@ -438,6 +438,19 @@ impl RedisCache {
         }
     }
 
+    /// `SET key 1 NX PX ttl`: whether `key` was absent (and is now set). One round trip,
+    /// atomic on the server, so two gateways claiming the same key get one `true`.
+    pub async fn set_absent(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let ms = (ttl.as_millis() as u64).max(1);
+        let key = self.full_key(key);
+        self.run("set_absent", self.inner.cfg.op_timeout(), Mode::Fast, move |mut con| async move {
+            let set: Option<String> =
+                redis::cmd("SET").arg(key).arg(1u8).arg("NX").arg("PX").arg(ms).query_async(&mut con).await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
     /// `SET key value PX ttl` unless `marker` exists (atomically, one round trip). Returns
     /// whether the value was written. Used for values that an erasure must be able to
     /// keep out: see [`mark_and_delete`](Self::mark_and_delete).
@@ -669,6 +682,14 @@ impl RedisCache {
         } else {
             i.unlogged.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Claims live in Redis so that every gateway sees them (see [`gm_ports::SharedClaims`]).
+#[async_trait::async_trait]
+impl gm_ports::SharedClaims for RedisCache {
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, gm_ports::StoreError> {
+        self.set_absent(key, ttl).await.map_err(|e| gm_ports::StoreError::Unavailable(e.to_string()))
     }
 }
 

@@ -135,3 +135,25 @@ async fn delete_prefix_refuses_to_empty_the_database() {
     let cache = RedisCache::new(cfg).unwrap();
     assert!(matches!(cache.delete_prefix("").await, Err(gm_redis::CacheError::Refused(_))));
 }
+
+#[tokio::test]
+async fn a_claim_is_granted_once_across_clients_until_it_expires() {
+    use gm_ports::SharedClaims;
+    let cfg = test_config().await;
+    // Two gateways: two clients of the same Redis and prefix.
+    let (a, b) = (RedisCache::connect(cfg.clone()).await.unwrap(), RedisCache::connect(cfg).await.unwrap());
+    let ttl = Duration::from_millis(400);
+    let claims = futures::future::join_all((0..8).map(|i| {
+        let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move { cache.claim("sig:space-race:00ff", ttl).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(claims.iter().filter(|first| **first).count(), 1, "exactly one claim wins: {claims:?}");
+    let mut con = raw().await;
+    let left = pttl(&mut con, &a.full_key("sig:space-race:00ff")).await;
+    assert!(left > 0 && left <= 400, "PTTL {left}");
+    assert!(a.claim("sig:space-race:other", ttl).await.unwrap(), "another key is its own claim");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(b.claim("sig:space-race:00ff", ttl).await.unwrap(), "claimable again once expired");
+    cleanup(&a).await;
+}
