@@ -19,12 +19,13 @@
 //! actix actor each: a million idle players then cost a map entry, not a mailbox, and a
 //! batch is applied and committed as one unit (see docs/adr/0002-virtual-actors-per-shard.md).
 
+pub mod dedup;
 pub mod player;
 pub mod runtime;
 pub mod session;
 pub mod shard;
 
-pub use player::{PlayerActor, PlayerCommand, PlayerState};
+pub use player::{PlayerActor, PlayerCommand, PlayerState, Policy};
 pub use runtime::{ActorsConfig, ActorsRuntime};
 
 #[cfg(test)]

@@ -2,17 +2,21 @@
 //! the SessionActor, first sight) and returns the event to emit; `apply` folds an emitted
 //! event into state and holds no logic, so replay is pure and cannot fail.
 
+use crate::dedup::{DedupPolicy, RecentIds};
 use crate::session::SessionActor;
 use chrono::{DateTime, Utc};
 use gm_schemas::events::{EventBody, ProgressionStatus, ResourceFlow};
 use gm_schemas::{Derived, ErasureRequest, EventEnvelope, ProcessedBody, ProcessedEvent};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// How many recent event ids a player remembers for deduplication. A client retrying a
-/// batch resubmits it within seconds, long before this many newer events of the player.
-pub const DEDUP_WINDOW: usize = 256;
+/// The rules a player's actor decides by, from the actors configuration. Not part of the
+/// state: a snapshot holds facts (ids and times), and the policy in force reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub dedup: DedupPolicy,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consent {
@@ -26,7 +30,8 @@ pub struct Consent {
 /// |---|---|
 /// | 1 | no `version` field (snapshots written before schema evolution) |
 /// | 2 | `version` field; state built from canonical events (`purchase` v1 and v2 alike) |
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// | 3 | `recent_ids` (ids by the hour they were received, 7 days) replace `recent_event_ids` (the last 256) |
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 fn snapshot_v1() -> u32 {
     1
@@ -72,7 +77,8 @@ pub struct PlayerState {
     /// Set when the player was erased; everything else was wiped then.
     pub erased_at: Option<DateTime<Utc>>,
     pub session: SessionActor,
-    pub recent_event_ids: VecDeque<Uuid>,
+    /// Event ids received in the deduplication window (see [`crate::dedup`]).
+    pub recent_ids: RecentIds,
 }
 
 impl Default for PlayerState {
@@ -97,7 +103,7 @@ impl Default for PlayerState {
             consent: None,
             erased_at: None,
             session: SessionActor::default(),
-            recent_event_ids: VecDeque::new(),
+            recent_ids: RecentIds::default(),
         }
     }
 }
@@ -116,6 +122,20 @@ impl PlayerState {
             // v1 → v2: the fields are the same; the canonical event form made v1 and v2
             // purchases fold identically, so only the version is stamped.
             obj.insert("version".into(), serde_json::Value::from(2u32));
+        }
+        if version < 3 {
+            // v2 → v3: the last 256 ids carry no time; they are taken as received in the hour
+            // of the player's last event, so they are remembered for the window from there.
+            if let Some(ids) = obj.remove("recent_event_ids") {
+                let ids: Vec<Uuid> = serde_json::from_value(ids)?;
+                let last_seen = match obj.get("last_seen") {
+                    Some(v) if !v.is_null() => Some(serde_json::from_value::<DateTime<Utc>>(v.clone())?),
+                    _ => None,
+                };
+                let hour = last_seen.map_or(0, |t| t.timestamp().div_euclid(3600));
+                obj.insert("recent_ids".into(), serde_json::to_value(RecentIds::from_hour(hour, ids))?);
+            }
+            obj.insert("version".into(), serde_json::Value::from(3u32));
         }
         Ok(serde_json::from_value(value)?)
     }
@@ -148,11 +168,17 @@ pub enum Refusal {
 pub struct PlayerActor {
     pub key: String,
     pub state: PlayerState,
+    #[serde(skip)]
+    pub policy: Policy,
 }
 
 impl PlayerActor {
     pub fn new(key: impl Into<String>) -> Self {
-        Self { key: key.into(), state: PlayerState::default() }
+        Self { key: key.into(), state: PlayerState::default(), policy: Policy::default() }
+    }
+
+    pub fn with_policy(key: impl Into<String>, state: PlayerState, policy: Policy) -> Self {
+        Self { key: key.into(), state, policy }
     }
 
     pub fn handle(&self, command: PlayerCommand<'_>) -> Result<ProcessedEvent, Refusal> {
@@ -161,7 +187,7 @@ impl PlayerActor {
                 if let Some(at) = self.state.erased_at {
                     return Err(Refusal::Erased(at));
                 }
-                if self.state.recent_event_ids.contains(&event.event_id) {
+                if self.state.recent_ids.contains(&event.event_id) {
                     return Err(Refusal::Duplicate(event.event_id));
                 }
                 let session = self.state.session.decide(&self.key, event);
@@ -206,10 +232,7 @@ impl PlayerActor {
             }
             ProcessedBody::Event { event: body, derived } => {
                 s.seq = event.seq;
-                s.recent_event_ids.push_back(event.event_id);
-                if s.recent_event_ids.len() > DEDUP_WINDOW {
-                    s.recent_event_ids.pop_front();
-                }
+                s.recent_ids.remember(event.event_id, event.received_at, &self.policy.dedup);
                 s.first_seen = Some(s.first_seen.map_or(event.timestamp, |f| f.min(event.timestamp)));
                 s.last_seen = Some(s.last_seen.map_or(event.timestamp, |l| l.max(event.timestamp)));
                 if let Some(closed) = &derived.closed_session {

@@ -49,6 +49,8 @@ pub struct ActorsConfig {
     /// consumer stopped delivering, or every batch fails) is stalled: the runtime leaves the
     /// group and joins again with a fresh consumer (and transactional producer).
     pub stall_after: Duration,
+    /// The rules players decide by: how long and how many event ids are remembered.
+    pub policy: crate::player::Policy,
 }
 
 impl Default for ActorsConfig {
@@ -62,6 +64,7 @@ impl Default for ActorsConfig {
             max_concurrent_loads: 4,
             max_attempts: 3,
             stall_after: Duration::from_secs(30),
+            policy: crate::player::Policy::default(),
         }
     }
 }
@@ -329,8 +332,9 @@ impl ActorsRuntime {
             .filter(|f| f.attempts >= self.config.max_attempts.max(1))
             .collect();
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
+        let policy = self.config.policy;
         let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| {
-            Shard::new(partition, start, committed).giving_up_on(give_up)
+            Shard::new(partition, start, committed).giving_up_on(give_up).with_policy(policy)
         });
         consumer.seek(partition, start);
         self.shards.insert(partition, shard);

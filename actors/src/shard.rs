@@ -2,7 +2,7 @@
 //! partition of `player.events.raw`. Its handlers are synchronous and do no I/O: the runtime
 //! loads snapshots before handing it records, and writes what it returns.
 
-use crate::player::{PlayerActor, PlayerCommand, PlayerState, Refusal};
+use crate::player::{PlayerActor, PlayerCommand, PlayerState, Policy, Refusal};
 use actix::prelude::*;
 use gm_ports::{NewRecord, Record};
 use gm_schemas::RawRecord;
@@ -31,6 +31,8 @@ pub struct Shard {
     /// Set when processing panicked: the state may be damaged, so nothing is snapshotted
     /// until the runtime rebuilds the partition.
     broken: bool,
+    /// The rules the players of this shard decide by (from the actors configuration).
+    policy: Policy,
 }
 
 /// Why a record could not be processed, and how many times it was tried.
@@ -52,7 +54,14 @@ impl Shard {
             last_snapshot: Instant::now(),
             give_up: HashMap::new(),
             broken: false,
+            policy: Policy::default(),
         }
+    }
+
+    /// Decide by `policy` instead of the defaults.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Dead-letters these records when they are reached (they failed too often).
@@ -121,7 +130,7 @@ impl Handler<Hydrate> for Shard {
                 })
                 .unwrap_or_default();
             self.players.entry(key.clone()).or_insert(Entry {
-                actor: PlayerActor { key, state },
+                actor: PlayerActor::with_policy(key, state, self.policy),
                 dirty: false,
                 last_used: now,
             });
@@ -222,8 +231,9 @@ impl Handler<Process> for Shard {
                     continue;
                 }
             };
+            let policy = self.policy;
             let entry = self.players.entry(record.key.clone()).or_insert_with(|| Entry {
-                actor: PlayerActor::new(record.key.clone()),
+                actor: PlayerActor::with_policy(record.key.clone(), PlayerState::default(), policy),
                 dirty: false,
                 last_used: now,
             });

@@ -1,5 +1,6 @@
 use super::*;
 use crate::test_support::*;
+use chrono::Duration;
 use gm_schemas::events::{ProgressionStatus::*, ResourceFlow::*};
 
 /// handle + apply, as the shard does; panics on a refusal.
@@ -129,7 +130,7 @@ fn assert_only_bookkeeping_changes(body: EventBody) {
     let mut expected = before;
     expected.seq += 1;
     expected.last_seen = Some(at(5));
-    expected.recent_event_ids.push_back(e.event_id);
+    expected.recent_ids.remember(e.event_id, e.received_at, &Policy::default().dedup);
     expected.session.open.as_mut().unwrap().last_event_at = at(5);
     assert_eq!(a.state, expected);
 }
@@ -210,20 +211,65 @@ fn duplicate_event_id_is_refused() {
     assert_eq!(a.state, before);
 }
 
+/// A score event `n` received `minutes` after `at(0)`.
+fn received(n: u128, minutes: i64) -> EventEnvelope {
+    let mut e = envelope(n, at(minutes), None, score(1));
+    e.received_at = at(minutes);
+    e
+}
+
 #[test]
-fn dedup_window_forgets_ids_after_dedup_window_newer_events() {
+fn a_retry_after_thousands_of_other_events_within_7_days_counts_once() {
     let mut a = fresh();
-    let first = envelope(0, at(0), None, score(1));
+    let first = received(0, 0);
     record(&mut a, &first);
-    for n in 1..DEDUP_WINDOW as u128 {
-        record(&mut a, &envelope(n, at(0), None, score(1)));
+    // 3,000 other events (far more than the 256 ids remembered before), over 6 days.
+    for n in 1..=3_000u128 {
+        record(&mut a, &received(n, n as i64 * 2 * 60 * 24 / 1_000));
     }
-    // DEDUP_WINDOW - 1 newer events: still remembered.
-    assert!(matches!(a.handle(PlayerCommand::Record(&first)), Err(Refusal::Duplicate(_))));
-    record(&mut a, &envelope(DEDUP_WINDOW as u128, at(0), None, score(1)));
-    // DEDUP_WINDOW newer events: forgotten.
-    assert_eq!(a.state.recent_event_ids.len(), DEDUP_WINDOW);
-    assert!(a.handle(PlayerCommand::Record(&first)).is_ok());
+    let mut retry = first.clone();
+    retry.received_at = at(7 * 24 * 60 - 1); // resent 7 days minus a minute later
+    assert_eq!(a.handle(PlayerCommand::Record(&retry)), Err(Refusal::Duplicate(first.event_id)));
+}
+
+#[test]
+fn an_id_received_more_than_the_window_ago_counts_again() {
+    let mut a = fresh();
+    let first = received(0, 0);
+    record(&mut a, &first);
+    // Another event 7 days and 61 minutes later: the first id's hour bucket is past the window.
+    record(&mut a, &received(1, 7 * 24 * 60 + 61));
+    let mut late = first.clone();
+    late.received_at = at(7 * 24 * 60 + 62);
+    assert!(a.handle(PlayerCommand::Record(&late)).is_ok(), "older than the window: counted again (documented)");
+}
+
+#[test]
+fn the_window_and_cap_come_from_the_policy() {
+    let policy = Policy { dedup: crate::dedup::DedupPolicy { window: Duration::hours(1), max_ids: 2 } };
+    let mut a = PlayerActor::with_policy(key(), PlayerState::default(), policy);
+    for n in 0..3 {
+        record(&mut a, &received(n, 0));
+    }
+    assert_eq!(a.state.recent_ids.len(), 2);
+    assert!(a.handle(PlayerCommand::Record(&received(0, 1))).is_ok(), "over the cap: the oldest id went first");
+    assert!(a.handle(PlayerCommand::Record(&received(2, 1))).is_err());
+    record(&mut a, &received(5, 3 * 60));
+    assert!(a.handle(PlayerCommand::Record(&received(2, 3 * 60))).is_ok(), "past the 1 h window (+1 h bucket)");
+}
+
+#[test]
+fn dedup_survives_a_snapshot_and_restart() {
+    let mut a = fresh();
+    for n in 0..1_000u128 {
+        record(&mut a, &received(n, n as i64));
+    }
+    let bytes = a.state.to_snapshot().unwrap();
+    let restored = PlayerActor::with_policy(key(), PlayerState::from_snapshot(&bytes).unwrap(), Policy::default());
+    assert_eq!(restored.state, a.state);
+    for n in [0u128, 500, 999] {
+        assert!(matches!(restored.handle(PlayerCommand::Record(&received(n, 2_000))), Err(Refusal::Duplicate(_))));
+    }
 }
 
 #[test]
@@ -297,4 +343,28 @@ fn snapshot_round_trips_through_json() {
     let bytes = serde_json::to_vec(&a.state).unwrap();
     let back: PlayerState = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back, a.state);
+}
+
+#[test]
+fn a_version_2_snapshot_upcasts_its_last_256_ids_into_the_time_window() {
+    let ids: Vec<Uuid> = (0..256u128).map(eid).collect();
+    let v2 = serde_json::json!({
+        "version": 2, "seq": 300, "first_seen": "2024-03-01T10:00:00Z", "last_seen": "2024-03-10T12:00:00Z",
+        "current_level": null, "levels_completed": 0, "xp": 0, "playtime_seconds": 0, "session_count": 1,
+        "purchases": 0, "revenue_minor": {}, "inventory": {}, "balances": {}, "achievements": 0,
+        "country": null, "language": null, "consent": null, "erased_at": null,
+        "session": {"open": null},
+        "recent_event_ids": ids,
+    });
+    let state = PlayerState::from_snapshot(&serde_json::to_vec(&v2).unwrap()).unwrap();
+    assert_eq!(state.version, SNAPSHOT_VERSION);
+    assert_eq!(state.seq, 300);
+    assert_eq!(state.recent_ids.len(), 256);
+    let a = PlayerActor::with_policy(key(), state, Policy::default());
+    // Taken as received in the hour of the last event: remembered for 7 days from there.
+    let mut retry = envelope(7, at(6 * 24 * 60), None, score(1));
+    retry.received_at = at(6 * 24 * 60);
+    assert_eq!(a.handle(PlayerCommand::Record(&retry)), Err(Refusal::Duplicate(eid(7))));
+    let back = PlayerState::from_snapshot(&a.state.to_snapshot().unwrap()).unwrap();
+    assert_eq!(back, a.state, "a v3 snapshot reads back as written");
 }

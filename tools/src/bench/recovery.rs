@@ -69,7 +69,7 @@ fn snapshot(i: usize) -> anyhow::Result<Vec<u8>> {
     }
     state.balances.insert("gold".into(), (i % 1000) as i64);
     for _ in 0..32 {
-        state.recent_event_ids.push_back(uuid::Uuid::now_v7());
+        state.recent_ids.remember(uuid::Uuid::now_v7(), now, &Default::default());
     }
     Ok(state.to_snapshot()?)
 }
