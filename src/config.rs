@@ -286,6 +286,10 @@ pub struct ActorsSettings {
     /// actors leave the consumer group and join again with a fresh consumer.
     #[serde(default = "default_stall_after_ms")]
     pub stall_after_ms: u64,
+    /// An event id received for a player within this many hours counts once.
+    pub dedup_window_hours: u64,
+    /// At most this many event ids are remembered per player (16 bytes each).
+    pub dedup_max_ids: usize,
 }
 
 fn default_max_concurrent_loads() -> usize {
@@ -407,6 +411,12 @@ impl Config {
         }
         if !(1..=100).contains(&self.actors.max_attempts) {
             return Err(invalid("actors.max_attempts", "must be 1..=100"));
+        }
+        if !(1..=24 * 366).contains(&self.actors.dedup_window_hours) {
+            return Err(invalid("actors.dedup_window_hours", "must be 1..=8784"));
+        }
+        if !(1..=1_000_000).contains(&self.actors.dedup_max_ids) {
+            return Err(invalid("actors.dedup_max_ids", "must be 1..=1000000"));
         }
         if self.actors.stall_after_ms < 1_000 {
             return Err(invalid("actors.stall_after_ms", "must be at least 1000"));
@@ -621,6 +631,12 @@ impl Config {
             max_concurrent_loads: self.actors.max_concurrent_loads,
             max_attempts: self.actors.max_attempts,
             stall_after: Duration::from_millis(self.actors.stall_after_ms),
+            policy: gm_actors::Policy {
+                dedup: gm_actors::dedup::DedupPolicy {
+                    window: chrono::Duration::hours(self.actors.dedup_window_hours as i64),
+                    max_ids: self.actors.dedup_max_ids,
+                },
+            },
             ..Default::default()
         }
     }
