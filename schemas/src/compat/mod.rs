@@ -4,9 +4,12 @@
 //!
 //! - [`segment`]: the Segment HTTP tracking API (`/v1/batch`, `/v1/track`, `/v1/identify`).
 //! - [`legacy`]: the previous GameMetrics platform's `POST /api/v1/events`.
+//! - [`gameanalytics`]: the GameAnalytics collector API v2 (`/v2/{game_key}/events`), what
+//!   the GameAnalytics SDKs send.
 //!
 //! The mappings are documented in `docs/compat.md`.
 
+pub mod gameanalytics;
 pub mod legacy;
 pub mod segment;
 
