@@ -50,6 +50,21 @@ pub struct Config {
     /// Span export over OTLP (off when no endpoint is set).
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    /// The previous platform's route without an API key (off unless games are listed).
+    pub compat: CompatSettings,
+}
+
+/// `[compat]`: old clients that cannot send an API key (defaults in config/default.toml).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompatSettings {
+    /// Games (comma-separated) whose clients may post to `POST /api/v1/events` without a key,
+    /// naming the game in the body's `game_id`; empty: every request needs a key.
+    pub keyless_games: String,
+    /// Keyless requests per second per client address (must be above 0 when games are listed).
+    pub keyless_per_address_per_second: u32,
+    pub keyless_per_address_burst: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy).
+    pub keyless_trust_forwarded_for: bool,
 }
 
 /// `[telemetry]`: OpenTelemetry spans, exported over OTLP/HTTP protobuf.
@@ -374,6 +389,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
+        self.keyless_legacy()?;
         self.api_key_pairs()?;
         self.signing_secret_pairs()?;
         self.metrics_token()?;
@@ -643,6 +659,27 @@ impl Config {
 
     pub fn cors_allowed_origins(&self) -> Vec<String> {
         self.http.cors_allowed_origins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    }
+
+    /// `[compat]` as the gateway takes it.
+    pub fn keyless_legacy(&self) -> Result<gm_gateway::compat::KeylessLegacy, ConfigError> {
+        let c = &self.compat;
+        let mut games = std::collections::BTreeSet::new();
+        for game in c.keyless_games.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+            games.insert(GameId::parse(game).map_err(|e| invalid("compat.keyless_games", format!("'{game}': {e}")))?);
+        }
+        if !games.is_empty() && c.keyless_per_address_per_second == 0 {
+            return Err(invalid(
+                "compat.keyless_per_address_per_second",
+                "must be above 0 when compat.keyless_games lists games: keyless ingest is always rate-limited",
+            ));
+        }
+        Ok(gm_gateway::compat::KeylessLegacy {
+            games,
+            per_address_per_second: c.keyless_per_address_per_second,
+            per_address_burst: c.keyless_per_address_burst,
+            trust_forwarded_for: c.keyless_trust_forwarded_for,
+        })
     }
 
     pub fn request_timeout(&self) -> Duration {

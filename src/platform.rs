@@ -280,7 +280,9 @@ impl Platform {
             )
             .with_game_queries(backends.games.clone())
             .with_recommendations(backends.recommendations.clone())
-            .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?);
+            .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?)
+            .with_keyless_legacy(config.keyless_legacy()?)
+            .map_err(|e| anyhow::anyhow!("compat: {e}"))?;
             // Used request signatures are shared by every gateway through Redis.
             let state = match backends.cache.clone() {
                 Some(cache) => state.with_shared_claims(Arc::new(cache)),

@@ -11,7 +11,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use flate2::read::MultiGzDecoder;
 use gm_ports::NewRecord;
-use gm_schemas::validate::{decode_batch, BatchError, DecodedEvents, Limits};
+use gm_schemas::idempotency::IdempotencyKey;
+use gm_schemas::validate::{decode_batch_keyed, BatchError, DecodedEvents, Limits};
 use gm_schemas::{player_key, topics, EventEnvelope, GameId, PersonalData, RawRecord};
 use gm_telemetry::ReasonLabels;
 use serde::{Deserialize, Serialize};
@@ -47,13 +48,17 @@ pub struct EventResult {
     /// Position of the event in the posted `events` array.
     pub index: usize,
     pub status: EventStatus,
-    /// The event's id (the client's, or a UUIDv7 assigned by the gateway), when accepted.
+    /// The event's id, when accepted: the client's; else, with an `Idempotency-Key`, the id
+    /// derived from the key, the event's position and content (the same on a retry); else a
+    /// UUIDv7 assigned by the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// Why it was rejected: `too_large`, `malformed`, `missing_field`, `invalid_field`,
-    /// `unknown_type`, `bad_timestamp`, `unsupported_version`, `wrong_game`, `duplicate`,
+    /// `unknown_type`, `bad_timestamp`, `unsupported_version`, `wrong_game`,
     /// `rate_limited` (the player is over its event quota: retry later), `erased` (the player
-    /// was erased: refused for the suppression window).
+    /// was erased: refused for the suppression window), `personal_unsupported`. A resent
+    /// event is not refused: it is accepted again with the same `event_id` and counted once
+    /// by the player actors, which the gateway does not ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// The offending field, e.g. `properties.currency`.
@@ -92,6 +97,12 @@ impl ToSchema for IngestResponseOrError {
 /// in one call; the answer comes only after the log acknowledged them. Invalid events are
 /// reported one by one and never block the valid ones. Bodies may be gzip-compressed
 /// (`Content-Encoding: gzip`); the size limit applies to the decompressed body.
+///
+/// Retries count once: an event with an `event_id` is counted once per id, and a
+/// batch sent with an `Idempotency-Key` gives its events without `event_id` ids derived from
+/// the key, their position and their content, so resending the same batch with the same key
+/// (after a 503, a timeout or a lost answer) counts every event once. Without either, a
+/// resent event counts again.
 #[utoipa::path(
     post,
     path = "/v1/events",
@@ -105,16 +116,17 @@ impl ToSchema for IngestResponseOrError {
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
         ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters, e.g. a UUID), sent again unchanged with every retry of the same batch: events without `event_id` get ids derived from the game, the key, their position and content, so a retry counts once. 400 `invalid_input` when empty, too long or with other characters"),
     ),
     responses(
         (status = 202, description = "Every valid event is durably in the log", body = IngestResponse),
-        (status = 400, description = "No event was valid (IngestResponse), or the batch itself was refused (ErrorBody)", body = IngestResponseOrError),
+        (status = 400, description = "No event was valid (IngestResponse), or the batch itself or its Idempotency-Key was refused (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked API key; missing or wrong X-GM-Signature when the game requires one", body = ErrorBody),
         (status = 403, description = "Credentials that may not ingest (only game API keys do)", body = ErrorBody),
         (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
         (status = 429, description = "The API key is over its request quota (ErrorBody), or every event was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
-        (status = 503, description = "The log cannot take events now; nothing was accepted. Retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = RETRY_503, body = ErrorBody),
     ),
     security(("bearer" = []), ("api_key" = []), ("basic" = []))
 )]
@@ -140,7 +152,7 @@ pub async fn post_events(
         .map(|v| vec![(gm_telemetry::trace::TRACEPARENT.to_string(), v.to_string())])
         .unwrap_or_default();
     gm_telemetry::trace::continue_from(&span, &client_context);
-    tracing::Instrument::instrument(within(timeout, ingest(req, payload, state)), span).await
+    tracing::Instrument::instrument(ingest_within(timeout, ingest(req, payload, state)), span).await
 }
 
 async fn ingest(
@@ -149,9 +161,63 @@ async fn ingest(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let (game, body) = accept_body(&req, payload, &state).await?;
-    let decoded = decode_batch(&body, &game, Utc::now(), &state.config.limits)?;
+    let key = idempotency_key(req.headers())?;
+    let decoded = decode_batch_keyed(&body, &game, Utc::now(), &state.config.limits, key.as_ref())?;
     let outcome = append_decoded(&state, &game, decoded).await?;
     Ok(outcome.respond(StatusCode::ACCEPTED))
+}
+
+/// The OpenAPI description of an ingest route's 503.
+pub(crate) const RETRY_503: &str = "The events were not acknowledged in time (`timeout`) or the log failed (`unavailable`). Some or all of them may be in the log already: resend the same request after `Retry-After` seconds, with the same `Idempotency-Key` (or the same `event_id`s), and every event counts once. Without either, a resent event may count twice";
+
+/// What an ingest route says when it answers 503: retry, the same way.
+const RETRY_SAME: &str = "retry this request unchanged after Retry-After seconds, with the same Idempotency-Key (or the same event ids): events already in the log then count once";
+
+/// The `Idempotency-Key` header of an ingest request, checked: `None` when absent; 400 when
+/// empty, too long, with characters other than visible ASCII, or sent more than once.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, GatewayError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(GatewayError::InvalidInput("Idempotency-Key is sent more than once; send one key".into()));
+    }
+    let text = value.to_str().map_err(|_| {
+        GatewayError::InvalidInput(
+            "Idempotency-Key holds characters other than visible ASCII (! to ~, no space)".into(),
+        )
+    })?;
+    IdempotencyKey::parse(text).map(Some).map_err(|e| GatewayError::InvalidInput(format!("Idempotency-Key {e}")))
+}
+
+/// The idempotency key header's name.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Runs an ingest request under the request timeout. On expiry the append may still complete
+/// (the log took the records, the answer came too late): the 503 says so, and how to retry
+/// so that those events count once.
+pub(crate) async fn ingest_within(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<HttpResponse, GatewayError>>,
+) -> Result<HttpResponse, GatewayError> {
+    match within(timeout, fut).await {
+        Err(GatewayError::Timeout) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "ingest request timed out; answered 503");
+            let body = ErrorBody {
+                error: GatewayError::Timeout.code().to_string(),
+                reason: format!(
+                    "the events were not acknowledged within {} ms; some may be in the log already: {RETRY_SAME}",
+                    timeout.as_millis()
+                ),
+            };
+            Ok(HttpResponse::ServiceUnavailable().insert_header((RETRY_AFTER, "1")).json(body))
+        }
+        Err(GatewayError::Unavailable(reason)) => {
+            Err(GatewayError::Unavailable(format!("{reason}; some events may be in the log already: {RETRY_SAME}")))
+        }
+        other => other,
+    }
 }
 
 /// What every ingest route does before decoding: the caller is a game key allowed to ingest
@@ -175,8 +241,18 @@ pub(crate) async fn accept_body(
     let limits = &state.config.limits;
     let gzip = is_gzip(req.headers())?;
     let raw = read_raw(req.headers(), payload, limits).await?;
-    state.signing.verify(&game, req.headers(), &raw).await?;
+    check_signature(req, state, &game, &raw).await?;
     Ok((game, decompress_body(&raw, gzip, limits.max_body_bytes)?))
+}
+
+/// Checks `game`'s body signature (when the game has a signing secret) over the raw body.
+pub(crate) async fn check_signature(
+    req: &HttpRequest,
+    state: &AppState,
+    game: &GameId,
+    raw: &[u8],
+) -> Result<(), GatewayError> {
+    state.signing.verify(game, req.headers(), raw).await
 }
 
 /// The body the decoders see: `raw` as sent, inflated when `gzip`; 413 when larger than `max`
@@ -349,7 +425,7 @@ fn rejected(index: usize, code: &'static str, field: Option<String>, reason: Str
     }
 }
 
-fn is_gzip(headers: &HeaderMap) -> Result<bool, GatewayError> {
+pub(crate) fn is_gzip(headers: &HeaderMap) -> Result<bool, GatewayError> {
     match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
         None => Ok(false),
         Some(e) if e.is_empty() || e == "identity" => Ok(false),
@@ -361,7 +437,11 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, GatewayError> {
 }
 
 /// Reads the raw body (as sent, possibly compressed), at most `limits.max_body_bytes`.
-async fn read_raw(headers: &HeaderMap, payload: web::Payload, limits: &Limits) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_raw(
+    headers: &HeaderMap,
+    payload: web::Payload,
+    limits: &Limits,
+) -> Result<Bytes, GatewayError> {
     let max = limits.max_body_bytes;
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if let Some(len) = declared.filter(|len| *len > max) {

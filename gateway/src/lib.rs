@@ -134,6 +134,8 @@ pub struct AppState {
     /// Pseudonyms, crypto-shredding and the privacy routes. Without it (gateway unit tests)
     /// player ids go to the log as sent and events with personal fields are refused.
     pub(crate) privacy: Option<Arc<privacy::PrivacyService>>,
+    /// The previous platform's route without a key, for the listed games (off: `None`).
+    pub(crate) keyless_legacy: Option<compat::Keyless>,
 }
 
 impl AppState {
@@ -168,7 +170,16 @@ impl AppState {
             metrics,
             readiness,
             privacy: None,
+            keyless_legacy: None,
         }
+    }
+
+    /// Lets the listed games' old clients post to `/api/v1/events` without a key, rate-limited
+    /// per client address; no game listed leaves it off. Err when games are listed without a
+    /// rate.
+    pub fn with_keyless_legacy(mut self, settings: compat::KeylessLegacy) -> Result<Self, String> {
+        self.keyless_legacy = compat::Keyless::new(settings)?;
+        Ok(self)
     }
 
     /// Serves players' recommendations from `queries`.

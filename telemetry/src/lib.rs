@@ -37,6 +37,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// An event type (a fixed set: the typed event types).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProjectionLabels {
     pub projection: String,
@@ -56,6 +62,9 @@ pub struct Metrics {
     pub events_accepted: Counter,
     pub events_rejected: Family<ReasonLabels, Counter>,
     pub log_append_duration: Histogram,
+    /// Events of the previous platform's route kept as design events because their typed
+    /// event could not take their data, by the typed event type they would have been.
+    pub compat_events_downgraded: Family<TypeLabels, Counter>,
     pub actors_live: Gauge,
     pub actor_events_processed: Counter,
     pub actor_duplicates_dropped: Counter,
@@ -99,6 +108,12 @@ impl Metrics {
             "log_append_duration_seconds",
             "Time for the log to acknowledge an append",
             log_append_duration.clone(),
+        );
+        let compat_events_downgraded = Family::<TypeLabels, Counter>::default();
+        registry.register(
+            "compat_events_downgraded",
+            "Events of the previous platform's route kept as design events, by the typed event type they could not be",
+            compat_events_downgraded.clone(),
         );
         let actors_live = Gauge::default();
         registry.register("actors_live", "Player actors held in memory (not passivated)", actors_live.clone());
@@ -149,6 +164,7 @@ impl Metrics {
             events_accepted,
             events_rejected,
             log_append_duration,
+            compat_events_downgraded,
             actors_live,
             actor_events_processed,
             actor_duplicates_dropped,
@@ -182,6 +198,7 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("gamemetrics_events_accepted", "counter"),
     ("gamemetrics_events_rejected", "counter"),
     ("gamemetrics_log_append_duration_seconds", "histogram"),
+    ("gamemetrics_compat_events_downgraded", "counter"),
     ("gamemetrics_actors_live", "gauge"),
     ("gamemetrics_actor_events_processed", "counter"),
     ("gamemetrics_actor_duplicates_dropped", "counter"),
@@ -256,6 +273,7 @@ mod tests {
         });
         let _ = m.http_request_duration.get_or_create(&RouteLabels { route: "/v1/events".into() });
         let _ = m.events_rejected.get_or_create(&ReasonLabels { reason: "malformed".into() });
+        let _ = m.compat_events_downgraded.get_or_create(&TypeLabels { r#type: "purchase".into() });
         let _ = m.projection_lag.get_or_create(&p);
         let _ = m.projection_events_applied.get_or_create(&p);
         let _ = m.projection_batch_duration.get_or_create(&p);
