@@ -11,7 +11,7 @@
 //!    allowed to ingest ([`auth::authorize`], the one place for such decisions). The body is
 //!    read up to `limits.max_body_bytes` (413 beyond); a gzip body is inflated by the gateway
 //!    itself, stopping one byte past the limit, so a gzip bomb costs at most the limit.
-//! 2. **`decode_batch`** (`gm_schemas::validate`). The batch is parsed, `received_at` is the
+//! 2. **`decode_batch_keyed`** (`gm_schemas::validate`). The batch is parsed, `received_at` is the
 //!    gateway's clock, client clock skew is corrected from `sent_at`, and each event is
 //!    validated on its own: a batch-level problem (not JSON, too many events, bad `sent_at`)
 //!    refuses the request with 400 `{"error", "reason"}`; a bad event is reported with its
@@ -19,7 +19,9 @@
 //! 3. **Append.** Each valid event becomes `RawRecord::Event(envelope)` as JSON, keyed
 //!    `game_id:player_id` (per-player order), and all of them go to `player.events.raw` in
 //!    ONE `LogProducer::append`, which returns only once the log holds them durably
-//!    (acks=all). A log failure answers 503 with `Retry-After: 1` and claims nothing.
+//!    (acks=all). A log failure or the request timeout answers 503 with `Retry-After: 1`,
+//!    which claims nothing either way (the append may complete after the answer): the client
+//!    resends with the same `Idempotency-Key` or event ids, and the actors count it once.
 //! 4. **202** with `{"accepted", "rejected", "results": [...]}`, one result per posted event
 //!    (400 with the same shape when no event was valid). `events_accepted`,
 //!    `events_rejected{reason}` and `log_append_duration_seconds` are updated.
