@@ -150,6 +150,61 @@ fn settled(rows: &[PgRow]) -> Result<HashMap<Subject, PlayerEntry>, StoreError> 
     Ok(out)
 }
 
+/// The tables whose rows name a player (by id or pseudonym), that an erasure deletes from
+/// or updates: vacuumed after erasures complete.
+const ERASED_TABLES: &[&str] = &[
+    "player_keys",
+    "player_personal",
+    "player_profiles",
+    "profile_revenue",
+    "player_days",
+    "payer_days",
+    "cohort_players",
+    "leaderboard_scores",
+    "reco_affinity",
+    "reco_outbox",
+    "snapshots",
+];
+
+/// How long after an erasure completes the vacuum starts: erasures completing meanwhile
+/// share it.
+const VACUUM_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Databases (host, port, name) with a vacuum scheduled by this process.
+static VACUUM_SCHEDULED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Schedules one `VACUUM (INDEX_CLEANUP ON)` of [`ERASED_TABLES`] in a few seconds, unless
+/// one is scheduled already. The rows an erasure deleted stay in the table and its indexes
+/// as dead tuples until a vacuum removes them (autovacuum may wait for many more changes);
+/// index cleanup is forced because, for a handful of dead rows, PostgreSQL would skip the
+/// indexes, which hold the player ids too. What a vacuum cannot reach (the WAL, backups,
+/// free space not yet reused) is in docs/adr/0004-privacy-pseudonyms-and-crypto-shredding.md.
+fn schedule_vacuum(pool: &sqlx::PgPool) {
+    let options = pool.connect_options();
+    let database =
+        format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+    {
+        let mut scheduled = VACUUM_SCHEDULED.lock().unwrap_or_else(|e| e.into_inner());
+        if scheduled.contains(&database) {
+            return;
+        }
+        scheduled.push(database.clone());
+    }
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(VACUUM_AFTER).await;
+        // Erasures completing from now on schedule the next one.
+        VACUUM_SCHEDULED.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| *d != database);
+        let started = std::time::Instant::now();
+        // VACUUM cannot run in a transaction block: its own statement on a pooled connection.
+        let sql = format!("VACUUM (INDEX_CLEANUP ON) {}", ERASED_TABLES.join(", "));
+        match sqlx::query(&sql).execute(&pool).await {
+            Ok(_) => tracing::info!(ms = started.elapsed().as_millis() as u64, "vacuumed the tables erasures touched"),
+            Err(e) => tracing::warn!(error = %e, "vacuum after erasures failed; autovacuum removes the rows later"),
+        }
+    });
+}
+
 #[async_trait]
 impl PrivacyStore for PgStore {
     async fn ensure_players(&self, players: Vec<NewPlayer>) -> Result<Vec<PlayerEntry>, StoreError> {
@@ -478,7 +533,9 @@ impl PrivacyStore for PgStore {
             detail: None,
         };
         insert_audit(&mut tx, &audit, Subject::from_slice(&subject).as_ref()).await?;
-        tx.commit().await.map_err(store_err)
+        tx.commit().await.map_err(store_err)?;
+        schedule_vacuum(self.pool());
+        Ok(())
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {

@@ -217,3 +217,45 @@ async fn a_player_whose_erasure_exists_is_answered_suppressed_and_only_they_are(
         matches!(&states[&fresh.subject], PlayerKeyState::Active { wrapped_key, .. } if *wrapped_key == fresh.wrapped_key)
     );
 }
+
+#[tokio::test]
+async fn completing_an_erasure_vacuums_the_tables_that_named_the_player() {
+    let db = TestDb::new().await;
+    let store = &db.store;
+    let erased = new_player("space-race", "vacuumed-one");
+    store.ensure_players(vec![erased.clone()]).await.unwrap();
+    let now = Utc::now();
+    let begun = store
+        .begin_erasure(NewErasure {
+            erasure_id: uuid::Uuid::now_v7(),
+            subject: erased.subject,
+            game_id: erased.game_id.clone(),
+            reason: "test".into(),
+            requested_by: "test".into(),
+            requested_at: now,
+            suppressed_until: now + Duration::days(30),
+        })
+        .await
+        .unwrap();
+    let gm_privacy::Begun::Started { erasure, .. } = begun else { panic!("a new erasure starts: {begun:?}") };
+    let vacuums = || async {
+        // Statistics are read as of the transaction's first look: a fresh one each time.
+        sqlx::query_scalar::<_, i64>(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'player_keys'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    let before = vacuums().await;
+    let signer = master().receipt_signer();
+    let receipt = gm_privacy::Receipt::signed(&erasure, Utc::now(), Vec::new(), &signer);
+    store.complete_erasure(erasure.erasure_id, receipt, Vec::new()).await.unwrap();
+    // The vacuum starts a few seconds after the completion (erasures completing meanwhile
+    // share it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while vacuums().await == before {
+        assert!(std::time::Instant::now() < deadline, "no vacuum of player_keys within 30 s of the erasure");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
