@@ -556,3 +556,50 @@ async fn the_privacy_cli_exports_erases_and_reports_like_the_api() {
     drop(roles);
     services.drop_database().await;
 }
+
+/// Every file under `dir` (recursively) in which `needle` occurs as bytes.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(path.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[actix_rt::test]
+async fn on_the_embedded_default_an_erased_player_is_gone_from_the_files_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let base = app.url();
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let s = Secrets::new(tag);
+    let bystander = format!("bystander-{tag}");
+    assert_eq!(ingest(&base, history(&s.player, Some(&s))).await["accepted"], 12);
+    assert_eq!(ingest(&base, history(&bystander, None)).await["accepted"], 12);
+    wait_profile(&base, &s.player, true).await;
+    wait_profile(&base, &bystander, true).await;
+    // The scan can see a player: before the erasure, the victim's id is in the store's files.
+    assert!(!files_containing(dir.path(), &s.player).is_empty(), "the scan finds the player before the erasure");
+
+    let (status, erasure) = request_erasure(&base, &compliance_token(), &s.player).await;
+    assert_eq!(status, 202, "{erasure}");
+    wait_completed(&base, erasure["erasure_id"].as_str().unwrap()).await;
+    wait_profile(&base, &s.player, false).await;
+
+    let found: Vec<String> = s
+        .needles()
+        .into_iter()
+        .flat_map(|needle| files_containing(dir.path(), needle).into_iter().map(move |f| format!("{needle} in {f}")))
+        .collect();
+    assert!(found.is_empty(), "the erased player is still readable on disk: {found:#?}");
+    // The bystander, stored the same way, still is (the erasure did not wipe everything).
+    assert!(!files_containing(dir.path(), &bystander).is_empty(), "the bystander's rows are on disk");
+    app.stop().await;
+}

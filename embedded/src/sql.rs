@@ -13,7 +13,9 @@ pub(crate) const MAX_VARIABLES: usize = 32_766;
 const CHUNK_SIZES: [usize; 6] = [512, 128, 32, 8, 2, 1];
 
 /// Options for a database file: WAL, `synchronous=FULL` (a commit is on disk when it
-/// returns), a busy timeout so a second connection waits rather than fails.
+/// returns), a busy timeout so a second connection waits rather than fails, and
+/// `secure_delete` (deleted rows are overwritten with zeros, so an erased player's id and
+/// values do not stay readable in free pages).
 pub(crate) fn options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
@@ -23,6 +25,24 @@ pub(crate) fn options(path: &Path) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(false)
         .statement_cache_capacity(256)
+        .pragma("secure_delete", "ON")
+}
+
+/// Copies the WAL into the database file and truncates it to zero bytes, so that the page
+/// images it held (with whatever rows they had before a delete) are gone from the disk
+/// files. Readers in the middle of a read can hold the checkpoint back: retried for a while,
+/// then `false`.
+pub(crate) async fn truncate_wal(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    for attempt in 0..50u64 {
+        // (busy, frames in the WAL, frames checkpointed): busy 0 = the WAL was emptied.
+        let (busy, _, _): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *conn).await?;
+        if busy == 0 {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(20 * (attempt + 1).min(10))).await;
+    }
+    Ok(false)
 }
 
 /// One bound value of a batched insert.

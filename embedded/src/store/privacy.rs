@@ -466,7 +466,18 @@ impl PrivacyStore for SqliteStore {
             insert_audit(&mut w.conn, &audit).await
         }
         .await;
-        Self::finish(&mut w, result).await
+        Self::finish(&mut w, result).await?;
+        // The read models dropped the player before they confirmed; with secure_delete
+        // their rows are zeros in the database file, and this empties the WAL, which still
+        // held the pages as they were.
+        match crate::sql::truncate_wal(&mut w.conn).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%erasure_id, "WAL checkpoint held back by readers; the WAL is emptied at the next one")
+            }
+            Err(e) => tracing::warn!(%erasure_id, error = %e, "WAL checkpoint after an erasure failed"),
+        }
+        Ok(())
     }
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
