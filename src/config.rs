@@ -305,6 +305,12 @@ pub struct ActorsSettings {
     pub dedup_window_hours: u64,
     /// At most this many event ids are remembered per player (16 bytes each).
     pub dedup_max_ids: usize,
+    /// The session timer closes a session none of whose events was received this long.
+    pub session_timeout_ms: u64,
+    /// … or this long after the last event of a session whose end arrived first.
+    pub session_end_grace_ms: u64,
+    /// How often the actors append a timer tick to each partition with open sessions.
+    pub session_tick_ms: u64,
 }
 
 fn default_max_concurrent_loads() -> usize {
@@ -433,6 +439,15 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.actors.dedup_max_ids) {
             return Err(invalid("actors.dedup_max_ids", "must be 1..=1000000"));
+        }
+        if self.actors.session_timeout_ms < 1_000 || self.actors.session_end_grace_ms < 1_000 {
+            return Err(invalid(
+                "actors.session_timeout_ms",
+                "session_timeout_ms and session_end_grace_ms must be at least 1000",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.actors.session_tick_ms) {
+            return Err(invalid("actors.session_tick_ms", "must be 100..=3600000"));
         }
         if self.actors.stall_after_ms < 1_000 {
             return Err(invalid("actors.stall_after_ms", "must be at least 1000"));
@@ -652,7 +667,12 @@ impl Config {
                     window: chrono::Duration::hours(self.actors.dedup_window_hours as i64),
                     max_ids: self.actors.dedup_max_ids,
                 },
+                session: gm_actors::session::SessionPolicy {
+                    timeout: chrono::Duration::milliseconds(self.actors.session_timeout_ms as i64),
+                    end_grace: chrono::Duration::milliseconds(self.actors.session_end_grace_ms as i64),
+                },
             },
+            session_tick_every: Duration::from_millis(self.actors.session_tick_ms),
             ..Default::default()
         }
     }

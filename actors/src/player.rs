@@ -3,10 +3,11 @@
 //! event into state and holds no logic, so replay is pure and cannot fail.
 
 use crate::dedup::{DedupPolicy, RecentIds};
-use crate::session::SessionActor;
+use crate::session::{SessionActor, SessionPolicy};
 use chrono::{DateTime, Utc};
+use gm_schemas::events::SessionEnd;
 use gm_schemas::events::{EventBody, ProgressionStatus, ResourceFlow};
-use gm_schemas::{Derived, ErasureRequest, EventEnvelope, ProcessedBody, ProcessedEvent};
+use gm_schemas::{Derived, ErasureRequest, EventEnvelope, GameId, PlayerId, ProcessedBody, ProcessedEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -16,7 +17,12 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Policy {
     pub dedup: DedupPolicy,
+    pub session: SessionPolicy,
 }
+
+/// Namespace of the ids of the `session_end` events the session timer emits (UUIDv5 of the
+/// player and the session), so a replay emits the same ids.
+const TIMER_END_NAMESPACE: Uuid = Uuid::from_u128(0x2f0c_93d1_5b7a_4c2e_8e64_a1d9_07b3_c5f8);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consent {
@@ -31,7 +37,8 @@ pub struct Consent {
 /// | 1 | no `version` field (snapshots written before schema evolution) |
 /// | 2 | `version` field; state built from canonical events (`purchase` v1 and v2 alike) |
 /// | 3 | `recent_ids` (ids by the hour they were received, 7 days) replace `recent_event_ids` (the last 256) |
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// | 4 | `session.open` is a list of open sessions, each with `last_received_at`; `session.recently_closed` |
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 fn snapshot_v1() -> u32 {
     1
@@ -137,6 +144,23 @@ impl PlayerState {
             }
             obj.insert("version".into(), serde_json::Value::from(3u32));
         }
+        if version < 4 {
+            // v3 → v4: one optional open session becomes a list; its last event's time stands
+            // for the time it was received (the timer closes it from there).
+            if let Some(session) = obj.get_mut("session").and_then(serde_json::Value::as_object_mut) {
+                let open = match session.remove("open") {
+                    Some(serde_json::Value::Object(mut o)) => {
+                        let last = o.get("last_event_at").cloned().unwrap_or(serde_json::Value::Null);
+                        o.entry("last_received_at").or_insert(last);
+                        vec![serde_json::Value::Object(o)]
+                    }
+                    Some(serde_json::Value::Array(list)) => list,
+                    _ => Vec::new(),
+                };
+                session.insert("open".into(), serde_json::Value::Array(open));
+            }
+            obj.insert("version".into(), serde_json::Value::from(4u32));
+        }
         Ok(serde_json::from_value(value)?)
     }
 
@@ -205,6 +229,8 @@ impl PlayerActor {
                             session_started: session.started,
                             closed_session: session.closed,
                             first_seen: self.state.first_seen.is_none(),
+                            merged_session: session.merged,
+                            closed_by_timer: false,
                         },
                     },
                 })
@@ -224,11 +250,56 @@ impl PlayerActor {
         }
     }
 
+    /// The session timer at log time `now` (a tick's time): a `session_end` on the player's
+    /// behalf for each open session the policy closes, numbered after the player's events.
+    pub fn handle_tick(&self, now: DateTime<Utc>) -> Vec<ProcessedEvent> {
+        if self.state.erased_at.is_some() {
+            return Vec::new();
+        }
+        let Some((game, player)) = self.key.split_once(':') else { return Vec::new() };
+        let (Ok(game_id), Ok(player_id)) = (GameId::parse(game), PlayerId::parse(player)) else { return Vec::new() };
+        self.state
+            .session
+            .expire(now, &self.policy.session)
+            .into_iter()
+            .enumerate()
+            .map(|(i, closed)| ProcessedEvent {
+                game_id: game_id.clone(),
+                player_id: player_id.clone(),
+                seq: self.state.seq + 1 + i as u64,
+                event_id: Uuid::new_v5(
+                    &TIMER_END_NAMESPACE,
+                    format!("{}:{}", self.key, closed.session_id.as_str()).as_bytes(),
+                ),
+                timestamp: closed.ended_at,
+                received_at: now,
+                body: ProcessedBody::Event {
+                    event: EventBody::SessionEnd(SessionEnd { length_seconds: None }),
+                    derived: Derived {
+                        session_id: Some(closed.session_id.clone()),
+                        session_started: false,
+                        closed_session: Some(closed),
+                        first_seen: false,
+                        merged_session: None,
+                        closed_by_timer: true,
+                    },
+                },
+            })
+            .collect()
+    }
+
     pub fn apply(&mut self, event: &ProcessedEvent) {
         let s = &mut self.state;
         match &event.body {
             ProcessedBody::PlayerErased { requested_at, .. } => {
                 *s = PlayerState { seq: event.seq, erased_at: Some(*requested_at), ..PlayerState::default() };
+            }
+            ProcessedBody::Event { event: body, derived } if derived.closed_by_timer => {
+                s.seq = event.seq;
+                if let Some(closed) = &derived.closed_session {
+                    s.playtime_seconds += closed.length_seconds;
+                }
+                s.session.apply(derived, body, event.timestamp, event.received_at);
             }
             ProcessedBody::Event { event: body, derived } => {
                 s.seq = event.seq;
@@ -241,12 +312,7 @@ impl PlayerActor {
                 if derived.session_started {
                     s.session_count += 1;
                 }
-                s.session.apply(
-                    derived.session_id.as_ref(),
-                    derived.session_started,
-                    derived.closed_session.as_ref(),
-                    event.timestamp,
-                );
+                s.session.apply(derived, body, event.timestamp, event.received_at);
                 apply_body(s, body);
             }
         }

@@ -49,8 +49,12 @@ pub struct ActorsConfig {
     /// consumer stopped delivering, or every batch fails) is stalled: the runtime leaves the
     /// group and joins again with a fresh consumer (and transactional producer).
     pub stall_after: Duration,
-    /// The rules players decide by: how long and how many event ids are remembered.
+    /// The rules players decide by: how long and how many event ids are remembered, when
+    /// the session timer closes a session.
     pub policy: crate::player::Policy,
+    /// How often a tick of the session timer is appended to each owned partition that has
+    /// open sessions (see [`crate::shard::Tick`]).
+    pub session_tick_every: Duration,
 }
 
 impl Default for ActorsConfig {
@@ -65,6 +69,7 @@ impl Default for ActorsConfig {
             max_attempts: 3,
             stall_after: Duration::from_secs(30),
             policy: crate::player::Policy::default(),
+            session_tick_every: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +116,9 @@ pub struct ActorsRuntime {
     /// Records whose processing failed, per partition and offset, with their attempts so far.
     failures: BTreeMap<(u32, u64), Failure>,
     progress: HashMap<u32, Progress>,
+    /// The key of the tick records of each partition, and when one was last appended.
+    tick_keys: HashMap<u32, String>,
+    last_tick: HashMap<u32, Instant>,
 }
 
 impl ActorsRuntime {
@@ -134,6 +142,8 @@ impl ActorsRuntime {
             loads,
             failures: BTreeMap::new(),
             progress: HashMap::new(),
+            tick_keys: HashMap::new(),
+            last_tick: HashMap::new(),
         }
     }
 
@@ -245,6 +255,7 @@ impl ActorsRuntime {
                     self.recover_all(consumer, shutdown).await;
                 }
                 self.passivate().await;
+                self.append_ticks().await;
             }
             if last_stall_check.elapsed() >= Duration::from_secs(5) {
                 last_stall_check = Instant::now();
@@ -331,15 +342,26 @@ impl ActorsRuntime {
             .map(|(_, f)| f.clone())
             .filter(|f| f.attempts >= self.config.max_attempts.max(1))
             .collect();
+        // The open-session index saved with the snapshots at the watermark (none without one:
+        // the replay from offset 0 rebuilds it).
+        let index = match watermark {
+            Some(_) => self.snapshots.load_many(&[index_key(partition)]).await?.into_iter().next().map(|(_, b)| b),
+            None => None,
+        };
         let arbiter = &self.arbiters[partition as usize % self.arbiters.len()];
         let policy = self.config.policy;
         let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| {
-            Shard::new(partition, start, committed).giving_up_on(give_up).with_policy(policy)
+            Shard::new(partition, start, committed)
+                .giving_up_on(give_up)
+                .with_policy(policy)
+                .with_open_sessions(index.as_deref())
         });
         consumer.seek(partition, start);
         self.shards.insert(partition, shard);
         self.watermarks.insert(partition, watermark);
         self.progress.insert(partition, Progress { next: start, since });
+        // The first tick one interval after the partition was assigned.
+        self.last_tick.entry(partition).or_insert_with(Instant::now);
         self.metrics.actors.partition_recoveries.inc();
         self.metrics.actors.shards.set(self.shards.len() as i64);
         tracing::info!(partition, start, committed, "partition assigned; replaying from snapshot watermark");
@@ -370,8 +392,16 @@ impl ActorsRuntime {
             let metrics = self.metrics.clone();
             let loads = self.loads.clone();
             Some(async move {
-                let keys: Vec<String> = recs.iter().map(|r| r.key.clone()).collect();
-                let missing = shard.send(MissingKeys(keys)).await?;
+                let mut keys = Vec::with_capacity(recs.len());
+                let mut tick = None;
+                for r in &recs {
+                    match tick_at(r) {
+                        Some(Ok(at)) => tick = tick.max(Some(at)),
+                        Some(Err(_)) => {}
+                        None => keys.push(r.key.clone()),
+                    }
+                }
+                let missing = shard.send(MissingKeys(keys, tick)).await?;
                 let mut live = None;
                 if !missing.is_empty() {
                     // Never closed, so acquiring cannot fail; held for the read only.
@@ -471,6 +501,48 @@ impl ActorsRuntime {
             }
         }
         Ok(())
+    }
+
+    /// Appends a tick of the session timer (this process's clock) to each owned partition
+    /// that has open sessions and had no tick for `session_tick_every`. The tick is in the log,
+    /// so processing it — now, in a replay, after a restart — closes the same sessions. A
+    /// failed append is tried again next second.
+    async fn append_ticks(&mut self) {
+        let mut due = Vec::new();
+        for (&partition, shard) in &self.shards {
+            if self.last_tick.get(&partition).is_some_and(|t| t.elapsed() < self.config.session_tick_every) {
+                continue;
+            }
+            if shard.send(OpenSessions).await.unwrap_or(0) > 0 {
+                due.push(partition);
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        if due.iter().any(|p| !self.tick_keys.contains_key(p)) {
+            let partitions = match self.log.end_offsets(topics::RAW).await {
+                Ok(ends) => ends.len() as u32,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session ticks: partition count unknown; retrying");
+                    return;
+                }
+            };
+            for &p in &due {
+                self.tick_keys.entry(p).or_insert_with(|| tick_key(p, partitions));
+            }
+        }
+        let now = chrono::Utc::now();
+        let records: Vec<_> = due.iter().map(|p| tick_record(&self.tick_keys[p], *p, now)).collect();
+        match self.log.producer().append(topics::RAW, records).await {
+            Ok(_) => {
+                let at = Instant::now();
+                for p in due {
+                    self.last_tick.insert(p, at);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "session ticks not appended; retrying"),
+        }
     }
 
     async fn passivate(&mut self) {

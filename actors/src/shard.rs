@@ -4,9 +4,11 @@
 
 use crate::player::{PlayerActor, PlayerCommand, PlayerState, Policy, Refusal};
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use gm_ports::{NewRecord, Record};
 use gm_schemas::RawRecord;
-use std::collections::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,57 @@ pub struct Shard {
     broken: bool,
     /// The rules the players of this shard decide by (from the actors configuration).
     policy: Policy,
+    /// Every player of the partition with an open session, in memory or not, and the log time
+    /// from which the session timer closes one (snapshotted under [`index_key`] with the
+    /// players, so a restart knows whom a tick closes without loading everyone).
+    open_sessions: BTreeMap<String, DateTime<Utc>>,
+    index_dirty: bool,
+}
+
+/// Keys of the session timer's tick records on `player.events.raw` start with this (no
+/// player key does: a game id holds no `.`-free `gm.tick` prefix with a `:` after it).
+pub const TICK_KEY_PREFIX: &str = "gm.tick:";
+
+/// A tick of the session timer: the actors role appends one to each partition it owns
+/// every `actors.session_tick_ms` while the partition has open sessions. Processing it closes
+/// the sessions whose last event was received `timeout` (or `end_grace`) before `at`. It is
+/// in the log, so a replay closes the same sessions at the same point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename = "tick")]
+pub struct Tick {
+    pub partition: u32,
+    /// The appending role's clock.
+    pub at: DateTime<Utc>,
+}
+
+/// The tick's time, if `record` is a tick.
+pub fn tick_at(record: &Record) -> Option<Result<DateTime<Utc>, serde_json::Error>> {
+    record.key.starts_with(TICK_KEY_PREFIX).then(|| serde_json::from_slice::<Tick>(&record.payload).map(|t| t.at))
+}
+
+/// A key of the tick records that lands on `partition` of a topic of `partitions` partitions
+/// (the log partitions by the key's murmur2, so the key is searched for).
+pub fn tick_key(partition: u32, partitions: u32) -> String {
+    (0u64..)
+        .map(|n| format!("{TICK_KEY_PREFIX}{n}"))
+        .find(|k| gm_ports::partition_for(k, partitions.max(1)) == partition)
+        .expect("some key lands on every partition")
+}
+
+/// The tick record for `partition` at `at`.
+pub fn tick_record(key: &str, partition: u32, at: DateTime<Utc>) -> NewRecord {
+    let payload = serde_json::to_vec(&Tick { partition, at }).expect("a tick serialises");
+    NewRecord::new(key.to_string(), payload)
+}
+
+/// The snapshot key of a partition's open-session index (no player key has this form).
+pub fn index_key(partition: u32) -> String {
+    format!("gm.sessions:{partition}")
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct OpenSessionIndex {
+    due: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// Why a record could not be processed, and how many times it was tried.
@@ -55,7 +108,31 @@ impl Shard {
             give_up: HashMap::new(),
             broken: false,
             policy: Policy::default(),
+            open_sessions: BTreeMap::new(),
+            index_dirty: false,
         }
+    }
+
+    /// Starts from the open-session index saved with the partition's snapshots.
+    pub fn with_open_sessions(mut self, snapshot: Option<&[u8]>) -> Self {
+        if let Some(bytes) = snapshot {
+            match serde_json::from_slice::<OpenSessionIndex>(bytes) {
+                Ok(index) => self.open_sessions = index.due,
+                // Players re-enter the index as their events arrive.
+                Err(e) => tracing::error!(partition = self.partition, error = %e, "unreadable open-session index"),
+            }
+        }
+        self
+    }
+
+    /// Brings `key`'s entry of the open-session index up to date with its state.
+    fn reindex(&mut self, key: &str) {
+        let due = self.players.get(key).and_then(|e| e.actor.state.session.next_due(&self.policy.session));
+        let changed = match due {
+            Some(due) => self.open_sessions.insert(key.to_string(), due) != Some(due),
+            None => self.open_sessions.remove(key).is_some(),
+        };
+        self.index_dirty |= changed;
     }
 
     /// Decide by `policy` instead of the defaults.
@@ -92,16 +169,22 @@ impl Actor for Shard {
     }
 }
 
-/// Which of these keys are not in memory (their snapshots must be loaded first).
+/// Which of these keys are not in memory (their snapshots must be loaded first), and, when
+/// the batch holds ticks up to the given time, which players those ticks close sessions of.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
-pub struct MissingKeys(pub Vec<String>);
+pub struct MissingKeys(pub Vec<String>, pub Option<DateTime<Utc>>);
 
 impl Handler<MissingKeys> for Shard {
     type Result = MessageResult<MissingKeys>;
     fn handle(&mut self, msg: MissingKeys, _: &mut Context<Self>) -> Self::Result {
         let mut seen = HashSet::new();
-        MessageResult(msg.0.into_iter().filter(|k| !self.players.contains_key(k) && seen.insert(k.clone())).collect())
+        let due = msg
+            .1
+            .into_iter()
+            .flat_map(|tick| self.open_sessions.iter().filter(move |(_, due)| **due <= tick).map(|(k, _)| k.clone()));
+        let keys: Vec<String> = msg.0.into_iter().chain(due).collect();
+        MessageResult(keys.into_iter().filter(|k| !self.players.contains_key(k) && seen.insert(k.clone())).collect())
     }
 }
 
@@ -129,11 +212,16 @@ impl Handler<Hydrate> for Shard {
                     }
                 })
                 .unwrap_or_default();
+            let fresh = !self.players.contains_key(&key);
             self.players.entry(key.clone()).or_insert(Entry {
-                actor: PlayerActor::with_policy(key, state, self.policy),
+                actor: PlayerActor::with_policy(key.clone(), state, self.policy),
                 dirty: false,
                 last_used: now,
             });
+            if fresh {
+                // Snapshots written before the index existed hold open sessions too.
+                self.reindex(&key);
+            }
         }
         self.players.len()
     }
@@ -154,6 +242,9 @@ pub struct Processed {
     /// Events of erased players, dropped.
     pub suppressed: u64,
     pub unreadable: u64,
+    /// Session timer ticks processed, and the sessions they closed.
+    pub ticks: u64,
+    pub sessions_timed_out: u64,
     /// Records that cannot be processed, for `system.dlq`: the original key and payload,
     /// with the reason and origin in headers (see [`dead_letter`]). The runtime commits them
     /// with the outputs and the consumed offsets in one log transaction.
@@ -217,6 +308,21 @@ impl Handler<Process> for Shard {
             if emit {
                 out.commit_next = Some(record.offset + 1);
             }
+            match tick_at(&record) {
+                Some(Ok(at)) => {
+                    self.tick(at, emit, &record, &mut out);
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::error!(partition = self.partition, offset = record.offset, error = %e, "unreadable tick dead-lettered");
+                    out.unreadable += 1;
+                    if emit {
+                        out.dead_letters.push(dead_letter(&record, &format!("undecodable tick record: {e}"), 1));
+                    }
+                    continue;
+                }
+                None => {}
+            }
             let raw: RawRecord = match gm_schemas::upcast::decode_raw(&record.payload) {
                 Ok(raw) => raw,
                 Err(e) => {
@@ -279,18 +385,9 @@ impl Handler<Process> for Shard {
                     out.applied += 1;
                     self.events_since_snapshot += 1;
                     if emit {
-                        match serde_json::to_vec(&event) {
-                            Ok(payload) => out.outputs.push(
-                                NewRecord::new(record.key.clone(), payload)
-                                    .with_header(gm_schemas::processed::KIND_HEADER, event.kind()),
-                            ),
-                            Err(e) => out.dead_letters.push(dead_letter(
-                                &record,
-                                &format!("processed event could not be encoded: {e}"),
-                                1,
-                            )),
-                        }
+                        emit_output(&mut out, &record, &record.key, &event);
                     }
+                    self.reindex(&record.key);
                 }
                 // Dropped records still move the position: counting them lets the next
                 // snapshot carry the watermark past them (an empty snapshot if need be).
@@ -305,6 +402,59 @@ impl Handler<Process> for Shard {
             }
         }
         MessageResult(out)
+    }
+}
+
+/// Appends `event` (of player `key`) to the outputs, or dead-letters `record` if it cannot be
+/// encoded.
+fn emit_output(out: &mut Processed, record: &Record, key: &str, event: &gm_schemas::ProcessedEvent) {
+    match serde_json::to_vec(event) {
+        Ok(payload) => out.outputs.push(
+            NewRecord::new(key.to_string(), payload).with_header(gm_schemas::processed::KIND_HEADER, event.kind()),
+        ),
+        Err(e) => out.dead_letters.push(dead_letter(record, &format!("processed event could not be encoded: {e}"), 1)),
+    }
+}
+
+impl Shard {
+    /// The session timer at log time `at`: closes every due session of the partition (the
+    /// players were loaded by [`MissingKeys`]), in key order.
+    fn tick(&mut self, at: DateTime<Utc>, emit: bool, record: &Record, out: &mut Processed) {
+        // A tick moves the position like any record.
+        self.events_since_snapshot += 1;
+        out.ticks += 1;
+        let due: Vec<String> =
+            self.open_sessions.iter().filter(|(_, due)| **due <= at).map(|(k, _)| k.clone()).collect();
+        let policy = self.policy;
+        for key in due {
+            let entry = self.players.entry(key.clone()).or_insert_with(|| Entry {
+                // Not in memory and no snapshot: nothing open to close (it leaves the index).
+                actor: PlayerActor::with_policy(key.clone(), PlayerState::default(), policy),
+                dirty: false,
+                last_used: Instant::now(),
+            });
+            for event in entry.actor.handle_tick(at) {
+                entry.actor.apply(&event);
+                entry.dirty = true;
+                out.sessions_timed_out += 1;
+                if emit {
+                    emit_output(out, record, &key, &event);
+                }
+            }
+            self.reindex(&key);
+        }
+    }
+}
+
+/// How many players of the shard have an open session (the runtime appends ticks only then).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct OpenSessions;
+
+impl Handler<OpenSessions> for Shard {
+    type Result = usize;
+    fn handle(&mut self, _: OpenSessions, _: &mut Context<Self>) -> usize {
+        self.open_sessions.len()
     }
 }
 
@@ -337,6 +487,13 @@ impl Handler<TakeSnapshot> for Shard {
                 players.push((key.clone(), bytes));
             }
             entry.dirty = false;
+        }
+        if self.index_dirty {
+            let index = OpenSessionIndex { due: self.open_sessions.clone() };
+            if let Ok(bytes) = serde_json::to_vec(&index) {
+                players.push((index_key(self.partition), bytes));
+                self.index_dirty = false;
+            }
         }
         self.events_since_snapshot = 0;
         self.last_snapshot = Instant::now();

@@ -91,7 +91,10 @@ fn profiles(events: &[ProcessedEvent]) -> ChangeSet {
         });
         delta.first_seen = delta.first_seen.min(e.timestamp);
         delta.last_seen = delta.last_seen.max(e.timestamp);
-        delta.events += 1;
+        // A session_end the session timer emitted is not an event of the player.
+        if !derived.closed_by_timer {
+            delta.events += 1;
+        }
         delta.last_seq = delta.last_seq.max(e.seq);
         if derived.session_started {
             delta.sessions += 1;

@@ -123,6 +123,16 @@ pub struct Derived {
     pub closed_session: Option<ClosedSession>,
     /// The first event ever seen of this player.
     pub first_seen: bool,
+    /// The implicit session (events sent without a session id, a derived `d-…` id) that this
+    /// event's client session continues: the two are one session, counted once — when it
+    /// started (`session_started` was set on the implicit session's first event) and when it
+    /// closes (under the client's id). Set on the event that named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_session: Option<SessionId>,
+    /// Not a client's event: the session actor's inactivity timer closed `closed_session`
+    /// (a `session_end` emitted on the player's behalf, at the session's last event).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_by_timer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +156,7 @@ mod tests {
             session_started: true,
             closed_session: None,
             first_seen: false,
+            ..Derived::default()
         };
         ProcessedBody::Event { event, derived }
     }

@@ -54,7 +54,7 @@ fn script() -> Vec<EventEnvelope> {
 fn session_start_counts_a_session_and_opens_it() {
     let a = started();
     assert_eq!(a.state.session_count, 1);
-    assert_eq!(a.state.session.open.as_ref().map(|o| o.id.clone()), Some(sid("s1")));
+    assert_eq!(a.state.session.open.iter().map(|o| o.id.clone()).collect::<Vec<_>>(), vec![sid("s1")]);
     assert_eq!(a.state.playtime_seconds, 0);
 }
 
@@ -64,7 +64,7 @@ fn session_end_adds_client_length_to_playtime_and_closes_session() {
     let out = record(&mut a, &envelope(1, at(10), Some("s1"), session_end(Some(500))));
     assert_eq!(derived(&out).closed_session.as_ref().map(|c| c.length_seconds), Some(500));
     assert_eq!(a.state.playtime_seconds, 500);
-    assert_eq!(a.state.session.open, None);
+    assert!(a.state.session.open.is_empty());
     assert_eq!(a.state.session_count, 1);
 }
 
@@ -131,7 +131,8 @@ fn assert_only_bookkeeping_changes(body: EventBody) {
     expected.seq += 1;
     expected.last_seen = Some(at(5));
     expected.recent_ids.remember(e.event_id, e.received_at, &Policy::default().dedup);
-    expected.session.open.as_mut().unwrap().last_event_at = at(5);
+    expected.session.open[0].last_event_at = at(5);
+    expected.session.open[0].last_received_at = at(5);
     assert_eq!(a.state, expected);
 }
 
@@ -246,7 +247,8 @@ fn an_id_received_more_than_the_window_ago_counts_again() {
 
 #[test]
 fn the_window_and_cap_come_from_the_policy() {
-    let policy = Policy { dedup: crate::dedup::DedupPolicy { window: Duration::hours(1), max_ids: 2 } };
+    let policy =
+        Policy { dedup: crate::dedup::DedupPolicy { window: Duration::hours(1), max_ids: 2 }, ..Policy::default() };
     let mut a = PlayerActor::with_policy(key(), PlayerState::default(), policy);
     for n in 0..3 {
         record(&mut a, &received(n, 0));
@@ -339,7 +341,7 @@ fn snapshot_round_trips_through_json() {
         record(&mut a, &e);
     }
     record(&mut a, &envelope(50, at(201), None, score(1))); // leaves a session open
-    assert!(a.state.session.open.is_some());
+    assert!(!a.state.session.open.is_empty());
     let bytes = serde_json::to_vec(&a.state).unwrap();
     let back: PlayerState = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back, a.state);
@@ -367,4 +369,89 @@ fn a_version_2_snapshot_upcasts_its_last_256_ids_into_the_time_window() {
     assert_eq!(a.handle(PlayerCommand::Record(&retry)), Err(Refusal::Duplicate(eid(7))));
     let back = PlayerState::from_snapshot(&a.state.to_snapshot().unwrap()).unwrap();
     assert_eq!(back, a.state, "a v3 snapshot reads back as written");
+}
+
+#[test]
+fn a_session_start_after_other_events_of_its_session_counts_one_session() {
+    let mut a = fresh();
+    let later = record(&mut a, &envelope(2, at(2), Some("s1"), score(1)));
+    let start = record(&mut a, &envelope(1, at(0), Some("s1"), session_start()));
+    assert!(derived(&later).session_started);
+    assert!(!derived(&start).session_started);
+    assert_eq!(a.state.session_count, 1);
+    let end = record(&mut a, &envelope(3, at(10), Some("s1"), session_end(None)));
+    assert_eq!(derived(&end).closed_session.as_ref().map(|c| (c.started_at, c.length_seconds)), Some((at(0), 600)));
+}
+
+#[test]
+fn an_implicit_session_then_a_client_session_start_is_one_session() {
+    let mut a = fresh();
+    let identify = record(&mut a, &envelope(1, at(0), None, profile_update(Some("DE"), None)));
+    let implicit = derived(&identify).session_id.clone().unwrap();
+    assert!(implicit.as_str().starts_with("d-") && derived(&identify).session_started);
+    let started = record(&mut a, &envelope(2, at(1), Some("seg-1"), session_start()));
+    assert_eq!(
+        derived(&started),
+        &Derived { session_id: Some(sid("seg-1")), merged_session: Some(implicit), ..Derived::default() }
+    );
+    record(&mut a, &envelope(3, at(5), None, score(1)));
+    assert_eq!(a.state.session_count, 1);
+    let ends = a.handle_tick(at(35));
+    assert_eq!(ends.len(), 1);
+    let closed = derived(&ends[0]).closed_session.clone().unwrap();
+    assert_eq!((closed.session_id, closed.started_at, closed.length_seconds), (sid("seg-1"), at(0), 300));
+}
+
+#[test]
+fn the_session_timer_emits_a_session_end_after_the_timeout_deterministically() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(7), Some("s1"), score(1)));
+    assert_eq!(a.handle_tick(at(36)), vec![], "29 minutes after the last event was received");
+    let ends = a.handle_tick(at(37));
+    assert_eq!(ends.len(), 1);
+    let end = &ends[0];
+    assert_eq!((end.seq, end.timestamp, end.received_at, end.kind()), (3, at(7), at(37), "session_end"));
+    let d = derived(end);
+    assert!(d.closed_by_timer && !d.session_started && !d.first_seen);
+    assert_eq!(d.closed_session.as_ref().map(|c| (c.session_id.clone(), c.length_seconds)), Some((sid("s1"), 420)));
+    // The same state decides the same, whenever and wherever it runs (ids included).
+    let restored = PlayerActor::with_policy(
+        key(),
+        PlayerState::from_snapshot(&a.state.to_snapshot().unwrap()).unwrap(),
+        Policy::default(),
+    );
+    assert_eq!(restored.handle_tick(at(37)), ends);
+    a.apply(end);
+    assert!(a.state.session.open.is_empty());
+    assert_eq!((a.state.seq, a.state.playtime_seconds, a.state.session_count), (3, 420, 1));
+    assert_eq!(a.handle_tick(at(1000)), vec![], "closed once");
+    // A late event of the closed session changes no count.
+    let late = record(&mut a, &envelope(9, at(6), Some("s1"), score(1)));
+    assert!(!derived(&late).session_started && derived(&late).closed_session.is_none());
+}
+
+#[test]
+fn the_timeout_comes_from_the_policy() {
+    let policy = Policy {
+        session: crate::session::SessionPolicy { timeout: Duration::minutes(5), end_grace: Duration::seconds(10) },
+        ..Policy::default()
+    };
+    let mut a = PlayerActor::with_policy(key(), PlayerState::default(), policy);
+    record(&mut a, &envelope(0, at(0), Some("s1"), session_start()));
+    assert!(a.handle_tick(at(4)).is_empty());
+    assert_eq!(a.handle_tick(at(5)).len(), 1);
+}
+
+#[test]
+fn a_version_3_snapshot_upcasts_its_open_session_into_the_list() {
+    let mut v3: serde_json::Value = serde_json::to_value(started().state).unwrap();
+    v3["version"] = serde_json::json!(3);
+    v3["session"] = serde_json::json!({"open": {"id": "s1", "started_at": at(0), "last_event_at": at(4)}});
+    let state = PlayerState::from_snapshot(&serde_json::to_vec(&v3).unwrap()).unwrap();
+    assert_eq!(state.version, SNAPSHOT_VERSION);
+    let open = &state.session.open;
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].id.clone(), open[0].last_event_at, open[0].last_received_at), (sid("s1"), at(4), at(4)));
+    v3["session"] = serde_json::json!({"open": null});
+    assert!(PlayerState::from_snapshot(&serde_json::to_vec(&v3).unwrap()).unwrap().session.open.is_empty());
 }

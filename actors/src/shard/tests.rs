@@ -1,6 +1,6 @@
 use super::*;
 use crate::test_support::*;
-use gm_schemas::{EventEnvelope, ProcessedEvent};
+use gm_schemas::{EventBody, EventEnvelope, ProcessedEvent};
 
 fn rec(offset: u64, key: &str, payload: Vec<u8>) -> Record {
     Record {
@@ -31,6 +31,11 @@ fn seqs(outputs: &[NewRecord]) -> Vec<u64> {
 
 async fn seq_of(shard: &Addr<Shard>, key: &str) -> Option<u64> {
     shard.send(GetState(key.into())).await.unwrap().map(|s| s.seq)
+}
+
+/// The player snapshots of a batch, without the partition's open-session index.
+fn player_snapshots(batch: &SnapshotBatch) -> Vec<(String, Vec<u8>)> {
+    batch.players.iter().filter(|(k, _)| *k != index_key(0)).cloned().collect()
 }
 
 const SNAPSHOT_NOW: TakeSnapshot = TakeSnapshot { every_events: 1, every: Duration::from_secs(3600), force: false };
@@ -165,7 +170,8 @@ async fn take_snapshot_returns_only_dirty_players_then_none_until_new_events() {
     let shard = Shard::new(0, 0, 0).start();
     shard.send(Process(vec![event_rec(0, "a", 1), event_rec(1, "b", 2)])).await.unwrap();
     let first = shard.send(SNAPSHOT_NOW).await.unwrap().expect("due");
-    let mut keys: Vec<String> = first.players.iter().map(|(k, _)| k.clone()).collect();
+    assert!(first.players.iter().any(|(k, _)| *k == index_key(0)), "the open-session index changed: saved with them");
+    let mut keys: Vec<String> = player_snapshots(&first).iter().map(|(k, _)| k.clone()).collect();
     keys.sort();
     assert_eq!(keys, vec!["space-race:a", "space-race:b"]);
     assert_eq!(first.next_offset, 2);
@@ -173,9 +179,10 @@ async fn take_snapshot_returns_only_dirty_players_then_none_until_new_events() {
 
     shard.send(Process(vec![event_rec(2, "a", 3)])).await.unwrap();
     let second = shard.send(SNAPSHOT_NOW).await.unwrap().expect("due");
-    assert_eq!(second.players.len(), 1);
-    assert_eq!(second.players[0].0, "space-race:a");
-    let state: PlayerState = serde_json::from_slice(&second.players[0].1).unwrap();
+    let second_players = player_snapshots(&second);
+    assert_eq!(second_players.len(), 1);
+    assert_eq!(second_players[0].0, "space-race:a");
+    let state: PlayerState = serde_json::from_slice(&second_players[0].1).unwrap();
     assert_eq!(state.seq, 2);
     assert_eq!(second.next_offset, 3);
     assert!(shard.send(SNAPSHOT_NOW).await.unwrap().is_none());
@@ -188,7 +195,7 @@ async fn take_snapshot_waits_for_the_event_threshold_unless_forced() {
     let policy = |force| TakeSnapshot { every_events: 3, every: Duration::from_secs(3600), force };
     assert!(shard.send(policy(false)).await.unwrap().is_none());
     let forced = shard.send(policy(true)).await.unwrap().expect("forced");
-    assert_eq!(forced.players.len(), 1);
+    assert_eq!(player_snapshots(&forced).len(), 1);
 }
 
 #[actix::test]
@@ -205,7 +212,7 @@ async fn passivate_drops_idle_clean_players_but_never_dirty_ones() {
     assert_eq!(shard.send(Passivate(Duration::ZERO)).await.unwrap(), 1);
     assert_eq!(seq_of(&shard, "space-race:a").await, Some(2));
     assert_eq!(seq_of(&shard, "space-race:b").await, None);
-    let missing = shard.send(MissingKeys(vec!["space-race:a".into(), "space-race:b".into()])).await.unwrap();
+    let missing = shard.send(MissingKeys(vec!["space-race:a".into(), "space-race:b".into()], None)).await.unwrap();
     assert_eq!(missing, vec!["space-race:b".to_string()]);
 }
 
@@ -220,7 +227,7 @@ async fn hydrate_restores_snapshot_so_next_event_continues_its_seq() {
     let snapshot = serde_json::to_vec(&actor.state).unwrap();
 
     let shard = Shard::new(0, 10, 10).start();
-    let missing = shard.send(MissingKeys(vec![key(), key()])).await.unwrap();
+    let missing = shard.send(MissingKeys(vec![key(), key()], None)).await.unwrap();
     assert_eq!(missing, vec![key()], "missing keys are deduplicated");
     let live = shard.send(Hydrate { requested: missing, loaded: vec![(key(), snapshot)] }).await.unwrap();
     assert_eq!(live, 1);
@@ -250,4 +257,103 @@ async fn hydrate_never_overwrites_a_player_in_memory() {
     let stale = serde_json::to_vec(&PlayerState::default()).unwrap();
     shard.send(Hydrate { requested: vec![key()], loaded: vec![(key(), stale)] }).await.unwrap();
     assert_eq!(seq_of(&shard, &key()).await, Some(2));
+}
+
+fn tick_rec(offset: u64, t: chrono::DateTime<chrono::Utc>) -> Record {
+    rec(offset, &tick_key(0, 1), serde_json::to_vec(&Tick { partition: 0, at: t }).unwrap())
+}
+
+fn session_rec(offset: u64, player: &str, n: u128, minute: i64, session: &str, body: EventBody) -> Record {
+    let e: EventEnvelope = envelope_for(player, n, at(minute), Some(session), body);
+    rec(offset, &format!("{GAME}:{player}"), serde_json::to_vec(&RawRecord::Event(e)).unwrap())
+}
+
+/// Two players' sessions, then (after passivation) a tick 30 minutes later.
+fn timer_log() -> Vec<Record> {
+    vec![
+        session_rec(0, "a", 1, 0, "sa", session_start()),
+        session_rec(1, "b", 2, 1, "sb", session_start()),
+        session_rec(2, "a", 3, 4, "sa", score(1)),
+        tick_rec(3, at(31)),
+        tick_rec(4, at(34)),
+        tick_rec(5, at(35)),
+    ]
+}
+
+fn timer_ends(outputs: &[NewRecord]) -> Vec<ProcessedEvent> {
+    outputs
+        .iter()
+        .map(|o| serde_json::from_slice::<ProcessedEvent>(&o.payload).unwrap())
+        .filter(|e| matches!(&e.body, gm_schemas::ProcessedBody::Event { derived, .. } if derived.closed_by_timer))
+        .collect()
+}
+
+#[actix::test]
+async fn a_tick_closes_the_due_sessions_of_players_in_memory_or_not_and_a_restart_closes_the_same() {
+    let log = timer_log();
+    // Run 1: everything in memory.
+    let shard = Shard::new(0, 0, 0).start();
+    let all = shard.send(Process(log.clone())).await.unwrap();
+    assert_eq!(all.ticks, 3);
+    let ends = timer_ends(&all.outputs);
+    let closed: Vec<(String, u64, u64)> = ends
+        .iter()
+        .map(|e| (e.player_id.as_str().to_string(), e.seq, e.received_at.timestamp() - at(0).timestamp()))
+        .map(|(p, seq, secs)| (p, seq, secs as u64))
+        .collect();
+    // b's last event at 12:01 is due at 12:31; a's at 12:04 is due at 12:34.
+    assert_eq!(closed, vec![("b".into(), 2, 31 * 60), ("a".into(), 3, 34 * 60)]);
+    let outputs_before_timer = all.outputs.iter().filter(|o| header(o, "gm.kind") != Some("session_end")).count();
+    assert_eq!(outputs_before_timer, 3);
+    assert_eq!(shard.send(OpenSessions).await.unwrap(), 0);
+
+    // Run 2: snapshot after the events, passivate everybody, restart from the snapshot.
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(Process(log[..3].to_vec())).await.unwrap();
+    let snapshot = shard
+        .send(TakeSnapshot { every_events: 1, every: Duration::from_secs(1), force: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.next_offset, 3);
+    let index = snapshot.players.iter().find(|(k, _)| *k == index_key(0)).map(|(_, b)| b.clone());
+    assert!(index.is_some(), "the open-session index is saved with the players");
+    let restarted = Shard::new(0, 3, 3).with_open_sessions(index.as_deref()).start();
+    assert_eq!(restarted.send(OpenSessions).await.unwrap(), 2, "known without loading anyone");
+    let missing = restarted.send(MissingKeys(vec![], Some(at(35)))).await.unwrap();
+    assert_eq!(missing, vec!["space-race:a".to_string(), "space-race:b".to_string()]);
+    let loaded = player_snapshots(&snapshot);
+    restarted.send(Hydrate { requested: missing, loaded }).await.unwrap();
+    let after = restarted.send(Process(log[3..].to_vec())).await.unwrap();
+    assert_eq!(after.outputs, all.outputs[3..].to_vec(), "the same session_end events, ids and seqs included");
+
+    // Run 3: a replay from offset 0 of what was already emitted emits nothing, and continues
+    // to the same state.
+    let replay = Shard::new(0, 0, 6).start();
+    let replayed = replay.send(Process(log.clone())).await.unwrap();
+    assert!(replayed.outputs.is_empty());
+    for p in ["space-race:a", "space-race:b"] {
+        assert_eq!(
+            replay.send(GetState(p.into())).await.unwrap(),
+            shard_state_after(&log, p).await,
+            "replayed state of {p}"
+        );
+    }
+}
+
+async fn shard_state_after(log: &[Record], key: &str) -> Option<PlayerState> {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(Process(log.to_vec())).await.unwrap();
+    shard.send(GetState(key.into())).await.unwrap()
+}
+
+#[actix::test]
+async fn a_tick_with_nothing_due_changes_nothing_and_an_unreadable_tick_is_dead_lettered() {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(Process(timer_log()[..3].to_vec())).await.unwrap();
+    let early = shard.send(Process(vec![tick_rec(3, at(30))])).await.unwrap();
+    assert_eq!((early.ticks, early.outputs.len(), early.commit_next), (1, 0, Some(4)));
+    let bad = shard.send(Process(vec![rec(4, &tick_key(0, 1), b"{}".to_vec())])).await.unwrap();
+    assert_eq!((bad.unreadable, bad.dead_letters.len(), bad.commit_next), (1, 1, Some(5)));
+    assert_eq!(shard.send(OpenSessions).await.unwrap(), 2);
 }

@@ -69,6 +69,7 @@ fn closing(id: &str, start: DateTime<Utc>, length_seconds: u64) -> Derived {
             length_seconds,
         }),
         first_seen: false,
+        ..Derived::default()
     }
 }
 
@@ -166,6 +167,28 @@ fn closed_sessions_count_on_their_start_day_and_bucket() {
             },
         ]
     );
+}
+
+#[test]
+fn an_implicit_session_renamed_and_closed_by_the_timer_counts_one_session_and_no_extra_event() {
+    let implicit = started("d-1");
+    let named = Derived {
+        session_id: Some(SessionId::parse("seg-1").unwrap()),
+        merged_session: Some(SessionId::parse("d-1").unwrap()),
+        ..Derived::default()
+    };
+    let timer = Derived { closed_by_timer: true, ..closing("seg-1", at(10, 9, 0), 600) };
+    let events = vec![
+        ev_d("a", 1, at(10, 9, 0), score(), implicit),
+        ev_d("a", 2, at(10, 9, 1), score(), named),
+        ev_d("a", 3, at(10, 9, 10), end(), timer),
+    ];
+    let cs = changes(ProjectionName::Sessions, &events);
+    let counts: Vec<(NaiveDate, u64, u64, u64)> =
+        cs.session_days.iter().map(|d| (d.day, d.started, d.closed, d.total_length_seconds)).collect();
+    assert_eq!(counts, vec![(day(10), 1, 1, 600)]);
+    let profile = &changes(ProjectionName::PlayerProfiles, &events).profiles[0];
+    assert_eq!((profile.events, profile.sessions, profile.playtime_seconds, profile.last_seq), (2, 1, 600, 3));
 }
 
 #[test]
@@ -411,6 +434,7 @@ fn a_projection_skips_only_kinds_that_change_nothing_in_it() {
             length_seconds: 1800,
         }),
         first_seen: true,
+        ..Derived::default()
     };
     for body in one_of_each_type() {
         let event = ev_d("p1", 1, at(1, 11, 0), body, derived.clone());
