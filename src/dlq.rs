@@ -1,5 +1,7 @@
 //! `gamemetrics dlq list|replay`: inspect the dead letters on `system.dlq` and re-drive them
-//! into `player.events.raw` once the cause is fixed. Written over the [`EventLog`] trait
+//! into the topic they came from once the cause is fixed: `player.events.raw` (the actors'
+//! dead letters) or `player.events.processed` (a processed record no projection could
+//! decode; its `gm.kind` header is kept). Written over the [`EventLog`] trait
 //! (`read` + the producer), so it works on the embedded log and on Kafka alike.
 //!
 //! Replay re-appends each dead letter's original payload with its original key, so it lands
@@ -43,7 +45,10 @@ pub enum Selection {
     },
 }
 
-/// Re-appends the selected dead letters' payloads to `player.events.raw` with their keys.
+/// Re-appends the selected dead letters' payloads with their keys to the topic they came
+/// from (`gm.source.topic`): `player.events.processed` for the projections' dead letters
+/// (with their `gm.kind` header), `player.events.raw` for every other. A processed record
+/// is dead-lettered before any projection applied it, so its replay is applied once by each.
 /// Returns the dead letters replayed.
 pub async fn replay(log: &dyn EventLog, selection: Selection) -> anyhow::Result<Vec<Record>> {
     let chosen: Vec<Record> = match selection {
@@ -56,15 +61,33 @@ pub async fn replay(log: &dyn EventLog, selection: Selection) -> anyhow::Result<
             }
         }
     };
-    let records = chosen
-        .iter()
-        .map(|r| {
-            NewRecord::new(r.key.clone(), r.payload.clone())
-                .with_header("gm.replayed_from", format!("{}/{}/{}", r.topic, r.partition, r.offset))
-        })
-        .collect();
-    log.producer().append(topics::RAW, records).await?;
+    let mut raw = Vec::new();
+    let mut processed = Vec::new();
+    for r in &chosen {
+        let mut record = NewRecord::new(r.key.clone(), r.payload.clone())
+            .with_header("gm.replayed_from", format!("{}/{}/{}", r.topic, r.partition, r.offset));
+        if is_from_processed(r) {
+            if let Some(kind) = r.header(gm_schemas::processed::KIND_HEADER) {
+                record = record.with_header(gm_schemas::processed::KIND_HEADER, kind);
+            }
+            processed.push(record);
+        } else {
+            raw.push(record);
+        }
+    }
+    if !raw.is_empty() {
+        log.producer().append(topics::RAW, raw).await?;
+    }
+    if !processed.is_empty() {
+        log.producer().append(topics::PROCESSED, processed).await?;
+    }
     Ok(chosen)
+}
+
+/// Whether a dead letter came from `player.events.processed` (records come back from a
+/// namespaced log with their logical topic names, so the header holds the logical name).
+fn is_from_processed(r: &Record) -> bool {
+    r.header("gm.source.topic") == Some(topics::PROCESSED)
 }
 
 /// One line per dead letter: where it is, its key, its headers, and the payload (lossy UTF-8,
@@ -83,7 +106,7 @@ mod tests {
     #[tokio::test]
     async fn list_then_replay_round_trips_the_original_payloads_and_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let specs: Vec<TopicSpec> = [topics::RAW, topics::DLQ]
+        let specs: Vec<TopicSpec> = [topics::RAW, topics::PROCESSED, topics::DLQ]
             .iter()
             .map(|t| TopicSpec { name: t.to_string(), partitions: 1, compacted: false })
             .collect();
@@ -112,6 +135,20 @@ mod tests {
         let keys: Vec<&str> = raw.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, vec!["g:p2", "g:p1", "g:p2", "g:p3"]);
         assert!(replay(&log, Selection::Offset { partition: 0, offset: 9 }).await.is_err());
+
+        // A projection's dead letter goes back to player.events.processed, with its kind.
+        let projection_letter = NewRecord::new("g:p4", vec![b'y'])
+            .with_header("gm.error", "undecodable processed record")
+            .with_header("gm.source.topic", topics::PROCESSED)
+            .with_header("gm.kind", "purchase");
+        log.producer().append(topics::DLQ, vec![projection_letter]).await.unwrap();
+        let replayed = replay(&log, Selection::Offset { partition: 0, offset: 3 }).await.unwrap();
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(log.read(topics::RAW, 0, 0, 10).await.unwrap().len(), 4, "nothing more on the raw topic");
+        let processed = log.read(topics::PROCESSED, 0, 0, 10).await.unwrap();
+        assert_eq!((processed.len(), processed[0].key.as_str(), processed[0].payload.clone()), (1, "g:p4", vec![b'y']));
+        assert_eq!(processed[0].header("gm.kind"), Some("purchase"));
+        assert_eq!(processed[0].header("gm.replayed_from"), Some("system.dlq/0/3"));
         log.close().await;
     }
 }

@@ -179,7 +179,7 @@ pub struct Platform {
     shutdown: watch::Sender<bool>,
     server: actix_web::dev::ServerHandle,
     tasks: Vec<actix_rt::task::JoinHandle<()>>,
-    /// Threads the projection workers run on (stopped after the tasks ended).
+    /// The thread the projections worker runs on (stopped after the tasks ended).
     arbiters: Vec<actix_rt::Arbiter>,
 }
 
@@ -197,6 +197,10 @@ impl Platform {
 
     /// Starts `roles` with the configured adapters. Must run inside an actix system.
     pub async fn start_roles(config: &Config, listener: TcpListener, roles: Roles) -> anyhow::Result<Self> {
+        if roles.gateway {
+            // Before anything is opened: a production gateway never accepts development keys.
+            config.refuse_development_credentials()?;
+        }
         let metrics = Metrics::new();
         let readiness = Readiness::new();
         readiness.register("storage");
@@ -215,54 +219,45 @@ impl Platform {
                 }
             }));
         }
-        // The projection workers spread over threads of their own: each parses every processed
-        // event, which is CPU work that one thread (the HTTP server's) cannot carry alone.
+        // The projections run as one worker (one consumer-group member, `projections`) on a
+        // thread of its own: each processed record is decoded once for every projection and
+        // a batch of all of them is one transaction (docs/adr/0006).
         let mut arbiters = Vec::new();
         if roles.projections {
-            let threads =
-                std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, ProjectionName::ALL.len());
-            arbiters = (0..threads).map(|_| actix_rt::Arbiter::new()).collect();
-            for (i, name) in ProjectionName::ALL.into_iter().enumerate() {
-                let (backends, metrics, mut rx) = (backends.clone(), metrics.clone(), shutdown_rx.clone());
-                // A worker that stops on an error (e.g. its consumer could not be created
-                // while Kafka restarts) starts again after a pause: a projection must not stay
-                // down while the process reports ready.
-                let worker_loop = async move {
-                    while !*rx.borrow() {
-                        let worker = ProjectionWorker::new(
-                            name,
-                            backends.log.clone(),
-                            backends.read_models.clone(),
-                            metrics.clone(),
-                        )
-                        .with_pseudonyms(backends.privacy.clone());
-                        let worker = match name {
-                            ProjectionName::Recommendations => {
-                                worker.with_recommendations(backends.recommendation_outbox.clone())
-                            }
-                            _ => worker,
-                        };
-                        match worker.run(rx.clone()).await {
-                            Ok(()) => break,
-                            Err(e) => {
-                                tracing::error!(projection = %name, error = %e, "projection stopped; restarting in 2 s")
-                            }
-                        }
-                        tokio::select! {
-                            _ = rx.changed() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        }
+            let arbiter = actix_rt::Arbiter::new();
+            let (backends, metrics, mut rx) = (backends.clone(), metrics.clone(), shutdown_rx.clone());
+            // A worker that stops on an error (e.g. its consumer could not be created while
+            // Kafka restarts) starts again after a pause: the projections must not stay down
+            // while the process reports ready.
+            let worker_loop = async move {
+                while !*rx.borrow() {
+                    let worker = ProjectionWorker::combined(
+                        &ProjectionName::ALL,
+                        backends.log.clone(),
+                        backends.read_models.clone(),
+                        metrics.clone(),
+                    )
+                    .with_pseudonyms(backends.privacy.clone())
+                    .with_recommendations(backends.recommendation_outbox.clone());
+                    match worker.run(rx.clone()).await {
+                        Ok(()) => break,
+                        Err(e) => tracing::error!(error = %e, "projections stopped; restarting in 2 s"),
                     }
-                };
-                let (done, finished) = tokio::sync::oneshot::channel::<()>();
-                arbiters[i % threads].spawn(async move {
-                    worker_loop.await;
-                    let _ = done.send(());
-                });
-                tasks.push(actix_rt::spawn(async move {
-                    let _ = finished.await;
-                }));
-            }
+                    tokio::select! {
+                        _ = rx.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+            };
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            arbiter.spawn(async move {
+                worker_loop.await;
+                let _ = done.send(());
+            });
+            tasks.push(actix_rt::spawn(async move {
+                let _ = finished.await;
+            }));
+            arbiters.push(arbiter);
         }
         if let Some(cache) = backends.cache.clone() {
             tasks.push(actix_rt::spawn(watch_cache(cache, readiness.clone(), metrics.clone(), shutdown_rx.clone())));
@@ -352,6 +347,7 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             roles_claim: auth.roles_claim.clone(),
+            games_claim: auth.games_claim.clone(),
             ..Default::default()
         };
         (settings, jwks)
@@ -367,6 +363,15 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         limits: config.limits(),
         request_timeout: config.request_timeout(),
         cors_allowed_origins: config.cors_allowed_origins(),
+        gameanalytics_keys: config
+            .gameanalytics_keys()?
+            .into_iter()
+            .map(|(game_id, game_key, secret)| gm_gateway::gameanalytics::GameAnalyticsKey {
+                game_id,
+                game_key,
+                secret: gm_gateway::Secret(secret),
+            })
+            .collect(),
     })
 }
 

@@ -24,7 +24,7 @@ use gm_projections::model::{
     erased_pseudonym, sessions_over, ActiveUsersDay, ChangeSet, DateRange, FunnelStep, PlayerProfile, ProjectionName,
     RevenueDay, SessionCounts, SessionsDay, Target,
 };
-use gm_projections::{AnalyticsQueries, ReadModelStore};
+use gm_projections::{AnalyticsQueries, CheckpointMove, ProjectionBatch, ReadModelStore};
 use gm_schemas::{GameId, PlayerId};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
@@ -402,219 +402,387 @@ fn column<K, const N: usize>(rows: &[(K, [i64; N])], i: usize) -> Vec<i64> {
     rows.iter().map(|(_, v)| v[i]).collect()
 }
 
+/// Writes one projection's change set to its tables (`target`'s), each table with
+/// multi-row statements (UNNEST arrays): one statement per table and batch, not per row.
 async fn apply_changes(
     conn: &mut PgConnection,
     target: Target,
     projection: ProjectionName,
     c: &ChangeSet,
 ) -> Result<(), sqlx::Error> {
-    let t = |base: &str| table_name(base, target);
     match projection {
-        ProjectionName::PlayerProfiles => {
-            let profiles = t("player_profiles");
-            let revenue = t("profile_revenue");
-            if !c.erased.is_empty() {
-                let (games, players) = unique_erased(&c.erased);
-                for table in [&profiles, &revenue] {
-                    sqlx::query(&format!(
-                        "DELETE FROM {table} AS t USING UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
-                         WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
-                    ))
-                    .bind(&games)
-                    .bind(&players)
-                    .execute(&mut *conn)
-                    .await?;
+        ProjectionName::PlayerProfiles => apply_profiles(conn, target, c).await,
+        ProjectionName::DailyActivity => apply_daily_activity(conn, target, c).await,
+        ProjectionName::Sessions => apply_sessions(conn, target, c).await,
+        ProjectionName::Revenue => apply_revenue(conn, target, c).await,
+        ProjectionName::Funnel => apply_funnel(conn, target, c).await,
+        ProjectionName::Leaderboards => apply_leaderboards(conn, target, c).await,
+        ProjectionName::Retention => apply_retention(conn, target, c).await,
+        ProjectionName::Recommendations => apply_recommendations(conn, target, c).await,
+    }
+}
+
+/// player_profiles: erased players' rows deleted, one upsert per touched profile and currency.
+async fn apply_profiles(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    let profiles = t("player_profiles");
+    let revenue = t("profile_revenue");
+    if !c.erased.is_empty() {
+        let (games, players) = unique_erased(&c.erased);
+        for table in [&profiles, &revenue] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} AS t USING UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
+                 WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
+            ))
+            .bind(&games)
+            .bind(&players)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if !c.profiles.is_empty() {
+        let merged = merge_profiles(&c.profiles);
+        let games: Vec<&str> = merged.iter().map(|m| m.game_id.as_str()).collect();
+        let players: Vec<&str> = merged.iter().map(|m| m.player_id.as_str()).collect();
+        let first: Vec<DateTime<Utc>> = merged.iter().map(|m| m.first_seen).collect();
+        let last: Vec<DateTime<Utc>> = merged.iter().map(|m| m.last_seen).collect();
+        let counter = |i: usize| -> Vec<i64> { merged.iter().map(|m| to_i64(m.counters[i])).collect() };
+        let xp: Vec<i64> = merged.iter().map(|m| m.xp).collect();
+        let level: Vec<Option<&str>> = merged.iter().map(|m| m.current_level.as_deref()).collect();
+        let country: Vec<Option<&str>> = merged.iter().map(|m| m.country.as_deref()).collect();
+        let language: Vec<Option<&str>> = merged.iter().map(|m| m.language.as_deref()).collect();
+        let ca: Vec<Option<bool>> = merged.iter().map(|m| m.consent.map(|(a, _)| a)).collect();
+        let cp: Vec<Option<bool>> = merged.iter().map(|m| m.consent.map(|(_, b)| b)).collect();
+        let seq: Vec<i64> = merged.iter().map(|m| to_i64(m.last_seq)).collect();
+        sqlx::query(&format!(
+            "INSERT INTO {profiles} AS t (game_id, player_id, first_seen, last_seen, events, sessions,
+                 playtime_seconds, purchases, levels_completed, xp, current_level, country, language,
+                 consent_analytics, consent_personalisation, last_seq)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                 $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
+                 $11::text[], $12::text[], $13::text[], $14::bool[], $15::bool[], $16::int8[])
+             ON CONFLICT (game_id, player_id) DO UPDATE SET
+                 first_seen = LEAST(t.first_seen, excluded.first_seen),
+                 last_seen = GREATEST(t.last_seen, excluded.last_seen),
+                 events = t.events + excluded.events,
+                 sessions = t.sessions + excluded.sessions,
+                 playtime_seconds = t.playtime_seconds + excluded.playtime_seconds,
+                 purchases = t.purchases + excluded.purchases,
+                 levels_completed = t.levels_completed + excluded.levels_completed,
+                 xp = t.xp + excluded.xp,
+                 current_level = coalesce(excluded.current_level, t.current_level),
+                 country = coalesce(excluded.country, t.country),
+                 language = coalesce(excluded.language, t.language),
+                 consent_analytics = coalesce(excluded.consent_analytics, t.consent_analytics),
+                 consent_personalisation = coalesce(excluded.consent_personalisation, t.consent_personalisation),
+                 last_seq = GREATEST(t.last_seq, excluded.last_seq)"
+        ))
+        .bind(&games)
+        .bind(&players)
+        .bind(&first)
+        .bind(&last)
+        .bind(counter(0))
+        .bind(counter(1))
+        .bind(counter(2))
+        .bind(counter(3))
+        .bind(counter(4))
+        .bind(&xp)
+        .bind(&level)
+        .bind(&country)
+        .bind(&language)
+        .bind(&ca)
+        .bind(&cp)
+        .bind(&seq)
+        .execute(&mut *conn)
+        .await?;
+        let mut rg: Vec<&str> = Vec::new();
+        let mut rp: Vec<&str> = Vec::new();
+        let mut rc: Vec<&str> = Vec::new();
+        let mut ra: Vec<i64> = Vec::new();
+        for m in &merged {
+            for (cur, amount) in &m.revenue {
+                rg.push(&m.game_id);
+                rp.push(&m.player_id);
+                rc.push(cur);
+                ra.push(*amount);
+            }
+        }
+        if !rg.is_empty() {
+            sqlx::query(&format!(
+                "INSERT INTO {revenue} AS t (game_id, player_id, currency, amount_minor)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])
+                 ON CONFLICT (game_id, player_id, currency) DO UPDATE SET
+                     amount_minor = t.amount_minor + excluded.amount_minor"
+            ))
+            .bind(&rg)
+            .bind(&rp)
+            .bind(&rc)
+            .bind(&ra)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// daily_activity: erased players pseudonymised, player-days inserted (insert-or-ignore).
+async fn apply_daily_activity(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    let days = t("player_days");
+    pseudonymise(conn, &days, &c.erased).await?;
+    insert_days(conn, &days, &c.active_days).await?;
+    Ok(())
+}
+
+/// sessions: one upsert per touched (game, day).
+async fn apply_sessions(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    if !c.session_days.is_empty() {
+        let table = t("session_days");
+        let rows = sum_by_key(c.session_days.iter().map(|s| {
+            let mut v = [0i64; 10];
+            v[0] = to_i64(s.started);
+            v[1] = to_i64(s.closed);
+            v[2] = to_i64(s.total_length_seconds);
+            for (slot, b) in v[3..].iter_mut().zip(s.buckets) {
+                *slot = to_i64(b);
+            }
+            ((s.game_id.as_str(), s.day), v)
+        }));
+        let games: Vec<&str> = rows.iter().map(|((g, _), _)| *g).collect();
+        let dates: Vec<NaiveDate> = rows.iter().map(|((_, d), _)| *d).collect();
+        let sql = format!(
+            "INSERT INTO {table} AS t (game_id, day, started, closed, total_length_seconds,
+                 b0, b1, b2, b3, b4, b5, b6)
+             SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[], $5::int8[],
+                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[])
+             ON CONFLICT (game_id, day) DO UPDATE SET
+                 started = t.started + excluded.started,
+                 closed = t.closed + excluded.closed,
+                 total_length_seconds = t.total_length_seconds + excluded.total_length_seconds,
+                 b0 = t.b0 + excluded.b0, b1 = t.b1 + excluded.b1, b2 = t.b2 + excluded.b2,
+                 b3 = t.b3 + excluded.b3, b4 = t.b4 + excluded.b4, b5 = t.b5 + excluded.b5,
+                 b6 = t.b6 + excluded.b6"
+        );
+        let mut q = sqlx::query(&sql).bind(games).bind(dates);
+        for i in 0..10 {
+            q = q.bind(column(&rows, i));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// revenue: one upsert per touched (game, day, currency), payer-days inserted.
+async fn apply_revenue(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    let payers = t("payer_days");
+    pseudonymise(conn, &payers, &c.erased).await?;
+    if !c.revenue.is_empty() {
+        let table = t("revenue_days");
+        let rows = sum_by_key(
+            c.revenue
+                .iter()
+                .map(|r| ((r.game_id.as_str(), r.day, r.currency.code()), [r.amount_minor, to_i64(r.purchases)])),
+        );
+        let games: Vec<&str> = rows.iter().map(|((g, _, _), _)| *g).collect();
+        let dates: Vec<NaiveDate> = rows.iter().map(|((_, d, _), _)| *d).collect();
+        let currencies: Vec<&str> = rows.iter().map(|((_, _, c), _)| *c).collect();
+        sqlx::query(&format!(
+            "INSERT INTO {table} AS t (game_id, day, currency, amount_minor, purchases)
+             SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::int8[], $5::int8[])
+             ON CONFLICT (game_id, day, currency) DO UPDATE SET
+                 amount_minor = t.amount_minor + excluded.amount_minor,
+                 purchases = t.purchases + excluded.purchases"
+        ))
+        .bind(games)
+        .bind(dates)
+        .bind(currencies)
+        .bind(column(&rows, 0))
+        .bind(column(&rows, 1))
+        .execute(&mut *conn)
+        .await?;
+    }
+    insert_days(conn, &payers, &c.payer_days).await?;
+    Ok(())
+}
+
+/// funnel: one upsert per touched (game, level).
+async fn apply_funnel(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    if !c.funnel.is_empty() {
+        let table = t("funnel");
+        let rows = sum_by_key(c.funnel.iter().map(|f| {
+            ((f.game_id.as_str(), f.level_id.as_str()), [to_i64(f.starts), to_i64(f.completes), to_i64(f.fails)])
+        }));
+        let games: Vec<&str> = rows.iter().map(|((g, _), _)| *g).collect();
+        let levels: Vec<&str> = rows.iter().map(|((_, l), _)| *l).collect();
+        sqlx::query(&format!(
+            "INSERT INTO {table} AS t (game_id, level_id, starts, completes, fails)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
+             ON CONFLICT (game_id, level_id) DO UPDATE SET
+                 starts = t.starts + excluded.starts,
+                 completes = t.completes + excluded.completes,
+                 fails = t.fails + excluded.fails"
+        ))
+        .bind(games)
+        .bind(levels)
+        .bind(column(&rows, 0))
+        .bind(column(&rows, 1))
+        .bind(column(&rows, 2))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// leaderboards (see `store/games.rs`).
+async fn apply_leaderboards(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    games::apply_leaderboards(conn, &t("leaderboard_scores"), c).await?;
+    Ok(())
+}
+
+/// retention (see `store/games.rs`).
+async fn apply_retention(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    games::apply_retention(conn, &t("cohort_players"), &t("cohort_days"), c).await?;
+    Ok(())
+}
+
+/// recommendations (see `store/reco.rs`).
+async fn apply_recommendations(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let t = |base: &str| table_name(base, target);
+    let names: Vec<String> = reco::TABLES.iter().map(|n| t(n)).collect();
+    reco::apply(conn, [&names[0], &names[1], &names[2], &names[3]], c).await?;
+    Ok(())
+}
+
+/// One projection's part of a transaction: its checkpoint moves and its changes.
+type Part<'a> = (ProjectionName, &'a [CheckpointMove], &'a ChangeSet);
+
+impl PgStore {
+    /// Applies every part and moves every checkpoint in one transaction, compare-and-set
+    /// on each checkpoint (checked first, with the rows locked; all in a few statements).
+    async fn apply_parts(&self, target: Target, parts: &[Part<'_>]) -> Result<(), StoreError> {
+        // Dropping `tx` without commit (an error below, or a cancelled future) rolls back.
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        if let Err(e) = check_checkpoints(&mut tx, target, parts).await {
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
+        for (projection, _, changes) in parts {
+            apply_changes(&mut tx, target, *projection, changes).await.map_err(store_err)?;
+        }
+        if target == Target::Live {
+            let mut ids = Vec::new();
+            let mut names = Vec::new();
+            for (projection, _, changes) in parts {
+                for id in &changes.confirmed_erasures {
+                    ids.push(*id);
+                    names.push(projection.as_str());
                 }
             }
-            if !c.profiles.is_empty() {
-                let merged = merge_profiles(&c.profiles);
-                let games: Vec<&str> = merged.iter().map(|m| m.game_id.as_str()).collect();
-                let players: Vec<&str> = merged.iter().map(|m| m.player_id.as_str()).collect();
-                let first: Vec<DateTime<Utc>> = merged.iter().map(|m| m.first_seen).collect();
-                let last: Vec<DateTime<Utc>> = merged.iter().map(|m| m.last_seen).collect();
-                let counter = |i: usize| -> Vec<i64> { merged.iter().map(|m| to_i64(m.counters[i])).collect() };
-                let xp: Vec<i64> = merged.iter().map(|m| m.xp).collect();
-                let level: Vec<Option<&str>> = merged.iter().map(|m| m.current_level.as_deref()).collect();
-                let country: Vec<Option<&str>> = merged.iter().map(|m| m.country.as_deref()).collect();
-                let language: Vec<Option<&str>> = merged.iter().map(|m| m.language.as_deref()).collect();
-                let ca: Vec<Option<bool>> = merged.iter().map(|m| m.consent.map(|(a, _)| a)).collect();
-                let cp: Vec<Option<bool>> = merged.iter().map(|m| m.consent.map(|(_, b)| b)).collect();
-                let seq: Vec<i64> = merged.iter().map(|m| to_i64(m.last_seq)).collect();
-                sqlx::query(&format!(
-                    "INSERT INTO {profiles} AS t (game_id, player_id, first_seen, last_seen, events, sessions,
-                         playtime_seconds, purchases, levels_completed, xp, current_level, country, language,
-                         consent_analytics, consent_personalisation, last_seq)
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-                         $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
-                         $11::text[], $12::text[], $13::text[], $14::bool[], $15::bool[], $16::int8[])
-                     ON CONFLICT (game_id, player_id) DO UPDATE SET
-                         first_seen = LEAST(t.first_seen, excluded.first_seen),
-                         last_seen = GREATEST(t.last_seen, excluded.last_seen),
-                         events = t.events + excluded.events,
-                         sessions = t.sessions + excluded.sessions,
-                         playtime_seconds = t.playtime_seconds + excluded.playtime_seconds,
-                         purchases = t.purchases + excluded.purchases,
-                         levels_completed = t.levels_completed + excluded.levels_completed,
-                         xp = t.xp + excluded.xp,
-                         current_level = coalesce(excluded.current_level, t.current_level),
-                         country = coalesce(excluded.country, t.country),
-                         language = coalesce(excluded.language, t.language),
-                         consent_analytics = coalesce(excluded.consent_analytics, t.consent_analytics),
-                         consent_personalisation = coalesce(excluded.consent_personalisation, t.consent_personalisation),
-                         last_seq = GREATEST(t.last_seq, excluded.last_seq)"
-                ))
-                .bind(&games)
-                .bind(&players)
-                .bind(&first)
-                .bind(&last)
-                .bind(counter(0))
-                .bind(counter(1))
-                .bind(counter(2))
-                .bind(counter(3))
-                .bind(counter(4))
-                .bind(&xp)
-                .bind(&level)
-                .bind(&country)
-                .bind(&language)
-                .bind(&ca)
-                .bind(&cp)
-                .bind(&seq)
-                .execute(&mut *conn)
-                .await?;
-                let mut rg: Vec<&str> = Vec::new();
-                let mut rp: Vec<&str> = Vec::new();
-                let mut rc: Vec<&str> = Vec::new();
-                let mut ra: Vec<i64> = Vec::new();
-                for m in &merged {
-                    for (cur, amount) in &m.revenue {
-                        rg.push(&m.game_id);
-                        rp.push(&m.player_id);
-                        rc.push(cur);
-                        ra.push(*amount);
-                    }
-                }
-                if !rg.is_empty() {
-                    sqlx::query(&format!(
-                        "INSERT INTO {revenue} AS t (game_id, player_id, currency, amount_minor)
-                         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])
-                         ON CONFLICT (game_id, player_id, currency) DO UPDATE SET
-                             amount_minor = t.amount_minor + excluded.amount_minor"
-                    ))
-                    .bind(&rg)
-                    .bind(&rp)
-                    .bind(&rc)
-                    .bind(&ra)
-                    .execute(&mut *conn)
-                    .await?;
+            if !ids.is_empty() {
+                sqlx::query(
+                    "INSERT INTO erasure_confirmations (erasure_id, projection, confirmed_at)
+                     SELECT e, p, now() FROM UNNEST($1::uuid[], $2::text[]) AS u(e, p) ON CONFLICT DO NOTHING",
+                )
+                .bind(&ids)
+                .bind(&names)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            }
+        }
+        let (mut names, mut partitions, mut nexts) = (Vec::new(), Vec::new(), Vec::new());
+        for (projection, moves, _) in parts {
+            for m in moves.iter().filter(|m| m.expected.is_some()) {
+                names.push(checkpoint_name(*projection, target));
+                partitions.push(m.partition as i32);
+                nexts.push(to_i64(m.next));
+            }
+        }
+        if !names.is_empty() {
+            sqlx::query(
+                "UPDATE projection_checkpoints AS c SET next_offset = e.next_offset
+                 FROM UNNEST($1::text[], $2::int4[], $3::int8[]) AS e(projection, partition, next_offset)
+                 WHERE c.projection = e.projection AND c.partition = e.partition",
+            )
+            .bind(&names)
+            .bind(&partitions)
+            .bind(&nexts)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_err)?;
+        }
+        tx.commit().await.map_err(store_err)
+    }
+}
+
+/// The compare-and-set of every checkpoint of `parts`: the checkpoints expected absent are
+/// claimed (inserted at their next offset: a concurrent claimer blocks on the key until we
+/// finish, then finds it taken), the others locked (in key order) and compared. `Conflict`
+/// on the first that does not match.
+async fn check_checkpoints(conn: &mut PgConnection, target: Target, parts: &[Part<'_>]) -> Result<(), StoreError> {
+    let mut claims: Vec<(String, i32, i64)> = Vec::new();
+    let mut expected: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    for (projection, moves, _) in parts {
+        for m in moves.iter() {
+            let name = checkpoint_name(*projection, target);
+            match m.expected {
+                None => claims.push((name, m.partition as i32, to_i64(m.next))),
+                Some(e) => {
+                    expected.insert((name, m.partition as i32), e);
                 }
             }
         }
-        ProjectionName::DailyActivity => {
-            let days = t("player_days");
-            pseudonymise(conn, &days, &c.erased).await?;
-            insert_days(conn, &days, &c.active_days).await?;
-        }
-        ProjectionName::Sessions => {
-            if !c.session_days.is_empty() {
-                let table = t("session_days");
-                let rows = sum_by_key(c.session_days.iter().map(|s| {
-                    let mut v = [0i64; 10];
-                    v[0] = to_i64(s.started);
-                    v[1] = to_i64(s.closed);
-                    v[2] = to_i64(s.total_length_seconds);
-                    for (slot, b) in v[3..].iter_mut().zip(s.buckets) {
-                        *slot = to_i64(b);
-                    }
-                    ((s.game_id.as_str(), s.day), v)
-                }));
-                let games: Vec<&str> = rows.iter().map(|((g, _), _)| *g).collect();
-                let dates: Vec<NaiveDate> = rows.iter().map(|((_, d), _)| *d).collect();
-                let sql = format!(
-                    "INSERT INTO {table} AS t (game_id, day, started, closed, total_length_seconds,
-                         b0, b1, b2, b3, b4, b5, b6)
-                     SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[], $5::int8[],
-                         $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[])
-                     ON CONFLICT (game_id, day) DO UPDATE SET
-                         started = t.started + excluded.started,
-                         closed = t.closed + excluded.closed,
-                         total_length_seconds = t.total_length_seconds + excluded.total_length_seconds,
-                         b0 = t.b0 + excluded.b0, b1 = t.b1 + excluded.b1, b2 = t.b2 + excluded.b2,
-                         b3 = t.b3 + excluded.b3, b4 = t.b4 + excluded.b4, b5 = t.b5 + excluded.b5,
-                         b6 = t.b6 + excluded.b6"
-                );
-                let mut q = sqlx::query(&sql).bind(games).bind(dates);
-                for i in 0..10 {
-                    q = q.bind(column(&rows, i));
-                }
-                q.execute(&mut *conn).await?;
+    }
+    if !claims.is_empty() {
+        let names: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
+        let partitions: Vec<i32> = claims.iter().map(|c| c.1).collect();
+        let nexts: Vec<i64> = claims.iter().map(|c| c.2).collect();
+        let claimed: Vec<(String, i32)> = sqlx::query_as(
+            "INSERT INTO projection_checkpoints (projection, partition, next_offset)
+             SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int8[])
+             ON CONFLICT (projection, partition) DO NOTHING
+             RETURNING projection, partition",
+        )
+        .bind(&names)
+        .bind(&partitions)
+        .bind(&nexts)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_err)?;
+        if claimed.len() != claims.len() {
+            let claimed: HashSet<(String, i32)> = claimed.into_iter().collect();
+            if let Some((name, partition, _)) = claims.iter().find(|c| !claimed.contains(&(c.0.clone(), c.1))) {
+                let found = read_checkpoint(conn, name, *partition as u32).await?;
+                return Err(StoreError::Conflict { expected: None, found });
             }
         }
-        ProjectionName::Revenue => {
-            let payers = t("payer_days");
-            pseudonymise(conn, &payers, &c.erased).await?;
-            if !c.revenue.is_empty() {
-                let table = t("revenue_days");
-                let rows =
-                    sum_by_key(c.revenue.iter().map(|r| {
-                        ((r.game_id.as_str(), r.day, r.currency.code()), [r.amount_minor, to_i64(r.purchases)])
-                    }));
-                let games: Vec<&str> = rows.iter().map(|((g, _, _), _)| *g).collect();
-                let dates: Vec<NaiveDate> = rows.iter().map(|((_, d, _), _)| *d).collect();
-                let currencies: Vec<&str> = rows.iter().map(|((_, _, c), _)| *c).collect();
-                sqlx::query(&format!(
-                    "INSERT INTO {table} AS t (game_id, day, currency, amount_minor, purchases)
-                     SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::int8[], $5::int8[])
-                     ON CONFLICT (game_id, day, currency) DO UPDATE SET
-                         amount_minor = t.amount_minor + excluded.amount_minor,
-                         purchases = t.purchases + excluded.purchases"
-                ))
-                .bind(games)
-                .bind(dates)
-                .bind(currencies)
-                .bind(column(&rows, 0))
-                .bind(column(&rows, 1))
-                .execute(&mut *conn)
-                .await?;
+    }
+    if !expected.is_empty() {
+        let names: Vec<&str> = expected.keys().map(|(n, _)| n.as_str()).collect();
+        let partitions: Vec<i32> = expected.keys().map(|(_, p)| *p).collect();
+        let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT c.projection, c.partition, c.next_offset FROM projection_checkpoints AS c
+             JOIN UNNEST($1::text[], $2::int4[]) AS e(projection, partition)
+               ON c.projection = e.projection AND c.partition = e.partition
+             ORDER BY c.projection, c.partition
+             FOR UPDATE OF c",
+        )
+        .bind(&names)
+        .bind(&partitions)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_err)?;
+        let found: HashMap<(String, i32), u64> = rows.into_iter().map(|(n, p, o)| ((n, p), to_u64(o))).collect();
+        for (key, want) in &expected {
+            let got = found.get(key).copied();
+            if got != Some(*want) {
+                return Err(StoreError::Conflict { expected: Some(*want), found: got });
             }
-            insert_days(conn, &payers, &c.payer_days).await?;
-        }
-        ProjectionName::Funnel => {
-            if !c.funnel.is_empty() {
-                let table = t("funnel");
-                let rows = sum_by_key(c.funnel.iter().map(|f| {
-                    (
-                        (f.game_id.as_str(), f.level_id.as_str()),
-                        [to_i64(f.starts), to_i64(f.completes), to_i64(f.fails)],
-                    )
-                }));
-                let games: Vec<&str> = rows.iter().map(|((g, _), _)| *g).collect();
-                let levels: Vec<&str> = rows.iter().map(|((_, l), _)| *l).collect();
-                sqlx::query(&format!(
-                    "INSERT INTO {table} AS t (game_id, level_id, starts, completes, fails)
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
-                     ON CONFLICT (game_id, level_id) DO UPDATE SET
-                         starts = t.starts + excluded.starts,
-                         completes = t.completes + excluded.completes,
-                         fails = t.fails + excluded.fails"
-                ))
-                .bind(games)
-                .bind(levels)
-                .bind(column(&rows, 0))
-                .bind(column(&rows, 1))
-                .bind(column(&rows, 2))
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-        ProjectionName::Leaderboards => {
-            games::apply_leaderboards(conn, &t("leaderboard_scores"), c).await?;
-        }
-        ProjectionName::Retention => {
-            games::apply_retention(conn, &t("cohort_players"), &t("cohort_days"), c).await?;
-        }
-        ProjectionName::Recommendations => {
-            let names: Vec<String> = reco::TABLES.iter().map(|n| t(n)).collect();
-            reco::apply(conn, [&names[0], &names[1], &names[2], &names[3]], c).await?;
         }
     }
     Ok(())
@@ -641,69 +809,13 @@ impl ReadModelStore for PgStore {
         next: u64,
         changes: &ChangeSet,
     ) -> Result<(), StoreError> {
-        let name = checkpoint_name(projection, target);
-        // Dropping `tx` without commit (an error below, or a cancelled future) rolls back.
-        let mut tx = self.pool.begin().await.map_err(store_err)?;
-        match expected {
-            Some(_) => {
-                let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT next_offset FROM projection_checkpoints
-                     WHERE projection = $1 AND partition = $2 FOR UPDATE",
-                )
-                .bind(&name)
-                .bind(partition as i32)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(store_err)?;
-                let found = found.map(to_u64);
-                if found != expected {
-                    let _ = tx.rollback().await;
-                    return Err(StoreError::Conflict { expected, found });
-                }
-            }
-            None => {
-                // Claim the checkpoint row: a concurrent claimer blocks on the key until we
-                // finish, then finds it taken.
-                let claimed = sqlx::query(
-                    "INSERT INTO projection_checkpoints (projection, partition, next_offset) VALUES ($1, $2, $3)
-                     ON CONFLICT (projection, partition) DO NOTHING",
-                )
-                .bind(&name)
-                .bind(partition as i32)
-                .bind(to_i64(next))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?
-                .rows_affected();
-                if claimed == 0 {
-                    let found = read_checkpoint(&mut tx, &name, partition).await?;
-                    let _ = tx.rollback().await;
-                    return Err(StoreError::Conflict { expected, found });
-                }
-            }
-        }
-        apply_changes(&mut tx, target, projection, changes).await.map_err(store_err)?;
-        if target == Target::Live && !changes.confirmed_erasures.is_empty() {
-            sqlx::query(
-                "INSERT INTO erasure_confirmations (erasure_id, projection, confirmed_at)
-                 SELECT e, $2, now() FROM UNNEST($1::uuid[]) AS e ON CONFLICT DO NOTHING",
-            )
-            .bind(&changes.confirmed_erasures)
-            .bind(projection.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_err)?;
-        }
-        if expected.is_some() {
-            sqlx::query("UPDATE projection_checkpoints SET next_offset = $3 WHERE projection = $1 AND partition = $2")
-                .bind(&name)
-                .bind(partition as i32)
-                .bind(to_i64(next))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_err)?;
-        }
-        tx.commit().await.map_err(store_err)
+        let moves = [CheckpointMove { partition, expected, next }];
+        self.apply_parts(target, &[(projection, &moves, changes)]).await
+    }
+
+    async fn apply_batch(&self, target: Target, batch: &[ProjectionBatch]) -> Result<(), StoreError> {
+        let parts: Vec<Part<'_>> = batch.iter().map(|b| (b.name, b.checkpoints.as_slice(), &b.changes)).collect();
+        self.apply_parts(target, &parts).await
     }
 
     async fn begin_rebuild(&self, projection: ProjectionName) -> Result<(), StoreError> {

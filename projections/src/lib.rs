@@ -24,4 +24,6 @@ pub mod retention;
 pub mod worker;
 
 pub use model::{ChangeSet, DateRange, ProjectionName, Target};
-pub use ports::{AnalyticsQueries, GameQueries, ReadModelStore, RecommendationQueries};
+pub use ports::{
+    AnalyticsQueries, CheckpointMove, GameQueries, ProjectionBatch, ReadModelStore, RecommendationQueries,
+};

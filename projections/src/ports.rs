@@ -6,6 +6,24 @@ use async_trait::async_trait;
 use gm_ports::StoreError;
 use gm_schemas::{GameId, PlayerId};
 
+/// One projection's part of a batch applied by [`ReadModelStore::apply_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionBatch {
+    pub name: ProjectionName,
+    /// The checkpoints this batch moves, one per partition it covers.
+    pub checkpoints: Vec<CheckpointMove>,
+    /// The projection's changes for every record of the batch past its checkpoints.
+    pub changes: ChangeSet,
+}
+
+/// Moves a projection's checkpoint on `partition` from `expected` (compare-and-set) to `next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointMove {
+    pub partition: u32,
+    pub expected: Option<u64>,
+    pub next: u64,
+}
+
 #[async_trait]
 pub trait ReadModelStore: Send + Sync {
     /// The next offset of `player.events.processed` to apply for this projection and partition.
@@ -28,6 +46,13 @@ pub trait ReadModelStore: Send + Sync {
         next: u64,
         changes: &ChangeSet,
     ) -> Result<(), StoreError>;
+
+    /// Applies every projection's change set of one batch and moves each of their
+    /// checkpoints, all in **one** transaction: either every projection of the batch is
+    /// advanced or none is. Each [`CheckpointMove`] is compare-and-set as in [`Self::apply`];
+    /// the first that does not match fails the whole batch with `StoreError::Conflict` (and
+    /// changes nothing), whichever projection it belongs to.
+    async fn apply_batch(&self, target: Target, batch: &[ProjectionBatch]) -> Result<(), StoreError>;
 
     /// Drops any leftover rebuild tables of `projection` and creates empty ones.
     async fn begin_rebuild(&self, projection: ProjectionName) -> Result<(), StoreError>;

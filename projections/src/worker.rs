@@ -1,10 +1,12 @@
-//! Projection workers: a consumer-group member per projection that applies batches with
-//! their checkpoint in one transaction, and the rebuild that replays from offset 0.
+//! Projection workers: the live worker of a process (one consumer-group member for all its
+//! projections: each record decoded once, every projection's changes of a batch applied
+//! with their checkpoints in one transaction), and the rebuild that replays one projection
+//! from offset 0.
 
 use crate::model::{ProjectionName, Target};
-use crate::ports::ReadModelStore;
+use crate::ports::{CheckpointMove, ProjectionBatch, ReadModelStore};
 use crate::project::changes;
-use gm_ports::{EventLog, LogConsumer, LogError, Polled, Record, StoreError};
+use gm_ports::{EventLog, LogConsumer, LogError, NewRecord, Polled, Record, StoreError};
 use gm_privacy::{is_pseudonym, PrivacyStore};
 use gm_schemas::{topics, PlayerId, ProcessedBody, ProcessedEvent};
 use gm_telemetry::Metrics;
@@ -32,18 +34,26 @@ pub enum WorkerError {
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
 
 pub struct ProjectionWorker {
-    name: ProjectionName,
+    /// The projections this worker applies, in [`ProjectionName::ALL`] order.
+    names: Vec<ProjectionName>,
+    /// Its consumer group: `projection.<name>` for one projection, `projections` for the
+    /// combined worker of a process.
+    group: String,
     /// Turns the pseudonyms the log carries back into player ids for the read models.
     players: Option<Reveal>,
     target: Target,
     log: Arc<dyn EventLog>,
     store: Arc<dyn ReadModelStore>,
     metrics: Metrics,
+    /// A batch is applied once it holds this many records ...
     max_batch: usize,
-    /// The checkpoint (next offset to apply) of each assigned partition, exactly as stored.
-    positions: HashMap<u32, Option<u64>>,
-    /// Partitions assigned whose checkpoint could not be read yet (their records are
-    /// skipped until it is, then read again from it).
+    /// ... or this long after its first record arrived, whichever comes first.
+    max_wait: Duration,
+    /// For each assigned partition whose checkpoints were read: every projection's
+    /// checkpoint (next offset to apply), exactly as stored.
+    positions: HashMap<u32, BTreeMap<ProjectionName, Option<u64>>>,
+    /// Partitions assigned whose checkpoints could not be read yet (their records are
+    /// skipped until they are, then read again from the smallest).
     unready: BTreeSet<u32>,
     /// When each assigned partition last delivered a record or was caught up.
     last_delivery: HashMap<u32, Instant>,
@@ -52,31 +62,121 @@ pub struct ProjectionWorker {
     publisher: Option<Arc<dyn crate::recommend::RecommendationStore>>,
     /// The outbox may hold lists not yet published (at start: left by a crash).
     unpublished: bool,
+    /// Records of this run already sent to the dead-letter topic (partition, offset): a
+    /// batch that fails after its dead letters were appended is read again, and must not
+    /// dead-letter them twice.
+    dead_lettered: BTreeSet<(u32, u64)>,
+}
+
+/// The consumer group of the combined worker ([`ProjectionWorker::combined`]).
+pub const COMBINED_GROUP: &str = "projections";
+
+/// Default bounds of a batch: records, and time from its first record.
+pub const MAX_BATCH: usize = 5_000;
+pub const MAX_WAIT: Duration = Duration::from_millis(100);
+
+/// Header names of a dead letter on `system.dlq` (the same as the actors' dead letters,
+/// see `gm_actors::shard::dlq_headers`), plus the projections that could not read it.
+pub mod dlq_headers {
+    pub const ERROR: &str = "gm.error";
+    pub const SOURCE_TOPIC: &str = "gm.source.topic";
+    pub const SOURCE_PARTITION: &str = "gm.source.partition";
+    pub const SOURCE_OFFSET: &str = "gm.source.offset";
+    pub const ATTEMPTS: &str = "gm.attempts";
+    pub const FAILED_AT: &str = "gm.failed_at";
+    /// Comma-separated names of the projections that read the record's kind.
+    pub const PROJECTIONS: &str = "gm.projections";
+}
+
+/// The dead letter of a processed record no projection could decode: its key, payload and
+/// kind header unchanged, the reason, origin and projections in headers, so that
+/// `gamemetrics dlq replay` can re-append it to `player.events.processed` as it was.
+pub fn dead_letter(record: &Record, reason: &str, projections: &[ProjectionName]) -> NewRecord {
+    let names: Vec<&str> = projections.iter().map(|p| p.as_str()).collect();
+    let mut dead = NewRecord::new(record.key.clone(), record.payload.clone())
+        .with_header(dlq_headers::ERROR, reason)
+        .with_header(dlq_headers::SOURCE_TOPIC, record.topic.clone())
+        .with_header(dlq_headers::SOURCE_PARTITION, record.partition.to_string())
+        .with_header(dlq_headers::SOURCE_OFFSET, record.offset.to_string())
+        .with_header(dlq_headers::ATTEMPTS, "1")
+        .with_header(dlq_headers::FAILED_AT, chrono::Utc::now().to_rfc3339())
+        .with_header(dlq_headers::PROJECTIONS, names.join(","));
+    if let Some(kind) = record.header(gm_schemas::processed::KIND_HEADER) {
+        dead = dead.with_header(gm_schemas::processed::KIND_HEADER, kind);
+    }
+    dead
+}
+
+/// The records of one batch that some projection reads, decoded once.
+struct Decoded {
+    events: Vec<ProcessedEvent>,
+    /// (partition, offset) of each of `events`.
+    at: Vec<(u32, u64)>,
 }
 
 impl ProjectionWorker {
+    /// A worker for one projection, in its own consumer group `projection.<name>`.
     pub fn new(name: ProjectionName, log: Arc<dyn EventLog>, store: Arc<dyn ReadModelStore>, metrics: Metrics) -> Self {
+        Self::with_group(vec![name], name.group(), log, store, metrics)
+    }
+
+    /// One worker for `names` (a process's live projections), in the consumer group
+    /// [`COMBINED_GROUP`]: each record is decoded once and handed to every projection that
+    /// reads it, and a batch's change sets of every projection are applied, with each
+    /// projection's checkpoints, in one transaction ([`ReadModelStore::apply_batch`]).
+    pub fn combined(
+        names: &[ProjectionName],
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ReadModelStore>,
+        metrics: Metrics,
+    ) -> Self {
+        Self::with_group(names.to_vec(), COMBINED_GROUP.to_string(), log, store, metrics)
+    }
+
+    fn with_group(
+        mut names: Vec<ProjectionName>,
+        group: String,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ReadModelStore>,
+        metrics: Metrics,
+    ) -> Self {
+        names.sort();
+        names.dedup();
         Self {
-            name,
+            names,
+            group,
             players: None,
             target: Target::Live,
             log,
             store,
             metrics,
-            max_batch: 5_000,
+            max_batch: MAX_BATCH,
+            max_wait: MAX_WAIT,
             positions: HashMap::new(),
             unready: BTreeSet::new(),
             last_delivery: HashMap::new(),
             stall_after: STALL_AFTER,
             publisher: None,
             unpublished: true,
+            dead_lettered: BTreeSet::new(),
         }
     }
 
     /// Publishes the lists the recommendations projection queued in its outbox (in the
     /// batch's transaction) after each batch; see [`crate::recommend::publish_pending`].
+    /// Only used when the worker applies the recommendations projection.
     pub fn with_recommendations(mut self, store: Arc<dyn crate::recommend::RecommendationStore>) -> Self {
-        self.publisher = Some(store);
+        if self.names.contains(&ProjectionName::Recommendations) {
+            self.publisher = Some(store);
+        }
+        self
+    }
+
+    /// Bounds of a batch: at most `max_records` records, applied at most `max_wait` after
+    /// its first record arrived (defaults [`MAX_BATCH`], [`MAX_WAIT`]).
+    pub fn with_batch_limits(mut self, max_records: usize, max_wait: Duration) -> Self {
+        self.max_batch = max_records.max(1);
+        self.max_wait = max_wait;
         self
     }
 
@@ -90,7 +190,7 @@ impl ProjectionWorker {
             Ok(_) => self.unpublished = false,
             // The outbox keeps them: retried after the next poll.
             Err(e) => {
-                tracing::warn!(projection = %self.name, error = %e, "publishing recommendations failed; will retry")
+                tracing::warn!(group = %self.group, error = %e, "publishing recommendations failed; will retry")
             }
         }
     }
@@ -109,12 +209,17 @@ impl ProjectionWorker {
 
     /// Runs the live worker until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        let mut consumer = self.log.consumer(&self.name.group(), topics::PROCESSED).await?;
+        let mut consumer = self.log.consumer(&self.group, topics::PROCESSED).await?;
         let mut last_lag = Instant::now() - Duration::from_secs(10);
+        // A rebalance event that arrived while a batch was filling: handled after the batch.
+        let mut pending: Option<Polled> = None;
         while !*shutdown.borrow() {
-            let polled = tokio::select! {
-                _ = shutdown.changed() => break,
-                polled = consumer.poll(self.max_batch, Duration::from_millis(200)) => polled,
+            let polled = match pending.take() {
+                Some(p) => Ok(p),
+                None => tokio::select! {
+                    _ = shutdown.changed() => break,
+                    polled = consumer.poll(self.max_batch, Duration::from_millis(200)) => polled,
+                },
             };
             let result = match polled {
                 Ok(Polled::Assigned(partitions)) => self.assign(consumer.as_mut(), &partitions).await,
@@ -126,7 +231,29 @@ impl ProjectionWorker {
                     });
                     Ok(())
                 }
-                Ok(Polled::Records(records)) => {
+                Ok(Polled::Records(mut records)) => {
+                    // Fill the batch up to its count, for at most `max_wait` after the first
+                    // record (so a light load is applied promptly, a heavy one in big batches).
+                    let deadline = Instant::now() + self.max_wait;
+                    while records.len() < self.max_batch {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match consumer.poll(self.max_batch - records.len(), left).await {
+                            Ok(Polled::Records(more)) => records.extend(more),
+                            Ok(Polled::Idle) => break,
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(e) => {
+                                pending = None;
+                                tracing::warn!(group = %self.group, error = %e, "poll failed while filling a batch");
+                                break;
+                            }
+                        }
+                    }
                     let now = Instant::now();
                     for r in &records {
                         self.last_delivery.insert(r.partition, now);
@@ -137,13 +264,15 @@ impl ProjectionWorker {
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = result {
-                tracing::warn!(projection = %self.name, error = %e, "projection batch failed; re-reading checkpoints");
-                let labels = self.metrics.projection(self.name.as_str());
-                self.metrics.projections.batch_failures.get_or_create(&labels).inc();
+                tracing::warn!(group = %self.group, error = %e, "projection batch failed; re-reading checkpoints");
+                for name in &self.names {
+                    let labels = self.metrics.projection(name.as_str());
+                    self.metrics.projections.batch_failures.get_or_create(&labels).inc();
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let partitions: Vec<u32> = self.positions.keys().chain(&self.unready).copied().collect();
                 if let Err(e) = self.assign(consumer.as_mut(), &partitions).await {
-                    tracing::warn!(projection = %self.name, error = %e, "cannot re-read checkpoints yet");
+                    tracing::warn!(group = %self.group, error = %e, "cannot re-read checkpoints yet");
                 }
             }
             self.publish().await;
@@ -152,7 +281,7 @@ impl ProjectionWorker {
                 if !self.unready.is_empty() {
                     let partitions: Vec<u32> = self.unready.iter().copied().collect();
                     if let Err(e) = self.assign(consumer.as_mut(), &partitions).await {
-                        tracing::warn!(projection = %self.name, error = %e, "cannot read checkpoints yet");
+                        tracing::warn!(group = %self.group, error = %e, "cannot read checkpoints yet");
                     }
                 }
                 self.report_lag().await?;
@@ -161,113 +290,240 @@ impl ProjectionWorker {
         Ok(())
     }
 
-    /// Seeks each partition to the checkpoint stored with the read model. A partition whose
-    /// checkpoint cannot be read stays `unready` (its records are skipped) and is tried
-    /// again on the next failure round.
+    /// Reads every projection's checkpoint of each partition and seeks the partition to the
+    /// smallest (each projection then skips the records below its own). A partition whose
+    /// checkpoints cannot all be read stays `unready` (its records are skipped) and is tried
+    /// again on the next failure round. Returns the projections whose checkpoint differed
+    /// from the one held (moved by another writer).
     async fn assign(&mut self, consumer: &mut dyn LogConsumer, partitions: &[u32]) -> Result<(), WorkerError> {
         let mut failed = None;
         for &p in partitions {
             self.last_delivery.entry(p).or_insert_with(Instant::now);
-            match self.store.checkpoint(self.target, self.name, p).await {
-                Ok(checkpoint) => {
-                    consumer.seek(p, checkpoint.unwrap_or(0));
-                    self.positions.insert(p, checkpoint);
-                    self.unready.remove(&p);
+            let mut read = BTreeMap::new();
+            for &name in &self.names {
+                match self.store.checkpoint(self.target, name, p).await {
+                    Ok(checkpoint) => {
+                        read.insert(name, checkpoint);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                Err(e) => {
-                    self.positions.remove(&p);
-                    self.unready.insert(p);
-                    failed = Some(e);
-                }
+            }
+            if read.len() == self.names.len() {
+                let from = read.values().map(|c| c.unwrap_or(0)).min().unwrap_or(0);
+                consumer.seek(p, from);
+                self.positions.insert(p, read);
+                self.unready.remove(&p);
+            } else {
+                self.positions.remove(&p);
+                self.unready.insert(p);
             }
         }
         failed.map_or(Ok(()), |e| Err(e.into()))
     }
 
-    async fn apply(&mut self, consumer: &mut dyn LogConsumer, records: Vec<Record>) -> Result<(), WorkerError> {
-        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    /// Decodes, once, each record past the checkpoint of some projection that reads its
+    /// kind. A record none can decode is dead-lettered (returned with the projections that
+    /// wanted it); it still counts as applied for every projection.
+    fn decode(&self, records: &[Record]) -> (Decoded, Vec<(NewRecord, Vec<ProjectionName>)>) {
+        let mut decoded = Decoded { events: Vec::with_capacity(records.len()), at: Vec::with_capacity(records.len()) };
+        let mut dead = Vec::new();
         for r in records {
-            by_partition.entry(r.partition).or_default().push(r);
-        }
-        for (partition, records) in by_partition {
-            let Some(&expected) = self.positions.get(&partition) else { continue };
-            let from = expected.unwrap_or(0);
-            let fresh: Vec<&Record> = records.iter().filter(|r| r.offset >= from).collect();
-            let Some(last) = fresh.last() else { continue };
-            let next = last.offset + 1;
-            let mut events: Vec<ProcessedEvent> = fresh
+            let Some(positions) = self.positions.get(&r.partition) else { continue };
+            let wanting: Vec<ProjectionName> = positions
                 .iter()
-                .filter(|r| wanted(self.name, r))
-                .filter_map(|r| match serde_json::from_slice(&r.payload) {
-                    Ok(e) => Some(e),
-                    Err(e) => {
-                        tracing::error!(projection = %self.name, partition, offset = r.offset, error = %e, "unreadable processed event skipped");
-                        None
-                    }
-                })
+                .filter(|(name, next)| r.offset >= next.unwrap_or(0) && wanted(**name, r))
+                .map(|(name, _)| *name)
                 .collect();
-            if let Some(players) = &mut self.players {
-                players.reveal(&mut events).await?;
+            if wanting.is_empty() {
+                continue;
             }
-            let started = Instant::now();
-            // One span per applied batch, continuing the trace of its first record.
+            match serde_json::from_slice::<ProcessedEvent>(&r.payload) {
+                Ok(e) => {
+                    decoded.events.push(e);
+                    decoded.at.push((r.partition, r.offset));
+                }
+                Err(e) => {
+                    if self.dead_lettered.contains(&(r.partition, r.offset)) {
+                        continue;
+                    }
+                    let names: Vec<&str> = wanting.iter().map(|p| p.as_str()).collect();
+                    tracing::error!(
+                        projections = %names.join(","),
+                        partition = r.partition,
+                        offset = r.offset,
+                        error = %e,
+                        "undecodable processed record dead-lettered"
+                    );
+                    let reason = format!("undecodable processed record: {e}");
+                    dead.push((dead_letter(r, &reason, &wanting), wanting));
+                }
+            }
+        }
+        (decoded, dead)
+    }
+
+    async fn apply(&mut self, consumer: &mut dyn LogConsumer, mut records: Vec<Record>) -> Result<(), WorkerError> {
+        // Per partition in offset order (a batch may hold a partition's records twice after a
+        // seek: the first occurrence of each offset counts).
+        records.sort_by_key(|r| (r.partition, r.offset));
+        records.dedup_by_key(|r| (r.partition, r.offset));
+        records.retain(|r| {
+            self.positions.get(&r.partition).is_some_and(|p| p.values().any(|next| r.offset >= next.unwrap_or(0)))
+        });
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (mut decoded, dead) = self.decode(&records);
+        if !dead.is_empty() {
+            // The dead letters are on the log before the checkpoints move past them.
+            let letters: Vec<NewRecord> = dead.iter().map(|(letter, _)| letter.clone()).collect();
+            self.log.producer().append(topics::DLQ, letters).await?;
+            for (letter, wanting) in &dead {
+                let at = letter_position(letter);
+                if let Some(at) = at {
+                    self.dead_lettered.insert(at);
+                }
+                self.metrics.actors.dead_letters.inc();
+                for name in wanting {
+                    let labels = self.metrics.projection(name.as_str());
+                    self.metrics.projections.dead_letters.get_or_create(&labels).inc();
+                }
+            }
+        }
+        if let Some(players) = &mut self.players {
+            players.reveal(&mut decoded.events).await?;
+        }
+        let started = Instant::now();
+        // The last offset of each partition in this batch.
+        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+        for r in &records {
+            last.insert(r.partition, r.offset);
+        }
+        let mut batches = Vec::with_capacity(self.names.len());
+        // Per projection: records applied (skipped kinds count: applied as no-ops), events read.
+        let mut counts: Vec<(ProjectionName, u64, usize)> = Vec::with_capacity(self.names.len());
+        for &name in &self.names {
+            let from = |p: u32| self.positions.get(&p).and_then(|c| c.get(&name)).copied().flatten().unwrap_or(0);
+            let checkpoints: Vec<CheckpointMove> = last
+                .iter()
+                .filter(|(&p, &last)| last >= from(p))
+                .map(|(&p, &last)| CheckpointMove { partition: p, expected: self.positions[&p][&name], next: last + 1 })
+                .collect();
+            if checkpoints.is_empty() {
+                continue;
+            }
+            let fresh = records.iter().filter(|r| r.offset >= from(r.partition)).count() as u64;
+            // One span per projection and batch, continuing the trace of the batch's first record.
             let span = tracing::info_span!(
                 "projection.apply",
-                projection = %self.name,
-                partition,
-                events = events.len(),
+                projection = %name,
+                events = tracing::field::Empty,
                 trace_id = tracing::field::Empty,
                 span_id = tracing::field::Empty,
             );
-            gm_telemetry::trace::continue_batch(&span, fresh.iter().map(|r| r.headers.as_slice()));
-            let change_set = changes(self.name, &events);
-            let applied = tracing::Instrument::instrument(
-                self.store.apply(self.target, self.name, partition, expected, next, &change_set),
-                span,
-            )
-            .await;
-            match applied {
-                Ok(()) => {
-                    self.positions.insert(partition, Some(next));
-                    self.unpublished = true;
-                    let labels = self.metrics.projection(self.name.as_str());
-                    // Records of kinds this projection does not read count too: applied as no-ops.
-                    self.metrics.projection_events_applied.get_or_create(&labels).inc_by(fresh.len() as u64);
-                    self.metrics
-                        .projection_batch_duration
-                        .get_or_create(&labels)
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics.projections.batch_size.get_or_create(&labels).observe(events.len() as f64);
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            gm_telemetry::trace::continue_batch(&span, records.iter().map(|r| r.headers.as_slice()));
+            let (change_set, events) = span.in_scope(|| {
+                // Usually every projection stands at the same offsets: the decoded events
+                // as they are (kinds a projection does not read change nothing in it).
+                // Otherwise (after a rebuild swap moved one) its own part of them.
+                if decoded.at.iter().all(|&(p, offset)| offset >= from(p)) {
+                    (changes(name, &decoded.events), decoded.events.len())
+                } else {
+                    let own: Vec<ProcessedEvent> = decoded
+                        .events
+                        .iter()
+                        .zip(&decoded.at)
+                        .filter(|(_, &(p, offset))| offset >= from(p))
+                        .map(|(e, _)| e.clone())
+                        .collect();
+                    (changes(name, &own), own.len())
+                }
+            });
+            span.record("events", events);
+            counts.push((name, fresh, events));
+            batches.push(ProjectionBatch { name, checkpoints, changes: change_set });
+        }
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let span = tracing::info_span!(
+            "projections.commit",
+            group = %self.group,
+            projections = batches.len(),
+            records = records.len(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        gm_telemetry::trace::continue_batch(&span, records.iter().map(|r| r.headers.as_slice()));
+        let applied = tracing::Instrument::instrument(self.store.apply_batch(self.target, &batches), span).await;
+        match applied {
+            Ok(()) => {
+                for b in &batches {
+                    for m in &b.checkpoints {
+                        if let Some(p) = self.positions.get_mut(&m.partition) {
+                            p.insert(b.name, Some(m.next));
+                        }
+                    }
+                }
+                let min: BTreeMap<u32, u64> = self
+                    .positions
+                    .iter()
+                    .map(|(&p, c)| (p, c.values().map(|n| n.unwrap_or(0)).min().unwrap_or(0)))
+                    .collect();
+                self.dead_lettered.retain(|(p, offset)| min.get(p).is_some_and(|m| offset >= m));
+                self.unpublished = true;
+                let elapsed = started.elapsed().as_secs_f64();
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                for (name, fresh, events) in counts {
+                    let labels = self.metrics.projection(name.as_str());
+                    self.metrics.projection_events_applied.get_or_create(&labels).inc_by(fresh);
+                    self.metrics.projection_batch_duration.get_or_create(&labels).observe(elapsed);
+                    self.metrics.projections.batch_size.get_or_create(&labels).observe(events as f64);
                     self.metrics.projections.last_applied.get_or_create(&labels).set(now.as_secs() as i64);
                 }
-                Err(StoreError::Conflict { found, .. }) => {
-                    // Someone else (a rebuild swap, another worker) moved the checkpoint: follow it.
-                    tracing::info!(projection = %self.name, partition, ?found, "checkpoint moved; seeking to it");
-                    let labels = self.metrics.projection(self.name.as_str());
-                    self.metrics.projections.checkpoint_conflicts.get_or_create(&labels).inc();
-                    consumer.seek(partition, found.unwrap_or(0));
-                    self.positions.insert(partition, found);
-                }
-                Err(e) => return Err(e.into()),
             }
+            Err(StoreError::Conflict { expected, found }) => {
+                // Someone else (a rebuild swap, another member after a rebalance) moved a
+                // checkpoint, and nothing of the batch was applied: re-read every
+                // checkpoint of these partitions and seek each to its smallest.
+                tracing::info!(group = %self.group, ?expected, ?found, "a checkpoint moved; re-reading them");
+                let held = self.positions.clone();
+                let partitions: Vec<u32> = last.keys().copied().collect();
+                self.assign(consumer, &partitions).await?;
+                for (p, now) in &self.positions {
+                    for (name, next) in now {
+                        if held.get(p).and_then(|h| h.get(name)) != Some(next) {
+                            let labels = self.metrics.projection(name.as_str());
+                            self.metrics.projections.checkpoint_conflicts.get_or_create(&labels).inc();
+                        }
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
 
-    /// Publishes the lag, and fails with [`WorkerError::Stalled`] when a partition has a
-    /// committed record to apply while its consumer has delivered nothing for
-    /// [`STALL_AFTER`]. (The lag alone cannot tell: transaction markers and aborted records
-    /// take offsets that no read_committed consumer is ever given.)
+    /// Publishes each projection's lag (from its own checkpoints), and fails with
+    /// [`WorkerError::Stalled`] when a partition has a committed record to apply while its
+    /// consumer has delivered nothing for [`STALL_AFTER`]. (The lag alone cannot tell:
+    /// transaction markers and aborted records take offsets that no read_committed consumer
+    /// is ever given.)
     async fn report_lag(&mut self) -> Result<(), WorkerError> {
         let Ok(ends) = self.log.end_offsets(topics::PROCESSED).await else { return Ok(()) };
         let now = Instant::now();
-        let mut total = 0;
+        let mut totals: BTreeMap<ProjectionName, u64> = self.names.iter().map(|n| (*n, 0)).collect();
         let mut suspects = Vec::new();
-        for (&p, next) in &self.positions {
-            let next = next.unwrap_or(0);
-            let lag = ends.get(p as usize).copied().unwrap_or(0).saturating_sub(next);
-            total += lag;
+        for (&p, checkpoints) in &self.positions {
+            let end = ends.get(p as usize).copied().unwrap_or(0);
+            for (name, next) in checkpoints {
+                *totals.entry(*name).or_default() += end.saturating_sub(next.unwrap_or(0));
+            }
+            let next = checkpoints.values().map(|n| n.unwrap_or(0)).min().unwrap_or(0);
+            let lag = end.saturating_sub(next);
             let last = self.last_delivery.entry(p).or_insert(now);
             if lag == 0 {
                 *last = now;
@@ -275,8 +531,10 @@ impl ProjectionWorker {
                 suspects.push((p, next, lag, now.duration_since(*last).as_secs()));
             }
         }
-        let labels = self.metrics.projection(self.name.as_str());
-        self.metrics.projection_lag.get_or_create(&labels).set(total as i64);
+        for (name, total) in totals {
+            let labels = self.metrics.projection(name.as_str());
+            self.metrics.projection_lag.get_or_create(&labels).set(total as i64);
+        }
         for (partition, next, lag, seconds) in suspects {
             match self.log.read(topics::PROCESSED, partition, next, 1).await {
                 // Nothing committed to apply: caught up; the lag is markers.
@@ -289,6 +547,12 @@ impl ProjectionWorker {
         }
         Ok(())
     }
+}
+
+/// The (partition, offset) a dead letter came from, read back from its headers.
+fn letter_position(letter: &NewRecord) -> Option<(u32, u64)> {
+    let header = |name: &str| letter.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    Some((header(dlq_headers::SOURCE_PARTITION)?.parse().ok()?, header(dlq_headers::SOURCE_OFFSET)?.parse().ok()?))
 }
 
 /// Whether `projection` needs to parse `record`: a record without the kind header (written

@@ -188,6 +188,9 @@ pub struct ProjectionMetrics {
     pub checkpoint_conflicts: Family<crate::ProjectionLabels, Counter>,
     /// Polls or batches that failed (store or log error); the worker re-reads its checkpoints.
     pub batch_failures: Family<crate::ProjectionLabels, Counter>,
+    /// Processed records this projection reads that could not be decoded, sent to
+    /// `system.dlq` (one per record and projection that reads its kind).
+    pub dead_letters: Family<crate::ProjectionLabels, Counter>,
 }
 
 fn batch_size_histogram() -> Histogram {
@@ -202,6 +205,7 @@ impl ProjectionMetrics {
             last_applied: Family::default(),
             checkpoint_conflicts: Family::default(),
             batch_failures: Family::default(),
+            dead_letters: Family::default(),
         };
         registry.register("projection_batch_size_events", "Events per applied batch", m.batch_size.clone());
         registry.register(
@@ -218,6 +222,11 @@ impl ProjectionMetrics {
             "projection_batch_failures",
             "Polls or batches that failed; the worker retries from its checkpoints",
             m.batch_failures.clone(),
+        );
+        registry.register(
+            "projection_dead_letters",
+            "Processed records a projection reads that could not be decoded, dead-lettered to system.dlq",
+            m.dead_letters.clone(),
         );
         m
     }

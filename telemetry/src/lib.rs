@@ -225,6 +225,7 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("gamemetrics_projection_last_applied_timestamp_seconds", "gauge"),
     ("gamemetrics_projection_checkpoint_conflicts", "counter"),
     ("gamemetrics_projection_batch_failures", "counter"),
+    ("gamemetrics_projection_dead_letters", "counter"),
     ("gamemetrics_erasures_requested", "counter"),
     ("gamemetrics_erasures_completed", "counter"),
     ("gamemetrics_erasures_pending", "gauge"),
