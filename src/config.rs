@@ -52,6 +52,28 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// The previous platform's route without an API key (off unless games are listed).
     pub compat: CompatSettings,
+    /// Games whose clients use a GameAnalytics SDK: their game keys and secret keys.
+    pub gameanalytics: GameAnalyticsSettings,
+}
+
+/// `[gameanalytics]`: the collector API v2 routes (`/v2/{game_key}/events`, docs/compat.md).
+#[derive(Clone, Deserialize)]
+pub struct GameAnalyticsSettings {
+    /// `game=game_key:secret_key` entries, comma- or newline-separated; a game key may appear
+    /// several times with different secret keys (all accepted: rotation with overlap).
+    pub keys: String,
+    /// The same entries in a file (a mounted Kubernetes Secret); used instead of `keys` when set.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for GameAnalyticsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GameAnalyticsSettings")
+            .field("keys", &if self.keys.is_empty() { "" } else { "<redacted>" })
+            .field("keys_file", &self.keys_file)
+            .finish()
+    }
 }
 
 /// `[compat]`: old clients that cannot send an API key (defaults in config/default.toml).
@@ -398,6 +420,7 @@ impl Config {
         self.keyless_legacy()?;
         self.api_key_pairs()?;
         self.signing_secret_pairs()?;
+        self.gameanalytics_keys()?;
         self.metrics_token()?;
         self.dev_analyst_token()?;
         let auth = &self.auth;
@@ -531,6 +554,37 @@ impl Config {
                 Ok((game, secret.trim().to_string()))
             })
             .collect()
+    }
+
+    /// The GameAnalytics game keys: (game, game key, secret key) for every configured secret.
+    /// A game key names one game; it may have several secrets (rotation).
+    pub fn gameanalytics_keys(&self) -> Result<Vec<(GameId, String, String)>, ConfigError> {
+        const SETTING: &str = "gameanalytics.keys";
+        let g = &self.gameanalytics;
+        let text = secret(&g.keys, g.keys_file.as_deref(), SETTING)?;
+        let mut out: Vec<(GameId, String, String)> = Vec::new();
+        for entry in text.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
+            let (game, rest) =
+                entry.split_once('=').ok_or_else(|| invalid(SETTING, "an entry is not game=game_key:secret_key"))?;
+            let (game_key, secret) =
+                rest.split_once(':').ok_or_else(|| invalid(SETTING, "an entry is not game=game_key:secret_key"))?;
+            let game =
+                GameId::parse(game.trim()).map_err(|e| invalid(SETTING, format!("game id '{}': {e}", game.trim())))?;
+            let (game_key, secret) = (game_key.trim(), secret.trim());
+            let key_ok = (8..=128).contains(&game_key.len())
+                && game_key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !key_ok {
+                return Err(invalid(SETTING, format!("the game key of {game} must be 8 to 128 of A-Z a-z 0-9 - _")));
+            }
+            if secret.len() < 16 {
+                return Err(invalid(SETTING, format!("the secret key of {game} is shorter than 16 characters")));
+            }
+            if let Some((other, _, _)) = out.iter().find(|(g, k, _)| k == game_key && *g != game) {
+                return Err(invalid(SETTING, format!("one game key is given for two games ({other} and {game})")));
+            }
+            out.push((game, game_key.to_string(), secret.to_string()));
+        }
+        Ok(out)
     }
 
     /// The per-game retention limits in days (games without one follow `default_days`).
@@ -805,5 +859,29 @@ mod tests {
         c.auth.revoked_keys = " abcdef0123456789 , 01234567".into();
         assert_eq!(c.revoked_keys(), ["abcdef0123456789", "01234567"]);
         assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn gameanalytics_keys_map_a_game_key_to_one_game_with_rotating_secrets() {
+        let mut c = base();
+        assert!(c.gameanalytics_keys().unwrap().is_empty(), "none by default");
+        c.gameanalytics.keys = "space-race=5c6bcb5402204249437fb5a7a80a4959:old-secret-key-000001,\
+                                space-race=5c6bcb5402204249437fb5a7a80a4959:new-secret-key-000002"
+            .into();
+        let keys = c.gameanalytics_keys().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].2, "new-secret-key-000002");
+        assert!(!format!("{c:?}").contains("new-secret-key-000002"));
+        c.gameanalytics.keys = "space-race=5c6bcb5402204249437fb5a7a80a4959:short".into();
+        assert!(c.validate().unwrap_err().to_string().contains("gameanalytics.keys"));
+        c.gameanalytics.keys = "a=game-key-0001:secret-key-00000001,b=game-key-0001:secret-key-00000002".into();
+        assert!(c.validate().unwrap_err().to_string().contains("two games"));
+        c.gameanalytics.keys = "a=bad/key!:secret-key-00000001".into();
+        assert!(c.validate().unwrap_err().to_string().contains("game key of a"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ga-keys");
+        std::fs::write(&file, "farm=game-key-farm-01:secret-key-farm-0001\n").unwrap();
+        c.gameanalytics.keys_file = Some(file);
+        assert_eq!(c.gameanalytics_keys().unwrap()[0].1, "game-key-farm-01");
     }
 }

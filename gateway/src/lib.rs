@@ -47,6 +47,7 @@
 pub mod auth;
 pub mod compat;
 pub mod error;
+pub mod gameanalytics;
 pub mod games;
 pub mod health;
 pub mod ingest;
@@ -100,6 +101,8 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// Origins browsers may call the API from (CORS); `*` for any; empty: none.
     pub cors_allowed_origins: Vec<String>,
+    /// GameAnalytics game keys and their secret keys (the collector API v2 routes).
+    pub gameanalytics_keys: Vec<gameanalytics::GameAnalyticsKey>,
 }
 
 impl Default for GatewayConfig {
@@ -115,6 +118,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
             cors_allowed_origins: Vec::new(),
+            gameanalytics_keys: Vec::new(),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct AppState {
     pub(crate) privacy: Option<Arc<privacy::PrivacyService>>,
     /// The previous platform's route without a key, for the listed games (off: `None`).
     pub(crate) keyless_legacy: Option<compat::Keyless>,
+    /// The GameAnalytics game keys and their secrets.
+    pub(crate) gameanalytics: gameanalytics::GameKeys,
 }
 
 impl AppState {
@@ -158,6 +164,8 @@ impl AppState {
         }
         let signing = signature::SigningSecrets::new(&config.signing_secrets);
         let rate_limits = rate_limit::RateLimits::new(config.rate_limits);
+        let gameanalytics = gameanalytics::GameKeys::new(&config.gameanalytics_keys);
+        config.gameanalytics_keys.clear();
         config.api_keys.clear();
         config.signing_secrets.clear();
         Self {
@@ -173,6 +181,7 @@ impl AppState {
             readiness,
             privacy: None,
             keyless_legacy: None,
+            gameanalytics,
         }
     }
 
@@ -240,6 +249,9 @@ pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
         ("/v1/track", "post", web::post().to(compat::segment_track)),
         ("/v1/identify", "post", web::post().to(compat::segment_identify)),
         ("/api/v1/events", "post", web::post().to(compat::legacy_event)),
+        ("/v2/{game_key}/init", "post", web::post().to(gameanalytics::init_v2)),
+        ("/v2/{game_key}/events", "post", web::post().to(gameanalytics::events)),
+        ("/remote_configs/v1/init", "post", web::post().to(gameanalytics::init_remote_configs)),
         ("/v1/players/{game_id}/{player_id}", "get", web::get().to(queries::player_profile)),
         ("/v1/analytics/{game_id}/active-users", "get", web::get().to(queries::active_users)),
         ("/v1/analytics/{game_id}/sessions", "get", web::get().to(queries::sessions)),

@@ -2,7 +2,7 @@
 //! attributes. `docs/openapi.json` is a checked-in copy (regenerate with
 //! `GM_BLESS=1 cargo test -p gm-gateway openapi`).
 
-use crate::{compat, error, games, health, ingest, privacy, queries};
+use crate::{compat, error, gameanalytics, games, health, ingest, privacy, queries};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -55,6 +55,14 @@ impl Modify for SecuritySchemes {
             ),
         );
         components.add_security_scheme(
+            "gameanalytics_hmac",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "GameAnalytics SDKs: the base64 HMAC-SHA256 of the raw body as sent (the gzip bytes when gzip) under \
+                 the game's secret key; the game key is in the path (or the `game_key` query of the remote-configs init)",
+            ))),
+        );
+        components.add_security_scheme(
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
@@ -78,6 +86,9 @@ impl Modify for SecuritySchemes {
         compat::segment_track,
         compat::segment_identify,
         compat::legacy_event,
+        gameanalytics::init_v2,
+        gameanalytics::init_remote_configs,
+        gameanalytics::events,
         queries::player_profile,
         queries::active_users,
         queries::sessions,
@@ -102,7 +113,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     tags(
         (name = "ingest", description = "Posting events"),
-        (name = "compatibility", description = "Ingest in the Segment and previous-platform formats (docs/compat.md)"),
+        (name = "compatibility", description = "Ingest in the Segment, GameAnalytics and previous-platform formats (docs/compat.md)"),
         (name = "queries", description = "Read models: profiles and analytics"),
         (name = "privacy", description = "Erasure, its status and receipt, export, the audit trail (compliance role)"),
         (name = "operations", description = "Health, metrics, this document"),
