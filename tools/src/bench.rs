@@ -12,14 +12,18 @@
 //! 1. [`ingest`]: batches of 100, as fast as the gateway answers (production: actors and
 //!    projections are not started yet, so the gateway and Kafka have the machine);
 //! 2. the same at half the rate measured in 1, rate-limited, for the latency;
-//! 3. one event per request;
+//! 3. [`ingest`]: one event per request, on `POST /v1/events` and on the previous
+//!    platform's `POST /api/v1/events`, with a share of first events of new players;
 //! 4. [`kafka`]: Kafka's own `ProducerPerformance` (production only);
 //! 5. [`copy`]: PostgreSQL `COPY` into a table shaped like `player_days` (production only);
 //! 6. [`catch_up`]: actors and projections start and catch up with the backlog of phases 1–3;
 //! 7. [`pipeline`]: the whole pipeline, live: events/s from the first request until every
 //!    projection has applied every event, and the event-to-read-model latency (FIFO
 //!    approximation: the n-th acknowledged event is taken to be the n-th applied one);
-//! 8. [`queries`]: recommendations and analytics queries on what the pipeline built.
+//! 8. [`queries`]: recommendations and analytics queries on what the pipeline built;
+//! 9. [`freshness`]: steady state — a fixed offered load, open loop, for a fixed time, and
+//!    per marker event the time from its acknowledgement to its visibility in each read
+//!    model, observed through the query API.
 //!
 //! Around every phase [`cpu`] reads the CPU time of each process involved from `/proc`
 //! (the roles, Kafka, PostgreSQL, Redis and this process) and reports it per 1,000 events.
@@ -30,6 +34,7 @@ mod copy;
 mod cpu;
 mod database;
 mod erasure;
+mod freshness;
 mod ingest;
 mod issuer;
 mod kafka;

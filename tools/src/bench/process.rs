@@ -103,9 +103,14 @@ impl<'a> Spawner<'a> {
 
     /// `gamemetrics [--config FILE] ARGS…` on a free port, stderr to `work_dir/NAME.log`.
     pub fn spawn(&self, name: &'static str, args: &[&str]) -> anyhow::Result<RoleProcess> {
+        self.spawn_with(name, args, &[])
+    }
+
+    /// [`Self::spawn`] with `extra` settings for this process alone.
+    pub fn spawn_with(&self, name: &'static str, args: &[&str], extra: &[(&str, &str)]) -> anyhow::Result<RoleProcess> {
         let port = free_port()?;
         let exe = std::env::current_exe().context("locating the gamemetrics binary")?;
-        let log = self.work_dir.join(format!("{name}.log"));
+        let log = self.work_dir.join(format!("{}.log", name.replace([' ', '(', ')'], "_")));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -119,6 +124,7 @@ impl<'a> Spawner<'a> {
             .args(args)
             .env("GM_HTTP__BIND", format!("127.0.0.1:{port}"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);

@@ -3,8 +3,12 @@
 //! every figure is the median, followed by the spread (smallest–largest) in parentheses;
 //! verdicts and ratios are taken on the median.
 
+use super::freshness::{
+    censored_percentile, FreshnessReport, Probe, BATCH, MARKER_EVENTS, POLL_INTERVAL, TARGET_P99_S,
+};
 use super::queries;
 use super::run::Run;
+use super::send::SendReport;
 use super::stats::Spread;
 use super::Mode;
 use chrono::{DateTime, Utc};
@@ -19,6 +23,9 @@ const TARGET_GATEWAY_RSS_MB: f64 = 100.0;
 
 /// A row: what, figure, target, ratio / verdict.
 type Row = [String; 4];
+
+/// One of a run's send reports.
+type RunSend = fn(&Run) -> &SendReport;
 
 pub(super) struct Machine {
     cpus: usize,
@@ -83,6 +90,7 @@ impl Report {
         rows.extend(self.catch_up_rows());
         rows.extend(self.reference_rows());
         rows.extend(self.query_rows());
+        rows.extend(self.freshness_rows());
         rows.extend(self.rss_rows());
         rows
     }
@@ -90,10 +98,9 @@ impl Report {
     fn ingest_rows(&self) -> Vec<Row> {
         let store = if self.mode == Mode::Production { "Kafka" } else { "embedded log" };
         let rate = self.spread(|r| r.ingest.events_per_second());
-        let (i, s) = (self.runs.first().map(|r| &r.ingest), self.runs.first().map(|r| &r.ingest_single));
+        let i = self.runs.first().map(|r| &r.ingest);
         let half_rate = self.spread(|r| r.half_rate);
         let half_p99 = self.spread(|r| r.ingest_half.latency(0.99));
-        let single = self.spread(|r| r.ingest_single.requests_per_second());
         let below = half_rate.median < TARGET_INGEST / 2.0;
         vec![
             [
@@ -136,26 +143,152 @@ impl Report {
                     }
                 ),
             ],
-            [
-                format!(
-                    "ingest, one event per request, {} concurrent requests ({} requests)",
-                    s.map_or(0, |s| s.lanes),
-                    s.map_or(0, |s| s.requests)
-                ),
-                format!(
-                    "**{} requests/s**; p50 {} ms, p99 {} ms",
-                    single.show(thousands),
-                    self.spread(|r| r.ingest_single.latency(0.5)).show(ms1),
-                    self.spread(|r| r.ingest_single.latency(0.99)).show(ms1)
-                ),
-                "≥ 15,000 requests/s".into(),
-                format!(
-                    "{:.0}% of target, {}",
-                    100.0 * single.median / TARGET_SINGLE,
-                    verdict(single.median >= TARGET_SINGLE)
-                ),
-            ],
         ]
+        .into_iter()
+        .chain(self.single_rows())
+        .collect()
+    }
+
+    /// The one-event-per-request phase on each route.
+    fn single_rows(&self) -> Vec<Row> {
+        let routes: [(&str, RunSend, usize); 2] = [
+            ("POST /v1/events", |r| &r.ingest_single, 0),
+            ("POST /api/v1/events (the previous platform's route)", |r| &r.ingest_single_legacy, 1),
+        ];
+        routes
+            .into_iter()
+            .map(|(route, of, k)| {
+                let first = self.runs.first().map(of);
+                let rate = self.spread(|r| of(r).requests_per_second());
+                let firsts = self.runs.first().map_or(0, |r| r.single_firsts[k]);
+                let requests = first.map_or(0, |s| s.planned);
+                let errors: Vec<String> = self
+                    .runs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| !of(r).errors.is_empty())
+                    .map(|(i, r)| format!("run {}: {}", i + 1, of(r).error_summary()))
+                    .collect();
+                let errors = if errors.is_empty() {
+                    "every answer final at once (no 5xx, 429 or timeout)".to_string()
+                } else {
+                    format!("answers retried — {}", errors.join("; "))
+                };
+                [
+                    format!(
+                        "ingest, one event per request, {route}, {} concurrent requests ({requests} requests; {firsts} of them ({:.1}%) the first event of a player never seen before)",
+                        first.map_or(0, |s| s.lanes),
+                        100.0 * firsts as f64 / requests.max(1) as f64
+                    ),
+                    format!(
+                        "**{} requests/s**; p50 {} ms, p99 {} ms; {errors}",
+                        rate.show(thousands),
+                        self.spread(|r| of(r).latency(0.5)).show(ms1),
+                        self.spread(|r| of(r).latency(0.99)).show(ms1)
+                    ),
+                    "≥ 15,000 requests/s".into(),
+                    format!(
+                        "{:.0}% of target, {}",
+                        100.0 * rate.median / TARGET_SINGLE,
+                        verdict(rate.median >= TARGET_SINGLE)
+                    ),
+                ]
+            })
+            .collect()
+    }
+
+    /// The steady-state freshness phase: offered and achieved load, then per read model
+    /// acknowledgement → visible (p50, p99), every read model, and the polling's cost.
+    fn freshness_rows(&self) -> Vec<Row> {
+        let reports: Vec<&FreshnessReport> = self.runs.iter().filter_map(|r| r.freshness.as_ref()).collect();
+        let Some(first) = reports.first() else { return Vec::new() };
+        let Some(schedule) = first.schedule else { return Vec::new() };
+        let of = |f: &dyn Fn(&FreshnessReport) -> f64| Spread::of(reports.iter().map(|r| f(r)));
+        let errors: Vec<String> = reports
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.errors.is_empty())
+            .map(|(i, r)| {
+                let e: Vec<String> = r.errors.iter().map(|(s, n)| format!("{s} ×{n}")).collect();
+                format!("run {}: {}", i + 1, e.join(", "))
+            })
+            .collect();
+        let mut rows = vec![[
+            format!(
+                "steady-state freshness: offered load, open loop ({} events/s in batches of {BATCH} sent on schedule whatever the answers, {:.0} s, every role running; plus {} marker events per {:.1} s)",
+                thousands(schedule.rate),
+                schedule.seconds(),
+                MARKER_EVENTS,
+                schedule.marker_every as f64 * BATCH as f64 / schedule.rate
+            ),
+            format!(
+                "**{} events/s achieved** (accepted ÷ first send to last answer); {} of {} offered events accepted; batches late against the schedule p99 {} ms, max {} ms; request p50 {} ms, p99 {} ms; {}; every event applied by every projection {} after the last answer",
+                of(&|r| r.achieved_rate()).show(thousands),
+                of(&|r| r.accepted as f64).show(|v| format!("{v:.0}")),
+                first.offered_events,
+                of(&|r| r.lateness(0.99)).show(ms1),
+                of(&|r| r.lateness(1.0)).show(ms1),
+                of(&|r| r.latency(0.5)).show(ms1),
+                of(&|r| r.latency(0.99)).show(ms1),
+                if errors.is_empty() { "no batch refused or failed".to_string() } else { format!("batches not answered 202: {}", errors.join("; ")) },
+                censored_show(reports.iter().map(|r| r.backlog_drained).collect(), "s", "not within the drain"),
+            ),
+            format!("{} events/s offered", thousands(schedule.rate)),
+            format!("{:.0}% of offered", 100.0 * of(&|r| r.achieved_rate()).median / schedule.rate),
+        ]];
+        let figure = |values: &dyn Fn(&FreshnessReport) -> Vec<Option<f64>>| {
+            let p50 =
+                censored_show(reports.iter().map(|r| censored_percentile(&values(r), 0.5)).collect(), "s", "not seen");
+            let p99s: Vec<Option<f64>> = reports.iter().map(|r| censored_percentile(&values(r), 0.99)).collect();
+            let ok = p99s.iter().all(|p| p.is_some_and(|v| v < TARGET_P99_S));
+            let p99 = censored_show(p99s, "s", "not seen");
+            (p50, p99, ok)
+        };
+        for probe in Probe::ALL {
+            let (p50, p99, ok) = figure(&|r| r.estimates(probe));
+            let (_, upper, _) = figure(&|r| r.upper_bounds(probe));
+            let seen = of(&|r| r.estimates(probe).iter().flatten().count() as f64).show(|v| format!("{v:.0}"));
+            rows.push([
+                format!("acknowledgement → visible in **{}**, per marker event (same run)", probe.read_model()),
+                format!(
+                    "p50 {p50}, **p99 {p99}** (upper bound p99 {upper}); {seen} of {} markers seen",
+                    first.acked_markers()
+                ),
+                "p99 < 1 s".into(),
+                verdict(ok).into(),
+            ]);
+        }
+        let (p50, p99, ok) = figure(&|r| r.pooled());
+        rows.push([
+            "acknowledgement → visible, every covered read model pooled (each marker × read model)".into(),
+            format!("p50 {p50}, **p99 {p99}**"),
+            "p99 < 1 s".into(),
+            verdict(ok).into(),
+        ]);
+        let (p50, p99, ok) = figure(&|r| r.everywhere());
+        rows.push([
+            format!(
+                "acknowledgement → visible in all {} covered read models at once (per marker, the slowest)",
+                Probe::ALL.len()
+            ),
+            format!("p50 {p50}, **p99 {p99}**"),
+            "p99 < 1 s".into(),
+            verdict(ok).into(),
+        ]);
+        rows.push([
+            "freshness polling (visibility queries through the public API)".into(),
+            format!(
+                "{} queries ({} per s of the phase), {} failed; query latency p50 {} ms, p99 {} ms; resolution: the figures are the midpoint between the last query not showing the marker and the first answer showing it, the bounds {POLL_INTERVAL:?} + one query apart",
+                of(&|r| r.poll_count() as f64).show(|v| format!("{v:.0}")),
+                of(&|r| r.poll_count() as f64 / (r.elapsed.max(1.0) + r.backlog_drained.unwrap_or(0.0))).show(|v| format!("{v:.0}")),
+                of(&|r| r.poll_errors as f64).show(|v| format!("{v:.0}")),
+                of(&|r| r.poll_latency(0.5)).show(ms1),
+                of(&|r| r.poll_latency(0.99)).show(ms1),
+            ),
+            "—".into(),
+            "—".into(),
+        ]);
+        rows
     }
 
     fn pipeline_rows(&self) -> Vec<Row> {
@@ -419,6 +552,25 @@ impl Report {
             ),
         ];
         notes.extend(self.mode_notes());
+        let share = self
+            .runs
+            .first()
+            .map_or(0.0, |r| 100.0 * r.single_firsts[0] as f64 / r.ingest_single.planned.max(1) as f64);
+        notes.push(format!(
+            "One event per request: one phase on `POST /v1/events` (body `{{\"events\": [event]}}`, answered 202) and one on the previous platform's `POST /api/v1/events` (`{{event_type, player_id, timestamp, data, event_id, session_id}}` mapped from the same simulated events as docs/compat.md describes, answered 200; `profile_update` and `consent_update`, which that platform did not have, are left out). Each mixes events of players the batch phases already sent with, spread evenly among them, the first event of players no phase has sent ({share:.1}% of the typed phase's requests; `--single-new-share`), so that creating a new player's key and pseudonym is on the measured path as in the issue's \"256 connections over 20,000 distinct players\". A player's requests go to one connection in order. Answers other than the route's final ones (202/200, or 400) are retried with the same body for up to 30 s and listed in the row."
+        ));
+        if self.runs.iter().any(|r| r.freshness.is_some()) {
+            let covered: Vec<&str> = Probe::ALL.iter().map(|p| p.read_model()).collect();
+            notes.push(format!(
+                "Steady-state freshness (last phase, after the query phases): batches of {BATCH} simulated events (players the earlier phases created, events in time order) sent open loop at the offered rate — batch j leaves at j × {BATCH} ÷ rate whatever the earlier answers, each on a connection of its own from a pool of up to 2,048, never retried (a batch not answered 202 counts as not accepted). Every few batches (5 a second) one also carries the 4 events of a marker player of its own (`session_start`, a completed `progression` on a level named after it, a `purchase`, a `score` on the board `freshness-markers`), all dated on a day no other event has (2001-01-01 + the marker's number), so that one event is unambiguous even in per-day aggregates. From its batch's 202 the bench queries, through the public API, each covered read model ({}) every {POLL_INTERVAL:?}: one query per read model covers every outstanding marker (a range of their days, the funnel, the top of the marker board), profiles one query per outstanding marker (at most 20 per tick); a read model is not queried again while its last query is unanswered. recommendations is not covered: a player's list blends everyone's co-occurrences with popular items, so no answer shows that one purchase was applied. The figure per marker is the midpoint between the last query that did not show it (or its acknowledgement) and the answer of the first that did — so the query's own latency and the polling interval count half — and the upper-bound p99 is given beside it. Markers never seen by the end (120 s after the last answer) count as slower than every seen one (a p99 that falls on them reads \"not seen\").",
+                covered.join(", ")
+            ));
+            if self.mode == Mode::Production {
+                notes.push("Freshness, production: the visibility queries go to a second gateway process, `gateway (freshness queries)`, started for the phase with the Redis cache's TTLs at 0 (GM_REDIS__PROFILE_TTL_MS, GM_REDIS__QUERY_TTL_MS, GM_REDIS__RECENT_QUERY_TTL_MS), so they read the read models in PostgreSQL (leaderboards still go through their Redis sorted set, rebuilt from PostgreSQL on every read since its marker lives 1 ms). Through the serving gateway's cache a change shows up to the cache's TTL later (5 s by default for recent ranges and boards; past days 5 min; a first profile at once, since \"no such player\" is not cached). Its CPU is its own row of the phase's CPU table; the PostgreSQL time of the queries is in PostgreSQL's.".into());
+            } else {
+                notes.push("Freshness, embedded: the visibility queries go to the one `serve` process (no cache in the embedded default), so their cost is inside that process's CPU figure.".into());
+            }
+        }
         notes.push("Event-to-read-model latency: the acknowledged count is sampled at every response (client side) and the projections process's `gamemetrics_projection_events_applied_total` (minimum over every projection) every 50 ms; the latency of the n-th event is the first time the applied count reaches n minus the first time the acknowledged count does (FIFO approximation: it assumes events are applied in the order they were acknowledged; partitions make that only approximately true). The 50 ms polling adds up to 50 ms.".into());
         notes
     }
@@ -474,6 +626,17 @@ impl Report {
         }
         out
     }
+}
+
+/// Seconds per run, with `missing` for a run where the figure does not exist (a marker never
+/// seen, a backlog never drained): the median and range when every run has one.
+fn censored_show(values: Vec<Option<f64>>, unit: &str, missing: &str) -> String {
+    if values.iter().all(Option::is_some) {
+        return format!("{} {unit}", Spread::of(values.into_iter().flatten()).show(s2));
+    }
+    let each: Vec<String> =
+        values.iter().map(|v| v.map_or_else(|| missing.to_string(), |v| format!("{v:.2} {unit}"))).collect();
+    each.join(" / ")
 }
 
 fn ms0(v: f64) -> String {

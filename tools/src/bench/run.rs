@@ -5,16 +5,19 @@ use super::catch_up::CatchUp;
 use super::copy::CopyReport;
 use super::cpu::{self, Meter, PhaseCost, Services, Snapshot};
 use super::database::BenchDatabase;
+use super::freshness::FreshnessReport;
+use super::ingest::{first_events, SinglePlan};
 use super::issuer::Credentials;
 use super::kafka::KafkaReport;
 use super::pipeline::PipelineReport;
 use super::process::{RoleProcess, Spawner};
 use super::queries::QueryLoad;
-use super::send::{mean_record_bytes, mean_wire_bytes, SendReport};
+use super::send::{legacy_wire, mean_record_bytes, mean_wire_bytes, Route, SendReport};
 use super::{BenchOptions, Mode, Target};
 use crate::simulate::SentEvent;
 use chrono::{DateTime, Utc};
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,12 +32,17 @@ pub(super) struct Run {
     pub ingest_half: SendReport,
     pub half_rate: f64,
     pub ingest_single: SendReport,
+    pub ingest_single_legacy: SendReport,
+    /// Requests of the one-event phases (typed, legacy) that were a new player's first event.
+    pub single_firsts: [usize; 2],
     pub catch_up: CatchUp,
     pub pipeline: PipelineReport,
     pub kafka: Vec<KafkaReport>,
     pub copy: Option<CopyReport>,
     pub recommendations: QueryLoad,
     pub analytics: QueryLoad,
+    /// The steady-state freshness phase (absent with `--freshness-secs 0`).
+    pub freshness: Option<FreshnessReport>,
     pub rss: Vec<(&'static str, Option<f64>)>,
     /// CPU per 1,000 events (or requests) of each process, per phase.
     pub costs: Vec<PhaseCost>,
@@ -45,7 +53,11 @@ pub(super) struct Plans {
     pub warmup: Vec<SentEvent>,
     pub full: Vec<SentEvent>,
     pub half: Vec<SentEvent>,
-    pub single: Vec<SentEvent>,
+    /// One event per request on `/v1/events`, and on `/api/v1/events`.
+    pub single: SinglePlan,
+    pub single_legacy: SinglePlan,
+    /// Requests of each that are the first event of a player no earlier phase sent.
+    pub single_firsts: [usize; 2],
     pub live: Vec<SentEvent>,
 }
 
@@ -133,11 +145,21 @@ impl<'a> Bench<'a> {
     fn plans(&self) -> Plans {
         let n = self.options.events.max(1000);
         eprintln!("bench: planning events");
+        let (warmup, full, half) = (self.plan(1, 2_000), self.plan(2, n), self.plan(3, n / 2));
+        let requests = self.options.single_events.max(100);
+        let share = self.options.single_new_share;
+        let single = self.single_plan(4, requests, share, Route::Typed);
+        let single_legacy = self.single_plan(6, requests, share, Route::Legacy);
+        let mut seen: HashSet<String> = warmup.iter().chain(&full).chain(&half).map(|e| e.player_id.clone()).collect();
+        let typed_firsts = first_events(&single.events, &mut seen, |_| true);
+        let legacy_firsts = first_events(&single_legacy.events, &mut seen, |e| legacy_wire(e).is_some());
         Plans {
-            warmup: self.plan(1, 2_000),
-            full: self.plan(2, n),
-            half: self.plan(3, n / 2),
-            single: self.plan(4, self.options.single_events.max(100)),
+            warmup,
+            full,
+            half,
+            single,
+            single_legacy,
+            single_firsts: [typed_firsts, legacy_firsts],
             live: self.plan(5, n),
         }
     }
@@ -165,6 +187,27 @@ impl<'a> Bench<'a> {
         let catch_up = self.catch_up(&projections, ingest.sent, &roles).await?;
         let pipeline = self.pipeline_phase(&gateway, &projections, &plans.live, catch_up.applied, &roles).await?;
         let (recommendations, analytics) = self.query_phases(&gateway, &plans.live, &roles).await?;
+        let freshness = if self.options.freshness_secs > 0 {
+            // Production: the visibility queries go to a gateway of their own whose Redis
+            // cache is off (TTLs 0), so they read the read models (freshness.rs).
+            let poll_gateway = if self.production() {
+                let cache_off = [
+                    ("GM_REDIS__PROFILE_TTL_MS", "0"),
+                    ("GM_REDIS__QUERY_TTL_MS", "0"),
+                    ("GM_REDIS__RECENT_QUERY_TTL_MS", "0"),
+                ];
+                let mut poller = self.spawner.spawn_with("gateway (freshness queries)", &["gateway"], &cache_off)?;
+                poller.wait_ready(&self.client).await?;
+                let url = poller.url();
+                roles.push(poller);
+                url
+            } else {
+                gateway.clone()
+            };
+            Some(self.freshness_phase(&gateway, &poll_gateway, &projections, &roles).await?)
+        } else {
+            None
+        };
         let rss = roles.iter().map(|r| (r.name, r.peak_rss_mb())).collect();
         drop(roles);
         Ok(Run {
@@ -177,12 +220,15 @@ impl<'a> Bench<'a> {
             ingest_half: ingest.half,
             half_rate: ingest.half_rate,
             ingest_single: ingest.single,
+            ingest_single_legacy: ingest.single_legacy,
+            single_firsts: plans.single_firsts,
             catch_up,
             pipeline,
             kafka,
             copy,
             recommendations,
             analytics,
+            freshness,
             rss,
             costs: self.costs.take(),
         })

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,9 @@ pub(super) struct SendReport {
     pub unsent: u64,
     pub requests: u64,
     pub retries: u64,
+    /// Answers that were not final (retried or given up), by HTTP status (0: no answer:
+    /// connection error or timeout).
+    pub errors: BTreeMap<u16, u64>,
     pub elapsed: Duration,
     pub latencies_ms: Vec<f64>,
 }
@@ -53,6 +57,19 @@ impl SendReport {
         v.sort_by(|a, b| a.total_cmp(b));
         percentile(&v, p)
     }
+    /// `500 ×3, 503 ×1` (empty when every answer was final at once).
+    pub fn error_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(status, n)| match status {
+                0 => format!("no answer ×{n}"),
+                s => format!("{s} ×{n}"),
+            })
+            .collect();
+        parts.join(", ")
+    }
+
     pub fn check(&self, phase: &str) -> anyhow::Result<()> {
         if self.accepted < self.planned {
             bail!(
@@ -78,10 +95,45 @@ struct IngestResult {
     status: String,
 }
 
+/// The ingest route a phase sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// `POST /v1/events`: `{"events": [...]}`, answered 202 with a result per event.
+    Typed,
+    /// `POST /api/v1/events`, the previous platform's: one event per request
+    /// (`{event_type, player_id, timestamp, data}`), answered 200 `{"status": "success"}`
+    /// or 400 `{"status": "error"}`.
+    Legacy,
+}
+
+impl Route {
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Typed => "/v1/events",
+            Route::Legacy => "/api/v1/events",
+        }
+    }
+
+    /// Whether `status` is the route's final answer (anything else is retried).
+    fn is_final(self, status: u16) -> bool {
+        match self {
+            Route::Typed => status == 202 || status == 400,
+            Route::Legacy => status == 200 || status == 400,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct LegacyAnswer {
+    #[serde(default)]
+    status: String,
+}
+
 /// How one lane sends: where, with which key, at which rate, sampling acknowledgements.
 #[derive(Clone)]
 struct Lane {
     client: awc::Client,
+    route: Route,
     endpoint: String,
     auth: String,
     rate: f64,
@@ -119,13 +171,28 @@ impl Lane {
                 .insert_header(("Content-Type", "application/json"))
                 .send_body(body.clone())
                 .await;
-            if let Ok(mut r) = response {
-                if r.status().as_u16() == 202 || r.status().as_u16() == 400 {
-                    let parsed: IngestResponse = r.json().limit(16 << 20).await.unwrap_or_default();
-                    self.record(count, &parsed, t0.elapsed());
+            let status = match response {
+                Ok(mut r) if self.route.is_final(r.status().as_u16()) => {
+                    let accepted = match self.route {
+                        Route::Typed => {
+                            let parsed: IngestResponse = r.json().limit(16 << 20).await.unwrap_or_default();
+                            parsed.results.iter().filter(|r| r.status == "accepted").count()
+                        }
+                        Route::Legacy => {
+                            let parsed: LegacyAnswer = r.json().limit(1 << 20).await.unwrap_or_default();
+                            usize::from(parsed.status == "success")
+                        }
+                    };
+                    self.record(count, accepted as u64, t0.elapsed());
                     return;
                 }
-            }
+                Ok(mut r) => {
+                    let _ = r.body().limit(1 << 20).await;
+                    r.status().as_u16()
+                }
+                Err(_) => 0,
+            };
+            *self.state.borrow_mut().errors.entry(status).or_default() += 1;
             if Instant::now() >= give_up {
                 self.state.borrow_mut().unsent += count as u64;
                 return;
@@ -136,8 +203,7 @@ impl Lane {
         }
     }
 
-    fn record(&self, count: usize, parsed: &IngestResponse, took: Duration) {
-        let accepted = parsed.results.iter().filter(|r| r.status == "accepted").count() as u64;
+    fn record(&self, count: usize, accepted: u64, took: Duration) {
         let mut s = self.state.borrow_mut();
         s.latencies_ms.push(took.as_secs_f64() * 1000.0);
         s.requests += 1;
@@ -173,11 +239,24 @@ impl Bench<'_> {
 
     /// Sends prepared bodies; `acks` collects (seconds since start, events acknowledged).
     pub async fn send(&self, url: &str, prepared: Prepared, rate: f64, acks: Option<Samples>) -> SendReport {
+        self.send_to(Route::Typed, url, prepared, rate, acks).await
+    }
+
+    /// [`Self::send`] to `route` (bodies prepared for it).
+    pub async fn send_to(
+        &self,
+        route: Route,
+        url: &str,
+        prepared: Prepared,
+        rate: f64,
+        acks: Option<Samples>,
+    ) -> SendReport {
         let lanes = prepared.lanes.len();
         let state = SendReport { planned: prepared.events as u64, lanes, ..Default::default() };
         let lane = Lane {
             client: self.client.clone(),
-            endpoint: format!("{url}/v1/events"),
+            route,
+            endpoint: format!("{url}{}", route.path()),
             auth: format!("Bearer {}", self.key),
             rate,
             started: Instant::now(),
@@ -216,6 +295,62 @@ pub(super) fn prepare(events: &[SentEvent], batch_size: usize, lanes: usize) -> 
         }
     }
     Prepared { events: events.len(), lanes: per_lane }
+}
+
+/// One request per event on `lanes` lanes, a player's events on one lane in order, in the
+/// body `route` takes; events the route has no form for (the previous platform had no
+/// profile or consent events) are left out.
+pub(super) fn prepare_single(events: &[SentEvent], route: Route, lanes: usize) -> Prepared {
+    let lanes = lanes.max(1);
+    let mut per_lane: Vec<Vec<(usize, Bytes)>> = vec![Vec::new(); lanes];
+    let mut count = 0;
+    for e in events {
+        let body = match route {
+            Route::Typed => Some(json!({"events": [wire(e)]})),
+            Route::Legacy => legacy_wire(e),
+        };
+        let Some(body) = body else { continue };
+        let mut h = DefaultHasher::new();
+        (&e.game_id, &e.player_id).hash(&mut h);
+        per_lane[(h.finish() % lanes as u64) as usize].push((1, serde_json::to_vec(&body).unwrap_or_default().into()));
+        count += 1;
+    }
+    Prepared { events: count, lanes: per_lane }
+}
+
+/// The event in the previous platform's format (docs/compat.md): `event_type` from the type
+/// (and the progression's status, the resource's flow), `data` from the properties; `None`
+/// for the types that platform did not have (`profile_update`, `consent_update`).
+pub(super) fn legacy_wire(e: &SentEvent) -> Option<Value> {
+    let props = e.body.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+    let text = |name: &str| props.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let event_type = match e.kind() {
+        "session_start" | "session_end" | "purchase" | "achievement" => e.kind().to_string(),
+        "progression" => match text("status").as_str() {
+            "start" => "level_start".into(),
+            "fail" => "level_fail".into(),
+            _ => "level_complete".into(),
+        },
+        "resource" => if text("flow") == "sink" { "resource_spent" } else { "resource_earned" }.into(),
+        "score" => "player_score".into(),
+        "item_use" => "item_used".into(),
+        "design" => text("event_id"),
+        _ => return None,
+    };
+    let mut data = props;
+    data.remove("status");
+    data.remove("flow");
+    if e.kind() == "design" {
+        data.remove("event_id");
+    }
+    Some(json!({
+        "event_type": event_type,
+        "event_id": e.event_id.to_string(),
+        "player_id": e.player_id,
+        "session_id": e.session_id,
+        "timestamp": e.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": data,
+    }))
 }
 
 /// The event as the simulator puts it on the wire.
