@@ -179,15 +179,17 @@ pub struct AuthSettings {
     pub jwks_file: Option<PathBuf>,
     pub jwks_url: Option<String>,
     pub jwks_refresh_secs: u64,
-    /// What people's tokens must say (`iss`, `aud`), and the claim holding their roles.
+    /// What people's tokens must say (`iss`, `aud`), the claim holding their roles and the
+    /// claim holding the games they may act on (`["space-race"]`, or `"*"` for every game).
     pub issuer: String,
     pub audience: String,
     pub roles_claim: String,
+    pub games_claim: String,
     /// The bearer token Prometheus presents to read `/metrics`.
     pub metrics_token: String,
     pub metrics_token_file: Option<PathBuf>,
-    /// A static bearer token with the analyst role, for the embedded default only (so a new
-    /// user can query without an identity provider); ignored in production mode.
+    /// A static bearer token with the analyst role on every game, for the embedded default
+    /// only (so a new user can query without an identity provider); ignored in production mode.
     pub dev_analyst_token: String,
 }
 
@@ -203,6 +205,7 @@ impl Default for AuthSettings {
             issuer: String::new(),
             audience: String::new(),
             roles_claim: "roles".into(),
+            games_claim: "games".into(),
             metrics_token: String::new(),
             metrics_token_file: None,
             dev_analyst_token: String::new(),
@@ -219,6 +222,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("roles_claim", &self.roles_claim)
+            .field("games_claim", &self.games_claim)
             .finish_non_exhaustive()
     }
 }

@@ -72,7 +72,7 @@ async fn retention_drops_old_partitions_and_a_short_games_older_rows() {
     assert_eq!(report.per_game.get("other").map(|(_, rows)| *rows), Some(3));
 
     let backends = gamemetrics::platform::Backends::open(&config).await.unwrap();
-    let audit = backends.privacy.audit_trail(5).await.unwrap();
+    let audit = backends.privacy.audit_trail(5, None).await.unwrap();
     assert_eq!(audit[0].action, "retention_run");
     assert!(audit[0].detail.as_deref().unwrap_or("").contains(&day_200));
     services.drop_database().await;

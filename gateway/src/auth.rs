@@ -11,7 +11,9 @@
 //!   prefix of at least 8 of them) in `auth.revoked_keys`.
 //! - **JWT bearer tokens** (people: analysts, compliance staff, administrators), checked by
 //!   [`crate::jwt::JwtVerifier`] against a JWKS: signature, issuer, audience, expiry; roles from a
-//!   configurable claim.
+//!   configurable claim, and the games the person may read or erase from another
+//!   ([`GameScope`], claim `games` by default: `["space-race", "farm"]`, or `"*"` for every
+//!   game; a token without it reaches no game).
 //! - **The metrics token** (Prometheus), a static bearer token that only reads `/metrics`.
 //!
 //! The optional HMAC body signature of a game ([`crate::signature`]) is checked by the ingest
@@ -198,13 +200,65 @@ impl Role {
     }
 }
 
+/// The games a person may read or erase, from the games claim of their token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GameScope {
+    /// `"*"`: every game.
+    All,
+    /// These games only (sorted, deduplicated); empty when the token names none.
+    Only(Vec<GameId>),
+}
+
+impl GameScope {
+    /// The wildcard of the claim.
+    pub const WILDCARD: &'static str = "*";
+
+    /// From the claim's value: an array of game ids, or a space/comma separated string; `*`
+    /// (alone or among others) means every game. Names that are not valid game ids are
+    /// ignored (they could not name a game anyway); a missing claim or any other JSON value
+    /// reaches no game.
+    pub fn from_claim(value: Option<&serde_json::Value>) -> Self {
+        use serde_json::Value;
+        let names: Vec<&str> = match value {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            Some(Value::String(s)) => s.split([' ', ',']).collect(),
+            _ => Vec::new(),
+        };
+        let names: Vec<&str> = names.into_iter().map(str::trim).filter(|n| !n.is_empty()).collect();
+        if names.contains(&Self::WILDCARD) {
+            return Self::All;
+        }
+        let mut games: Vec<GameId> = names.into_iter().filter_map(|n| GameId::parse(n).ok()).collect();
+        games.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        games.dedup();
+        Self::Only(games)
+    }
+
+    pub fn allows(&self, game: &GameId) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(games) => games.contains(game),
+        }
+    }
+
+    /// `*`, or the games comma-separated (`none` when empty): for error messages and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::All => Self::WILDCARD.into(),
+            Self::Only(games) if games.is_empty() => "none".into(),
+            Self::Only(games) => games.iter().map(GameId::as_str).collect::<Vec<_>>().join(","),
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// Holder of an active API key of `game`.
     GameKey { game: GameId, key_id: String },
-    /// A person with a valid token; `roles` may be empty (then nothing is allowed).
-    Person { subject: String, roles: Vec<Role> },
+    /// A person with a valid token; `roles` may be empty (then nothing is allowed), and
+    /// `games` says which games their roles apply to.
+    Person { subject: String, roles: Vec<Role>, games: GameScope },
     /// Holder of the metrics token (Prometheus).
     MetricsScraper,
 }
@@ -223,9 +277,10 @@ pub enum Grantee {
 pub enum Permission {
     /// Post events, for the game of the key only (the key names the game).
     IngestOwnGame,
-    /// Read player profiles and analytics of any game.
+    /// Read player profiles and analytics (of the games of the token's scope).
     Query,
-    /// Erasure and export of a player's data (the privacy routes).
+    /// Erasure and export of a player's data, the audit trail (the privacy routes; of the
+    /// games of the token's scope).
     Privacy,
     /// Read `/metrics`.
     ReadMetrics,
@@ -236,7 +291,9 @@ pub enum Permission {
 /// Who may do what, declared once. Game keys only ingest ("game API keys can only ingest":
 /// a leaked client key must not read player profiles); queries need an analyst or admin
 /// token; the privacy routes a compliance or admin token. The admin may do everything a
-/// person can; ingest stays with game keys, since the key is what names the game.
+/// person can; ingest stays with game keys, since the key is what names the game. Every
+/// permission on a game holds only for the games of the principal: its key's game, or the
+/// games claim of a person's token ([`GameScope`]), checked by [`authorize`].
 pub const PERMISSIONS: &[(Grantee, &[Permission])] = &[
     (Grantee::GameKey, &[Permission::IngestOwnGame, Permission::ReadApiDocs]),
     (Grantee::Person(Role::Analyst), &[Permission::Query, Permission::ReadApiDocs]),
@@ -259,7 +316,8 @@ pub enum Action<'a> {
     ReadAnalytics(&'a GameId),
     /// Request erasure or export of a player of `game`.
     Privacy(&'a GameId),
-    /// Read the privacy audit trail (all games).
+    /// Read the privacy audit trail (the entries of the principal's games: see
+    /// [`Principal::game_scope`]).
     PrivacyAudit,
     ReadMetrics,
     ReadApiDocs,
@@ -294,6 +352,16 @@ impl Principal {
             .any(|g| PERMISSIONS.iter().any(|(grantee, granted)| grantee == g && granted.contains(&permission)))
     }
 
+    /// The games this principal may act on: a key's own game, a person's games claim; the
+    /// metrics scraper reaches no game.
+    pub fn game_scope(&self) -> GameScope {
+        match self {
+            Self::GameKey { game, .. } => GameScope::Only(vec![game.clone()]),
+            Self::Person { games, .. } => games.clone(),
+            Self::MetricsScraper => GameScope::Only(Vec::new()),
+        }
+    }
+
     /// The game an ingest request posts for (only game keys ingest).
     pub fn ingest_game(&self) -> Result<&GameId, GatewayError> {
         match self {
@@ -306,9 +374,9 @@ impl Principal {
     pub fn describe(&self) -> String {
         match self {
             Self::GameKey { game, key_id } => format!("key {key_id} of {game}"),
-            Self::Person { subject, roles } => {
+            Self::Person { subject, roles, games } => {
                 let roles: Vec<&str> = roles.iter().map(Role::as_str).collect();
-                format!("{subject} ({})", roles.join(","))
+                format!("{subject} ({}; games {})", roles.join(","), games.describe())
             }
             Self::MetricsScraper => "metrics scraper".into(),
         }
@@ -337,15 +405,31 @@ pub fn authorize(principal: &Principal, action: Action<'_>) -> Result<(), Gatewa
         };
         return Err(GatewayError::Forbidden(format!("{who} may not do this; it needs {needs}")));
     }
-    // Game keys act on their own game only (ingest is for the key's game by construction).
-    if let (Principal::GameKey { game, .. }, Action::ReadPlayer(t) | Action::ReadAnalytics(t) | Action::Privacy(t)) =
-        (principal, action)
-    {
-        if game != t {
-            return Err(GatewayError::Forbidden(format!("this API key belongs to another game than '{t}'")));
+    // Keys and people act on their own games only (ingest is for the key's game by
+    // construction).
+    if let Action::ReadPlayer(t) | Action::ReadAnalytics(t) | Action::Privacy(t) = action {
+        match principal {
+            Principal::GameKey { game, .. } if game != t => {
+                return Err(GatewayError::Forbidden(format!("this API key belongs to another game than '{t}'")));
+            }
+            Principal::Person { games, .. } if !games.allows(t) => {
+                return Err(GatewayError::Forbidden(game_refused(t, games)));
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// The reason of a 403 for a game outside a token's scope.
+pub(crate) fn game_refused(game: &GameId, scope: &GameScope) -> String {
+    match scope {
+        GameScope::Only(games) if games.is_empty() => format!(
+            "this token may not access game '{game}': it names no game (give it a `games` claim: \
+             [\"{game}\"], or \"*\" for every game)"
+        ),
+        _ => format!("this token may not access game '{game}'; its games: {}", scope.describe()),
+    }
 }
 
 /// Everything that can authenticate a request. Built once; `Debug` prints no secret.
@@ -424,7 +508,7 @@ impl Authenticator {
         Self { keys, jwt, metrics_token, dev_analyst_token: None }
     }
 
-    /// Accepts `token` as an analyst (the embedded default's development token).
+    /// Accepts `token` as an analyst of every game (the embedded default's development token).
     pub fn with_dev_analyst_token(mut self, token: &str) -> Self {
         self.dev_analyst_token = Some(token.trim()).filter(|t| !t.is_empty()).map(hash_key);
         self
@@ -441,7 +525,11 @@ impl Authenticator {
         }
         if let Some(token) = &self.dev_analyst_token {
             if constant_time_eq(token, &hash_key(key)) {
-                return Ok(Principal::Person { subject: "dev-analyst-token".into(), roles: vec![Role::Analyst] });
+                return Ok(Principal::Person {
+                    subject: "dev-analyst-token".into(),
+                    roles: vec![Role::Analyst],
+                    games: GameScope::All,
+                });
             }
         }
         match self.keys.lookup(key) {
@@ -550,7 +638,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, "Bearer dev-analyst-token-0001".parse().unwrap());
         let p = auth.authenticate(&headers).unwrap();
-        assert_eq!(p, Principal::Person { subject: "dev-analyst-token".into(), roles: vec![Role::Analyst] });
+        assert_eq!(
+            p,
+            Principal::Person {
+                subject: "dev-analyst-token".into(),
+                roles: vec![Role::Analyst],
+                games: GameScope::All
+            }
+        );
         assert!(p.ingest_game().is_err());
         headers.insert(AUTHORIZATION, "Bearer dev-analyst-token-0002".parse().unwrap());
         assert!(auth.authenticate(&headers).is_err());
@@ -564,7 +659,63 @@ mod tests {
     }
 
     fn person(roles: &[Role]) -> Principal {
-        Principal::Person { subject: "someone".into(), roles: roles.to_vec() }
+        Principal::Person { subject: "someone".into(), roles: roles.to_vec(), games: GameScope::All }
+    }
+
+    fn person_of(roles: &[Role], games: &[&str]) -> Principal {
+        Principal::Person {
+            subject: "someone".into(),
+            roles: roles.to_vec(),
+            games: GameScope::Only(games.iter().map(|n| g(n)).collect()),
+        }
+    }
+
+    #[test]
+    fn the_games_claim_parses_lists_strings_and_the_wildcard() {
+        use serde_json::json;
+        let only = |names: &[&str]| GameScope::Only(names.iter().map(|n| g(n)).collect());
+        assert_eq!(GameScope::from_claim(Some(&json!(["farm", "space-race", "farm"]))), only(&["farm", "space-race"]));
+        assert_eq!(GameScope::from_claim(Some(&json!("space-race farm,"))), only(&["farm", "space-race"]));
+        assert_eq!(GameScope::from_claim(Some(&json!("*"))), GameScope::All);
+        assert_eq!(GameScope::from_claim(Some(&json!(["farm", "*"]))), GameScope::All);
+        // Not game ids, or not a list: no game.
+        assert_eq!(GameScope::from_claim(Some(&json!(["Bad Game", 7]))), only(&[]));
+        assert_eq!(GameScope::from_claim(Some(&json!({"farm": true}))), only(&[]));
+        assert_eq!(GameScope::from_claim(None), only(&[]));
+    }
+
+    /// Every game-bound action, for people scoped to one game, to none and to every game.
+    #[test]
+    fn people_act_only_on_the_games_of_their_token() {
+        let (space, farm) = (g("space-race"), g("farm"));
+        let all_roles = [Role::Analyst, Role::Compliance];
+        for (action, other) in [
+            (Action::ReadPlayer(&space), Action::ReadPlayer(&farm)),
+            (Action::ReadAnalytics(&space), Action::ReadAnalytics(&farm)),
+            (Action::Privacy(&space), Action::Privacy(&farm)),
+        ] {
+            for p in [person_of(&all_roles, &["space-race"]), person_of(&[Role::Admin], &["space-race", "x"])] {
+                assert!(authorize(&p, action).is_ok(), "{p:?} {action:?}");
+                match authorize(&p, other) {
+                    Err(GatewayError::Forbidden(reason)) => {
+                        assert!(reason.contains("may not access game 'farm'"), "{reason}");
+                        assert!(reason.contains("space-race"), "names the token's games: {reason}");
+                    }
+                    other => panic!("{p:?} reached farm: {other:?}"),
+                }
+            }
+            match authorize(&person_of(&[Role::Admin], &[]), action) {
+                Err(GatewayError::Forbidden(reason)) => assert!(reason.contains("names no game"), "{reason}"),
+                other => panic!("a token without games reached a game: {other:?}"),
+            }
+            let everything = person(&[Role::Admin]);
+            assert!(authorize(&everything, action).is_ok() && authorize(&everything, other).is_ok());
+        }
+        // The audit listing is allowed to every scope; its entries are filtered by game_scope.
+        assert!(authorize(&person_of(&[Role::Compliance], &[]), Action::PrivacyAudit).is_ok());
+        assert_eq!(person_of(&[Role::Compliance], &["farm"]).game_scope(), GameScope::Only(vec![farm.clone()]));
+        assert_eq!(principal("farm", "k2").game_scope(), GameScope::Only(vec![farm]));
+        assert_eq!(Principal::MetricsScraper.game_scope(), GameScope::Only(vec![]));
     }
 
     /// Every principal against every action: the whole table, cell by cell.

@@ -140,7 +140,7 @@ fn range(params: &RangeParams) -> Result<DateRange, GatewayError> {
         (status = 200, description = "The page", body = LeaderboardResponse),
         (status = 400, description = "Invalid game, board, period, day, offset or limit", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))
@@ -187,7 +187,7 @@ pub async fn leaderboard(
         (status = 200, description = "The player's standing", body = StandingResponse),
         (status = 400, description = "Invalid game, board, player, period, day or neighbours", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 404, description = "The player has no score on this board in this period", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
@@ -232,7 +232,7 @@ pub async fn standing(
         (status = 200, description = "One cohort per day: players first seen that UTC day and how many came back on day 1, 7 and 30", body = RetentionResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))
@@ -267,7 +267,7 @@ pub async fn retention(
         (status = 200, description = "Active, new and returning players per day", body = NewReturningResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))
@@ -302,7 +302,7 @@ pub async fn new_returning(
         (status = 200, description = "ARPDAU and ARPPU per currency, payers and conversion over the whole range", body = MonetisationResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))
@@ -349,7 +349,7 @@ pub struct RecommendationParams {
         (status = 200, description = "Items similar to the player's (item-to-item co-occurrence, time-decayed affinity), filled up with popular items; never an item the player already has. A player without interactions gets the popular items.", body = gm_projections::recommend::RecommendationList),
         (status = 400, description = "Invalid game, player, limit or half-life", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))

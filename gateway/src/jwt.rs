@@ -7,7 +7,10 @@
 //! configured ones and `exp` is in the future (with a small leeway for clock skew). Roles come
 //! from a configurable claim (default `roles`; a dotted path such as `realm_access.roles`
 //! reaches into nested objects), given as an array or a space/comma separated string; unknown
-//! role names are ignored.
+//! role names are ignored. The games the person may act on come from another claim (default
+//! `games`; a dotted path too): an array of game ids or a space/comma separated string, `*`
+//! for every game ([`GameScope`]). A token without it is valid but reaches no game: every
+//! game-bound route answers it 403.
 //!
 //! The JWKS comes from a file (read at start) or a URL (fetched at start, refreshed
 //! periodically by [`Jwks::spawn_refresh`]; a failed refresh keeps the previous keys).
@@ -18,7 +21,7 @@
 //! leeway) and the key set is the one it was verified with: a JWKS refresh that changes the
 //! keys forgets every remembered token.
 
-use crate::auth::{Principal, Role};
+use crate::auth::{GameScope, Principal, Role};
 use crate::error::GatewayError;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -41,6 +44,9 @@ pub struct JwtConfig {
     pub audience: String,
     /// The claim holding the roles; a dotted path reaches into nested objects.
     pub roles_claim: String,
+    /// The claim holding the games the token may act on (`["space-race"]`, or `"*"`); a
+    /// dotted path reaches into nested objects.
+    pub games_claim: String,
     /// Allowed clock skew on `exp` and `nbf`.
     pub leeway: Duration,
 }
@@ -51,6 +57,7 @@ impl Default for JwtConfig {
             issuer: String::new(),
             audience: String::new(),
             roles_claim: "roles".into(),
+            games_claim: "games".into(),
             leeway: Duration::from_secs(30),
         }
     }
@@ -248,21 +255,25 @@ impl JwtVerifier {
         })?;
         let subject = data.claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_string();
         let roles = roles_from(&data.claims, &self.config.roles_claim);
+        let games = GameScope::from_claim(claim_at(&data.claims, &self.config.games_claim));
         // `exp` is required and was checked, so it is a number here.
         let expires_at = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-        Ok((Principal::Person { subject, roles }, expires_at))
+        Ok((Principal::Person { subject, roles, games }, expires_at))
     }
+}
+
+/// The claim at `path` (dotted: `realm_access.roles`).
+fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut value = claims;
+    for part in path.split('.') {
+        value = value.get(part)?;
+    }
+    Some(value)
 }
 
 /// The known roles in the claim at `path` (dotted), deduplicated and sorted.
 fn roles_from(claims: &Value, path: &str) -> Vec<Role> {
-    let mut value = claims;
-    for part in path.split('.') {
-        match value.get(part) {
-            Some(v) => value = v,
-            None => return Vec::new(),
-        }
-    }
+    let Some(value) = claim_at(claims, path) else { return Vec::new() };
     let names: Vec<&str> = match value {
         Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
         Value::String(s) => s.split([' ', ',']).collect(),
@@ -319,12 +330,17 @@ pub mod testing {
             jsonwebtoken::encode(&header, claims, &self.encoding).expect("sign a test token")
         }
 
-        /// A token of [`ISSUER`] for [`AUDIENCE`] with `roles`, valid for an hour.
+        /// A token of [`ISSUER`] for [`AUDIENCE`] with `roles` on every game (`games: "*"`),
+        /// valid for an hour.
         pub fn token(&self, subject: &str, roles: &[&str]) -> String {
+            self.token_for_games(subject, roles, &["*"])
+        }
+
+        /// The same, limited to `games` (the `games` claim; `["*"]` for every game).
+        pub fn token_for_games(&self, subject: &str, roles: &[&str], games: &[&str]) -> String {
             let now = chrono::Utc::now().timestamp();
-            self.sign(
-                &json!({"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600, "roles": roles}),
-            )
+            self.sign(&json!({"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600,
+                              "roles": roles, "games": games}))
         }
     }
 }
@@ -395,9 +411,37 @@ mod tests {
     #[test]
     fn a_valid_token_gives_a_person_with_its_known_roles() {
         let issuer = TestIssuer::generate("k1");
-        let token = issuer.sign(&claims(json!({"roles": ["Analyst", "compliance", "superuser", "analyst"]})));
+        let token = issuer.sign(&claims(
+            json!({"roles": ["Analyst", "compliance", "superuser", "analyst"], "games": ["farm", "space-race"]}),
+        ));
         let p = verifier(&issuer).verify(&token).unwrap();
-        assert_eq!(p, Principal::Person { subject: "ana".into(), roles: vec![Role::Analyst, Role::Compliance] });
+        let games = GameScope::Only(vec![
+            gm_schemas::GameId::parse("farm").unwrap(),
+            gm_schemas::GameId::parse("space-race").unwrap(),
+        ]);
+        assert_eq!(p, Principal::Person { subject: "ana".into(), roles: vec![Role::Analyst, Role::Compliance], games });
+    }
+
+    #[test]
+    fn games_come_from_a_configurable_claim_and_default_to_none() {
+        let issuer = TestIssuer::generate("k1");
+        let games_of = |v: &JwtVerifier, token: &str| match v.verify(token).unwrap() {
+            Principal::Person { games, .. } => games,
+            other => panic!("{other:?}"),
+        };
+        let v = verifier(&issuer);
+        assert_eq!(games_of(&v, &issuer.sign(&claims(json!({})))), GameScope::Only(vec![]), "no claim, no game");
+        assert_eq!(games_of(&v, &issuer.sign(&claims(json!({"games": "*"})))), GameScope::All);
+        assert_eq!(games_of(&v, &issuer.token("ana", &["analyst"])), GameScope::All, "test tokens reach every game");
+        let config = JwtConfig {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            games_claim: "gm.games".into(),
+            ..JwtConfig::default()
+        };
+        let nested = JwtVerifier::new(config, Jwks::from_json(&issuer.jwks().to_string()).unwrap());
+        let token = issuer.sign(&claims(json!({"games": "*", "gm": {"games": ["farm"]}})));
+        assert_eq!(games_of(&nested, &token), GameScope::Only(vec![gm_schemas::GameId::parse("farm").unwrap()]));
     }
 
     #[test]

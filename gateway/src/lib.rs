@@ -60,7 +60,7 @@ pub mod rate_limit;
 pub mod readiness;
 pub mod signature;
 
-pub use auth::{ApiKeyConfig, ApiKeys, Authenticator, Principal, Role};
+pub use auth::{ApiKeyConfig, ApiKeys, Authenticator, GameScope, Principal, Role};
 pub use error::{ErrorBody, GatewayError};
 pub use jwt::{Jwks, JwtConfig, JwtVerifier};
 pub use openapi::openapi;
@@ -93,7 +93,8 @@ pub struct GatewayConfig {
     pub jwt: Option<(JwtConfig, Jwks)>,
     /// The bearer token Prometheus presents to read `/metrics`.
     pub metrics_token: Option<Secret>,
-    /// A static bearer token with the analyst role (development only; see the config docs).
+    /// A static bearer token with the analyst role on every game (development only; see the
+    /// config docs).
     pub dev_analyst_token: Option<Secret>,
     pub rate_limits: RateLimitConfig,
     pub limits: Limits,

@@ -40,7 +40,12 @@ impl Modify for SecuritySchemes {
                         "A person's OAuth2 access token (JWT signed by a key of the configured JWKS, with the \
                          configured issuer and audience, unexpired). The roles claim (default `roles`) grants: \
                          `analyst` the queries, `compliance` the privacy routes, `admin` everything but ingest \
-                         (and /metrics). The scopes listed on an operation are the roles that may call it.",
+                         (and /metrics). The scopes listed on an operation are the roles that may call it. \
+                         The games claim (default `games`) says which games those roles apply to: a list of \
+                         game ids (`[\"space-race\"]`, or a space/comma separated string), or `\"*\"` for \
+                         every game. Every route about a game (path, body or the erasure's game) answers 403 \
+                         `forbidden` for a game the claim does not name, and a token without the claim \
+                         reaches no game; the audit trail lists only the entries of the token's games.",
                     ))
                     .build(),
             ),

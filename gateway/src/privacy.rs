@@ -12,7 +12,7 @@
 //! pending erasure: it re-appends the request if that failed, records each projection's
 //! confirmation, purges the cache, unlinks the pseudonym, and signs the receipt.
 
-use crate::auth::{authorize, Action, Principal};
+use crate::auth::{authorize, Action, GameScope, Principal};
 use crate::error::{ErrorBody, GatewayError};
 use crate::{within, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -416,8 +416,9 @@ impl PrivacyService {
         self.store.audit(entry).await
     }
 
-    pub async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.audit_trail(limit).await
+    /// The latest entries, newest first, of every game (`None`) or of `games` only.
+    pub async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit_trail(limit, games).await
     }
 
     /// Everything held about a player, personal values decrypted while the key exists.
@@ -543,7 +544,7 @@ pub struct ErasureRequestBody {
         (status = 200, description = "This player's erasure already exists: here it is", body = Erasure),
         (status = 400, description = "Invalid game or player id, or reason", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token, or a game the token's `games` claim does not name", body = ErrorBody),
         (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
     ),
     security(("jwt" = ["compliance", "admin"]))
@@ -584,7 +585,7 @@ pub async fn post_erasure(
         (status = 200, description = "The erasure", body = Erasure),
         (status = 400, description = "Not a UUID", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token, or the erasure is of a game the token's `games` claim does not name", body = ErrorBody),
         (status = 404, description = "No such erasure", body = ErrorBody),
         (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
     ),
@@ -625,7 +626,7 @@ pub async fn get_erasure(
         (status = 200, description = "The export", body = PlayerExport),
         (status = 400, description = "Invalid game or player id", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token, or a game the token's `games` claim does not name", body = ErrorBody),
         (status = 404, description = "Nothing is held about this player", body = ErrorBody),
         (status = 503, description = "A store cannot serve now; retry", body = ErrorBody),
     ),
@@ -669,6 +670,8 @@ pub async fn get_export(
 pub struct AuditParams {
     /// How many entries, newest first (1..=1000, default 100).
     pub limit: Option<u32>,
+    /// Only the entries of this game (403 when the token's `games` claim does not name it).
+    pub game_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -677,6 +680,9 @@ pub struct AuditTrail {
 }
 
 /// The privacy audit trail (append-only; players appear only as subject hashes).
+///
+/// A token whose `games` claim is `*` sees every entry (those of no game too, such as
+/// retention runs); any other token sees only the entries of its games.
 #[utoipa::path(
     get,
     path = "/v1/privacy/audit",
@@ -684,9 +690,9 @@ pub struct AuditTrail {
     params(AuditParams),
     responses(
         (status = 200, description = "Newest first", body = AuditTrail),
-        (status = 400, description = "limit out of range", body = ErrorBody),
+        (status = 400, description = "limit out of range, or an invalid game_id", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token, or game_id is not one of the token's games", body = ErrorBody),
         (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
     ),
     security(("jwt" = ["compliance", "admin"]))
@@ -703,7 +709,19 @@ pub async fn get_audit(
         if !(1..=1000).contains(&limit) {
             return Err(GatewayError::InvalidInput("limit must be 1..=1000".into()));
         }
-        let entries = service(&state)?.audit_trail(limit).await?;
+        let games: Option<Vec<String>> = match &params.game_id {
+            Some(raw) => {
+                let game =
+                    GameId::parse(raw.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+                authorize(&principal, Action::Privacy(&game))?;
+                Some(vec![game.to_string()])
+            }
+            None => match principal.game_scope() {
+                GameScope::All => None,
+                GameScope::Only(games) => Some(games.iter().map(GameId::to_string).collect()),
+            },
+        };
+        let entries = service(&state)?.audit_trail(limit, games.as_deref()).await?;
         Ok(HttpResponse::Ok().json(AuditTrail { entries }))
     })
     .await

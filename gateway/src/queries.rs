@@ -93,7 +93,7 @@ fn game_for(req: &HttpRequest, state: &AppState, raw_game: &str, read_player: bo
         (status = 200, description = "The player's profile", body = PlayerProfile),
         (status = 400, description = "Invalid game or player id", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 404, description = "No such player", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
@@ -126,7 +126,7 @@ pub async fn player_profile(
         (status = 200, description = "DAU, WAU, MAU and stickiness per day", body = ActiveUsersResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))
@@ -161,7 +161,7 @@ pub async fn active_users(
         (status = 200, description = "Session figures per day", body = SessionsResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))
@@ -196,7 +196,7 @@ pub async fn sessions(
         (status = 200, description = "Revenue figures per day and currency", body = RevenueResponse),
         (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))
@@ -231,7 +231,7 @@ pub async fn revenue(
         (status = 200, description = "One step per level", body = FunnelResponse),
         (status = 400, description = "Invalid game id", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest)", body = ErrorBody),
+        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 503, description = "Read model store unavailable", body = ErrorBody),
     ),
     security(("jwt" = ["analyst", "admin"]))

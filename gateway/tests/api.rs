@@ -985,8 +985,12 @@ impl gm_privacy::PrivacyStore for ForgetfulPrivacy {
     async fn audit(&self, entry: gm_privacy::AuditEntry) -> Result<(), StoreError> {
         self.inner.audit(entry).await
     }
-    async fn audit_trail(&self, limit: u32) -> Result<Vec<gm_privacy::AuditEntry>, StoreError> {
-        self.inner.audit_trail(limit).await
+    async fn audit_trail(
+        &self,
+        limit: u32,
+        games: Option<&[String]>,
+    ) -> Result<Vec<gm_privacy::AuditEntry>, StoreError> {
+        self.inner.audit_trail(limit, games).await
     }
 }
 
@@ -1062,4 +1066,166 @@ async fn only_a_player_whose_erasure_exists_is_refused_as_erased_and_counted() {
     assert_eq!(codes, ["erased", "accepted", "erased"], "{text}");
     assert_eq!(metric(&h, "gamemetrics_events_refused_erased_total"), 2.0);
     assert_eq!(metric(&h, "gamemetrics_privacy_keys_unanswered_total"), 0.0);
+}
+
+/// A gateway on one embedded store for privacy, leaderboards, retention and recommendations
+/// (every game-bound route answers from a real store).
+fn harness_on_store(store: Arc<gm_embedded::SqliteStore>) -> Harness {
+    let log = Arc::new(FakeLog::default());
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let settings = gm_gateway::privacy::PrivacySettings {
+        master_key: gm_privacy::MasterKey::from_bytes([5; 32]),
+        suppression: chrono::Duration::days(30),
+        key_cache_ttl: Duration::from_secs(30),
+        poll_interval: Duration::from_millis(100),
+    };
+    let privacy =
+        Arc::new(gm_gateway::privacy::PrivacyService::new(store.clone(), log.clone(), settings, metrics.clone()));
+    let config = harness_config(Limits::default(), Duration::from_secs(10));
+    let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone())
+        .with_privacy(privacy)
+        .with_game_queries(store.clone())
+        .with_recommendations(store);
+    Harness { log, metrics, readiness, data: web::Data::new(state) }
+}
+
+/// `Authorization` with a token of both the analyst and the compliance role on `games`.
+fn scoped(games: &[&str]) -> (header::HeaderName, String) {
+    (header::AUTHORIZATION, format!("Bearer {}", issuer().token_for_games("scoped", &["analyst", "compliance"], games)))
+}
+
+/// Item 1 of issue 17: a token reaches only the games of its `games` claim, on every route
+/// about a game (in the path, in the body, or the game of the erasure or audit entry asked
+/// for); `*` reaches every game; a token without the claim reaches none.
+#[actix_web::test]
+async fn tokens_reach_only_the_games_of_their_games_claim_on_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(gm_embedded::SqliteStore::open(&dir.path().join("store.db")).await.unwrap());
+    let h = harness_on_store(store);
+    let app = test::init_service(app(h.data.clone())).await;
+    // Something held about a player of each game.
+    for key in [KEY, OTHER_KEY] {
+        let req = post_events(json!({"events": [session_start("p1")]}).to_string())
+            .insert_header((header::AUTHORIZATION, format!("Bearer {key}")));
+        assert_eq!(call!(&app, req).await.0, StatusCode::ACCEPTED);
+    }
+    let no_claim = {
+        let now = Utc::now().timestamp();
+        let claims = json!({"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600,
+                            "roles": ["analyst", "compliance"]});
+        (header::AUTHORIZATION, format!("Bearer {}", issuer().sign(&claims)))
+    };
+    let refused = |status: StatusCode, json: &Value, text: &str, game: &str, what: &str| {
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {text}");
+        assert_eq!(json["error"], "forbidden", "{what}: {text}");
+        assert!(
+            json["reason"].as_str().unwrap_or("").contains(&format!("may not access game '{game}'")),
+            "{what}: {text}"
+        );
+    };
+    // Past authorization: whatever the route answers then (the fake revenue store is a 503).
+    let allowed = |status: StatusCode, text: &str, what: &str| {
+        assert!(![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&status), "{what}: {status} {text}");
+    };
+
+    // Every route, classified: a route added later without a game check fails here.
+    let ungamed = [
+        "/v1/events",
+        "/v1/batch",
+        "/v1/track",
+        "/v1/identify",
+        "/api/v1/events",
+        "/v1/privacy/erasures",
+        "/v1/privacy/erasures/{erasure_id}",
+        "/v1/privacy/audit",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/openapi.json",
+    ];
+    let mut game_routes = 0;
+    for (path, method, _) in gm_gateway::routes() {
+        if !path.contains("{game_id}") {
+            assert!(ungamed.contains(&path), "{method} {path}: a new route; say how it checks the game");
+            continue;
+        }
+        assert_eq!(method, "get", "{path}");
+        game_routes += 1;
+        let uri = |game: &str| {
+            format!(
+                "{}?from=2025-01-01&to=2025-01-02",
+                path.replace("{game_id}", game).replace("{player_id}", "p1").replace("{board}", "b")
+            )
+        };
+        for (game, other) in [("space-race", "farm"), ("farm", "space-race")] {
+            let what = format!("{path} for {game} with a token of {other}");
+            let (status, _, json, text) =
+                call!(&app, test::TestRequest::get().uri(&uri(game)).insert_header(scoped(&[other]))).await;
+            refused(status, &json, &text, game, &what);
+            let (status, _, json, text) =
+                call!(&app, test::TestRequest::get().uri(&uri(game)).insert_header(no_claim.clone())).await;
+            refused(status, &json, &text, game, &format!("{path} with no games claim"));
+            assert!(json["reason"].as_str().unwrap().contains("names no game"), "{text}");
+            for games in [&[game][..], &[other, game], &["*"]] {
+                let req = test::TestRequest::get().uri(&uri(game)).insert_header(scoped(games));
+                let (status, _, _, text) = call!(&app, req).await;
+                allowed(status, &text, &format!("{path} for {game} with a token of {games:?}"));
+            }
+        }
+    }
+    assert_eq!(game_routes, 12, "every route naming a game in its path was tried");
+
+    // Erasure: the game is in the body.
+    let erase = |game: &str, token: (header::HeaderName, String)| {
+        test::TestRequest::post()
+            .uri("/v1/privacy/erasures")
+            .insert_header(token)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(json!({"game_id": game, "player_id": "p1", "reason": "ticket 17"}).to_string())
+    };
+    let (status, _, json, text) = call!(&app, erase("space-race", scoped(&["farm"]))).await;
+    refused(status, &json, &text, "space-race", "erasure of another game");
+    let (status, _, json, text) = call!(&app, erase("space-race", no_claim.clone())).await;
+    refused(status, &json, &text, "space-race", "erasure with no games claim");
+    let (status, _, space_erasure, text) = call!(&app, erase("space-race", scoped(&["space-race"]))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let (status, _, farm_erasure, text) = call!(&app, erase("farm", scoped(&["*"]))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+
+    // An erasure by id: the game is the erasure's.
+    for (erasure, game, other) in [(&space_erasure, "space-race", "farm"), (&farm_erasure, "farm", "space-race")] {
+        let uri = format!("/v1/privacy/erasures/{}", erasure["erasure_id"].as_str().unwrap());
+        let (status, _, json, text) =
+            call!(&app, test::TestRequest::get().uri(&uri).insert_header(scoped(&[other]))).await;
+        refused(status, &json, &text, game, "an erasure of another game");
+        for token in [scoped(&[game]), scoped(&["*"])] {
+            let (status, _, json, text) = call!(&app, test::TestRequest::get().uri(&uri).insert_header(token)).await;
+            assert_eq!(status, StatusCode::OK, "{text}");
+            assert_eq!(json["game_id"], game);
+        }
+    }
+
+    // The audit trail: only the entries of the token's games; `*` sees them all.
+    let audit =
+        |query: &str, token| test::TestRequest::get().uri(&format!("/v1/privacy/audit{query}")).insert_header(token);
+    let games_listed = |json: &Value| -> std::collections::BTreeSet<String> {
+        json["entries"].as_array().unwrap().iter().map(|e| e["game_id"].as_str().unwrap_or("").to_string()).collect()
+    };
+    let (status, _, json, text) = call!(&app, audit("", scoped(&["farm"]))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(games_listed(&json), ["farm".to_string()].into(), "{text}");
+    let (status, _, json, text) = call!(&app, audit("", scoped(&["space-race"]))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(games_listed(&json), ["space-race".to_string()].into(), "{text}");
+    let (status, _, json, text) = call!(&app, audit("", scoped(&["*"]))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(games_listed(&json), ["farm".to_string(), "space-race".to_string()].into(), "{text}");
+    let (status, _, json, text) = call!(&app, audit("", no_claim.clone())).await;
+    assert_eq!((status, json["entries"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{text}");
+    let (status, _, json, text) = call!(&app, audit("?game_id=space-race", scoped(&["farm"]))).await;
+    refused(status, &json, &text, "space-race", "the audit of another game");
+    let (status, _, json, text) = call!(&app, audit("?game_id=farm", scoped(&["*"]))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(games_listed(&json), ["farm".to_string()].into(), "{text}");
 }

@@ -138,6 +138,7 @@ pub trait PrivacyStore: Send + Sync {
 
     async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
 
-    /// The latest audit entries, newest first.
-    async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The latest audit entries, newest first: of every game (entries without one included)
+    /// when `games` is `None`, else only the entries of those games.
+    async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError>;
 }

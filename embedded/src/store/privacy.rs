@@ -486,14 +486,21 @@ impl PrivacyStore for SqliteStore {
         Self::finish(&mut w, result).await
     }
 
-    async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, actor, action, game_id, erasure_id, subject, detail FROM privacy_audit ORDER BY id DESC LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.reads)
-        .await
-        .map_err(store_err)?;
+    async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError> {
+        let filter = match games {
+            None => String::new(),
+            Some([]) => return Ok(Vec::new()),
+            Some(games) => format!("WHERE game_id IN ({})", vec!["?"; games.len()].join(",")),
+        };
+        let sql = format!(
+            "SELECT at, actor, action, game_id, erasure_id, subject, detail FROM privacy_audit {filter} \
+             ORDER BY id DESC LIMIT ?"
+        );
+        let mut query = sqlx::query(&sql);
+        for game in games.unwrap_or_default() {
+            query = query.bind(game);
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.inner.reads).await.map_err(store_err)?;
         rows.iter()
             .map(|row| {
                 let subject: Option<Vec<u8>> = row.try_get("subject").map_err(store_err)?;

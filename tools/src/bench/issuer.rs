@@ -41,11 +41,12 @@ impl Issuer {
         }]})
     }
 
-    /// A token of [`ISSUER`] for [`AUDIENCE`] with `roles`, valid for six hours.
+    /// A token of [`ISSUER`] for [`AUDIENCE`] with `roles` on the bench's game (the `games`
+    /// claim), valid for six hours.
     fn token(&self, subject: &str, roles: &[&str]) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
-        let claims =
-            json!({"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 6 * 3600, "roles": roles});
+        let claims = json!({"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 6 * 3600,
+                            "roles": roles, "games": [super::GAME]});
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.encoding).context("signing a bench token")
@@ -99,5 +100,6 @@ mod tests {
         validation.set_audience(&[AUDIENCE]);
         let data = jsonwebtoken::decode::<Value>(&token, &key, &validation).unwrap();
         assert_eq!(data.claims["roles"], json!(["analyst"]));
+        assert_eq!(data.claims["games"], json!([super::super::GAME]), "the bench's game: its queries must pass");
     }
 }
