@@ -1,5 +1,6 @@
 //! Mapping sqlx errors to `StoreError`: what a retry may fix is `Unavailable`.
 
+use chrono::{DateTime, DurationRound, Utc};
 use gm_ports::StoreError;
 
 /// Whether `e` is a failure of the connection or of the server's current state (a restart,
@@ -55,4 +56,11 @@ pub(crate) fn to_u64(v: i64) -> u64 {
 
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `t` to the millisecond. Times are answered to the millisecond, as the embedded store keeps
+/// them, so that both stores give the same answers (the store contract checks it);
+/// PostgreSQL's `timestamptz` would give microseconds.
+pub(crate) fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(chrono::Duration::milliseconds(1)).unwrap_or(t)
 }

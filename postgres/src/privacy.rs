@@ -2,7 +2,7 @@
 //! statement per ingest request for keys (two when a concurrent request created one of its
 //! players meanwhile; see `ensure_players`), one for sealed personal values.
 
-use crate::error::store_err;
+use crate::error::{store_err, to_millis};
 use crate::PgStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,8 +37,8 @@ fn erasure_from_row(row: &PgRow) -> Result<Erasure, StoreError> {
         status: ErasureStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
         reason: row.try_get("reason").map_err(store_err)?,
         requested_by: row.try_get("requested_by").map_err(store_err)?,
-        requested_at: row.try_get("requested_at").map_err(store_err)?,
-        completed_at: row.try_get("completed_at").map_err(store_err)?,
+        requested_at: to_millis(row.try_get("requested_at").map_err(store_err)?),
+        completed_at: row.try_get::<Option<DateTime<Utc>>, _>("completed_at").map_err(store_err)?.map(to_millis),
         timeline: serde_json::from_value(timeline).map_err(|_| corrupt("timeline"))?,
         receipt: receipt.map(serde_json::from_value).transpose().map_err(|_| corrupt("receipt"))?,
     })
@@ -132,8 +132,10 @@ fn settled(rows: &[PgRow]) -> Result<HashMap<Subject, PlayerEntry>, StoreError> 
         let subject = subject_of(&row.try_get::<Vec<u8>, _>("subject").map_err(store_err)?)?;
         let pseudonym: Option<String> = row.try_get("pseudonym").map_err(store_err)?;
         let wrapped: Option<Vec<u8>> = row.try_get("wrapped_key").map_err(store_err)?;
-        let erased_at: Option<DateTime<Utc>> = row.try_get("erased_at").map_err(store_err)?;
-        let until: Option<DateTime<Utc>> = row.try_get("suppressed_until").map_err(store_err)?;
+        let erased_at: Option<DateTime<Utc>> =
+            row.try_get::<Option<_>, _>("erased_at").map_err(store_err)?.map(to_millis);
+        let until: Option<DateTime<Utc>> =
+            row.try_get::<Option<_>, _>("suppressed_until").map_err(store_err)?.map(to_millis);
         let state = match (pseudonym, wrapped) {
             (Some(p), Some(w)) => PlayerKeyState::Active {
                 pseudonym: PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))?,
@@ -317,9 +319,9 @@ impl PrivacyStore for PgStore {
             player_id: id("player_id")?,
             pseudonym: id("pseudonym")?,
             wrapped_key: row.try_get("wrapped_key").map_err(store_err)?,
-            created_at: row.try_get("created_at").map_err(store_err)?,
-            erased_at: row.try_get("erased_at").map_err(store_err)?,
-            suppressed_until: row.try_get("suppressed_until").map_err(store_err)?,
+            created_at: to_millis(row.try_get("created_at").map_err(store_err)?),
+            erased_at: row.try_get::<Option<_>, _>("erased_at").map_err(store_err)?.map(to_millis),
+            suppressed_until: row.try_get::<Option<_>, _>("suppressed_until").map_err(store_err)?.map(to_millis),
         }))
     }
 
@@ -342,7 +344,7 @@ impl PrivacyStore for PgStore {
                     pseudonym: PlayerId::parse(row.try_get::<String, _>("pseudonym").map_err(store_err)?)
                         .map_err(|_| corrupt("pseudonym"))?,
                     event_id: row.try_get("event_id").map_err(store_err)?,
-                    received_at: row.try_get("received_at").map_err(store_err)?,
+                    received_at: to_millis(row.try_get("received_at").map_err(store_err)?),
                     sealed: serde_json::from_value::<SealedPersonal>(sealed).map_err(|_| corrupt("sealed value"))?,
                 })
             })
@@ -493,6 +495,7 @@ impl PrivacyStore for PgStore {
         .bind(erasure_id)
         .fetch_all(self.pool())
         .await
+        .map(|rows: Vec<(String, DateTime<Utc>)>| rows.into_iter().map(|(p, at)| (p, to_millis(at))).collect())
         .map_err(store_err)
     }
 
@@ -544,14 +547,11 @@ impl PrivacyStore for PgStore {
         insert_audit(&mut conn, &entry, subject.as_ref()).await
     }
 
-    async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at, actor, action, game_id, erasure_id, subject, detail FROM privacy_audit
-             WHERE $2::text[] IS NULL OR game_id = ANY($2)
-             ORDER BY id DESC LIMIT $1",
+            "SELECT at, actor, action, game_id, erasure_id, subject, detail FROM privacy_audit ORDER BY id DESC LIMIT $1",
         )
         .bind(i64::from(limit))
-        .bind(games)
         .fetch_all(self.pool())
         .await
         .map_err(store_err)?;
@@ -559,7 +559,7 @@ impl PrivacyStore for PgStore {
             .map(|row| {
                 let subject: Option<Vec<u8>> = row.try_get("subject").map_err(store_err)?;
                 Ok(AuditEntry {
-                    at: row.try_get("at").map_err(store_err)?,
+                    at: to_millis(row.try_get("at").map_err(store_err)?),
                     actor: row.try_get("actor").map_err(store_err)?,
                     action: row.try_get("action").map_err(store_err)?,
                     game_id: row.try_get("game_id").map_err(store_err)?,

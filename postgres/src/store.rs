@@ -16,7 +16,7 @@
 //! set that belong to other projections are ignored. Rebuild tables are `<name>_rebuild`,
 //! their checkpoints are stored under `<projection>#rebuild`.
 
-use crate::error::{store_err, to_i64, to_u64};
+use crate::error::{store_err, to_i64, to_millis, to_u64};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use gm_ports::{SnapshotStore, StoreError};
@@ -928,8 +928,8 @@ impl AnalyticsQueries for PgStore {
         Ok(Some(PlayerProfile {
             game_id: game.to_string(),
             player_id: player.to_string(),
-            first_seen: row.try_get(0).map_err(store_err)?,
-            last_seen: row.try_get(1).map_err(store_err)?,
+            first_seen: to_millis(row.try_get(0).map_err(store_err)?),
+            last_seen: to_millis(row.try_get(1).map_err(store_err)?),
             events: u(&row, 2)?,
             sessions: u(&row, 3)?,
             playtime_seconds: u(&row, 4)?,

@@ -3,7 +3,7 @@
 //! `store/reco.rs`.
 
 use super::{unique_erased, PgStore};
-use crate::error::{store_err, to_i64, to_u64};
+use crate::error::{store_err, to_i64, to_millis, to_u64};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
@@ -199,7 +199,7 @@ impl RecommendationStore for PgStore {
         .map_err(store_err)?;
         let mut owned: HashMap<(String, String), Vec<(String, f64, DateTime<Utc>)>> = HashMap::new();
         for (game, player, item, weight, last_at) in rows {
-            owned.entry((game, player)).or_default().push((item, weight, last_at));
+            owned.entry((game, player)).or_default().push((item, weight, to_millis(last_at)));
         }
         for items in owned.values_mut() {
             items.sort_by(|a, b| a.0.cmp(&b.0));
