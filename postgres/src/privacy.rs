@@ -547,11 +547,14 @@ impl PrivacyStore for PgStore {
         insert_audit(&mut conn, &entry, subject.as_ref()).await
     }
 
-    async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT at, actor, action, game_id, erasure_id, subject, detail FROM privacy_audit ORDER BY id DESC LIMIT $1",
+            "SELECT at, actor, action, game_id, erasure_id, subject, detail FROM privacy_audit
+             WHERE $2::text[] IS NULL OR game_id = ANY($2)
+             ORDER BY id DESC LIMIT $1",
         )
         .bind(i64::from(limit))
+        .bind(games)
         .fetch_all(self.pool())
         .await
         .map_err(store_err)?;
