@@ -806,6 +806,23 @@ mod tests {
     }
 
     #[test]
+    fn keyless_legacy_ingest_is_off_by_default_and_always_rate_limited() {
+        let mut c = base();
+        assert!(c.keyless_legacy().unwrap().games.is_empty(), "off unless games are listed");
+        c.compat.keyless_games = " sim-1, old-game ".into();
+        let k = c.keyless_legacy().unwrap();
+        assert_eq!(k.games.iter().map(|g| g.as_str()).collect::<Vec<_>>(), ["old-game", "sim-1"]);
+        assert!(k.per_address_per_second > 0 && !k.trust_forwarded_for);
+        c.compat.keyless_per_address_per_second = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("compat.keyless_per_address_per_second"), "{e}");
+        c.compat.keyless_per_address_per_second = 5;
+        c.compat.keyless_games = "Not A Game".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("compat.keyless_games"), "{e}");
+    }
+
+    #[test]
     fn bad_bind_names_the_setting() {
         let mut c = base();
         c.http.bind = "nowhere".into();
