@@ -505,6 +505,61 @@ impl Config {
         Ok(())
     }
 
+    /// In production mode, refuses development credentials: an API key compiled in from
+    /// config/default.toml (`demo-key-0001`, `sim-key-…`: public in this repository, and what
+    /// the gateway would accept when `GM_API_KEYS` is left unset), given inline, by
+    /// `GM_API_KEYS` or in `GM_API_KEYS_FILE` (plain or as `sha256:`), and a development analyst
+    /// token other than the compiled-in one (which production mode never reads). Checked by
+    /// the processes that authenticate requests (`gateway`, `serve`) before they start.
+    pub fn refuse_development_credentials(&self) -> Result<(), ConfigError> {
+        if self.mode != Mode::Production {
+            return Ok(());
+        }
+        let defaults = Self::defaults();
+        let development = defaults.api_key_pairs()?;
+        let ours = self.api_key_pairs()?;
+        let setting = if self.api_keys_file.is_some() { "api_keys_file" } else { "api_keys" };
+        if self.api_keys_file.is_none() && ours == development {
+            return Err(invalid(
+                setting,
+                "production mode with the development keys compiled in from config/default.toml \
+                 (demo-key-0001, sim-key-…): set GM_API_KEYS or GM_API_KEYS_FILE to this deployment's own keys",
+            ));
+        }
+        // By key id (SHA-256 prefix), so a development key configured as `sha256:<hex>` is
+        // recognised too.
+        let id = |key: &str| match key.trim().strip_prefix("sha256:") {
+            Some(hex) => hex.trim().to_ascii_lowercase().chars().take(16).collect(),
+            None => gm_gateway::auth::key_id(key.trim()),
+        };
+        let found: Vec<&str> = development
+            .iter()
+            .filter(|(_, d)| ours.iter().any(|(_, k)| id(k) == id(d)))
+            .map(|(_, d)| d.as_str())
+            .collect();
+        if !found.is_empty() {
+            return Err(invalid(
+                setting,
+                format!(
+                    "production mode with development key{} {} (config/default.toml, public): replace {} with this \
+                     deployment's own keys",
+                    if found.len() == 1 { "" } else { "s" },
+                    found.join(", "),
+                    if found.len() == 1 { "it" } else { "them" },
+                ),
+            ));
+        }
+        let token = self.auth.dev_analyst_token.trim();
+        if !token.is_empty() && token != defaults.auth.dev_analyst_token.trim() {
+            return Err(invalid(
+                "auth.dev_analyst_token",
+                "development only: production mode accepts people's JWTs (auth.jwks_file or auth.jwks_url) and \
+                 no static token; unset GM_AUTH__DEV_ANALYST_TOKEN",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.http.bind.parse().map_err(|e| invalid("http.bind", format!("'{}' is not host:port: {e}", self.http.bind)))
     }
@@ -803,6 +858,40 @@ mod tests {
         let mut c = base();
         c.mode = Mode::Production;
         assert!(!c.uses_development_analyst_token(), "never accepted in production, so never shown");
+    }
+
+    #[test]
+    fn production_refuses_every_development_credential_naming_the_setting() {
+        let refusal = |c: &Config| c.refuse_development_credentials().unwrap_err().to_string();
+        let mut c = base();
+        assert!(c.refuse_development_credentials().is_ok(), "the embedded default uses them");
+        c.mode = Mode::Production;
+        // GM_API_KEYS unset: the compiled-in keys.
+        let e = refusal(&c);
+        assert!(e.starts_with("configuration setting `api_keys`: ") && e.contains("GM_API_KEYS"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // One development key among the deployment's own, plain or hashed.
+        c.api_keys = ApiKeys::Text("space-race=our-own-key-1,sim-2=sim-key-0002".into());
+        let e = refusal(&c);
+        assert!(e.contains("`api_keys`") && e.contains("development key sim-key-0002"), "{e}");
+        // `printf %s demo-key-0001 | sha256sum`
+        let hashed = "sha256:9d88e2064f8bb678647f49e5c9bfd120fff6dd1ecfe7b806b7bfd1936853f600";
+        c.api_keys = ApiKeys::Text(format!("space-race=our-own-key-1,demo={hashed}"));
+        assert!(refusal(&c).contains("demo-key-0001"), "{}", refusal(&c));
+        // From a file: the file is named.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "space-race=our-own-key-1\ndemo=demo-key-0001\n").unwrap();
+        c.api_keys_file = Some(file.clone());
+        assert!(refusal(&c).starts_with("configuration setting `api_keys_file`: "), "{}", refusal(&c));
+        std::fs::write(&file, "space-race=our-own-key-1\n").unwrap();
+        assert!(c.refuse_development_credentials().is_ok());
+        c.api_keys_file = None;
+        c.api_keys = ApiKeys::Text("space-race=our-own-key-1".into());
+        assert!(c.refuse_development_credentials().is_ok());
+        // A development token set for production (the compiled-in one is never read there).
+        c.auth.dev_analyst_token = "a-token-someone-set-0001".into();
+        assert!(refusal(&c).starts_with("configuration setting `auth.dev_analyst_token`: "), "{}", refusal(&c));
     }
 
     #[test]

@@ -364,6 +364,9 @@ async fn reco_quality(args: RecoQualityArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    if roles.gateway {
+        config.refuse_development_credentials()?;
+    }
     if config.mode == gamemetrics::config::Mode::Production && roles == Roles::ALL {
         // One process with every role on production services (tests, small deployments).
         migrate(&config).await?;

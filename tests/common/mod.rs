@@ -47,7 +47,9 @@ pub fn show_logs(dir: &Path) {
 }
 
 pub const GAME: &str = "sim-1";
-pub const KEY: &str = "sim-key-0001";
+/// The tests' API key of [`GAME`]: not a development key of config/default.toml, which a
+/// production gateway refuses (`Config::refuse_development_credentials`).
+pub const KEY: &str = "test-key-sim-1-0001";
 pub const METRICS_TOKEN: &str = "test-metrics-token-0001";
 
 /// The tests' identity provider: a key pair generated at run time (no private key is
@@ -71,9 +73,11 @@ pub fn analyst_token() -> String {
     test_issuer().token("e2e-analyst", &["analyst"])
 }
 
-/// The authentication settings as environment variables, for child processes.
+/// The authentication settings (the tests' API key of [`GAME`] too) as environment
+/// variables, for child processes.
 pub fn auth_env() -> Vec<(String, String)> {
     vec![
+        ("GM_API_KEYS".into(), format!("{GAME}={KEY}")),
         ("GM_AUTH__JWKS_FILE".into(), jwks_file().display().to_string()),
         ("GM_AUTH__ISSUER".into(), gm_gateway::jwt::testing::ISSUER.into()),
         ("GM_AUTH__AUDIENCE".into(), gm_gateway::jwt::testing::AUDIENCE.into()),
@@ -89,6 +93,7 @@ pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::load(None).expect("default configuration loads");
     config.data_dir = data_dir.to_path_buf();
     config.http.bind = "127.0.0.1:0".into();
+    config.api_keys = gamemetrics::config::ApiKeys::Text(format!("{GAME}={KEY}"));
     // Small snapshot intervals so that recovery from snapshots is exercised.
     config.actors.snapshot_every_events = 500;
     config.actors.snapshot_every_ms = 500;
