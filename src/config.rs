@@ -241,9 +241,8 @@ pub struct RateLimitSettings {
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        // Per key: off, since one key may carry a whole fleet of clients; set it per
-        // deployment. Per player: no real player sends 200 events a second for long.
-        Self { per_key_per_second: 0, per_key_burst: 0, per_player_per_second: 200, per_player_burst: 2000 }
+        // As in config/default.toml (the reasons are there).
+        Self { per_key_per_second: 20_000, per_key_burst: 40_000, per_player_per_second: 200, per_player_burst: 2000 }
     }
 }
 

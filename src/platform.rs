@@ -278,9 +278,9 @@ impl Platform {
             .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?)
             .with_keyless_legacy(config.keyless_legacy()?)
             .map_err(|e| anyhow::anyhow!("compat: {e}"))?;
-            // Used request signatures are shared by every gateway through Redis.
+            // Used request signatures and rate-limit counts are shared by every gateway through Redis.
             let state = match backends.cache.clone() {
-                Some(cache) => state.with_shared_claims(Arc::new(cache)),
+                Some(cache) => state.with_shared_claims(Arc::new(cache.clone())).with_shared_rate_limits(Arc::new(cache)),
                 None => state,
             };
             gm_gateway::serve(listener, state).await?

@@ -226,3 +226,44 @@ async fn no_secret_or_personal_value_reaches_the_logs() {
         }
     }
 }
+
+#[actix_rt::test]
+async fn two_gateways_count_a_game_keys_requests_together_through_redis() {
+    use gamemetrics::platform::Roles;
+    let services = common::services::TestServices::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = services.config(dir.path());
+    // Windows of 10 s allowing 10 requests per key, for the whole deployment.
+    config.rate_limits.per_key_per_second = 1;
+    config.rate_limits.per_key_burst = 10;
+    let start = || Platform::start_roles(&config, TcpListener::bind("127.0.0.1:0").unwrap(), Roles::GATEWAY);
+    let (a, b) = (start().await.expect("gateway a"), start().await.expect("gateway b"));
+    // Past both gateways' first exchange with Redis, and far enough from the end of a window
+    // that every request below falls in the same one.
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let in_window = std::time::UNIX_EPOCH.elapsed().unwrap().as_millis() as u64 % 10_000;
+    if in_window > 6_000 {
+        actix_rt::time::sleep(Duration::from_millis(10_050 - in_window)).await;
+    }
+    let body = json!({"events": [{"type": "session_start", "player_id": "rate-limited-one",
+        "client_ts": chrono::Utc::now().to_rfc3339()}]})
+    .to_string();
+    let (mut accepted, mut limited) = (0, 0);
+    for i in 0..20 {
+        let base = if i % 2 == 0 { a.url() } else { b.url() };
+        let (status, reply) = post_events(&base, Some(KEY), body.clone().into_bytes()).await;
+        match status {
+            202 => accepted += 1,
+            429 => limited += 1,
+            other => panic!("request {i}: {other} {reply}"),
+        }
+        // Longer than an exchange interval: each gateway hears of the other's requests.
+        actix_rt::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Each gateway alone would take 10 (20 in all). Together: the quota, plus at most the
+    // one request a gateway let through before it heard of the other's last.
+    assert!((10..=11).contains(&accepted), "accepted {accepted}, limited {limited}");
+    a.stop().await;
+    b.stop().await;
+    services.drop_database().await;
+}

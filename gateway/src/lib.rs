@@ -213,6 +213,14 @@ impl AppState {
         self
     }
 
+    /// Counts the rate limits with every other gateway in `counters` (Redis; see
+    /// [`rate_limit`]). Call within the server's runtime: it starts the exchange task.
+    pub fn with_shared_rate_limits(mut self, counters: Arc<dyn gm_ports::SharedCounters>) -> Self {
+        let limits = std::mem::replace(&mut self.rate_limits, rate_limit::RateLimits::new(Default::default()));
+        self.rate_limits = limits.with_shared(counters);
+        self
+    }
+
     /// Pseudonymises and seals events at ingest; serves the privacy routes.
     pub fn with_privacy(mut self, privacy: Arc<privacy::PrivacyService>) -> Self {
         self.privacy = Some(privacy);

@@ -215,6 +215,16 @@ pub trait SharedClaims: Send + Sync {
     async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
 }
 
+/// Counters every gateway of a deployment adds to (Redis when configured): the shared rate
+/// limits.
+#[async_trait]
+pub trait SharedCounters: Send + Sync {
+    /// Adds each `(name, n)` to its counter (created to expire after `ttl`) and returns the
+    /// counters' new values, in order, in one round trip. The names of one call must share a
+    /// Redis Cluster hash tag (`{...}`).
+    async fn add(&self, counts: &[(String, u64)], ttl: Duration) -> Result<Vec<u64>, StoreError>;
+}
+
 /// Snapshots of player state, per partition of `player.events.raw`.
 ///
 /// A partition's watermark is the raw offset that every snapshot of that partition reflects

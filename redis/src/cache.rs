@@ -685,6 +685,28 @@ impl RedisCache {
     }
 }
 
+/// Shared counters: `INCRBY` and `PEXPIRE` per counter, all in one pipeline.
+#[async_trait::async_trait]
+impl gm_ports::SharedCounters for RedisCache {
+    async fn add(&self, counts: &[(String, u64)], ttl: Duration) -> Result<Vec<u64>, gm_ports::StoreError> {
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = counts.iter().map(|(name, _)| self.full_key(name)).collect();
+        if !one_slot(names.iter().map(String::as_str)) {
+            return Err(gm_ports::StoreError::Other(CROSS_SLOT.into()));
+        }
+        let ms = (ttl.as_millis() as u64).max(1);
+        let mut pipe = redis::pipe();
+        for (name, (_, n)) in names.iter().zip(counts) {
+            pipe.cmd("INCRBY").arg(name).arg(*n).cmd("PEXPIRE").arg(name).arg(ms).ignore();
+        }
+        self.query_pipe::<Vec<u64>>("shared_counters", pipe)
+            .await
+            .map_err(|e| gm_ports::StoreError::Unavailable(e.to_string()))
+    }
+}
+
 /// Claims live in Redis so that every gateway sees them (see [`gm_ports::SharedClaims`]).
 #[async_trait::async_trait]
 impl gm_ports::SharedClaims for RedisCache {

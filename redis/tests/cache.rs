@@ -157,3 +157,25 @@ async fn a_claim_is_granted_once_across_clients_until_it_expires() {
     assert!(b.claim("sig:space-race:00ff", ttl).await.unwrap(), "claimable again once expired");
     cleanup(&a).await;
 }
+
+#[tokio::test]
+async fn shared_counters_add_in_one_pipeline_across_clients_and_expire() {
+    use gm_ports::SharedCounters;
+    let cfg = test_config().await;
+    let (a, b) = (RedisCache::connect(cfg.clone()).await.unwrap(), RedisCache::connect(cfg).await.unwrap());
+    let ttl = Duration::from_millis(500);
+    let names = |n: &[u64]| -> Vec<(String, u64)> {
+        n.iter().enumerate().map(|(i, n)| (format!("rl:{{p:42}}:g:player-{i}"), *n)).collect()
+    };
+    assert_eq!(a.add(&names(&[3, 1]), ttl).await.unwrap(), vec![3, 1]);
+    assert_eq!(b.add(&names(&[2, 0]), ttl).await.unwrap(), vec![5, 1], "b reads a's counts, 0 reads only");
+    let mut con = raw().await;
+    let left = pttl(&mut con, &a.full_key("rl:{p:42}:g:player-0")).await;
+    assert!(left > 0 && left <= 500, "PTTL {left}");
+    // Counters of different hash tags would be in different cluster slots: refused.
+    let mixed = vec![("rl:{p:42}:x".to_string(), 1), ("rl:{p:43}:x".to_string(), 1)];
+    assert!(a.add(&mixed, ttl).await.is_err());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(a.add(&names(&[1]), ttl).await.unwrap(), vec![1], "expired: counting starts again");
+    cleanup(&a).await;
+}
