@@ -119,6 +119,7 @@ macro_rules! store_contract_tests {
             privacy::a_new_player_keeps_the_first_key_and_pseudonym_created,
             privacy::erasure_destroys_the_key_suppresses_and_completes_once,
             privacy::erasing_a_player_never_seen_holds_nothing_and_suppresses,
+            privacy::audit_trail_is_newest_first_and_limited_to_the_games_asked,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),+ $(,)?) => {

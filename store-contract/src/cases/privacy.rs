@@ -1,12 +1,12 @@
 //! The privacy store (`gm_privacy::PrivacyStore`): players' data keys and pseudonyms, sealed
-//! personal values, erasures with their timeline, confirmations and receipt.
+//! personal values, erasures with their timeline, confirmations and receipt, the audit trail.
 
 use crate::data::*;
 use crate::Fixture;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use gm_privacy::{
-    steps, Begun, DataKey, ErasureStatus, MasterKey, NewErasure, NewPlayer, PlayerKeyState, PrivacyStore, Receipt,
-    Step, StoredPersonal, Subject,
+    steps, AuditEntry, Begun, DataKey, ErasureStatus, MasterKey, NewErasure, NewPlayer, PlayerKeyState, PrivacyStore,
+    Receipt, Step, StoredPersonal, Subject,
 };
 use gm_projections::model::{ChangeSet, ProjectionName, Target};
 use gm_projections::ReadModelStore;
@@ -222,6 +222,20 @@ pub async fn erasure_destroys_the_key_suppresses_and_completes_once<F: Fixture>(
         store.begin_erasure(erasure_request(&alice, 3, t + Duration::seconds(10))).await.unwrap(),
         Begun::Existing(e) if e == done
     ));
+    // The audit trail, newest first.
+    let trail = store.audit_trail(10, None).await.unwrap();
+    let got: Vec<(&str, &str, Option<Uuid>, Option<&str>)> =
+        trail.iter().map(|e| (e.action.as_str(), e.actor.as_str(), e.erasure_id, e.subject.as_deref())).collect();
+    let subject = alice.subject.to_hex();
+    assert_eq!(
+        got,
+        vec![
+            ("erasure_completed", "system", Some(erasure.erasure_id), Some(subject.as_str())),
+            ("erasure_requested", "analyst-1", Some(erasure.erasure_id), Some(subject.as_str())),
+        ]
+    );
+    assert_eq!((trail[0].at, trail[1].at), (completed_at, t));
+    assert_eq!(trail[1].game_id.as_deref(), Some(GAME));
 }
 
 pub async fn erasing_a_player_never_seen_holds_nothing_and_suppresses<F: Fixture>(f: F) {
@@ -242,4 +256,38 @@ pub async fn erasing_a_player_never_seen_holds_nothing_and_suppresses<F: Fixture
     assert_eq!(got[0].state, PlayerKeyState::Suppressed { erased_at: t, until: t + Duration::days(30) });
     assert!(store.resolve_pseudonyms(&[ghost.pseudonym.to_string()]).await.unwrap().is_empty());
     assert_eq!(store.pending_erasures().await.unwrap(), vec![erasure]);
+}
+
+pub async fn audit_trail_is_newest_first_and_limited_to_the_games_asked<F: Fixture>(f: F) {
+    let store = f.store();
+    assert!(store.audit_trail(10, None).await.unwrap().is_empty());
+    let t = now();
+    let subject = new_player("alice").subject.to_hex();
+    let entries: Vec<AuditEntry> = (0..5)
+        .map(|i| AuditEntry {
+            at: t + Duration::seconds(i),
+            actor: format!("analyst-{i}"),
+            action: if i % 2 == 0 { "export".into() } else { "retention_run".into() },
+            game_id: (i % 2 == 0).then(|| GAME.to_string()),
+            erasure_id: (i == 4).then(|| Uuid::from_u128(4)),
+            subject: (i % 2 == 0).then(|| subject.clone()),
+            detail: (i == 3).then(|| "dropped 2 partitions".to_string()),
+        })
+        .collect();
+    for e in &entries {
+        store.audit(e.clone()).await.unwrap();
+    }
+    let newest_first: Vec<AuditEntry> = entries.iter().rev().cloned().collect();
+    assert_eq!(store.audit_trail(3, None).await.unwrap(), newest_first[..3].to_vec());
+    assert_eq!(store.audit_trail(100, None).await.unwrap(), newest_first);
+    // Only the entries of the games asked for (entries without a game are nobody's).
+    let of_game: Vec<AuditEntry> = newest_first.iter().filter(|e| e.game_id.is_some()).cloned().collect();
+    assert_eq!(of_game.len(), 3);
+    assert_eq!(store.audit_trail(100, Some(&[GAME.to_string()])).await.unwrap(), of_game);
+    assert_eq!(
+        store.audit_trail(2, Some(&[GAME.to_string(), OTHER_GAME.to_string()])).await.unwrap(),
+        of_game[..2].to_vec()
+    );
+    assert!(store.audit_trail(100, Some(&[OTHER_GAME.to_string()])).await.unwrap().is_empty());
+    assert!(store.audit_trail(100, Some(&[])).await.unwrap().is_empty());
 }

@@ -205,7 +205,7 @@ pub async fn erasure_keeps_dau_and_payer_counts_under_one_pseudonym<F: Fixture>(
 
 /// Times come back to the millisecond, whatever finer part they were written with (the
 /// embedded store keeps milliseconds): profiles' first and last seen, interactions' last
-/// time, sealed values' reception, an erasure's request and completion.
+/// time, sealed values' reception, an erasure's request and completion, the audit trail.
 pub async fn times_are_kept_to_the_millisecond<F: Fixture>(f: F) {
     use chrono::{DateTime, DurationRound, Utc};
     use gm_privacy::PrivacyStore;
@@ -272,4 +272,5 @@ pub async fn times_are_kept_to_the_millisecond<F: Fixture>(f: F) {
     assert_eq!(erasure.requested_at, ms(now));
     let record = store.player(&subject).await.unwrap().unwrap();
     assert_eq!((record.erased_at, record.suppressed_until), (Some(ms(now)), Some(ms(now + Duration::days(1)))));
+    assert_eq!(store.audit_trail(1, None).await.unwrap()[0].at, ms(now));
 }
