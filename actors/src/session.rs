@@ -9,7 +9,8 @@
 //! started once:
 //! - an event of an open session continues it (its start moves back to the earliest event);
 //! - an event of a recently closed session (the last [`MAX_CLOSED_IDS`]) joins it and
-//!   changes nothing: it was counted and closed already;
+//!   changes nothing: it was counted and closed already — so does an event without a session
+//!   id from before such a session ended, when no open session is near it;
 //! - the first event of an unknown client session that is near an open implicit session
 //!   renames that session (`merged_session`): identify-then-`Session Started` is one visit;
 //! - only an unknown session with nothing to continue starts one.
@@ -96,6 +97,14 @@ impl OpenSession {
     }
 }
 
+/// A session closed recently: its id, and the event times it spanned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedRef {
+    pub id: SessionId,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+}
+
 /// What the session actor decided for one event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionDecision {
@@ -111,9 +120,9 @@ pub struct SessionActor {
     /// Open sessions, in the order they started (usually one).
     #[serde(default)]
     pub open: Vec<OpenSession>,
-    /// Ids of the last sessions closed, oldest first.
+    /// The last sessions closed, oldest first.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub recently_closed: VecDeque<SessionId>,
+    pub recently_closed: VecDeque<ClosedRef>,
 }
 
 /// Closed at `t` by the client: its length if it gave one, measured otherwise.
@@ -178,7 +187,7 @@ impl SessionActor {
                 if let Some(o) = self.find(id) {
                     return continuing(o);
                 }
-                if self.recently_closed.contains(id) {
+                if self.recently_closed.iter().any(|c| c.id == *id) {
                     // Counted and closed already: a late event (or a retry) joins it.
                     return SessionDecision { session_id: Some(id.clone()), ..SessionDecision::default() };
                 }
@@ -190,9 +199,17 @@ impl SessionActor {
             }
             None => match self.nearest(t, |_| true) {
                 Some(o) => continuing(o),
-                // The end of a session nobody named: nothing to close.
-                None if end.is_some() => SessionDecision::default(),
-                None => self.start(derived_session_id(player_key, t)),
+                None => {
+                    match self.recently_closed.iter().rev().find(|c| t >= c.started_at - INACTIVITY && t <= c.ended_at)
+                    {
+                        // A late event from before a closed session ended (an identify that
+                        // arrived after the rest of its visit) joins it: counted already.
+                        Some(c) => SessionDecision { session_id: Some(c.id.clone()), ..SessionDecision::default() },
+                        // The end of a session nobody named: nothing to close.
+                        None if end.is_some() => SessionDecision::default(),
+                        None => self.start(derived_session_id(player_key, t)),
+                    }
+                }
             },
         }
     }
@@ -240,7 +257,11 @@ impl SessionActor {
         if let Some(closed) = &derived.closed_session {
             if let Some(i) = self.open.iter().position(|o| o.id == closed.session_id) {
                 self.open.remove(i);
-                self.recently_closed.push_back(closed.session_id.clone());
+                self.recently_closed.push_back(ClosedRef {
+                    id: closed.session_id.clone(),
+                    started_at: closed.started_at,
+                    ended_at: closed.ended_at,
+                });
                 if self.recently_closed.len() > MAX_CLOSED_IDS {
                     self.recently_closed.pop_front();
                 }

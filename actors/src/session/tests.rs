@@ -110,7 +110,7 @@ fn session_end_closes_with_client_length_when_given() {
         }
     );
     assert!(actor.open.is_empty());
-    assert_eq!(actor.recently_closed, [sid("c-1")]);
+    assert_eq!(actor.recently_closed, [ClosedRef { id: sid("c-1"), started_at: at(0), ended_at: at(20) }]);
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn only_the_last_closed_ids_are_remembered() {
         step(&mut actor, &envelope(1000 + n as u128, at(n), Some(&id), session_end(None)));
     }
     assert_eq!(actor.recently_closed.len(), MAX_CLOSED_IDS);
-    assert_eq!(actor.recently_closed.front(), Some(&sid("s2")));
+    assert_eq!(actor.recently_closed.front().map(|c| c.id.clone()), Some(sid("s2")));
 }
 
 #[test]
@@ -269,4 +269,19 @@ fn out_of_order_timestamp_does_not_move_last_event_back() {
     assert_eq!(d.session_id, Some(sid("c-1")));
     assert!(!d.started);
     assert_eq!(actor.open[0].last_event_at, at(20));
+}
+
+#[test]
+fn an_identify_arriving_after_the_rest_of_its_visit_closed_joins_it() {
+    let mut actor = SessionActor::default();
+    // The later half of the visit first: it opens and ends "s".
+    step(&mut actor, &envelope(3, at(2), Some("s"), score(1)));
+    step(&mut actor, &envelope(4, at(9), Some("s"), session_end(Some(600))));
+    // Then the first half: the identify (no session id) and the session_start.
+    let identify = step(&mut actor, &envelope(1, at(0), None, profile_update(Some("DE"), None)));
+    assert_eq!(identify, SessionDecision { session_id: Some(sid("s")), ..SessionDecision::default() });
+    assert!(!step(&mut actor, &envelope(2, at(1), Some("s"), session_start())).started);
+    assert!(actor.open.is_empty());
+    // An event without an id after the session ended is a new visit.
+    assert!(step(&mut actor, &envelope(5, at(12), None, score(1))).started);
 }
