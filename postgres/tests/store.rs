@@ -9,61 +9,14 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use common::TestDb;
 use gm_ports::{SnapshotStore, StoreError};
 use gm_postgres::PgStore;
-use gm_projections::model::{ChangeSet, DateRange, FunnelDelta, PlayerDay, ProfileDelta, ProjectionName, Target};
+use gm_projections::model::{ChangeSet, PlayerDay, ProjectionName, Target};
 use gm_projections::{AnalyticsQueries, ReadModelStore};
 use gm_schemas::events::SessionStart;
-use gm_schemas::{Currency, Derived, EventBody, GameId, PlayerId, ProcessedBody, ProcessedEvent};
+use gm_schemas::{Derived, EventBody, ProcessedBody, ProcessedEvent};
+// The store contract's names, days and deltas (one copy for every store's tests).
+use gm_store_contract::data::{funnel, game, jan, pid, player_days, profile, range};
 use sqlx::Connection;
 use std::time::Instant;
-
-fn game() -> GameId {
-    GameId::parse("space-race").unwrap()
-}
-fn player(p: &str) -> PlayerId {
-    PlayerId::parse(p).unwrap()
-}
-/// Day `n` of January 2024.
-fn day(n: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2024, 1, n).unwrap()
-}
-fn at(n: u32, hour: u32) -> DateTime<Utc> {
-    day(n).and_hms_opt(hour, 0, 0).unwrap().and_utc()
-}
-fn days(list: &[(&str, u32)]) -> Vec<PlayerDay> {
-    list.iter().map(|(p, d)| PlayerDay { game_id: game(), day: day(*d), player_id: player(p) }).collect()
-}
-fn range(from: u32, to: u32) -> DateRange {
-    DateRange::parse(day(from), day(to)).unwrap()
-}
-fn usd() -> Currency {
-    Currency::parse("USD").unwrap()
-}
-fn profile(p: &str, first: u32, last: u32, events: u64) -> ProfileDelta {
-    ProfileDelta {
-        game_id: game(),
-        player_id: player(p),
-        first_seen: at(first, 10),
-        last_seen: at(last, 10),
-        events,
-        sessions: 1,
-        playtime_seconds: 100,
-        purchases: 1,
-        levels_completed: 0,
-        xp: 5,
-        current_level: None,
-        country: Some("DE".into()),
-        language: None,
-        consent: None,
-        revenue: vec![(usd(), 199)],
-        last_seq: events,
-    }
-}
-fn funnel(level: &str, starts: u64) -> ChangeSet {
-    ChangeSet {
-        funnel: vec![FunnelDelta { game_id: game(), level_id: level.into(), starts, completes: 1, fails: 0 }],
-        ..Default::default()
-    }
-}
 
 async fn raw_player_ids(store: &PgStore, table: &str) -> Vec<String> {
     sqlx::query_scalar(&format!("SELECT player_id FROM {table} ORDER BY player_id COLLATE \"C\""))
@@ -206,7 +159,7 @@ async fn a_rebuild_swap_keeps_the_live_index_and_constraint_names() {
     let activity = ProjectionName::DailyActivity;
     let live_indexes = index_names(store, "player_days").await;
     assert_eq!(live_indexes, vec!["player_days_game_id_player_id_idx".to_string(), "player_days_pkey".to_string()]);
-    let new = ChangeSet { active_days: days(&[("new", 1)]), ..Default::default() };
+    let new = ChangeSet { active_days: player_days(&game(), &[("new", jan(1))]), ..Default::default() };
     for round in 0..2 {
         store.begin_rebuild(activity).await.unwrap();
         store.apply(Target::Rebuild, activity, 0, None, 60 + round, &new).await.unwrap();
@@ -248,7 +201,7 @@ async fn a_batch_of_10000_profile_deltas_applies_in_one_call() {
     let update = started.elapsed();
     let activity = ChangeSet {
         active_days: (0..10_000)
-            .map(|i| PlayerDay { game_id: game(), day: day(1), player_id: player(&format!("p{i}")) })
+            .map(|i| PlayerDay { game_id: game(), day: jan(1), player_id: pid(&format!("p{i}")) })
             .collect(),
         ..Default::default()
     };
@@ -280,7 +233,7 @@ async fn a_batch_of_10000_profile_deltas_applies_in_one_call() {
     assert_eq!(scalar_i64(store, "SELECT COUNT(*) FROM player_profiles").await, 10_000);
     assert_eq!(scalar_i64(store, "SELECT SUM(events)::int8 FROM player_profiles").await, 30_000);
     assert_eq!(scalar_i64(store, "SELECT SUM(amount_minor)::int8 FROM profile_revenue").await, 10_000 * 398);
-    assert_eq!(store.active_users(&game(), range(1, 1)).await.unwrap()[0].dau, 10_000);
+    assert_eq!(store.active_users(&game(), range(jan(1), jan(1))).await.unwrap()[0].dau, 10_000);
 }
 
 // ---------------------------------------------------------------- events fact table
@@ -288,7 +241,7 @@ async fn a_batch_of_10000_profile_deltas_applies_in_one_call() {
 fn event(p: &str, seq: u64, ts: DateTime<Utc>) -> ProcessedEvent {
     ProcessedEvent {
         game_id: game(),
-        player_id: player(p),
+        player_id: pid(p),
         seq,
         event_id: uuid::Uuid::new_v4(),
         timestamp: ts,
