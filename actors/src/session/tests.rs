@@ -285,3 +285,16 @@ fn an_identify_arriving_after_the_rest_of_its_visit_closed_joins_it() {
     // An event without an id after the session ended is a new visit.
     assert!(step(&mut actor, &envelope(5, at(12), None, score(1))).started);
 }
+
+#[test]
+fn without_session_ids_identify_then_session_start_within_30_minutes_is_one_session() {
+    // Segment: no session id on any message.
+    let mut actor = SessionActor::default();
+    assert!(step(&mut actor, &envelope(1, at(0), None, profile_update(Some("DE"), None))).started);
+    let start = step(&mut actor, &envelope(2, at(1), None, session_start()));
+    assert_eq!((start.started, start.closed, start.merged), (false, None, None));
+    step(&mut actor, &envelope(3, at(20), None, session_end(None)));
+    assert!(actor.open.is_empty());
+    // After its end, a session_start is a new visit.
+    assert!(step(&mut actor, &envelope(4, at(25), None, session_start())).started);
+}
