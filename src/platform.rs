@@ -266,6 +266,7 @@ impl Platform {
         let addr = listener.local_addr()?;
         let server = if roles.gateway {
             let gateway = gateway_config(config).await?;
+            let jwks = gateway.jwt.as_ref().map(|(_, jwks)| jwks.clone());
             let state = AppState::new(
                 gateway,
                 backends.log.producer(),
@@ -283,6 +284,12 @@ impl Platform {
                 Some(cache) => state.with_shared_claims(Arc::new(cache.clone())).with_shared_rate_limits(Arc::new(cache)),
                 None => state,
             };
+            tasks.push(actix_rt::spawn(watch_credential_files(
+                config.clone(),
+                state.rotation(),
+                jwks,
+                shutdown_rx.clone(),
+            )));
             gm_gateway::serve(listener, state).await?
         } else {
             let (readiness, metrics) = (readiness.clone(), metrics.clone());
@@ -373,6 +380,79 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
             })
             .collect(),
     })
+}
+
+/// How often the credential files are read for changes.
+const CREDENTIAL_POLL: Duration = Duration::from_secs(2);
+
+/// Rotation without a restart: reads the credential files (`api_keys_file`,
+/// `auth.signing_secrets_file`, `auth.metrics_token_file`, `auth.jwks_file`; mounted
+/// Kubernetes Secrets, which the kubelet swaps in place) every [`CREDENTIAL_POLL`] and, when
+/// one changed, loads them all again. Files that no longer parse keep the credentials in
+/// force (an ERROR names the setting): a half-written Secret never locks clients out.
+async fn watch_credential_files(
+    config: Config,
+    rotation: gm_gateway::Rotation,
+    jwks: Option<gm_gateway::Jwks>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let files: Vec<std::path::PathBuf> = [
+        config.api_keys_file.clone(),
+        config.auth.signing_secrets_file.clone(),
+        config.auth.metrics_token_file.clone(),
+        config.auth.jwks_file.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if files.is_empty() {
+        return;
+    }
+    let read_all = || files.iter().map(|f| std::fs::read(f).ok()).collect::<Vec<_>>();
+    let mut seen = read_all();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(CREDENTIAL_POLL) => {}
+        }
+        let now = read_all();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match reload_credentials(&config, &rotation, jwks.as_ref()) {
+            Ok(keys) => tracing::info!(api_keys = keys, "credential files changed: credentials reloaded"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "credential files changed but cannot be loaded; the previous credentials stay in force")
+            }
+        }
+    }
+}
+
+/// Loads every credential setting again (from its file where it has one) and swaps them in,
+/// all or nothing. Returns how many API keys are configured now.
+fn reload_credentials(
+    config: &Config,
+    rotation: &gm_gateway::Rotation,
+    jwks: Option<&gm_gateway::Jwks>,
+) -> anyhow::Result<usize> {
+    let api_keys: Vec<ApiKeyConfig> =
+        config.api_key_pairs()?.into_iter().map(|(game_id, key)| ApiKeyConfig { game_id, key }).collect();
+    let signing: Vec<gm_gateway::SigningSecret> = config
+        .signing_secret_pairs()?
+        .into_iter()
+        .map(|(game_id, secret)| gm_gateway::SigningSecret { game_id, secret: gm_gateway::Secret(secret) })
+        .collect();
+    let metrics_token = config.metrics_token()?.map(gm_gateway::Secret);
+    let jwk_set = match (&config.auth.jwks_file, jwks) {
+        (Some(file), Some(_)) => Some(gm_gateway::Jwks::read_set(file).context("auth.jwks_file")?),
+        _ => None,
+    };
+    if let (Some(set), Some(jwks)) = (jwk_set, jwks) {
+        jwks.replace(set);
+    }
+    rotation.rotate(&api_keys, &config.revoked_keys(), metrics_token.as_ref(), &signing);
+    Ok(api_keys.len())
 }
 
 /// Reports the cache as degraded in `/health/ready` while Redis does not answer.

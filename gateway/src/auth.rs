@@ -31,6 +31,7 @@ use base64::Engine as _;
 use gm_schemas::GameId;
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 /// One API key of one game, as configured. `Debug` never prints the key.
 #[derive(Clone, PartialEq, Eq)]
@@ -435,18 +436,55 @@ pub(crate) fn game_refused(game: &GameId, scope: &GameScope) -> String {
 /// Everything that can authenticate a request. Built once; `Debug` prints no secret.
 #[derive(Default)]
 pub struct Authenticator {
-    pub(crate) keys: ApiKeys,
+    /// The API keys and the metrics token: replaced as a whole when their files change
+    /// ([`KeyRotation`]), while requests keep reading the set they started with.
+    pub(crate) current: KeyRotation,
     pub(crate) jwt: Option<JwtVerifier>,
-    pub(crate) metrics_token: Option<KeyHash>,
     pub(crate) dev_analyst_token: Option<KeyHash>,
+}
+
+/// The rotatable part of the credentials: the games' API keys (with revocations) and the
+/// metrics token.
+#[derive(Debug)]
+pub(crate) struct KeySet {
+    keys: ApiKeys,
+    metrics_token: Option<KeyHash>,
+}
+
+/// A handle on the API keys and metrics token of an [`Authenticator`] (and of its clones'
+/// owners): [`KeyRotation::replace`] swaps them without a restart.
+#[derive(Debug, Clone)]
+pub struct KeyRotation(Arc<RwLock<Arc<KeySet>>>);
+
+impl Default for KeyRotation {
+    fn default() -> Self {
+        Self::new(ApiKeys::default(), None)
+    }
+}
+
+impl KeyRotation {
+    fn new(keys: ApiKeys, metrics_token: Option<&str>) -> Self {
+        let metrics_token = metrics_token.map(str::trim).filter(|t| !t.is_empty()).map(hash_key);
+        Self(Arc::new(RwLock::new(Arc::new(KeySet { keys, metrics_token }))))
+    }
+
+    fn get(&self) -> Arc<KeySet> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// From now on, exactly these keys (and revocations) and this metrics token are accepted.
+    pub fn replace(&self, keys: ApiKeys, metrics_token: Option<&str>) {
+        let fresh = Self::new(keys, metrics_token).get();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    }
 }
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
-            .field("keys", &self.keys)
+            .field("keys", &self.current.get().keys)
             .field("jwt", &self.jwt.is_some())
-            .field("metrics_token", &self.metrics_token.is_some())
+            .field("metrics_token", &self.current.get().metrics_token.is_some())
             .finish()
     }
 }
@@ -504,8 +542,12 @@ fn presented(headers: &HeaderMap) -> Result<Option<Credential<'_>>, GatewayError
 
 impl Authenticator {
     pub fn new(keys: ApiKeys, jwt: Option<JwtVerifier>, metrics_token: Option<&str>) -> Self {
-        let metrics_token = metrics_token.map(str::trim).filter(|t| !t.is_empty()).map(hash_key);
-        Self { keys, jwt, metrics_token, dev_analyst_token: None }
+        Self { current: KeyRotation::new(keys, metrics_token), jwt, dev_analyst_token: None }
+    }
+
+    /// The handle that replaces the API keys and the metrics token while serving.
+    pub fn rotation(&self) -> KeyRotation {
+        self.current.clone()
     }
 
     /// Accepts `token` as an analyst of every game (the embedded default's development token).
@@ -518,7 +560,8 @@ impl Authenticator {
         if key.is_empty() {
             return Err(GatewayError::Unauthenticated("empty API key".into()));
         }
-        if let Some(token) = &self.metrics_token {
+        let current = self.current.get();
+        if let Some(token) = &current.metrics_token {
             if constant_time_eq(token, &hash_key(key)) {
                 return Ok(Principal::MetricsScraper);
             }
@@ -532,7 +575,7 @@ impl Authenticator {
                 });
             }
         }
-        match self.keys.lookup(key) {
+        match current.keys.lookup(key) {
             KeyMatch::Active { game, key_id } => Ok(Principal::GameKey { game, key_id }),
             KeyMatch::Revoked { key_id } => {
                 tracing::info!(key_id, "a revoked API key was presented");

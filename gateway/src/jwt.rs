@@ -92,9 +92,14 @@ impl Jwks {
     }
 
     pub fn load_file(path: &Path) -> Result<Self, JwksError> {
+        Ok(Self::with_keys(Self::read_set(path)?))
+    }
+
+    /// The key set in the file at `path` (to [`replace`](Self::replace) the current one).
+    pub fn read_set(path: &Path) -> Result<JwkSet, JwksError> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| JwksError::Read { path: path.display().to_string(), error })?;
-        Self::from_json(&text)
+        serde_json::from_str(&text).map_err(|e| JwksError::Invalid(e.to_string()))
     }
 
     async fn download(url: &str) -> Result<JwkSet, JwksError> {

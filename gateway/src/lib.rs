@@ -124,6 +124,29 @@ impl Default for GatewayConfig {
     }
 }
 
+/// What rotates without a restart (see [`AppState::rotation`]); the JWKS has its own handle,
+/// [`Jwks::replace`].
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    keys: auth::KeyRotation,
+    signing: signature::SigningSecrets,
+}
+
+impl Rotation {
+    /// From now on, exactly these credentials are accepted. Requests already past
+    /// authentication finish with the credentials they were checked against.
+    pub fn rotate(
+        &self,
+        api_keys: &[ApiKeyConfig],
+        revoked_keys: &[String],
+        metrics_token: Option<&Secret>,
+        signing_secrets: &[SigningSecret],
+    ) {
+        self.keys.replace(ApiKeys::with_revoked(api_keys, revoked_keys), metrics_token.map(|t| t.0.as_str()));
+        self.signing.replace(signing_secrets);
+    }
+}
+
 /// Everything the handlers share. Built once per process; cheap to share through `web::Data`.
 pub struct AppState {
     pub(crate) config: GatewayConfig,
@@ -219,6 +242,12 @@ impl AppState {
         let limits = std::mem::replace(&mut self.rate_limits, rate_limit::RateLimits::new(Default::default()));
         self.rate_limits = limits.with_shared(counters);
         self
+    }
+
+    /// The handle that replaces the API keys, revocations, metrics token and signing secrets
+    /// while this state serves (rotation without a restart).
+    pub fn rotation(&self) -> Rotation {
+        Rotation { keys: self.auth.rotation(), signing: self.signing.clone() }
     }
 
     /// Pseudonymises and seals events at ingest; serves the privacy routes.

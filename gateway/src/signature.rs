@@ -26,7 +26,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub const HEADER: &str = "x-gm-signature";
@@ -62,7 +62,9 @@ pub struct SigningSecret {
 /// The signing secrets of the games that have one, and the signatures already used.
 #[derive(Clone)]
 pub struct SigningSecrets {
-    by_game: HashMap<GameId, Vec<Vec<u8>>>,
+    /// Replaced as a whole by [`SigningSecrets::replace`] (rotation without a restart); a
+    /// clone shares it.
+    by_game: Arc<RwLock<Arc<SecretsByGame>>>,
     /// Shared by every gateway (Redis), when configured.
     shared: Option<Arc<dyn SharedClaims>>,
     /// This process's memory of used signatures: alone without Redis, and the fallback
@@ -79,7 +81,7 @@ impl Default for SigningSecrets {
 impl fmt::Debug for SigningSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningSecrets")
-            .field("games", &self.by_game.len())
+            .field("games", &self.current().len())
             .field("shared", &self.shared.is_some())
             .finish()
     }
@@ -115,14 +117,29 @@ fn unauthenticated(reason: impl Into<String>) -> GatewayError {
     GatewayError::Unauthenticated(reason.into())
 }
 
+type SecretsByGame = HashMap<GameId, Vec<Vec<u8>>>;
+
+fn by_game(secrets: &[SigningSecret]) -> SecretsByGame {
+    let mut by_game: SecretsByGame = HashMap::new();
+    for s in secrets.iter().filter(|s| !s.secret.0.is_empty()) {
+        by_game.entry(s.game_id.clone()).or_default().push(s.secret.0.as_bytes().to_vec());
+    }
+    by_game
+}
+
 impl SigningSecrets {
     pub fn new(secrets: &[SigningSecret]) -> Self {
-        let mut by_game: HashMap<GameId, Vec<Vec<u8>>> = HashMap::new();
-        for s in secrets.iter().filter(|s| !s.secret.0.is_empty()) {
-            by_game.entry(s.game_id.clone()).or_default().push(s.secret.0.as_bytes().to_vec());
-        }
         let local = moka::sync::Cache::builder().max_capacity(LOCAL_CAPACITY).time_to_live(REMEMBER_FOR).build();
-        Self { by_game, shared: None, local }
+        Self { by_game: Arc::new(RwLock::new(Arc::new(by_game(secrets)))), shared: None, local }
+    }
+
+    /// From now on, exactly these secrets are accepted (for this value and its clones).
+    pub fn replace(&self, secrets: &[SigningSecret]) {
+        *self.by_game.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_game(secrets));
+    }
+
+    fn current(&self) -> Arc<SecretsByGame> {
+        self.by_game.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Remembers used signatures in `shared` (Redis), so every gateway refuses a replay.
@@ -132,7 +149,7 @@ impl SigningSecrets {
     }
 
     pub fn requires_signature(&self, game: &GameId) -> bool {
-        self.by_game.contains_key(game)
+        self.current().contains_key(game)
     }
 
     /// Checks the timestamp and signature of `raw_body` for `game` against the gateway's
@@ -150,7 +167,8 @@ impl SigningSecrets {
         raw_body: &[u8],
         now: i64,
     ) -> Result<(), GatewayError> {
-        let Some(secrets) = self.by_game.get(game) else {
+        let current = self.current();
+        let Some(secrets) = current.get(game) else {
             return Ok(());
         };
         let required = || {
@@ -319,6 +337,19 @@ mod tests {
             .is_ok());
         // A clone (another worker of the same gateway) shares the memory.
         assert!(s.clone().verify_at(&game(), &headers, body, NOW).await.is_err());
+    }
+
+    #[actix_web::test]
+    async fn replaced_secrets_apply_at_once_to_every_clone() {
+        let s = secrets();
+        let clone = s.clone();
+        let body = b"{}";
+        s.replace(&[SigningSecret { game_id: game(), secret: Secret("brand-new".into()) }]);
+        assert!(clone.verify_at(&game(), &signed(NOW, &sign_hex(b"brand-new", NOW, body)), body, NOW).await.is_ok());
+        let old = reason(clone.verify_at(&game(), &signed(NOW, &sign_hex(b"s3cret", NOW, body)), body, NOW).await);
+        assert!(old.contains("does not match"), "{old}");
+        s.replace(&[]);
+        assert!(!clone.requires_signature(&game()), "no secret left: signing no longer required");
     }
 
     /// The shared claims of a deployment (Redis in production), in memory.
