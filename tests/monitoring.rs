@@ -83,7 +83,7 @@ async fn each_role_exposes_its_red_kafka_actor_projection_cache_and_build_metric
     let ns = services.namespace.clone();
     let raw = format!("topic=\"{ns}.player.events.raw\"");
     let actors_group = format!("group=\"{ns}.actors\"");
-    let sessions_group = format!("group=\"{ns}.projection.sessions\"");
+    let projections_group = format!("group=\"{ns}.projections\"");
 
     // What each role must show once the traffic went through (counters > 0 where work
     // happened; librdkafka statistics arrive every 5 s).
@@ -109,7 +109,7 @@ async fn each_role_exposes_its_red_kafka_actor_projection_cache_and_build_metric
         ("gamemetrics_projection_batch_duration_seconds_count", &["projection=\"revenue\""]),
         ("gamemetrics_projection_batch_size_events_count", &["projection=\"funnel\""]),
         ("gamemetrics_projection_last_applied_timestamp_seconds", &["projection=\"player_profiles\""]),
-        ("gamemetrics_kafka_consumer_rebalances_total", &[sessions_group.as_str(), "kind=\"assigned\""]),
+        ("gamemetrics_kafka_consumer_rebalances_total", &[projections_group.as_str(), "kind=\"assigned\""]),
         ("gamemetrics_build_info", &["version=\""]),
     ]);
     // Present with any value (gauges that may legitimately be 0 by now).
