@@ -14,7 +14,13 @@
 //! [`recommend`]ations (item co-occurrence, published to `recommendations.generated` from an
 //! outbox the batch writes). `worker::rebuild` replays one from offset 0 into fresh tables
 //! and swaps them in.
+//!
+//! Modules, each using only those listed before it: [`leaderboard`] and [`recommend`]
+//! (types, ranking and scoring), [`model`] (change sets and rows), [`retention`], `events`
+//! (how a projection reads a batch), [`project`] (the projections' `changes`, with the
+//! leaderboards and recommendations in modules of their own), [`ports`], [`worker`].
 
+mod events;
 pub mod leaderboard;
 pub mod model;
 pub mod ports;

@@ -1,6 +1,7 @@
 //! Pure projection logic: a batch of processed events in, a change set out. No I/O, so every
 //! rule is unit tested in memory; adapters only apply the result.
 
+use crate::events::{after_last_erasure, erased, player_events};
 use crate::model::*;
 use gm_schemas::events::{EventBody, ProgressionStatus};
 use gm_schemas::{Currency, GameId, PlayerId, ProcessedBody, ProcessedEvent};
@@ -26,45 +27,11 @@ fn projection_changes(projection: ProjectionName, events: &[ProcessedEvent]) -> 
         ProjectionName::Sessions => sessions(events),
         ProjectionName::Revenue => revenue(events),
         ProjectionName::Funnel => funnel(events),
-        ProjectionName::Leaderboards => crate::leaderboard::changes(events),
+        ProjectionName::Leaderboards => leaderboards::changes(events),
         // Retention keeps its own copy of the active days, next to the first-seen cohorts.
         ProjectionName::Retention => activity(events),
-        ProjectionName::Recommendations => crate::recommend::changes(events),
+        ProjectionName::Recommendations => recommendations::changes(events),
     }
-}
-
-pub(crate) fn erased(events: &[ProcessedEvent]) -> Vec<(GameId, PlayerId)> {
-    events
-        .iter()
-        .filter(|e| matches!(e.body, ProcessedBody::PlayerErased { .. }))
-        .map(|e| (e.game_id.clone(), e.player_id.clone()))
-        .collect()
-}
-
-/// Events of the batch, cut at each erasure: rows of a player are only built from what came
-/// after the player's last erasure in the batch (what came before is erased with it).
-pub(crate) fn after_last_erasure(events: &[ProcessedEvent]) -> Vec<&ProcessedEvent> {
-    let mut last_erasure: BTreeMap<(&GameId, &PlayerId), usize> = BTreeMap::new();
-    for (i, e) in events.iter().enumerate() {
-        if matches!(e.body, ProcessedBody::PlayerErased { .. }) {
-            last_erasure.insert((&e.game_id, &e.player_id), i);
-        }
-    }
-    events
-        .iter()
-        .enumerate()
-        .filter(|(i, e)| last_erasure.get(&(&e.game_id, &e.player_id)).is_none_or(|cut| i > cut))
-        .map(|(_, e)| e)
-        .collect()
-}
-
-pub(crate) fn player_events<'a>(
-    events: impl IntoIterator<Item = &'a ProcessedEvent>,
-) -> impl Iterator<Item = (&'a ProcessedEvent, &'a EventBody, &'a gm_schemas::Derived)> {
-    events.into_iter().filter_map(|e| match &e.body {
-        ProcessedBody::Event { event, derived } => Some((e, event, derived)),
-        ProcessedBody::PlayerErased { .. } => None,
-    })
 }
 
 fn profiles(events: &[ProcessedEvent]) -> ChangeSet {
@@ -231,6 +198,9 @@ fn funnel(events: &[ProcessedEvent]) -> ChangeSet {
     }
     ChangeSet { funnel: by_level.into_values().collect(), ..Default::default() }
 }
+
+pub(crate) mod leaderboards;
+mod recommendations;
 
 #[cfg(test)]
 mod tests;

@@ -22,8 +22,7 @@
 
 use chrono::{DateTime, Utc};
 use gm_ports::{LogError, LogProducer, NewRecord, StoreError};
-use gm_schemas::events::{EventBody, ResourceFlow};
-use gm_schemas::{topics, GameId, PlayerId, ProcessedEvent};
+use gm_schemas::{topics, GameId, PlayerId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use utoipa::ToSchema;
@@ -143,40 +142,6 @@ pub fn score(input: &ScoringInput, limit: usize, half_life_days: f64, now: DateT
         });
     }
     similar
-}
-
-/// Interactions of a batch (after each player's last erasure in it), merged per player and item.
-pub(crate) fn changes(events: &[ProcessedEvent]) -> crate::model::ChangeSet {
-    let kept = crate::project::after_last_erasure(events);
-    let mut merged: BTreeMap<(GameId, PlayerId, String), (f64, DateTime<Utc>)> = BTreeMap::new();
-    for (e, body, _) in crate::project::player_events(kept.iter().copied()) {
-        let (item, weight) = match body {
-            EventBody::Purchase(p) => (p.item_id.to_string(), PURCHASE_WEIGHT),
-            EventBody::ItemUse(u) => (u.item_id.to_string(), USE_WEIGHT),
-            EventBody::Resource(r) if r.flow == ResourceFlow::Sink => match &r.item_id {
-                Some(item) => (item.to_string(), USE_WEIGHT),
-                None => continue,
-            },
-            _ => continue,
-        };
-        let slot = merged.entry((e.game_id.clone(), e.player_id.clone(), item)).or_insert((0.0, e.timestamp));
-        slot.0 += weight;
-        slot.1 = slot.1.max(e.timestamp);
-    }
-    crate::model::ChangeSet {
-        interactions: merged
-            .into_iter()
-            .map(|((game_id, player_id, item), (weight, last_at))| Interaction {
-                game_id,
-                player_id,
-                item,
-                weight,
-                last_at,
-            })
-            .collect(),
-        erased: crate::project::erased(events),
-        ..Default::default()
-    }
 }
 
 /// The recommendation read model's outbox and its scoring reads.

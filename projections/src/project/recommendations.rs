@@ -1,0 +1,43 @@
+//! The recommendations projection: a batch's interactions, merged per player and item.
+
+use crate::events::{after_last_erasure, erased, player_events};
+use crate::model::ChangeSet;
+use crate::recommend::{Interaction, PURCHASE_WEIGHT, USE_WEIGHT};
+use chrono::{DateTime, Utc};
+use gm_schemas::events::{EventBody, ResourceFlow};
+use gm_schemas::{GameId, PlayerId, ProcessedEvent};
+use std::collections::BTreeMap;
+
+/// Interactions of a batch (after each player's last erasure in it), merged per player and item.
+pub(crate) fn changes(events: &[ProcessedEvent]) -> ChangeSet {
+    let kept = after_last_erasure(events);
+    let mut merged: BTreeMap<(GameId, PlayerId, String), (f64, DateTime<Utc>)> = BTreeMap::new();
+    for (e, body, _) in player_events(kept.iter().copied()) {
+        let (item, weight) = match body {
+            EventBody::Purchase(p) => (p.item_id.to_string(), PURCHASE_WEIGHT),
+            EventBody::ItemUse(u) => (u.item_id.to_string(), USE_WEIGHT),
+            EventBody::Resource(r) if r.flow == ResourceFlow::Sink => match &r.item_id {
+                Some(item) => (item.to_string(), USE_WEIGHT),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let slot = merged.entry((e.game_id.clone(), e.player_id.clone(), item)).or_insert((0.0, e.timestamp));
+        slot.0 += weight;
+        slot.1 = slot.1.max(e.timestamp);
+    }
+    ChangeSet {
+        interactions: merged
+            .into_iter()
+            .map(|((game_id, player_id, item), (weight, last_at))| Interaction {
+                game_id,
+                player_id,
+                item,
+                weight,
+                last_at,
+            })
+            .collect(),
+        erased: erased(events),
+        ..Default::default()
+    }
+}
