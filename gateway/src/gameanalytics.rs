@@ -486,6 +486,31 @@ mod tests {
         assert_eq!(authorization(secret, b"[]"), "BvRPkIqao98oRNnPIsPRbAL/pkdCDlrBkbmv8OHAFoE=");
     }
 
+    #[actix_web::test]
+    async fn answers_the_sdks_retry_lose_their_body_and_keep_the_reason_in_a_header() {
+        let unavailable = for_sdk(Err(GatewayError::Unavailable("the log is down".into()))).await;
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.headers().get(RETRY_AFTER).unwrap(), "1");
+        let reason = unavailable.headers().get(ERROR_HEADER).unwrap().to_str().unwrap().to_string();
+        assert!(reason.starts_with("unavailable: the log is down"), "{reason}");
+        let body = unavailable.into_body().try_into_bytes().unwrap();
+        assert!(body.is_empty(), "an SDK retries only an answer without a body");
+
+        let limited = GatewayError::RateLimited { retry_after_secs: 7, reason: "over quota".into() };
+        let limited = for_sdk(Err(limited)).await;
+        assert_eq!(
+            (limited.status(), limited.headers().get(RETRY_AFTER).unwrap().to_str().unwrap()),
+            (StatusCode::TOO_MANY_REQUESTS, "7")
+        );
+        assert!(limited.into_body().try_into_bytes().unwrap().is_empty());
+
+        // Final answers keep their body: the SDK drops the events, and the body says why.
+        let refused = for_sdk(Err(GatewayError::Unauthenticated("wrong signature".into()))).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let body = refused.into_body().try_into_bytes().unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("wrong signature"));
+    }
+
     #[test]
     fn several_secrets_per_game_key_are_valid_and_a_game_key_names_one_game() {
         let keys = GameKeys::new(&[key("g", "gk-1", "old-secret-000001"), key("g", "gk-1", "new-secret-000002")]);
