@@ -53,6 +53,9 @@ pub enum GatewayError {
     /// `Content-Encoding` other than `gzip` or `identity` (415).
     #[error("{0}")]
     UnsupportedEncoding(String),
+    /// A body declared (`Content-Type`) as something the route does not take (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// No credentials, or unknown ones (401).
     #[error("{0}")]
     Unauthenticated(String),
@@ -89,6 +92,7 @@ impl GatewayError {
             Self::Batch(BatchError::BadSentAt(_)) => "bad_sent_at",
             Self::TooLarge(_) => "too_large",
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
@@ -131,7 +135,7 @@ impl ResponseError for GatewayError {
             Self::InvalidInput(_) => StatusCode::BAD_REQUEST,
             Self::Batch(BatchError::TooLarge { .. }) | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Batch(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedEncoding(_) | Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -52,6 +52,7 @@ pub mod games;
 pub mod health;
 pub mod ingest;
 pub mod jwt;
+pub mod media_type;
 pub mod middleware;
 pub mod openapi;
 pub mod privacy;
@@ -329,14 +330,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .app_data(web::PathConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()))
         .app_data(web::QueryConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()));
     let all = routes();
-    for (path, _, route) in routes() {
+    for (path, method, route) in routes() {
         // RFC 9110: a 405 names the methods the resource has (`Allow`).
         let allow: Vec<String> =
             all.iter().filter(|(p, _, _)| *p == path).map(|(_, m, _)| m.to_ascii_uppercase()).collect();
         let allow = allow.join(", ");
-        cfg.service(
-            web::resource(path).route(route).default_service(web::to(move || method_not_allowed(allow.clone()))),
-        );
+        let resource =
+            web::resource(path).route(route).default_service(web::to(move || method_not_allowed(allow.clone())));
+        // A body of another media type than the route takes: 415 before the handler.
+        match media_type::accepts(path, method) {
+            Some(accepts) => cfg.service(resource.wrap_fn(media_type::require(accepts))),
+            None => cfg.service(resource),
+        };
     }
 }
 

@@ -77,6 +77,47 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// The 415 of every route that takes a body ([`crate::media_type`]): what it accepts, and
+/// `text/plain` among the request body's media types where it is accepted.
+struct MediaTypes;
+
+impl Modify for MediaTypes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let Some(operation) = item.post.as_mut() else { continue };
+            let Some(accepts) = crate::media_type::accepts(path, "post") else { continue };
+            let types = match accepts {
+                crate::media_type::Accepts::Json => "`application/json` (or `application/*+json`)",
+                crate::media_type::Accepts::JsonOrText => {
+                    "`application/json` (or `application/*+json`), or `text/plain` with a JSON body as \
+                     Segment's analytics.js sends"
+                }
+            };
+            let description = format!(
+                "Unsupported `Content-Encoding` (only `gzip` or `identity`), or a body declared as another \
+                 media type than {types}, or with a charset other than UTF-8 (`unsupported_media_type`; \
+                 no `Content-Type` is taken as JSON)"
+            );
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build();
+            operation.responses.responses.insert("415".into(), response.into());
+            if accepts == crate::media_type::Accepts::JsonOrText {
+                if let Some(body) = operation.request_body.as_mut() {
+                    if let Some(json) = body.content.get("application/json").cloned() {
+                        body.content.insert("text/plain".into(), json);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -115,7 +156,7 @@ impl Modify for SecuritySchemes {
         health::openapi_json,
     ),
     components(schemas(error::ErrorBody)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &MediaTypes),
     tags(
         (name = "ingest", description = "Posting events"),
         (name = "compatibility", description = "Ingest in the Segment, GameAnalytics and previous-platform formats (docs/compat.md)"),

@@ -1136,6 +1136,10 @@ async fn tokens_reach_only_the_games_of_their_games_claim_on_every_route() {
         "/v1/track",
         "/v1/identify",
         "/api/v1/events",
+        // GameAnalytics' ingest: the game key in the path names the game.
+        "/v2/{game_key}/init",
+        "/v2/{game_key}/events",
+        "/remote_configs/v1/init",
         "/v1/privacy/erasures",
         "/v1/privacy/erasures/{erasure_id}",
         "/v1/privacy/audit",
@@ -1228,4 +1232,73 @@ async fn tokens_reach_only_the_games_of_their_games_claim_on_every_route() {
     let (status, _, json, text) = call!(&app, audit("?game_id=farm", scoped(&["*"]))).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(games_listed(&json), ["farm".to_string()].into(), "{text}");
+}
+
+/// Issue 17, item 7: a body declared as something other than JSON is 415
+/// `unsupported_media_type` on every route that takes JSON, before anything is appended;
+/// what Segment's SDKs send (analytics.js: `text/plain` with a JSON body) stays accepted, and
+/// so does a body with no `Content-Type`.
+#[actix_web::test]
+async fn a_body_that_is_not_json_is_415_and_segments_text_plain_stays_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness_with_privacy(dir.path()).await;
+    let app = test::init_service(app(h.data.clone())).await;
+    let batch = json!({"events": [session_start("p1")]}).to_string();
+    let post = |uri: &str, content_type: Option<&str>, body: String| {
+        let mut req = test::TestRequest::post().uri(uri).insert_header(basic(KEY)).set_payload(body);
+        if let Some(t) = content_type {
+            req = req.insert_header((header::CONTENT_TYPE, t));
+        }
+        req
+    };
+    let refused = [
+        ("/v1/events", "text/plain", batch.clone()),
+        ("/v1/events", "application/x-www-form-urlencoded", format!("events={batch}")),
+        ("/v1/events", "multipart/form-data; boundary=x", batch.clone()),
+        ("/v1/events", "application/xml", "<events/>".to_string()),
+        ("/v1/events", "application/json; charset=iso-8859-1", batch.clone()),
+        ("/api/v1/events", "text/plain", json!({"event_type": "login", "player_id": "p1"}).to_string()),
+        ("/v1/batch", "text/html", json!({"batch": []}).to_string()),
+        ("/v1/track", "application/octet-stream", json!({"userId": "u1", "event": "x"}).to_string()),
+    ];
+    for (uri, content_type, body) in refused {
+        let (status, _, json, text) = call!(&app, post(uri, Some(content_type), body)).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{uri} {content_type}: {text}");
+        assert_eq!(json["error"], "unsupported_media_type", "{text}");
+        let reason = json["reason"].as_str().unwrap();
+        assert!(reason.contains("application/json") || reason.contains("UTF-8"), "{text}");
+    }
+    let erasure = test::TestRequest::post()
+        .uri("/v1/privacy/erasures")
+        .insert_header(bearer(&["compliance"]))
+        .insert_header((header::CONTENT_TYPE, "text/plain"))
+        .set_payload(json!({"game_id": "space-race", "player_id": "p1", "reason": "r"}).to_string());
+    assert_eq!(call!(&app, erasure).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(h.log.append_calls(), 0, "nothing refused reached the log");
+
+    // JSON in its forms, no Content-Type, and Segment's text/plain: accepted.
+    for (uri, content_type, body) in [
+        ("/v1/events", Some("application/json"), batch.clone()),
+        ("/v1/events", Some("application/json; charset=UTF-8"), batch.clone()),
+        ("/v1/events", Some("application/vnd.gamemetrics+json"), batch.clone()),
+        ("/v1/events", None, batch.clone()),
+        (
+            "/v1/batch",
+            Some("text/plain;charset=UTF-8"),
+            json!({"batch": [{"type": "track", "userId": "u1", "event": "x"}]}).to_string(),
+        ),
+        ("/v1/track", Some("text/plain"), json!({"userId": "u1", "event": "Button Clicked"}).to_string()),
+        ("/v1/identify", Some("text/plain"), json!({"userId": "u1", "traits": {"name": "Bo"}}).to_string()),
+    ] {
+        let (status, _, _, text) = call!(&app, post(uri, content_type, body)).await;
+        assert!(status.is_success(), "{uri} {content_type:?}: {status} {text}");
+    }
+    // A GET is not checked; a wrong method still gets its 405.
+    let get = test::TestRequest::get()
+        .uri("/v1/analytics/space-race/funnel")
+        .insert_header(analyst())
+        .insert_header((header::CONTENT_TYPE, "text/xml"));
+    assert_eq!(call!(&app, get).await.0, StatusCode::OK);
+    let put = test::TestRequest::get().uri("/v1/events").insert_header((header::CONTENT_TYPE, "text/xml"));
+    assert_eq!(call!(&app, put).await.0, StatusCode::METHOD_NOT_ALLOWED);
 }
