@@ -328,7 +328,7 @@ impl PrivacyStore for PgStore {
     async fn personal_of(&self, subject: &Subject) -> Result<Vec<StoredPersonal>, StoreError> {
         let rows = sqlx::query(
             "SELECT event_id, game_id, pseudonym, received_at, sealed FROM player_personal
-             WHERE subject = $1 ORDER BY received_at, event_id",
+             WHERE subject = $1 ORDER BY date_trunc('milliseconds', received_at), event_id",
         )
         .bind(subject.0.to_vec())
         .fetch_all(self.pool())

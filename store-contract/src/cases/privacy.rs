@@ -120,6 +120,10 @@ pub async fn a_new_player_keeps_the_first_key_and_pseudonym_created<F: Fixture>(
     );
     assert!(store.personal_of(&nobody).await.unwrap().is_empty());
     assert!(store.personal_of(&bob.subject).await.unwrap().is_empty());
+    // Within one millisecond, by event id (the millisecond is all a store keeps).
+    let (early, late) = (t + Duration::microseconds(100), t + Duration::microseconds(900));
+    store.keep_personal(vec![personal(&carol, 9, early), personal(&carol, 8, late)]).await.unwrap();
+    assert_eq!(store.personal_of(&carol.subject).await.unwrap(), vec![personal(&carol, 8, t), personal(&carol, 9, t)]);
 }
 
 pub async fn erasure_destroys_the_key_suppresses_and_completes_once<F: Fixture>(f: F) {
