@@ -128,9 +128,10 @@ impl Shard {
     /// Brings `key`'s entry of the open-session index up to date with its state.
     fn reindex(&mut self, key: &str) {
         let due = self.players.get(key).and_then(|e| e.actor.state.session.next_due(&self.policy.session));
-        let changed = match due {
-            Some(due) => self.open_sessions.insert(key.to_string(), due) != Some(due),
-            None => self.open_sessions.remove(key).is_some(),
+        let changed = match (due, self.open_sessions.get_mut(key)) {
+            (Some(due), Some(known)) => std::mem::replace(known, due) != due,
+            (Some(due), None) => self.open_sessions.insert(key.to_string(), due).is_none(),
+            (None, _) => self.open_sessions.remove(key).is_some(),
         };
         self.index_dirty |= changed;
     }
