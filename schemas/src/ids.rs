@@ -16,6 +16,8 @@ pub enum IdError {
     BadChar(char, &'static str),
     #[error("must start with a lowercase letter or digit")]
     BadStart,
+    #[error("'{0}' cannot be an id: a URL path cannot carry it (clients resolve it away)")]
+    DotSegment(&'static str),
 }
 
 fn check(value: &str, max: usize, allowed: fn(char) -> bool, allowed_text: &'static str) -> Result<(), IdError> {
@@ -80,7 +82,7 @@ fn game_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
 }
 fn player_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+' | '/' | '=' | ':' | '|')
 }
 fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
@@ -92,8 +94,21 @@ string_id!(
     GameId, 64, game_char, "a-z 0-9 - _", "^[a-z0-9][a-z0-9_-]*$"
 );
 string_id!(
-    /// A player within a game: letters, digits, `-_.@`; at most 128 characters.
-    PlayerId, 128, player_char, "A-Z a-z 0-9 - _ . @", "^[A-Za-z0-9_.@-]+$"
+    /// A player within a game, as the game's SDK names them: ASCII letters, digits and
+    /// `- _ . @ + / = : |`, 1 to 256 characters, not `.` nor `..`. That takes e-mail addresses
+    /// (`ana+beta@example.com`; 254 characters at most), base64 and base64url ids
+    /// (`q1Zx/9+Ab==`, `q1Zx_9-Ab`), platform-prefixed ids (`steam:76561198000000000`,
+    /// `auth0|5f7c8ec7`), UUIDs and numbers.
+    ///
+    /// Why it is safe everywhere an id goes: the log's key is `game_id:player_id` (a game id
+    /// has no `:`, so it splits at the first one) and carries the player's pseudonym anyway;
+    /// SQL binds it as a value; Redis keys carry it after a hash tag made of its hash, and no
+    /// allowed character is a Redis glob or hash-tag character (`* ? [ ] \ { }`); no file is
+    /// named after a player. In a URL path it is one segment, percent-encoded (`/` as `%2F`,
+    /// `+` may be sent as is or as `%2B`, `|` as `%7C`); `.` and `..` are refused because
+    /// clients resolve them away as path segments. Whitespace, control characters, `%`, `#`,
+    /// `?`, quotes and non-ASCII letters are refused (normalise them in the game first).
+    PlayerId, 256, player_char, "A-Z a-z 0-9 - _ . @ + / = : |", "^([A-Za-z0-9_@+/=:|-][A-Za-z0-9_.@+/=:|-]*|\\.[A-Za-z0-9_@+/=:|-][A-Za-z0-9_.@+/=:|-]*|\\.\\.[A-Za-z0-9_.@+/=:|-]+)$"
 );
 string_id!(
     /// A session id chosen by the client, or derived by the SessionActor.
@@ -113,8 +128,12 @@ impl GameId {
     }
 }
 impl PlayerId {
-    fn extra_check(_: &str) -> Result<(), IdError> {
-        Ok(())
+    fn extra_check(value: &str) -> Result<(), IdError> {
+        match value {
+            "." => Err(IdError::DotSegment(".")),
+            ".." => Err(IdError::DotSegment("..")),
+            _ => Ok(()),
+        }
     }
 }
 impl SessionId {
@@ -148,18 +167,71 @@ mod tests {
 
     #[test]
     fn ids_enforce_their_maximum_length() {
-        assert!(PlayerId::parse("p".repeat(128)).is_ok());
-        assert_eq!(PlayerId::parse("p".repeat(129)), Err(IdError::TooLong { len: 129, max: 128 }));
+        assert!(PlayerId::parse("p".repeat(256)).is_ok());
+        assert_eq!(PlayerId::parse("p".repeat(257)), Err(IdError::TooLong { len: 257, max: 256 }));
         assert!(GameId::parse("g".repeat(65)).is_err());
         assert!(Name::parse("n".repeat(65)).is_err());
         assert!(SessionId::parse("s".repeat(65)).is_err());
     }
 
+    /// What real SDKs send is accepted as is (issue 17, item 11).
     #[test]
-    fn player_id_rejects_spaces_and_colons() {
-        assert!(matches!(PlayerId::parse("a b"), Err(IdError::BadChar(' ', _))));
-        assert!(matches!(PlayerId::parse("a:b"), Err(IdError::BadChar(':', _))));
-        assert!(PlayerId::parse("user.42@studio").is_ok());
+    fn player_ids_of_real_sdks_are_accepted_as_sent() {
+        let longest_email = format!("{}@{}.com", "a".repeat(64), "b".repeat(185));
+        assert_eq!(longest_email.len(), 254);
+        for id in [
+            "user.42@studio",
+            "ana+beta@example.com",
+            "first.last+tag-2024@sub.example.co.uk",
+            "q1Zx/9+AbC==",
+            "dGhpcyBpcyBhIHRlc3Q=",
+            "q1Zx_9-AbC",
+            "steam:76561198000000000",
+            "xbl:2535405290295552",
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+            "google-oauth2|104407371985628364071",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "42",
+            "a:b",
+            "/",
+            "...",
+            ".hidden",
+            longest_email.as_str(),
+        ] {
+            assert_eq!(PlayerId::parse(id).map(String::from), Ok(id.to_string()), "{id}");
+            let json: PlayerId = serde_json::from_str(&serde_json::to_string(id).unwrap()).unwrap();
+            assert_eq!(json.as_str(), id);
+        }
+    }
+
+    #[test]
+    fn player_ids_refuse_what_no_store_or_path_can_carry_safely() {
+        for (id, bad) in [
+            ("a b", ' '),
+            ("tab\there", '\t'),
+            ("line\nbreak", '\n'),
+            ("50%", '%'),
+            ("a#b", '#'),
+            ("a?b", '?'),
+            ("a*b", '*'),
+            ("a[0]", '['),
+            ("{tag}", '{'),
+            ("back\\slash", '\\'),
+            ("quote\"d", '"'),
+            ("josé", 'é'),
+        ] {
+            assert!(
+                matches!(PlayerId::parse(id), Err(IdError::BadChar(c, _)) if c == bad),
+                "{id}: {:?}",
+                PlayerId::parse(id)
+            );
+        }
+        assert_eq!(PlayerId::parse("."), Err(IdError::DotSegment(".")));
+        assert_eq!(PlayerId::parse(".."), Err(IdError::DotSegment("..")));
+        assert_eq!(PlayerId::parse(""), Err(IdError::Empty));
+        // The partition key still splits at the game's end: a game id has no ':'.
+        let key = player_key(&GameId::parse("space-race").unwrap(), &PlayerId::parse("steam:7656").unwrap());
+        assert_eq!(key.split_once(':'), Some(("space-race", "steam:7656")));
     }
 
     #[test]
