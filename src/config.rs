@@ -54,6 +54,17 @@ pub struct Config {
     pub compat: CompatSettings,
     /// Games whose clients use a GameAnalytics SDK: their game keys and secret keys.
     pub gameanalytics: GameAnalyticsSettings,
+    /// The order of each game's funnel levels.
+    pub funnel: FunnelSettings,
+}
+
+/// `[funnel]`: the order of a game's levels in the funnel (defaults in config/default.toml).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunnelSettings {
+    /// `game=level,level,…` entries separated by `;`, e.g.
+    /// `"space-race=tutorial,level-1,level-2;farm=plant,harvest"`. A game's levels not listed,
+    /// and the levels of games not listed, follow in natural order (`level-2` before `level-10`).
+    pub order: String,
 }
 
 /// `[gameanalytics]`: the collector API v2 routes (`/v2/{game_key}/events`, docs/compat.md).
@@ -421,6 +432,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
         self.keyless_legacy()?;
+        self.funnel_orders()?;
         self.api_key_pairs()?;
         self.signing_secret_pairs()?;
         self.gameanalytics_keys()?;
@@ -641,6 +653,29 @@ impl Config {
                 return Err(invalid(SETTING, format!("one game key is given for two games ({other} and {game})")));
             }
             out.push((game, game_key.to_string(), secret.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// `[funnel] order` per game id: the levels listed, in order.
+    pub fn funnel_orders(&self) -> Result<std::collections::HashMap<String, Vec<String>>, ConfigError> {
+        const SETTING: &str = "funnel.order";
+        let mut out = std::collections::HashMap::new();
+        for entry in self.funnel.order.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            let (game, levels) = entry
+                .split_once('=')
+                .ok_or_else(|| invalid(SETTING, format!("'{entry}' is not game=level,level,…")))?;
+            let game = GameId::parse(game.trim()).map_err(|e| invalid(SETTING, format!("'{game}': {e}")))?;
+            let levels: Vec<String> = levels.split(',').map(|l| l.trim().to_string()).collect();
+            if levels.iter().any(String::is_empty) {
+                return Err(invalid(SETTING, format!("'{entry}': an empty level id")));
+            }
+            if let Some(twice) = levels.iter().enumerate().find(|(i, l)| levels[..*i].contains(l)).map(|(_, l)| l) {
+                return Err(invalid(SETTING, format!("'{entry}': level '{twice}' listed twice")));
+            }
+            if out.insert(game.to_string(), levels).is_some() {
+                return Err(invalid(SETTING, format!("game '{game}' listed twice")));
+            }
         }
         Ok(out)
     }
@@ -908,6 +943,27 @@ mod tests {
         c.compat.keyless_games = "Not A Game".into();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("compat.keyless_games"), "{e}");
+    }
+
+    #[test]
+    fn funnel_order_is_per_game_and_checked() {
+        let mut c = base();
+        assert!(c.funnel_orders().unwrap().is_empty(), "natural order unless configured");
+        c.funnel.order = " space-race = tutorial, level-1 ,level-2 ; farm=plant ".into();
+        let orders = c.funnel_orders().unwrap();
+        assert_eq!(orders["space-race"], ["tutorial", "level-1", "level-2"]);
+        assert_eq!(orders["farm"], ["plant"]);
+        for (bad, why) in [
+            ("space-race", "is not game=level"),
+            ("Not A Game=l1", "'Not A Game'"),
+            ("space-race=l1,,l2", "an empty level id"),
+            ("space-race=l1,l2,l1", "level 'l1' listed twice"),
+            ("farm=a;farm=b", "game 'farm' listed twice"),
+        ] {
+            c.funnel.order = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("funnel.order") && e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -276,6 +276,7 @@ impl Platform {
             )
             .with_game_queries(backends.games.clone())
             .with_recommendations(backends.recommendations.clone())
+            .with_funnel_orders(config.funnel_orders()?)
             .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?)
             .with_keyless_legacy(config.keyless_legacy()?)
             .map_err(|e| anyhow::anyhow!("compat: {e}"))?;

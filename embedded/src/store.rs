@@ -12,7 +12,7 @@
 //! | daily_activity | `player_days` |
 //! | sessions | `session_days` |
 //! | revenue | `revenue_days`, `payer_days` |
-//! | funnel | `funnel` |
+//! | funnel | `funnel`, `funnel_players` |
 //! | leaderboards, retention | see [`games`] |
 //! | recommendations | see [`reco`] |
 //!
@@ -23,7 +23,8 @@
 //!
 //! # Erasure
 //! `player_profiles` deletes the player's profile and revenue rows. `daily_activity` and
-//! `revenue` replace the player's id in `player_days` / `payer_days` by an irreversible
+//! `revenue` (and `funnel`) replace the player's id in `player_days` / `payer_days`
+//! (`funnel_players`) by an irreversible
 //! pseudonym `erased-<uuid v4>` (a fresh one per erased player and call), so counts of
 //! distinct players per day stay right. Erasure is applied before the rows of the same
 //! change set, because the projections only build rows from events after a player's last
@@ -34,8 +35,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use gm_ports::{SnapshotStore, StoreError};
 use gm_projections::model::{
-    erased_pseudonym, sessions_over, ActiveUsersDay, ChangeSet, DateRange, FunnelStep, PlayerDay, PlayerProfile,
-    ProjectionName, RevenueDay, SessionCounts, SessionsDay, Target,
+    erased_pseudonym, order_funnel, sessions_over, ActiveUsersDay, ChangeSet, DateRange, FunnelCounts, FunnelStep,
+    PlayerDay, PlayerProfile, ProjectionName, RevenueDay, SessionCounts, SessionsDay, Target,
 };
 use gm_projections::{AnalyticsQueries, CheckpointMove, ProjectionBatch, ReadModelStore};
 use gm_schemas::{GameId, PlayerId};
@@ -170,6 +171,21 @@ const FUNNEL: Table = Table {
     ) WITHOUT ROWID",
     indexes: &[],
 };
+/// One row per (game, level, player): the player's first start, completion and failure of the
+/// level (ms since the epoch), for distinct players and the median time to complete.
+const FUNNEL_PLAYERS: Table = Table {
+    name: "funnel_players",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        level_id TEXT NOT NULL,
+        player_id TEXT NOT NULL,
+        first_start_ms INTEGER,
+        first_complete_ms INTEGER,
+        first_fail_ms INTEGER,
+        PRIMARY KEY (game_id, level_id, player_id)
+    ) WITHOUT ROWID",
+    indexes: &["CREATE INDEX IF NOT EXISTS {t}_by_player ON {t} (game_id, player_id)"],
+};
 
 /// The tables a projection owns.
 fn tables(projection: ProjectionName) -> &'static [Table] {
@@ -178,7 +194,7 @@ fn tables(projection: ProjectionName) -> &'static [Table] {
         ProjectionName::DailyActivity => &[PLAYER_DAYS],
         ProjectionName::Sessions => &[SESSION_DAYS],
         ProjectionName::Revenue => &[REVENUE_DAYS, PAYER_DAYS],
-        ProjectionName::Funnel => &[FUNNEL],
+        ProjectionName::Funnel => &[FUNNEL, FUNNEL_PLAYERS],
         ProjectionName::Leaderboards => &[games::LEADERBOARD_SCORES],
         ProjectionName::Retention => &[games::COHORT_PLAYERS, games::COHORT_DAYS],
         ProjectionName::Recommendations => {
@@ -635,9 +651,45 @@ async fn apply_revenue(conn: &mut SqliteConnection, target: Target, c: &ChangeSe
     Ok(())
 }
 
-/// funnel: one upsert per touched (game, level).
+/// funnel: erased players pseudonymised in `funnel_players`, one upsert per touched
+/// (game, level) and per touched (game, level, player) (the earliest times kept).
 async fn apply_funnel(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
+    let players = t(FUNNEL_PLAYERS.name);
+    pseudonymise(conn, &players, &c.erased).await?;
+    if !c.funnel_players.is_empty() {
+        let ms = |t: Option<DateTime<Utc>>| V::NI(t.map(|t| t.timestamp_millis()));
+        let rows = c
+            .funnel_players
+            .iter()
+            .map(|f| {
+                vec![
+                    V::T(f.game_id.to_string()),
+                    V::T(f.level_id.clone()),
+                    V::T(f.player_id.to_string()),
+                    ms(f.first_start),
+                    ms(f.first_complete),
+                    ms(f.first_fail),
+                ]
+            })
+            .collect();
+        // min() of SQLite is NULL when an argument is: coalesce keeps the known time.
+        insert_rows(
+            conn,
+            &format!(
+                "INSERT INTO {players} (game_id, level_id, player_id, first_start_ms, first_complete_ms,
+                 first_fail_ms) VALUES"
+            ),
+            "ON CONFLICT (game_id, level_id, player_id) DO UPDATE SET
+             first_start_ms = coalesce(min(first_start_ms, excluded.first_start_ms), first_start_ms, excluded.first_start_ms),
+             first_complete_ms = coalesce(min(first_complete_ms, excluded.first_complete_ms), first_complete_ms,
+                 excluded.first_complete_ms),
+             first_fail_ms = coalesce(min(first_fail_ms, excluded.first_fail_ms), first_fail_ms, excluded.first_fail_ms)",
+            6,
+            rows,
+        )
+        .await?;
+    }
     if !c.funnel.is_empty() {
         let table = t(FUNNEL.name);
         let rows = c
@@ -994,14 +1046,52 @@ impl AnalyticsQueries for SqliteStore {
     }
 
     async fn funnel(&self, game: &GameId) -> Result<Vec<FunnelStep>, StoreError> {
-        let rows =
-            sqlx::query("SELECT level_id, starts, completes, fails FROM funnel WHERE game_id = ? ORDER BY level_id")
-                .bind(game.as_str())
-                .fetch_all(&self.inner.reads)
-                .await
-                .map_err(store_err)?;
-        rows.iter()
-            .map(|row| Ok(FunnelStep::new(row.try_get(0).map_err(store_err)?, u(row, 1)?, u(row, 2)?, u(row, 3)?)))
-            .collect()
+        let mut levels: BTreeMap<String, FunnelCounts> = BTreeMap::new();
+        let events = sqlx::query("SELECT level_id, starts, completes, fails FROM funnel WHERE game_id = ?")
+            .bind(game.as_str())
+            .fetch_all(&self.inner.reads)
+            .await
+            .map_err(store_err)?;
+        for row in &events {
+            let c = levels.entry(row.try_get(0).map_err(store_err)?).or_default();
+            (c.starts, c.completes, c.fails) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
+        }
+        let players = sqlx::query(
+            "SELECT level_id, COUNT(first_start_ms), COUNT(first_complete_ms), COUNT(first_fail_ms),
+                 SUM(first_start_ms IS NOT NULL AND first_complete_ms IS NOT NULL)
+             FROM funnel_players WHERE game_id = ? GROUP BY level_id",
+        )
+        .bind(game.as_str())
+        .fetch_all(&self.inner.reads)
+        .await
+        .map_err(store_err)?;
+        for row in &players {
+            let c = levels.entry(row.try_get(0).map_err(store_err)?).or_default();
+            c.players_started = u(row, 1)?;
+            c.players_completed = u(row, 2)?;
+            c.players_failed = u(row, 3)?;
+            c.players_started_and_completed = u(row, 4)?;
+        }
+        // The median per level: the middle row (or the mean of the two middle rows) of the
+        // players' times to complete, in order.
+        let medians = sqlx::query(
+            "SELECT level_id, AVG(d) / 1000.0 FROM (
+                 SELECT level_id, first_complete_ms - first_start_ms AS d,
+                     ROW_NUMBER() OVER (PARTITION BY level_id ORDER BY first_complete_ms - first_start_ms) AS rn,
+                     COUNT(*) OVER (PARTITION BY level_id) AS n
+                 FROM funnel_players
+                 WHERE game_id = ? AND first_complete_ms >= first_start_ms
+             ) WHERE rn IN ((n + 1) / 2, (n + 2) / 2) GROUP BY level_id",
+        )
+        .bind(game.as_str())
+        .fetch_all(&self.inner.reads)
+        .await
+        .map_err(store_err)?;
+        for row in &medians {
+            let c = levels.entry(row.try_get(0).map_err(store_err)?).or_default();
+            c.median_seconds_to_complete = row.try_get(1).map_err(store_err)?;
+        }
+        let steps = levels.into_iter().map(|(level, c)| FunnelStep::new(level, c)).collect();
+        Ok(order_funnel(steps, &[]))
     }
 }

@@ -169,6 +169,9 @@ pub struct AppState {
     pub(crate) keyless_legacy: Option<compat::Keyless>,
     /// The GameAnalytics game keys and their secrets.
     pub(crate) gameanalytics: gameanalytics::GameKeys,
+    /// Per game, the order of the funnel's levels (`[funnel] order`); others follow in
+    /// natural order.
+    pub(crate) funnel_orders: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl AppState {
@@ -207,7 +210,14 @@ impl AppState {
             privacy: None,
             keyless_legacy: None,
             gameanalytics,
+            funnel_orders: std::collections::HashMap::new(),
         }
+    }
+
+    /// The funnel's level order per game id (levels not listed follow in natural order).
+    pub fn with_funnel_orders(mut self, orders: std::collections::HashMap<String, Vec<String>>) -> Self {
+        self.funnel_orders = orders;
+        self
     }
 
     /// Lets the listed games' old clients post to `/api/v1/events` without a key, rate-limited

@@ -5,7 +5,7 @@ use crate::error::{ErrorBody, GatewayError};
 use crate::{within, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
-use gm_projections::model::{ActiveUsersDay, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
+use gm_projections::model::{order_funnel, ActiveUsersDay, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
 use gm_projections::DateRange;
 use gm_schemas::{GameId, PlayerId};
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,8 @@ pub struct RevenueResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FunnelResponse {
     pub game_id: String,
-    /// One step per level.
+    /// One step per level: the levels of the game's configured order (`[funnel] order`)
+    /// first, in that order, then the others in natural order (`level-2` before `level-10`).
     pub steps: Vec<FunnelStep>,
 }
 
@@ -221,7 +222,10 @@ pub async fn revenue(
     .await
 }
 
-/// The progression funnel: starts, completions and failures per level, since the beginning.
+/// The progression funnel since the beginning: per level, the distinct players who started,
+/// completed and failed it, the completion rate (null where nobody started), the conversion
+/// from the step before, the median time from a player's first start to their first
+/// completion, and the start / complete / fail events.
 #[utoipa::path(
     get,
     path = "/v1/analytics/{game_id}/funnel",
@@ -244,6 +248,8 @@ pub async fn funnel(
     within(state.config.request_timeout, async move {
         let game = game_for(&req, &state, &path, false)?;
         let steps = state.queries.funnel(&game).await?;
+        let order = state.funnel_orders.get(game.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let steps = order_funnel(steps, order);
         Ok(HttpResponse::Ok().json(FunnelResponse { game_id: game.to_string(), steps }))
     })
     .await

@@ -13,7 +13,7 @@ use gm_gateway::jwt::testing::{TestIssuer, AUDIENCE, ISSUER};
 use gm_gateway::{app, ApiKeyConfig, AppState, GatewayConfig, Jwks, JwtConfig, Readiness, Secret};
 use gm_ports::{LogError, LogProducer, NewRecord, Position, StoreError};
 use gm_privacy::PrivacyStore as _;
-use gm_projections::model::{ActiveUsersDay, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
+use gm_projections::model::{ActiveUsersDay, FunnelCounts, FunnelStep, PlayerProfile, RevenueDay, SessionsDay};
 use gm_projections::{AnalyticsQueries, DateRange};
 use gm_schemas::validate::Limits;
 use gm_schemas::{GameId, PlayerId, RawRecord};
@@ -112,7 +112,10 @@ impl AnalyticsQueries for FakeQueries {
         Err(StoreError::Unavailable("db restarting".into()))
     }
     async fn funnel(&self, _: &GameId) -> Result<Vec<FunnelStep>, StoreError> {
-        Ok(vec![FunnelStep { level_id: "1".into(), starts: 2, completes: 1, fails: 1, completion_rate: 0.5 }])
+        let step = |level: &str, players_started| {
+            FunnelStep::new(level.into(), FunnelCounts { starts: 2, players_started, ..Default::default() })
+        };
+        Ok(vec![step("level-10", 1), step("tutorial", 4), step("level-2", 2)])
     }
 }
 
@@ -553,6 +556,27 @@ async fn reversed_wide_or_bad_date_ranges_are_400_with_reason() {
 }
 
 #[actix_web::test]
+async fn the_funnel_follows_the_games_configured_order_with_conversions_and_null_rates() {
+    let log = Arc::new(FakeLog::default());
+    let config = harness_config(Limits::default(), Duration::from_secs(10));
+    let orders = [("space-race".to_string(), vec!["tutorial".to_string(), "level-2".to_string()])].into();
+    let state =
+        AppState::new(config, log, Arc::new(FakeQueries), Metrics::new(), Readiness::new()).with_funnel_orders(orders);
+    let app = test::init_service(app(web::Data::new(state))).await;
+    let req = test::TestRequest::get().uri("/v1/analytics/space-race/funnel").insert_header(analyst());
+    let (status, _, json, text) = call!(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let steps = json["steps"].as_array().unwrap();
+    let levels: Vec<&str> = steps.iter().map(|s| s["level_id"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["tutorial", "level-2", "level-10"], "configured, then the others");
+    let conversions: Vec<&Value> = steps.iter().map(|s| &s["conversion_from_previous"]).collect();
+    assert_eq!(conversions, [&Value::Null, &serde_json::json!(0.5), &serde_json::json!(0.5)]);
+    // Nobody completed (the fake's counts): rate 0.0 where players started, never NaN.
+    assert_eq!(steps[0]["completion_rate"], serde_json::json!(0.0));
+    assert_eq!(steps[0]["median_seconds_to_complete"], Value::Null);
+}
+
+#[actix_web::test]
 async fn queries_answer_rows_404_and_503() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
@@ -571,7 +595,9 @@ async fn queries_answer_rows_404_and_503() {
     assert_eq!(call!(&app, get("/v1/analytics/Space/funnel")).await.0, StatusCode::BAD_REQUEST);
     let (status, _, json, _) = call!(&app, get("/v1/analytics/space-race/funnel")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(json["steps"][0]["level_id"], "1");
+    // Levels in natural order when the game has no configured order.
+    let levels: Vec<&str> = json["steps"].as_array().unwrap().iter().map(|s| s["level_id"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["level-2", "level-10", "tutorial"]);
     let (status, headers, _, _) =
         call!(&app, get("/v1/analytics/space-race/revenue?from=2025-01-01&to=2025-01-03")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

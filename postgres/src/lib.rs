@@ -30,8 +30,8 @@
 //!
 //! ## Erasure
 //! As in the embedded store: `player_profiles` deletes the profile and revenue rows;
-//! `daily_activity` and `revenue` replace the player's id in `player_days` / `payer_days`
-//! by one fresh pseudonym `erased-<uuid v4>` per player and call, so distinct-player counts
+//! `daily_activity`, `revenue` and `funnel` replace the player's id in `player_days` /
+//! `payer_days` / `funnel_players` by one fresh pseudonym `erased-<uuid v4>` per player and call, so distinct-player counts
 //! stay right. In the `events` fact table, [`PgStore::insert_events`] does the same when a
 //! batch contains a `PlayerErased` event (earlier rows of the player get a pseudonym).
 //!

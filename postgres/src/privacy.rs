@@ -161,6 +161,7 @@ const ERASED_TABLES: &[&str] = &[
     "profile_revenue",
     "player_days",
     "payer_days",
+    "funnel_players",
     "cohort_players",
     "leaderboard_scores",
     "reco_affinity",

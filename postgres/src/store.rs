@@ -8,7 +8,7 @@
 //! | daily_activity | `player_days` |
 //! | sessions | `session_days` |
 //! | revenue | `revenue_days`, `payer_days` |
-//! | funnel | `funnel` |
+//! | funnel | `funnel`, `funnel_players` |
 //! | leaderboards | `leaderboard_scores` (see `store/games.rs`) |
 //! | retention | `cohort_players`, `cohort_days` |
 //!
@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use gm_ports::{SnapshotStore, StoreError};
 use gm_projections::model::{
-    erased_pseudonym, sessions_over, ActiveUsersDay, ChangeSet, DateRange, FunnelStep, PlayerProfile, ProjectionName,
-    RevenueDay, SessionCounts, SessionsDay, Target,
+    erased_pseudonym, order_funnel, sessions_over, ActiveUsersDay, ChangeSet, DateRange, FunnelCounts, FunnelStep,
+    PlayerProfile, ProjectionName, RevenueDay, SessionCounts, SessionsDay, Target,
 };
 use gm_projections::{AnalyticsQueries, CheckpointMove, ProjectionBatch, ReadModelStore};
 use gm_schemas::{GameId, PlayerId};
@@ -48,7 +48,7 @@ fn tables(projection: ProjectionName) -> &'static [&'static str] {
         ProjectionName::DailyActivity => &["player_days"],
         ProjectionName::Sessions => &["session_days"],
         ProjectionName::Revenue => &["revenue_days", "payer_days"],
-        ProjectionName::Funnel => &["funnel"],
+        ProjectionName::Funnel => &["funnel", "funnel_players"],
         ProjectionName::Leaderboards => games::LEADERBOARD_TABLES,
         ProjectionName::Retention => games::RETENTION_TABLES,
         ProjectionName::Recommendations => reco::TABLES,
@@ -607,9 +607,60 @@ async fn apply_revenue(conn: &mut PgConnection, target: Target, c: &ChangeSet) -
     Ok(())
 }
 
-/// funnel: one upsert per touched (game, level).
+/// The earlier of two optional times (the known one when only one is).
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// funnel: erased players pseudonymised in `funnel_players`, one upsert per touched
+/// (game, level) and per touched (game, level, player) (the earliest times kept).
 async fn apply_funnel(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
+    let players = t("funnel_players");
+    pseudonymise(conn, &players, &c.erased).await?;
+    if !c.funnel_players.is_empty() {
+        // One row per key (an upsert may not touch a row twice in one statement).
+        type Times = [Option<DateTime<Utc>>; 3];
+        let mut rows: BTreeMap<(&str, &str, &str), Times> = BTreeMap::new();
+        for f in &c.funnel_players {
+            let times = [f.first_start, f.first_complete, f.first_fail];
+            let row = rows.entry((f.game_id.as_str(), f.level_id.as_str(), f.player_id.as_str())).or_default();
+            for (kept, new) in row.iter_mut().zip(times) {
+                *kept = earliest(*kept, new);
+            }
+        }
+        let key = |i: usize| -> Vec<&str> {
+            rows.keys()
+                .map(|k| match i {
+                    0 => k.0,
+                    1 => k.1,
+                    _ => k.2,
+                })
+                .collect()
+        };
+        let times = |i: usize| -> Vec<Option<DateTime<Utc>>> { rows.values().map(|v| v[i]).collect() };
+        // LEAST ignores NULLs: the earliest known time stays.
+        sqlx::query(&format!(
+            "INSERT INTO {players} AS t (game_id, level_id, player_id, first_start, first_complete, first_fail)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                 $6::timestamptz[])
+             ON CONFLICT (game_id, level_id, player_id) DO UPDATE SET
+                 first_start = LEAST(t.first_start, excluded.first_start),
+                 first_complete = LEAST(t.first_complete, excluded.first_complete),
+                 first_fail = LEAST(t.first_fail, excluded.first_fail)"
+        ))
+        .bind(key(0))
+        .bind(key(1))
+        .bind(key(2))
+        .bind(times(0))
+        .bind(times(1))
+        .bind(times(2))
+        .execute(&mut *conn)
+        .await?;
+    }
     if !c.funnel.is_empty() {
         let table = t("funnel");
         let rows = sum_by_key(c.funnel.iter().map(|f| {
@@ -1021,15 +1072,36 @@ impl AnalyticsQueries for PgStore {
     }
 
     async fn funnel(&self, game: &GameId) -> Result<Vec<FunnelStep>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT level_id, starts, completes, fails FROM funnel WHERE game_id = $1 ORDER BY level_id COLLATE \"C\"",
+        let mut levels: BTreeMap<String, FunnelCounts> = BTreeMap::new();
+        let events = sqlx::query("SELECT level_id, starts, completes, fails FROM funnel WHERE game_id = $1")
+            .bind(game.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_err)?;
+        for row in &events {
+            let c = levels.entry(row.try_get(0).map_err(store_err)?).or_default();
+            (c.starts, c.completes, c.fails) = (u(row, 1)?, u(row, 2)?, u(row, 3)?);
+        }
+        let players = sqlx::query(
+            "SELECT level_id, COUNT(first_start), COUNT(first_complete), COUNT(first_fail),
+                 COUNT(*) FILTER (WHERE first_start IS NOT NULL AND first_complete IS NOT NULL),
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM first_complete - first_start)::float8)
+                     FILTER (WHERE first_complete >= first_start)
+             FROM funnel_players WHERE game_id = $1 GROUP BY level_id",
         )
         .bind(game.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(store_err)?;
-        rows.iter()
-            .map(|row| Ok(FunnelStep::new(row.try_get(0).map_err(store_err)?, u(row, 1)?, u(row, 2)?, u(row, 3)?)))
-            .collect()
+        for row in &players {
+            let c = levels.entry(row.try_get(0).map_err(store_err)?).or_default();
+            c.players_started = u(row, 1)?;
+            c.players_completed = u(row, 2)?;
+            c.players_failed = u(row, 3)?;
+            c.players_started_and_completed = u(row, 4)?;
+            c.median_seconds_to_complete = row.try_get(5).map_err(store_err)?;
+        }
+        let steps = levels.into_iter().map(|(level, c)| FunnelStep::new(level, c)).collect();
+        Ok(order_funnel(steps, &[]))
     }
 }

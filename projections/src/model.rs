@@ -173,6 +173,19 @@ pub struct FunnelDelta {
     pub fails: u64,
 }
 
+/// One player's first start, completion and failure of a level (the store keeps the earliest
+/// of each): one row per (game, level, player), whatever the player sent, so distinct players
+/// and the median time from start to completion are counted from a bounded table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunnelPlayerDelta {
+    pub game_id: GameId,
+    pub level_id: String,
+    pub player_id: PlayerId,
+    pub first_start: Option<DateTime<Utc>>,
+    pub first_complete: Option<DateTime<Utc>>,
+    pub first_fail: Option<DateTime<Utc>>,
+}
+
 /// Everything one batch changes in one projection's tables.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChangeSet {
@@ -183,6 +196,8 @@ pub struct ChangeSet {
     /// Players who paid on a day (insert-or-ignore), for payers and ARPPU.
     pub payer_days: Vec<PlayerDay>,
     pub funnel: Vec<FunnelDelta>,
+    /// Players' first start / completion / failure per level (funnel).
+    pub funnel_players: Vec<FunnelPlayerDelta>,
     /// Best scores per player, board and period (the store keeps the maximum).
     pub scores: Vec<crate::leaderboard::ScoreEntry>,
     /// Players' interactions with items (recommendations).
@@ -204,6 +219,7 @@ impl ChangeSet {
             && self.revenue.is_empty()
             && self.payer_days.is_empty()
             && self.funnel.is_empty()
+            && self.funnel_players.is_empty()
             && self.scores.is_empty()
             && self.interactions.is_empty()
             && self.erased.is_empty()
@@ -337,20 +353,113 @@ impl RevenueDay {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FunnelStep {
-    pub level_id: String,
+/// What a store counts for one level: events, and distinct players from the per-player table.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FunnelCounts {
     pub starts: u64,
     pub completes: u64,
     pub fails: u64,
-    /// completes / starts.
-    pub completion_rate: f64,
+    pub players_started: u64,
+    pub players_completed: u64,
+    pub players_failed: u64,
+    /// Players who started the level and completed it.
+    pub players_started_and_completed: u64,
+    /// Median over players of (first completion − first start), those who completed after
+    /// they started; `None` when there is none.
+    pub median_seconds_to_complete: Option<f64>,
+}
+
+/// One level of the progression funnel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunnelStep {
+    pub level_id: String,
+    /// Distinct players who started the level.
+    pub players_started: u64,
+    /// Distinct players who completed the level.
+    pub players_completed: u64,
+    /// Distinct players who failed the level at least once.
+    pub players_failed: u64,
+    /// Share of the players who started the level that completed it; null when nobody started.
+    pub completion_rate: Option<f64>,
+    /// players_started of this step / players_started of the step before it (step-to-step
+    /// conversion); null for the first step and when nobody started the step before.
+    pub conversion_from_previous: Option<f64>,
+    /// Median seconds from a player's first start of the level to their first completion,
+    /// over the players who completed it after starting it; null when none did.
+    pub median_seconds_to_complete: Option<f64>,
+    /// Start events (every attempt counts).
+    pub starts: u64,
+    /// Complete events.
+    pub completes: u64,
+    /// Fail events.
+    pub fails: u64,
 }
 
 impl FunnelStep {
-    pub fn new(level_id: String, starts: u64, completes: u64, fails: u64) -> Self {
-        Self { level_id, starts, completes, fails, completion_rate: ratio(completes as f64, starts as f64) }
+    /// A step from its counts; `conversion_from_previous` is set by [`order_funnel`].
+    pub fn new(level_id: String, c: FunnelCounts) -> Self {
+        Self {
+            level_id,
+            players_started: c.players_started,
+            players_completed: c.players_completed,
+            players_failed: c.players_failed,
+            completion_rate: (c.players_started > 0)
+                .then(|| c.players_started_and_completed as f64 / c.players_started as f64),
+            conversion_from_previous: None,
+            median_seconds_to_complete: c.median_seconds_to_complete,
+            starts: c.starts,
+            completes: c.completes,
+            fails: c.fails,
+        }
     }
+}
+
+/// Compares level ids in natural order: runs of digits by their value (`level-2` before
+/// `level-10`), the rest by character; ties (`l01` and `l1`) bytewise.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digits = first.is_ascii_digit();
+            let end = rest.find(|c: char| c.is_ascii_digit() != digits).unwrap_or(rest.len());
+            let (chunk, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digits, chunk))
+        })
+    }
+    let mut xs = chunks(a);
+    let mut ys = chunks(b);
+    loop {
+        let ord = match (xs.next(), ys.next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some((true, x)), Some((true, y))) => {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+            }
+            (Some((_, x)), Some((_, y))) => x.cmp(y),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+}
+
+/// Orders the steps — the levels of `order` first, in its order, then the others in natural
+/// order — and sets each step's conversion from the step before it.
+pub fn order_funnel(mut steps: Vec<FunnelStep>, order: &[String]) -> Vec<FunnelStep> {
+    let position = |level: &str| order.iter().position(|l| l == level).unwrap_or(usize::MAX);
+    steps.sort_by(|a, b| {
+        position(&a.level_id).cmp(&position(&b.level_id)).then_with(|| natural_cmp(&a.level_id, &b.level_id))
+    });
+    let mut previous: Option<u64> = None;
+    for step in &mut steps {
+        step.conversion_from_previous = previous.filter(|p| *p > 0).map(|p| step.players_started as f64 / p as f64);
+        previous = Some(step.players_started);
+    }
+    steps
 }
 
 /// An inclusive range of UTC days, at most `MAX_DAYS` long.

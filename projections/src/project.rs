@@ -180,6 +180,7 @@ fn revenue(events: &[ProcessedEvent]) -> ChangeSet {
 
 fn funnel(events: &[ProcessedEvent]) -> ChangeSet {
     let mut by_level: BTreeMap<(GameId, String), FunnelDelta> = BTreeMap::new();
+    // Event counts are aggregates without player ids: erasure leaves them as they are.
     for (e, body, _) in player_events(events) {
         if let EventBody::Progression(p) = body {
             let d = by_level.entry((e.game_id.clone(), p.level_id.to_string())).or_insert_with(|| FunnelDelta {
@@ -196,7 +197,35 @@ fn funnel(events: &[ProcessedEvent]) -> ChangeSet {
             }
         }
     }
-    ChangeSet { funnel: by_level.into_values().collect(), ..Default::default() }
+    // Per player and level, the earliest start / completion / failure; like the player-days,
+    // only from events after the player's last erasure (the store re-keys the older rows).
+    let mut by_player: BTreeMap<(GameId, String, PlayerId), FunnelPlayerDelta> = BTreeMap::new();
+    let kept = after_last_erasure(events);
+    for (e, body, _) in player_events(kept.iter().copied()) {
+        if let EventBody::Progression(p) = body {
+            let key = (e.game_id.clone(), p.level_id.to_string(), e.player_id.clone());
+            let d = by_player.entry(key).or_insert_with(|| FunnelPlayerDelta {
+                game_id: e.game_id.clone(),
+                level_id: p.level_id.to_string(),
+                player_id: e.player_id.clone(),
+                first_start: None,
+                first_complete: None,
+                first_fail: None,
+            });
+            let slot = match p.status {
+                ProgressionStatus::Start => &mut d.first_start,
+                ProgressionStatus::Complete => &mut d.first_complete,
+                ProgressionStatus::Fail => &mut d.first_fail,
+            };
+            *slot = Some(slot.map_or(e.timestamp, |t| t.min(e.timestamp)));
+        }
+    }
+    ChangeSet {
+        funnel: by_level.into_values().collect(),
+        funnel_players: by_player.into_values().collect(),
+        erased: erased(events),
+        ..Default::default()
+    }
 }
 
 pub(crate) mod leaderboards;

@@ -80,6 +80,7 @@ pub const PLAYER_TABLES: &[&str] = &[
     "leaderboard_scores",
     "cohort_players",
     "cohort_days",
+    "funnel_players",
     "reco_affinity",
     "reco_outbox",
 ];
@@ -107,6 +108,7 @@ macro_rules! store_contract_tests {
             read_models::sessions_funnel_and_profiles_add_up_across_and_within_batches,
             read_models::erasure_keeps_dau_and_payer_counts_under_one_pseudonym,
             read_models::times_are_kept_to_the_millisecond,
+            read_models::funnel_counts_distinct_players_and_the_median_time_to_complete,
             scenario::events_through_every_projection_give_the_pinned_figures,
             scenario::an_erasure_through_every_projection_leaves_no_row_and_keeps_aggregates,
             scenario::events_after_an_erasure_in_the_same_batch_count_as_a_new_player,

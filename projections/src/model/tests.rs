@@ -121,8 +121,58 @@ fn revenue_day_ratios_per_active_user_and_payer() {
 }
 
 #[test]
-fn funnel_step_completion_rate_is_completes_over_starts() {
-    let f = FunnelStep::new("level-1".into(), 4, 3, 1);
-    assert_eq!((f.level_id.as_str(), f.starts, f.completes, f.fails, f.completion_rate), ("level-1", 4, 3, 1, 0.75));
-    assert_eq!(FunnelStep::new("level-2".into(), 0, 0, 0).completion_rate, 0.0);
+fn funnel_step_completion_rate_is_players_who_completed_over_players_who_started() {
+    let counts = FunnelCounts {
+        starts: 9,
+        completes: 5,
+        fails: 4,
+        players_started: 4,
+        players_completed: 4,
+        players_failed: 2,
+        players_started_and_completed: 3,
+        median_seconds_to_complete: Some(90.0),
+    };
+    let f = FunnelStep::new("level-1".into(), counts);
+    assert_eq!((f.level_id.as_str(), f.players_started, f.players_completed, f.players_failed), ("level-1", 4, 4, 2));
+    assert_eq!((f.starts, f.completes, f.fails), (9, 5, 4));
+    assert_eq!((f.completion_rate, f.median_seconds_to_complete), (Some(0.75), Some(90.0)));
+    // Nothing started: no rate (not 0.0), even with completions seen without their start.
+    let none =
+        FunnelStep::new("level-2".into(), FunnelCounts { completes: 1, players_completed: 1, ..Default::default() });
+    assert_eq!((none.completion_rate, none.median_seconds_to_complete), (None, None));
+}
+
+#[test]
+fn level_ids_sort_in_natural_order() {
+    let mut levels =
+        vec!["level-10", "level-2", "level-1", "boss", "level-02", "level-1b", "w2-l10", "w2-l9", "w10-l1"];
+    levels.sort_by(|a, b| natural_cmp(a, b));
+    assert_eq!(
+        levels,
+        vec!["boss", "level-1", "level-1b", "level-02", "level-2", "level-10", "w2-l9", "w2-l10", "w10-l1"]
+    );
+    assert_eq!(natural_cmp("a", "a"), std::cmp::Ordering::Equal);
+    assert_eq!(natural_cmp("99999999999999999999999", "100000000000000000000000"), std::cmp::Ordering::Less);
+}
+
+#[test]
+fn funnel_follows_the_configured_order_then_natural_order_with_step_to_step_conversion() {
+    let step = |level: &str, started: u64| {
+        FunnelStep::new(level.into(), FunnelCounts { players_started: started, ..Default::default() })
+    };
+    let steps =
+        vec![step("level-10", 2), step("level-2", 0), step("tutorial", 10), step("level-1", 8), step("bonus", 1)];
+    let natural = order_funnel(steps.clone(), &[]);
+    let levels: Vec<&str> = natural.iter().map(|s| s.level_id.as_str()).collect();
+    assert_eq!(levels, vec!["bonus", "level-1", "level-2", "level-10", "tutorial"]);
+    let conversions: Vec<Option<f64>> = natural.iter().map(|s| s.conversion_from_previous).collect();
+    // After a step nobody started there is no conversion (not a division by zero).
+    assert_eq!(conversions, vec![None, Some(8.0), Some(0.0), None, Some(5.0)]);
+
+    let order: Vec<String> = ["tutorial", "level-1", "level-2"].map(String::from).to_vec();
+    let configured = order_funnel(steps, &order);
+    let levels: Vec<&str> = configured.iter().map(|s| s.level_id.as_str()).collect();
+    assert_eq!(levels, vec!["tutorial", "level-1", "level-2", "bonus", "level-10"], "unlisted levels last");
+    assert_eq!(configured[1].conversion_from_previous, Some(0.8));
+    assert_eq!(configured[0].conversion_from_previous, None);
 }

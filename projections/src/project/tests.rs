@@ -249,6 +249,39 @@ fn funnel_counts_start_complete_fail_per_level() {
     let rows: Vec<(&str, u64, u64, u64)> =
         cs.funnel.iter().map(|f| (f.level_id.as_str(), f.starts, f.completes, f.fails)).collect();
     assert_eq!(rows, vec![("l1", 3, 1, 1), ("l2", 1, 0, 0)]);
+    // One row per player and level: the earliest start, completion and failure.
+    type Times = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let players: Vec<(&str, &str, Times)> = cs
+        .funnel_players
+        .iter()
+        .map(|f| (f.level_id.as_str(), f.player_id.as_str(), (f.first_start, f.first_complete, f.first_fail)))
+        .collect();
+    assert_eq!(
+        players,
+        vec![
+            ("l1", "a", (Some(at(10, 9, 0)), Some(at(10, 9, 3)), Some(at(10, 9, 1)))),
+            ("l1", "b", (Some(at(10, 9, 0)), None, None)),
+            ("l2", "b", (Some(at(10, 9, 5)), None, None)),
+        ]
+    );
+}
+
+#[test]
+fn funnel_players_keep_the_earliest_times_whatever_the_order_of_arrival() {
+    use ProgressionStatus::*;
+    let events = vec![
+        ev("a", 5, at(10, 9, 30), prog(Complete, "l1", None)),
+        ev("a", 4, at(10, 9, 20), prog(Start, "l1", None)),
+        ev("a", 3, at(10, 9, 10), prog(Start, "l1", None)),
+        ev("a", 6, at(10, 9, 25), prog(Complete, "l1", None)),
+    ];
+    let cs = changes(ProjectionName::Funnel, &events);
+    assert_eq!(cs.funnel_players.len(), 1);
+    assert_eq!(
+        (cs.funnel_players[0].first_start, cs.funnel_players[0].first_complete),
+        (Some(at(10, 9, 10)), Some(at(10, 9, 25)))
+    );
+    assert_eq!(cs.funnel_players[0].first_fail, None);
 }
 
 // ---- profiles ----
@@ -361,18 +394,23 @@ fn erasure_leaves_session_and_funnel_aggregates_unchanged() {
     let with = batch_with_erasure();
     let without: Vec<ProcessedEvent> =
         with.iter().filter(|e| !matches!(e.body, ProcessedBody::PlayerErased { .. })).cloned().collect();
-    for p in [ProjectionName::Sessions, ProjectionName::Funnel] {
-        let mut erased = changes(p, &with);
-        assert_eq!(erased.confirmed_erasures, vec![Uuid::from_u128(999)], "{p}");
-        erased.confirmed_erasures.clear();
-        assert_eq!(erased, changes(p, &without), "{p}");
-    }
+    let mut erased = changes(ProjectionName::Sessions, &with);
+    assert_eq!(erased.confirmed_erasures, vec![Uuid::from_u128(999)]);
+    erased.confirmed_erasures.clear();
+    assert_eq!(erased, changes(ProjectionName::Sessions, &without));
     let sessions = changes(ProjectionName::Sessions, &with);
     assert_eq!(sessions.session_days.len(), 1);
     assert_eq!((sessions.session_days[0].started, sessions.session_days[0].closed), (1, 1));
+    // The funnel's event counts stay; its per-player rows follow the player-days: the erased
+    // player's rows are re-keyed by the store, none is built from events before the erasure.
     let funnel = changes(ProjectionName::Funnel, &with);
+    assert_eq!(funnel.confirmed_erasures, vec![Uuid::from_u128(999)]);
+    assert_eq!(funnel.funnel, changes(ProjectionName::Funnel, &without).funnel);
     assert_eq!(funnel.funnel.len(), 1);
     assert_eq!(funnel.funnel[0].starts, 1);
+    assert_eq!(funnel.erased, vec![(game(), pid("a"))]);
+    assert!(funnel.funnel_players.is_empty(), "{:?}", funnel.funnel_players);
+    assert_eq!(changes(ProjectionName::Funnel, &without).funnel_players.len(), 1, "a's start, without the erasure");
 }
 
 #[test]

@@ -171,8 +171,14 @@ pub fn revenue_of(game: &GameId, range: DateRange) -> Vec<RevenueDay> {
 }
 pub fn funnel_of(game: &GameId) -> Vec<FunnelStep> {
     vec![
-        FunnelStep { level_id: format!("{game}-1"), starts: 10, completes: 8, fails: 2, completion_rate: 0.8 },
-        FunnelStep { level_id: format!("{game}-2"), starts: 8, completes: 2, fails: 6, completion_rate: 0.25 },
+        FunnelStep::new(
+            format!("{game}-1"),
+            FunnelCounts { starts: 10, completes: 8, fails: 2, players_started: 7, ..Default::default() },
+        ),
+        FunnelStep::new(
+            format!("{game}-2"),
+            FunnelCounts { starts: 8, completes: 2, fails: 6, players_started: 5, ..Default::default() },
+        ),
     ]
 }
 

@@ -24,7 +24,10 @@ pub async fn apply_with_a_wrong_expected_checkpoint_changes_nothing<F: Fixture>(
     assert_eq!(err, Err(StoreError::Conflict { expected: Some(10), found: None }), "and per target");
     assert_eq!(
         store.funnel(&game()).await.unwrap(),
-        vec![gm_projections::model::FunnelStep::new("l1".into(), 4, 1, 0)]
+        vec![gm_projections::model::FunnelStep::new(
+            "l1".into(),
+            gm_projections::model::FunnelCounts { starts: 4, completes: 1, ..Default::default() }
+        )]
     );
     assert_eq!(store.checkpoint(live, ProjectionName::Funnel, 0).await.unwrap(), Some(10));
     assert_eq!(store.checkpoint(live, ProjectionName::Funnel, 1).await.unwrap(), None);

@@ -5,9 +5,11 @@ use crate::data::*;
 use crate::Fixture;
 use chrono::{Duration, NaiveDate};
 use gm_projections::model::{
-    ActiveUsersDay, ChangeSet, DateRange, ProjectionName, RevenueDay, SessionDayDelta, Target, SESSION_BUCKETS,
+    ActiveUsersDay, ChangeSet, DateRange, FunnelCounts, FunnelPlayerDelta, FunnelStep, ProjectionName, RevenueDay,
+    SessionDayDelta, Target, SESSION_BUCKETS,
 };
 use gm_projections::{AnalyticsQueries, ReadModelStore};
+use gm_schemas::GameId;
 
 /// p1 plays days 1..=10 of January; p2 days 1 and 8; p3 day 10; p4 day 10. On day 10, p1
 /// pays 600 + 400 USD cents and p3 pays 500 EUR cents.
@@ -122,14 +124,13 @@ pub async fn sessions_funnel_and_profiles_add_up_across_and_within_batches<F: Fi
     both.funnel.extend(funnel("level-1", 1).funnel);
     store.apply(Target::Live, funnel_p, 0, Some(2), 3, &both).await.unwrap();
     let steps = store.funnel(&game()).await.unwrap();
+    let events = |starts, completes| FunnelCounts { starts, completes, ..Default::default() };
     assert_eq!(
         steps,
-        vec![
-            gm_projections::model::FunnelStep::new("level-1".into(), 6, 3, 0),
-            gm_projections::model::FunnelStep::new("level-2".into(), 5, 1, 0)
-        ]
+        vec![FunnelStep::new("level-1".into(), events(6, 3)), FunnelStep::new("level-2".into(), events(5, 1))]
     );
-    assert!((steps[0].completion_rate - 0.5).abs() < 1e-12);
+    // Events without a player's row: no player started, so no completion rate.
+    assert_eq!((steps[0].players_started, steps[0].completion_rate), (0, None));
     assert!(store.funnel(&other_game()).await.unwrap().is_empty());
 
     let profiles = ProjectionName::PlayerProfiles;
@@ -273,4 +274,95 @@ pub async fn times_are_kept_to_the_millisecond<F: Fixture>(f: F) {
     let record = store.player(&subject).await.unwrap().unwrap();
     assert_eq!((record.erased_at, record.suppressed_until), (Some(ms(now)), Some(ms(now + Duration::days(1)))));
     assert_eq!(store.audit_trail(1, None).await.unwrap()[0].at, ms(now));
+}
+
+/// A player's first start / completion / failure of `level` (minutes after 9:00 on 10 January).
+fn funnel_player(game: &GameId, level: &str, player: &str, times: [Option<i64>; 3]) -> FunnelPlayerDelta {
+    let t = |m: Option<i64>| m.map(|m| jan_at(10) + Duration::hours(9) + Duration::minutes(m));
+    FunnelPlayerDelta {
+        game_id: game.clone(),
+        level_id: level.into(),
+        player_id: pid(player),
+        first_start: t(times[0]),
+        first_complete: t(times[1]),
+        first_fail: t(times[2]),
+    }
+}
+
+/// The funnel by players: distinct players per level whatever they sent and in which order
+/// (the earliest times kept), the median time from first start to first completion (odd and
+/// even counts; a completion before the start left out), natural order of the levels, the
+/// completion rate null where nobody started, and an erasure that changes no figure.
+pub async fn funnel_counts_distinct_players_and_the_median_time_to_complete<F: Fixture>(f: F) {
+    let store = f.store();
+    let (g, p) = (game(), ProjectionName::Funnel);
+    let fp = |level, player, times| funnel_player(&g, level, player, times);
+    let first = ChangeSet {
+        funnel_players: vec![
+            // level-1: p2 5 min, p3 15 min; p1's start is corrected below.
+            fp("level-1", "p1", [Some(10), None, None]),
+            fp("level-1", "p2", [Some(0), Some(5), Some(2)]),
+            fp("level-1", "p3", [Some(0), Some(15), None]),
+            // level-10 sorts after level-2: p1 completed without a start we know of.
+            fp("level-10", "p1", [None, Some(30), None]),
+            // level-2: p1 2 min (p2 4 min below): median 3 min.
+            fp("level-2", "p1", [Some(20), Some(22), None]),
+        ],
+        ..Default::default()
+    };
+    store.apply(Target::Live, p, 0, None, 1, &first).await.unwrap();
+    let second = ChangeSet {
+        funnel_players: vec![
+            // An earlier start of p1 arrives late, then a completion; the same key twice in
+            // one change set keeps the earliest of each.
+            fp("level-1", "p1", [Some(9), Some(11), None]),
+            fp("level-1", "p1", [Some(12), Some(10), Some(3)]),
+            fp("level-2", "p2", [Some(20), Some(24), None]),
+            // Completed before the start recorded: counted, but not in the median.
+            fp("level-2", "p3", [Some(40), Some(30), None]),
+            funnel_player(&other_game(), "level-1", "p9", [Some(0), Some(1), None]),
+        ],
+        ..Default::default()
+    };
+    store.apply(Target::Live, p, 0, Some(1), 2, &second).await.unwrap();
+
+    let steps = store.funnel(&g).await.unwrap();
+    type Rates = (Option<f64>, Option<f64>);
+    let summary: Vec<(&str, u64, u64, u64, Rates)> = steps
+        .iter()
+        .map(|s| {
+            let level = s.level_id.as_str();
+            let rates = (s.completion_rate, s.conversion_from_previous);
+            (level, s.players_started, s.players_completed, s.players_failed, rates)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("level-1", 3, 3, 2, (Some(1.0), None)),
+            ("level-2", 3, 3, 0, (Some(1.0), Some(1.0))),
+            ("level-10", 0, 1, 0, (None, Some(0.0))),
+        ]
+    );
+    let medians: Vec<Option<f64>> = steps.iter().map(|s| s.median_seconds_to_complete).collect();
+    // level-1: p1 9→10 (60 s), p2 300 s, p3 900 s; level-2: p1 120 s, p2 240 s.
+    assert_eq!(medians, vec![Some(300.0), Some(180.0), None]);
+    let other = store.funnel(&other_game()).await.unwrap();
+    assert_eq!((other.len(), other[0].players_started, other[0].median_seconds_to_complete), (1, 1, Some(60.0)));
+
+    // p1 erased: the rows are re-keyed to one pseudonym, every figure stays.
+    let erased = ChangeSet { erased: vec![(g.clone(), pid("p1")), (g.clone(), pid("p1"))], ..Default::default() };
+    store.apply(Target::Live, p, 0, Some(2), 3, &erased).await.unwrap();
+    assert_eq!(store.funnel(&g).await.unwrap(), steps);
+    let rows = f.player_rows("funnel_players").await;
+    assert!(!rows.iter().any(|(game, player)| game == GAME && player == "p1"), "{rows:?}");
+    let pseudonyms: std::collections::BTreeSet<&String> =
+        rows.iter().filter(|(_, player)| player.starts_with("erased-")).map(|(_, player)| player).collect();
+    assert_eq!(pseudonyms.len(), 1, "{rows:?}");
+    assert_eq!(rows.iter().filter(|(_, player)| player.starts_with("erased-")).count(), 3, "{rows:?}");
+    // p1 again after the erasure: a new player.
+    let again = ChangeSet { funnel_players: vec![fp("level-1", "p1", [Some(50), None, None])], ..Default::default() };
+    store.apply(Target::Live, p, 0, Some(3), 4, &again).await.unwrap();
+    let level_1 = &store.funnel(&g).await.unwrap()[0];
+    assert_eq!((level_1.players_started, level_1.completion_rate), (4, Some(0.75)));
 }

@@ -8,7 +8,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use gm_privacy::PrivacyStore;
 use gm_projections::leaderboard::{LeaderboardEntry, LeaderboardPage, Period, ALL_TIME_START};
 use gm_projections::model::{
-    ActiveUsersDay, FunnelStep, PlayerProfile, ProjectionName, RevenueDay, SessionCounts, SessionsDay, Target,
+    ActiveUsersDay, FunnelCounts, FunnelStep, PlayerProfile, ProjectionName, RevenueDay, SessionCounts, SessionsDay,
+    Target,
 };
 use gm_projections::recommend::{publish_pending, Reason, RecommendationList, RecommendationStore};
 use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
@@ -137,10 +138,23 @@ pub async fn events_through_every_projection_give_the_pinned_figures<F: Fixture>
             RevenueDay::new(d(5), "USD".into(), 499, 1, 1, 3),
         ]
     );
-    assert_eq!(
-        store.funnel(&g).await.unwrap(),
-        vec![FunnelStep::new("level-1".into(), 3, 2, 1), FunnelStep::new("level-2".into(), 1, 0, 0)]
-    );
+    // level-1: alice 10:05 → 10:20 (900 s), bob started and failed, carol 20:01 → 20:02 (60 s).
+    let level_1 = FunnelCounts {
+        starts: 3,
+        completes: 2,
+        fails: 1,
+        players_started: 3,
+        players_completed: 2,
+        players_failed: 1,
+        players_started_and_completed: 2,
+        median_seconds_to_complete: Some(480.0),
+    };
+    let level_2 = FunnelCounts { starts: 1, players_started: 1, ..Default::default() };
+    let funnel = store.funnel(&g).await.unwrap();
+    let mut expected = vec![FunnelStep::new("level-1".into(), level_1), FunnelStep::new("level-2".into(), level_2)];
+    expected[1].conversion_from_previous = Some(1.0 / 3.0);
+    assert_eq!(funnel, expected);
+    assert_eq!((funnel[0].completion_rate, funnel[1].completion_rate), (Some(2.0 / 3.0), Some(0.0)));
 
     // Profiles.
     let alice = PlayerProfile {
