@@ -588,6 +588,27 @@ impl Topology {
         })
     }
 
+    /// The scenario's log, opened as the roles open it (after they were stopped).
+    async fn open_log(&self) -> Result<std::sync::Arc<dyn gm_ports::EventLog>, String> {
+        let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut config = test_config(scratch.path());
+        match (&self.deployment, &self.disk) {
+            (Some(d), _) => {
+                config.mode = gamemetrics::config::Mode::Production;
+                config.kafka.brokers = d.services.kafka_brokers.clone();
+                config.log.namespace = d.namespace.clone();
+                config.postgres.url = d.postgres_url.clone();
+                config.redis = None;
+            }
+            (None, Some((_, ballast))) => {
+                config.data_dir = ballast.parent().ok_or("the tmpfs has no directory")?.join("data");
+            }
+            (None, None) => return Err("no log to open".into()),
+        }
+        let backends = gamemetrics::platform::Backends::open(&config).await.map_err(|e| format!("{e:#}"))?;
+        Ok(backends.log)
+    }
+
     fn all(&self) -> impl Iterator<Item = &Proc> {
         std::iter::once(&self.gateway).chain(&self.actors).chain(&self.projections)
     }
@@ -719,11 +740,22 @@ async fn scenario(fault: Fault, p: &Profile, logs: &Path) -> Outcome {
         }
     }
     outcome.notes = notes;
-    if let Some(d) = &topology.deployment {
-        d.drop_database().await;
-    }
     for proc in topology.all_mut() {
         proc.kill();
+    }
+    // Event by event (aggregates alone can hide a lost and a doubled event that cancel out).
+    if !report.accepted.is_empty() {
+        match topology.open_log().await {
+            Ok(log) => {
+                if let Err(e) = each_acknowledged_event_once(log.as_ref(), &report.accepted).await {
+                    outcome.problems.push(format!("event by event: {e}"));
+                }
+            }
+            Err(e) => outcome.problems.push(format!("opening the log to compare event by event: {e}")),
+        }
+    }
+    if let Some(d) = &topology.deployment {
+        d.drop_database().await;
     }
     outcome
 }

@@ -83,4 +83,7 @@ async fn sigkill_mid_traffic_loses_nothing_and_counts_nothing_twice() {
     server.kill().unwrap();
     server.wait().unwrap();
     result.unwrap();
+    // Event by event, from the server's own log file.
+    let backends = gamemetrics::platform::Backends::open(&test_config(dir.path())).await.unwrap();
+    each_acknowledged_event_once(backends.log.as_ref(), &report.accepted).await.unwrap();
 }

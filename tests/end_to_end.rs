@@ -21,6 +21,7 @@ async fn a_simulated_day_of_1000_players_matches_independent_counts() {
     let expected = Expected::from_events(&report.accepted);
     assert!(expected.dau.len() >= 2, "the day spans two UTC dates: {:?}", expected.dau);
     eventually(Duration::from_secs(120), || compare_read_models(app.url(), &expected, 50)).await.unwrap();
+    each_acknowledged_event_once(app.backends.log.as_ref(), &report.accepted).await.unwrap();
     app.stop().await;
 }
 
@@ -39,6 +40,8 @@ async fn resubmitted_event_ids_are_counted_once() {
     let expected = Expected::from_events(&all);
     assert_eq!(expected, Expected::from_events(&first.accepted), "dedup in the expectation itself");
     eventually(Duration::from_secs(60), || compare_read_models(app.url(), &expected, 40)).await.unwrap();
+    // Each event once on the processed topic, though the gateway appended it twice.
+    each_acknowledged_event_once(app.backends.log.as_ref(), &first.accepted).await.unwrap();
     app.stop().await;
 }
 

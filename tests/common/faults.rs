@@ -59,6 +59,7 @@ pub async fn restart_under_load(service: &'static str, down_for: Duration) -> Si
             .collect();
         panic!("{e}\nroles' metrics:\n{}", lines.join("\n"));
     }
+    each_acknowledged_event_once(app.backends.log.as_ref(), &report.accepted).await.unwrap();
     app.stop().await;
     test_services.drop_database().await;
     report

@@ -250,6 +250,57 @@ impl Expected {
     }
 }
 
+/// Event by event: every acknowledged event is on `player.events.processed` exactly once, by
+/// id, and nothing else a client sent is (events the actors wrote on a player's behalf,
+/// such as a session closed by the timer, and erasures are not client events). Aggregates
+/// alone can hide a lost event and a doubled one that cancel out.
+pub async fn each_acknowledged_event_once(
+    log: &dyn gm_ports::EventLog,
+    acknowledged: &[SentEvent],
+) -> Result<(), String> {
+    use gm_schemas::{topics, ProcessedBody, ProcessedEvent};
+    let mut seen: HashMap<uuid::Uuid, u32> = HashMap::new();
+    // Only the acknowledged events' games: other games on the same log are not compared.
+    let games: BTreeSet<&str> = acknowledged.iter().map(|e| e.game_id.as_str()).collect();
+    let ends = log.end_offsets(topics::PROCESSED).await.map_err(|e| e.to_string())?;
+    for (partition, end) in ends.iter().enumerate() {
+        let mut next = 0;
+        while next < *end {
+            let records =
+                log.read(topics::PROCESSED, partition as u32, next, 5_000).await.map_err(|e| e.to_string())?;
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for r in &records {
+                let e: ProcessedEvent = serde_json::from_slice(&r.payload).map_err(|err| {
+                    format!("partition {partition} offset {}: not a processed event: {err}", r.offset)
+                })?;
+                if let ProcessedBody::Event { derived, .. } = &e.body {
+                    if !derived.closed_by_timer && games.contains(e.game_id.as_str()) {
+                        *seen.entry(e.event_id).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let sent: BTreeSet<uuid::Uuid> = acknowledged.iter().map(|e| e.event_id).collect();
+    let missing: Vec<_> = sent.iter().filter(|id| !seen.contains_key(id)).collect();
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).map(|(id, n)| (id, *n)).collect();
+    let unexpected: Vec<_> = seen.keys().filter(|id| !sent.contains(id)).collect();
+    if missing.is_empty() && doubled.is_empty() && unexpected.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} acknowledged events: {} missing (e.g. {:?}), {} more than once (e.g. {:?}), {} never acknowledged (e.g. {:?})",
+        sent.len(),
+        missing.len(),
+        missing.iter().take(3).collect::<Vec<_>>(),
+        doubled.len(),
+        doubled.iter().take(3).collect::<Vec<_>>(),
+        unexpected.len(),
+        unexpected.iter().take(3).collect::<Vec<_>>(),
+    ))
+}
+
 /// Reads every read model through the gateway and compares it with `expected`.
 pub async fn compare_read_models(base: String, expected: &Expected, sample_players: usize) -> Result<(), String> {
     let (from, to) = (expected.first_day(), expected.last_day());
