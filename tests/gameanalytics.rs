@@ -268,6 +268,21 @@ async fn the_gameanalytics_sdk_sends_a_session_unchanged_and_every_read_model_sh
     // The profile holds no personal value: the error's message was sealed, never stored in clear.
     let (_, profile) = get_json(&format!("{base}/v1/players/{GAME}/{player}")).await;
     assert!(!profile.to_string().contains("texture missing"), "{profile}");
+    // ... and the right-of-access export opens it with the player's key, with the client address
+    // the session started from: both kept as the player's personal data, erased with it.
+    let token = test_issuer().token("ga-compliance-officer", &["compliance"]);
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut response = client
+        .get(format!("{base}/v1/privacy/exports/{GAME}/{player}"))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .expect("GET the export");
+    assert_eq!(response.status().as_u16(), 200);
+    let export: Value = response.json().limit(16 * 1024 * 1024).await.expect("the export is JSON");
+    let text = export.to_string();
+    assert!(text.contains("texture missing: hero.png"), "the error's message is not in the export: {text}");
+    assert!(text.contains("127.0.0.1"), "the session's client address is not in the export: {text}");
     // Leaderboards (no GameAnalytics category is a score) and recommendations (one player
     // has no one to be compared with) have nothing of this session to show.
     app.stop().await;
