@@ -357,3 +357,21 @@ async fn a_tick_with_nothing_due_changes_nothing_and_an_unreadable_tick_is_dead_
     assert_eq!((bad.unreadable, bad.dead_letters.len(), bad.commit_next), (1, 1, Some(5)));
     assert_eq!(shard.send(OpenSessions).await.unwrap(), 2);
 }
+
+#[actix::test]
+async fn an_erased_player_leaves_the_open_session_index_in_the_same_snapshot() {
+    let shard = Shard::new(0, 0, 0).start();
+    shard.send(Process(vec![session_rec(0, PLAYER, 1, 0, "s", session_start())])).await.unwrap();
+    assert_eq!(shard.send(OpenSessions).await.unwrap(), 1);
+    shard.send(TakeSnapshot { every_events: 1, every: Duration::from_secs(1), force: true }).await.unwrap();
+    let erase = RawRecord::ErasureRequested(erasure(9, at(1)));
+    shard.send(Process(vec![rec(1, &key(), serde_json::to_vec(&erase).unwrap())])).await.unwrap();
+    assert_eq!(shard.send(OpenSessions).await.unwrap(), 0);
+    let snapshot = shard.send(SNAPSHOT_NOW).await.unwrap().expect("due");
+    let index = snapshot.players.iter().find(|(k, _)| *k == index_key(0)).expect("the index changed: saved");
+    assert!(!String::from_utf8_lossy(&index.1).contains(PLAYER), "the erased player's key is gone from it");
+    assert!(snapshot.players.iter().any(|(k, _)| *k == key()), "with the erased player's own snapshot");
+    // Nothing left for a tick to close.
+    let p = shard.send(Process(vec![tick_rec(2, at(100))])).await.unwrap();
+    assert!(p.outputs.is_empty());
+}
