@@ -73,8 +73,8 @@ impl Window {
 /// One quota's shared counting: what the deployment counted per key in the current window
 /// (as of the last exchange), and what this gateway let through since.
 struct SharedQuota {
-    /// Names the counters of this kind: `rl:{<kind>:<window>}:<key>` (the window in the hash
-    /// tag, so one window's counters are in one Redis Cluster slot: one pipeline).
+    /// Names the counters of this kind: `rl:{<kind>:<window>}:<hash of the key>` (the window
+    /// in the hash tag, so one window's counters are in one Redis Cluster slot: one pipeline).
     kind: &'static str,
     window: Window,
     counts: Mutex<HashMap<String, Count>>,
@@ -118,7 +118,7 @@ impl SharedQuota {
                 c.touched = false;
                 let n = std::mem::take(&mut c.pending);
                 c.known += n;
-                (key.clone(), format!("rl:{{{}:{window}}}:{key}", self.kind), n)
+                (key.clone(), format!("rl:{{{}:{window}}}:{}", self.kind, counter_id(key)), n)
             })
             .collect();
         (window, taken)
@@ -133,6 +133,13 @@ impl SharedQuota {
             }
         }
     }
+}
+
+/// The name a key or player is counted under in Redis: a hash, so that no player id is
+/// stored there (an erasure must not have to find rate-limit counters; they expire anyway).
+fn counter_id(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
 struct Shared {
@@ -406,6 +413,18 @@ mod tests {
         assert_eq!(allowed(&a, "g:fresh", 15), 10);
         counters.down.store(false, Ordering::SeqCst);
         assert!(a.exchange().await && a.is_shared(), "shared again once Redis answers");
+    }
+
+    #[actix_web::test]
+    async fn counters_name_a_hash_of_the_player_never_the_player() {
+        let counters = Arc::new(Counters::default());
+        let limits = RateLimits::new(per_player(10, 10)).with_shared(counters.clone());
+        assert!(limits.exchange().await);
+        limits.check_player("space-race:victim@example.org").unwrap();
+        assert!(limits.exchange().await);
+        let names: Vec<String> = counters.values.lock().unwrap().keys().cloned().collect();
+        assert!(names.iter().any(|n| n.ends_with(&counter_id("space-race:victim@example.org"))), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains("victim")), "{names:?}");
     }
 
     #[actix_web::test]

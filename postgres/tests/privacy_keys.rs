@@ -177,6 +177,23 @@ async fn concurrent_returns_of_an_erased_player_whose_suppression_ended_get_one_
     }
 }
 
+/// Starts the erasure of `player` (suppressed for 30 days).
+async fn erase(store: &PgStore, player: &NewPlayer) -> gm_privacy::Begun {
+    let now = Utc::now();
+    store
+        .begin_erasure(NewErasure {
+            erasure_id: uuid::Uuid::now_v7(),
+            subject: player.subject,
+            game_id: player.game_id.clone(),
+            reason: "test".into(),
+            requested_by: "test".into(),
+            requested_at: now,
+            suppressed_until: now + Duration::days(30),
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_player_whose_erasure_exists_is_answered_suppressed_and_only_they_are() {
     let db = TestDb::new().await;
@@ -184,19 +201,7 @@ async fn a_player_whose_erasure_exists_is_answered_suppressed_and_only_they_are(
     let erased = new_player("space-race", "erased-one");
     let kept = new_player("space-race", "kept-one");
     store.ensure_players(vec![erased.clone(), kept.clone()]).await.unwrap();
-    let now = Utc::now();
-    store
-        .begin_erasure(NewErasure {
-            erasure_id: uuid::Uuid::now_v7(),
-            subject: erased.subject,
-            game_id: erased.game_id.clone(),
-            reason: "test".into(),
-            requested_by: "test".into(),
-            requested_at: now,
-            suppressed_until: now + Duration::days(30),
-        })
-        .await
-        .unwrap();
+    erase(store, &erased).await;
     let fresh = new_player("space-race", "fresh-one");
     let answer = store
         .ensure_players(vec![
@@ -224,28 +229,14 @@ async fn completing_an_erasure_vacuums_the_tables_that_named_the_player() {
     let store = &db.store;
     let erased = new_player("space-race", "vacuumed-one");
     store.ensure_players(vec![erased.clone()]).await.unwrap();
-    let now = Utc::now();
-    let begun = store
-        .begin_erasure(NewErasure {
-            erasure_id: uuid::Uuid::now_v7(),
-            subject: erased.subject,
-            game_id: erased.game_id.clone(),
-            reason: "test".into(),
-            requested_by: "test".into(),
-            requested_at: now,
-            suppressed_until: now + Duration::days(30),
-        })
-        .await
-        .unwrap();
+    let begun = erase(store, &erased).await;
     let gm_privacy::Begun::Started { erasure, .. } = begun else { panic!("a new erasure starts: {begun:?}") };
     let vacuums = || async {
         // Statistics are read as of the transaction's first look: a fresh one each time.
-        sqlx::query_scalar::<_, i64>(
-            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'player_keys'",
-        )
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
+        sqlx::query_scalar::<_, i64>("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'player_keys'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
     };
     let before = vacuums().await;
     let signer = master().receipt_signer();
