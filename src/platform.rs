@@ -371,23 +371,29 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         limits: config.limits(),
         request_timeout: config.request_timeout(),
         cors_allowed_origins: config.cors_allowed_origins(),
-        gameanalytics_keys: config
-            .gameanalytics_keys()?
-            .into_iter()
-            .map(|(game_id, game_key, secret)| gm_gateway::gameanalytics::GameAnalyticsKey {
-                game_id,
-                game_key,
-                secret: gm_gateway::Secret(secret),
-            })
-            .collect(),
+        gameanalytics_keys: gameanalytics_keys(config)?,
     })
+}
+
+/// The GameAnalytics game keys and secret keys (`gameanalytics.keys` or `keys_file`).
+fn gameanalytics_keys(config: &Config) -> anyhow::Result<Vec<gm_gateway::gameanalytics::GameAnalyticsKey>> {
+    Ok(config
+        .gameanalytics_keys()?
+        .into_iter()
+        .map(|(game_id, game_key, secret)| gm_gateway::gameanalytics::GameAnalyticsKey {
+            game_id,
+            game_key,
+            secret: gm_gateway::Secret(secret),
+        })
+        .collect())
 }
 
 /// How often the credential files are read for changes.
 const CREDENTIAL_POLL: Duration = Duration::from_secs(2);
 
 /// Rotation without a restart: reads the credential files (`api_keys_file`,
-/// `auth.signing_secrets_file`, `auth.metrics_token_file`, `auth.jwks_file`; mounted
+/// `auth.signing_secrets_file`, `auth.metrics_token_file`, `auth.jwks_file`,
+/// `gameanalytics.keys_file`; mounted
 /// Kubernetes Secrets, which the kubelet swaps in place) every [`CREDENTIAL_POLL`] and, when
 /// one changed, loads them all again. Files that no longer parse keep the credentials in
 /// force (an ERROR names the setting): a half-written Secret never locks clients out.
@@ -402,6 +408,7 @@ async fn watch_credential_files(
         config.auth.signing_secrets_file.clone(),
         config.auth.metrics_token_file.clone(),
         config.auth.jwks_file.clone(),
+        config.gameanalytics.keys_file.clone(),
     ]
     .into_iter()
     .flatten()
@@ -452,7 +459,9 @@ fn reload_credentials(
     if let (Some(set), Some(jwks)) = (jwk_set, jwks) {
         jwks.replace(set);
     }
+    let gameanalytics = gameanalytics_keys(config)?;
     rotation.rotate(&api_keys, &config.revoked_keys(), metrics_token.as_ref(), &signing);
+    rotation.rotate_gameanalytics(&gameanalytics);
     Ok(api_keys.len())
 }
 

@@ -428,3 +428,43 @@ async fn the_collector_answers_decide_what_an_sdk_retries_and_keeps_good_events_
     .unwrap();
     app.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_secret_key_rotates_through_the_keys_file_without_a_restart() {
+    use gm_gateway::gameanalytics::authorization;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gameanalytics-keys");
+    std::fs::write(&file, format!("{GAME}={GAME_KEY}:{OLD_SECRET}\n")).unwrap();
+    let mut config = test_config(dir.path());
+    config.gameanalytics.keys_file = Some(file.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = gamemetrics::platform::Platform::start_on(&config, listener).await.expect("platform starts");
+    let url = format!("{}/v2/{GAME_KEY}/init", app.url());
+    let body = br#"{"user_id": "ga-rotation", "sdk_version": "rest api v2", "platform": "ios"}"#.to_vec();
+    let status_with = |secret: &'static str| {
+        let (url, body) = (url.clone(), body.clone());
+        async move { post_raw(&url, body.clone(), Some(authorization(secret.as_bytes(), &body)), false).await.0 }
+    };
+    assert_eq!((status_with(OLD_SECRET).await, status_with(SECRET).await), (200, 401));
+    // The Secret gains the new key (overlap), then loses the old one: both take effect
+    // within the file poll, and the old secret keeps working until it is removed.
+    std::fs::write(&file, format!("{GAME}={GAME_KEY}:{OLD_SECRET}\n{GAME}={GAME_KEY}:{SECRET}\n")).unwrap();
+    eventually(Duration::from_secs(20), || async {
+        match (status_with(OLD_SECRET).await, status_with(SECRET).await) {
+            (200, 200) => Ok(()),
+            other => Err(format!("old, new: {other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    std::fs::write(&file, format!("{GAME}={GAME_KEY}:{SECRET}\n")).unwrap();
+    eventually(Duration::from_secs(20), || async {
+        match (status_with(OLD_SECRET).await, status_with(SECRET).await) {
+            (401, 200) => Ok(()),
+            other => Err(format!("old, new: {other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    app.stop().await;
+}

@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, Schema};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
@@ -67,23 +68,31 @@ pub struct GameAnalyticsKey {
     pub secret: Secret,
 }
 
-/// The configured game keys: each names one game and has one or more secrets.
+/// The configured game keys: each names one game and has one or more secrets. Clones share
+/// the keys, which [`GameKeys::replace`] swaps all at once (rotation without a restart).
 #[derive(Clone, Default)]
 pub(crate) struct GameKeys {
-    by_key: HashMap<String, (GameId, Vec<Vec<u8>>)>,
+    by_key: Arc<RwLock<KeyMap>>,
 }
+
+type KeyMap = HashMap<String, (GameId, Vec<Vec<u8>>)>;
 
 impl fmt::Debug for GameKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GameKeys").field("game_keys", &self.by_key.len()).finish()
+        let n = self.by_key.read().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("GameKeys").field("game_keys", &n).finish()
     }
 }
 
 impl GameKeys {
     /// A game key given for a second game is ignored with a warning (the configuration
-    /// refuses it before: `gamemetrics` checks `gameanalytics.keys` at start).
+    /// refuses it before: `gamemetrics` checks `gameanalytics.keys` at start and on reload).
     pub(crate) fn new(keys: &[GameAnalyticsKey]) -> Self {
-        let mut by_key: HashMap<String, (GameId, Vec<Vec<u8>>)> = HashMap::new();
+        Self { by_key: Arc::new(RwLock::new(Self::map(keys))) }
+    }
+
+    fn map(keys: &[GameAnalyticsKey]) -> KeyMap {
+        let mut by_key: KeyMap = HashMap::new();
         for k in keys.iter().filter(|k| !k.secret.0.is_empty() && !k.game_key.is_empty()) {
             let entry = by_key.entry(k.game_key.clone()).or_insert_with(|| (k.game_id.clone(), Vec::new()));
             if entry.0 != k.game_id {
@@ -92,12 +101,22 @@ impl GameKeys {
             }
             entry.1.push(k.secret.0.as_bytes().to_vec());
         }
-        Self { by_key }
+        by_key
+    }
+
+    /// From now on, exactly these game keys and secrets are accepted.
+    pub(crate) fn replace(&self, keys: &[GameAnalyticsKey]) {
+        let map = Self::map(keys);
+        match self.by_key.write() {
+            Ok(mut current) => *current = map,
+            Err(poisoned) => *poisoned.into_inner() = map,
+        }
     }
 
     /// The game of `game_key` and its secrets; 401 when the key is not configured.
-    fn lookup(&self, game_key: &str) -> Result<(&GameId, &[Vec<u8>]), GatewayError> {
-        self.by_key.get(game_key).map(|(g, s)| (g, s.as_slice())).ok_or_else(|| {
+    fn lookup(&self, game_key: &str) -> Result<(GameId, Vec<Vec<u8>>), GatewayError> {
+        let map = self.by_key.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(game_key).cloned().ok_or_else(|| {
             GatewayError::Unauthenticated("unknown GameAnalytics game key: configure it in gameanalytics.keys".into())
         })
     }
@@ -158,8 +177,8 @@ async fn accept(
     let limits = &state.config.limits;
     let gzip = is_gzip(req.headers())?;
     let raw = read_raw(req.headers(), payload, limits).await?;
-    verify(secrets, req, &raw)?;
-    Ok((game.clone(), decompress_body(&raw, gzip, limits.max_body_bytes)?))
+    verify(&secrets, req, &raw)?;
+    Ok((game, decompress_body(&raw, gzip, limits.max_body_bytes)?))
 }
 
 /// What the SDKs expect from init.
@@ -517,6 +536,11 @@ mod tests {
         let (game, secrets) = keys.lookup("gk-1").unwrap();
         assert_eq!((game.as_str(), secrets.len()), ("g", 2));
         assert!(keys.lookup("gk-2").is_err());
+        // Rotation: a clone (the state's) sees the replacement at once.
+        let shared = keys.clone();
+        keys.replace(&[key("g", "gk-2", "newer-secret-000003")]);
+        assert!(shared.lookup("gk-1").is_err());
+        assert_eq!(shared.lookup("gk-2").unwrap().1, vec![b"newer-secret-000003".to_vec()]);
         let twice = GameKeys::new(&[key("g", "gk-1", "s-0000000000000001"), key("h", "gk-1", "s-0000000000000002")]);
         let (game, secrets) = twice.lookup("gk-1").unwrap();
         assert_eq!((game.as_str(), secrets.len()), ("g", 1), "the first game keeps the key");

@@ -131,6 +131,7 @@ impl Default for GatewayConfig {
 pub struct Rotation {
     keys: auth::KeyRotation,
     signing: signature::SigningSecrets,
+    gameanalytics: gameanalytics::GameKeys,
 }
 
 impl Rotation {
@@ -145,6 +146,11 @@ impl Rotation {
     ) {
         self.keys.replace(ApiKeys::with_revoked(api_keys, revoked_keys), metrics_token.map(|t| t.0.as_str()));
         self.signing.replace(signing_secrets);
+    }
+
+    /// From now on, exactly these GameAnalytics game keys and secret keys are accepted.
+    pub fn rotate_gameanalytics(&self, keys: &[gameanalytics::GameAnalyticsKey]) {
+        self.gameanalytics.replace(keys);
     }
 }
 
@@ -258,7 +264,11 @@ impl AppState {
     /// The handle that replaces the API keys, revocations, metrics token and signing secrets
     /// while this state serves (rotation without a restart).
     pub fn rotation(&self) -> Rotation {
-        Rotation { keys: self.auth.rotation(), signing: self.signing.clone() }
+        Rotation {
+            keys: self.auth.rotation(),
+            signing: self.signing.clone(),
+            gameanalytics: self.gameanalytics.clone(),
+        }
     }
 
     /// Pseudonymises and seals events at ingest; serves the privacy routes.
