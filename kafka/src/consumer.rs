@@ -40,15 +40,18 @@
 //! in the current generation may commit any offset (plain `commit` as well as
 //! transactional ones), and a member of an older generation is refused (`Fenced`).
 
+use crate::context::{report_error, report_log, ClientLog};
 use crate::error::{is_group_fencing_code, is_producer_fencing_code, join_err, map_err};
-use crate::log::{await_deliveries, base_client_config, enqueue, producer_client_config, to_record, Inner};
+use crate::log::{
+    await_deliveries, base_client_config, enqueue, producer_client_config, to_record, FutureProducer, Inner,
+};
 use async_trait::async_trait;
 use futures::FutureExt;
 use gm_ports::{LogConsumer, LogError, NewRecord, Polled, Position, Record};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -103,8 +106,14 @@ impl GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    /// At the level of what it means (an end of partition is not an error): see
+    /// [`crate::context`].
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(topic = %self.topic, error = %error, reason, "Kafka consumer error");
+        report_error(&format!("consumer of {} ({})", self.topic, self.group), &error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        report_log(&format!("consumer of {} ({})", self.topic, self.group), level, fac, log_message);
     }
 
     /// Lag of every partition this member fetches: last stable offset (`ls_offset`,
@@ -386,7 +395,7 @@ impl KafkaConsumer {
             .set("transactional.id", &id)
             .set("transaction.timeout.ms", txn_timeout.to_string())
             .set("message.timeout.ms", producer_cfg.message_timeout_ms.min(txn_timeout).to_string())
-            .create()
+            .create_with_context(ClientLog::new("transactional producer"))
             .map_err(|e| LogError::Unavailable(format!("transactional producer {id}: {e}")))?;
         let p = producer.clone();
         let timeout = self.inner.timeout();

@@ -25,6 +25,7 @@
 
 mod config;
 mod consumer;
+pub mod context;
 mod error;
 pub mod failover;
 mod log;

@@ -9,13 +9,19 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use gm_ports::{partition_for, EventLog, LogConsumer, LogError, LogProducer, NewRecord, Position, Record, TopicSpec};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer as RdBaseConsumer, Consumer};
+
+use crate::context::ClientLog;
+
+/// The clients of this crate log librdkafka's reports at their real level (see
+/// [`crate::context`]).
+pub(crate) type FutureProducer = RdFutureProducer<ClientLog>;
+pub(crate) type BaseConsumer = RdBaseConsumer<ClientLog>;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer as RdFutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -90,7 +96,7 @@ fn creation_err(what: &str, e: KafkaError) -> LogError {
 
 pub(crate) struct Inner {
     pub(crate) config: KafkaConfig,
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<ClientLog>,
     producer: FutureProducer,
     /// For metadata and watermarks (read_committed: watermarks are last stable offsets).
     meta: Arc<BaseConsumer>,
@@ -172,14 +178,16 @@ impl KafkaLog {
     /// Creates the clients and checks that the cluster answers (metadata request), so a
     /// wrong address fails here with `Unavailable` rather than at the first append.
     pub async fn connect(config: KafkaConfig) -> Result<Self, LogError> {
-        let admin: AdminClient<DefaultClientContext> =
-            base_client_config(&config).create().map_err(|e| creation_err("admin client", e))?;
-        let producer: FutureProducer =
-            producer_client_config(&config).create().map_err(|e| creation_err("producer", e))?;
+        let admin: AdminClient<ClientLog> = base_client_config(&config)
+            .create_with_context(ClientLog::new("admin"))
+            .map_err(|e| creation_err("admin client", e))?;
+        let producer: FutureProducer = producer_client_config(&config)
+            .create_with_context(ClientLog::new("producer"))
+            .map_err(|e| creation_err("producer", e))?;
         let meta: BaseConsumer = base_client_config(&config)
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
-            .create()
+            .create_with_context(ClientLog::new("metadata"))
             .map_err(|e| creation_err("metadata client", e))?;
         let inner = Arc::new(Inner {
             config,
@@ -516,7 +524,7 @@ impl EventLog for KafkaLog {
                     "group.id",
                     format!("{}reader-{}", self.inner.config.transactional_id_prefix, uuid::Uuid::new_v4().simple()),
                 )
-                .create::<BaseConsumer>()
+                .create_with_context::<_, BaseConsumer>(ClientLog::new("reader"))
                 .map_err(|e| creation_err("reader", e))?,
         };
         let name = topic.to_string();
