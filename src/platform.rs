@@ -282,7 +282,9 @@ impl Platform {
             .map_err(|e| anyhow::anyhow!("compat: {e}"))?;
             // Used request signatures and rate-limit counts are shared by every gateway through Redis.
             let state = match backends.cache.clone() {
-                Some(cache) => state.with_shared_claims(Arc::new(cache.clone())).with_shared_rate_limits(Arc::new(cache)),
+                Some(cache) => {
+                    state.with_shared_claims(Arc::new(cache.clone())).with_shared_rate_limits(Arc::new(cache))
+                }
                 None => state,
             };
             tasks.push(actix_rt::spawn(watch_credential_files(
