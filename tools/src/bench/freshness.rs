@@ -35,8 +35,9 @@
 //! **Resolution.** Marker i became visible after the last query that did not show it was
 //! sent (or after its acknowledgement) and before the first query that showed it was
 //! answered: the bounds `lower` and `upper`. The figure is their midpoint, so neither the
-//! polling interval nor the polling query's own latency inflates it by more than half;
-//! the report gives the p99 of the upper bound too.
+//! polling interval nor the polling query's own latency inflates it by more than half —
+//! or the upper bound when they are more than [`MAX_MIDPOINT_WIDTH_S`] apart (a marker not
+//! queried for a while); the report gives the p99 of the upper bound too.
 
 use super::process::RoleProcess;
 use super::run::Bench;
@@ -64,6 +65,8 @@ pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// order, so the oldest are the ones about to show; a newer one that shows first is seen at
 /// the latest when its turn comes (its range read models are polled every tick regardless).
 pub(super) const MAX_PROFILE_POLLS: usize = 4;
+/// Bounds at most this far apart give their midpoint as the figure; wider, the upper bound.
+pub(super) const MAX_MIDPOINT_WIDTH_S: f64 = 0.5;
 /// How long after the last send the bench waits for markers and the backlog.
 pub(super) const DRAIN: Duration = Duration::from_secs(120);
 const BOARD: &str = "freshness-markers";
@@ -297,9 +300,12 @@ impl Track {
         }
     }
 
-    /// The midpoint of the bounds.
+    /// The midpoint of the bounds; the upper bound when they are more than
+    /// [`MAX_MIDPOINT_WIDTH_S`] apart (a marker not queried for a while — profiles beyond
+    /// the oldest few under a backlog — would otherwise get a midpoint far before its
+    /// visibility).
     pub fn estimate(&self) -> Option<f64> {
-        self.seen.map(|(lo, hi)| (lo + hi) / 2.0)
+        self.seen.map(|(lo, hi)| if hi - lo > MAX_MIDPOINT_WIDTH_S { hi } else { (lo + hi) / 2.0 })
     }
 }
 
@@ -843,6 +849,12 @@ mod tests {
         first.observe(5.0, 5.0, 5.02, true);
         let (lo, hi) = first.seen.unwrap();
         assert!(lo == 0.0 && (hi - 0.02).abs() < 1e-9, "{lo} {hi}");
+        // Not queried for 30 s after its acknowledgement, then seen: the midpoint (15 s)
+        // could be far before the visibility, so the figure is the upper bound.
+        let mut late = Track::default();
+        late.observe(1.0, 31.0, 31.05, true);
+        assert_eq!(late.seen.map(|s| s.0), Some(0.0));
+        assert!((late.estimate().unwrap() - 30.05).abs() < 1e-9);
     }
 
     #[test]

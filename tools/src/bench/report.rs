@@ -4,7 +4,8 @@
 //! verdicts and ratios are taken on the median.
 
 use super::freshness::{
-    censored_percentile, FreshnessReport, Probe, BATCH, MARKER_EVENTS, MAX_PROFILE_POLLS, POLL_INTERVAL, TARGET_P99_S,
+    censored_percentile, FreshnessReport, Probe, BATCH, MARKER_EVENTS, MAX_MIDPOINT_WIDTH_S, MAX_PROFILE_POLLS,
+    POLL_INTERVAL, TARGET_P99_S,
 };
 use super::queries;
 use super::run::Run;
@@ -278,7 +279,7 @@ impl Report {
         rows.push([
             "freshness polling (visibility queries through the public API)".into(),
             format!(
-                "{} queries ({} per s of the phase), {} failed; query latency p50 {} ms, p99 {} ms; resolution: the figures are the midpoint between the last query not showing the marker and the first answer showing it, the bounds {POLL_INTERVAL:?} + one query apart",
+                "{} queries ({} per s of the phase), {} failed; query latency p50 {} ms, p99 {} ms; resolution: the figures are the midpoint between the last query not showing the marker and the first answer showing it, the bounds {POLL_INTERVAL:?} + one query apart (that answer's time when they are more than {MAX_MIDPOINT_WIDTH_S} s apart)",
                 of(&|r| r.poll_count() as f64).show(|v| format!("{v:.0}")),
                 of(&|r| r.poll_count() as f64 / (r.elapsed.max(1.0) + r.backlog_drained.unwrap_or(0.0))).show(|v| format!("{v:.0}")),
                 of(&|r| r.poll_errors as f64).show(|v| format!("{v:.0}")),
@@ -562,7 +563,7 @@ impl Report {
         if self.runs.iter().any(|r| r.freshness.is_some()) {
             let covered: Vec<&str> = Probe::ALL.iter().map(|p| p.read_model()).collect();
             notes.push(format!(
-                "Steady-state freshness (last phase, after the query phases): batches of {BATCH} simulated events (players the earlier phases created, events in time order) sent open loop at the offered rate — batch j leaves at j × {BATCH} ÷ rate whatever the earlier answers, each on a connection of its own from a pool of up to 2,048, never retried (a batch not answered 202 counts as not accepted). Every few batches (5 a second) one also carries the 4 events of a marker player of its own (`session_start`, a completed `progression` on a level named after it, a `purchase`, a `score` on the board `freshness-markers`), all dated on a day no other event has (2001-01-01 + the marker's number), so that one event is unambiguous even in per-day aggregates. From its batch's 202 the bench queries, through the public API, each covered read model ({}) every {POLL_INTERVAL:?}: one query per read model covers every outstanding marker (a range of their days, the funnel, the top of the marker board), profiles one query per outstanding marker (the {MAX_PROFILE_POLLS} oldest per tick); a read model is not queried again while its last query is unanswered. recommendations is not covered: a player's list blends everyone's co-occurrences with popular items, so no answer shows that one purchase was applied. The figure per marker is the midpoint between the last query that did not show it (or its acknowledgement) and the answer of the first that did — so the query's own latency and the polling interval count half — and the upper-bound p99 is given beside it. Markers never seen by the end (120 s after the last answer) count as slower than every seen one (a p99 that falls on them reads \"not seen\").",
+                "Steady-state freshness (last phase, after the query phases): batches of {BATCH} simulated events (players the earlier phases created, events in time order) sent open loop at the offered rate — batch j leaves at j × {BATCH} ÷ rate whatever the earlier answers, each on a connection of its own from a pool of up to 2,048, never retried (a batch not answered 202 counts as not accepted). Every few batches (5 a second) one also carries the 4 events of a marker player of its own (`session_start`, a completed `progression` on a level named after it, a `purchase`, a `score` on the board `freshness-markers`), all dated on a day no other event has (2001-01-01 + the marker's number), so that one event is unambiguous even in per-day aggregates. From its batch's 202 the bench queries, through the public API, each covered read model ({}) every {POLL_INTERVAL:?}: one query per read model covers every outstanding marker (a range of their days, the funnel, the top of the marker board), profiles one query per outstanding marker (the {MAX_PROFILE_POLLS} oldest per tick); a read model is not queried again while its last query is unanswered. recommendations is not covered: a player's list blends everyone's co-occurrences with popular items, so no answer shows that one purchase was applied. The figure per marker is the midpoint between the last query that did not show it (or its acknowledgement) and the answer of the first that did — so the query's own latency and the polling interval count half — or that answer's time when the two are more than {MAX_MIDPOINT_WIDTH_S} s apart (a marker not queried for a while); the upper-bound p99 is given beside it. Markers never seen by the end (120 s after the last answer) count as slower than every seen one (a p99 that falls on them reads \"not seen\").",
                 covered.join(", ")
             ));
             if self.mode == Mode::Production {
