@@ -215,6 +215,7 @@ impl PlayerActor {
                     return Err(Refusal::Duplicate(event.event_id));
                 }
                 let session = self.state.session.decide(&self.key, event);
+                let (analytics_withheld, personalisation_withheld) = self.withheld(&event.body);
                 Ok(ProcessedEvent {
                     game_id: event.game_id.clone(),
                     player_id: event.player_id.clone(),
@@ -231,6 +232,8 @@ impl PlayerActor {
                             first_seen: self.state.first_seen.is_none(),
                             merged_session: session.merged,
                             closed_by_timer: false,
+                            analytics_withheld,
+                            personalisation_withheld,
                         },
                     },
                 })
@@ -282,10 +285,27 @@ impl PlayerActor {
                         first_seen: false,
                         merged_session: None,
                         closed_by_timer: true,
+                        // Not a client's event: withheld while the player's consent is off.
+                        analytics_withheld: self.state.consent.is_some_and(|c| !c.analytics),
+                        personalisation_withheld: self.state.consent.is_some_and(|c| !c.personalisation),
                     },
                 },
             })
             .collect()
+    }
+
+    /// Whether an event of `body` is withheld from the analytics read models, and from the
+    /// recommendations, by the consent the player last gave (`consent_update`; none given:
+    /// both allowed). A `consent_update` is never withheld: it is the record of the choice,
+    /// and one that gives consent back counts from itself on.
+    fn withheld(&self, body: &EventBody) -> (bool, bool) {
+        if matches!(body, EventBody::ConsentUpdate(_)) {
+            return (false, false);
+        }
+        match self.state.consent {
+            Some(c) => (!c.analytics, !c.personalisation),
+            None => (false, false),
+        }
     }
 
     pub fn apply(&mut self, event: &ProcessedEvent) {

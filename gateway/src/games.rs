@@ -339,6 +339,29 @@ pub struct RecommendationParams {
     pub half_life_days: Option<f64>,
 }
 
+/// What a recommendations answer is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendationBasis {
+    /// The player's own interactions (item-to-item co-occurrence, time-decayed affinity),
+    /// filled up with popular items.
+    Personalised,
+    /// The game's popular items only, nothing of the player's: see `reason`.
+    Popular,
+}
+
+/// A player's recommendations and what they are built from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendationsResponse {
+    #[serde(flatten)]
+    pub list: gm_projections::recommend::RecommendationList,
+    pub basis: RecommendationBasis,
+    /// Why the list is not personalised (`personalisation_consent_withdrawn`: the player's
+    /// last `consent_update` said `personalisation: false`); absent when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Items recommended to a player, best first, with a score and a reason each.
 #[utoipa::path(
     get,
@@ -346,7 +369,7 @@ pub struct RecommendationParams {
     tag = "queries",
     params(("game_id" = String, Path, description = "The game"), ("player_id" = String, Path, description = "The player"), RecommendationParams),
     responses(
-        (status = 200, description = "Items similar to the player's (item-to-item co-occurrence, time-decayed affinity), filled up with popular items; never an item the player already has. A player without interactions gets the popular items.", body = gm_projections::recommend::RecommendationList),
+        (status = 200, description = "Items similar to the player's (item-to-item co-occurrence, time-decayed affinity), filled up with popular items; never an item the player already has. A player without interactions gets the popular items. A player who withdrew consent to personalisation (`consent_update` with `personalisation: false`) gets the popular items only, with `basis` `popular` and the reason, until consent returns.", body = RecommendationsResponse),
         (status = 400, description = "Invalid game, player, limit or half-life", body = ErrorBody),
         (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
         (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
@@ -373,8 +396,23 @@ pub async fn recommendations(
             .recommendations
             .as_ref()
             .ok_or_else(|| GatewayError::Unavailable("the recommendation read model is not configured".into()))?;
-        let list = queries.recommendations(&game, &player, limit as usize, half_life, Utc::now()).await?;
-        Ok(HttpResponse::Ok().json(list))
+        // The player's consent as their profile last recorded it: without consent to
+        // personalisation, their interactions were forgotten when it was withdrawn (the
+        // recommendations projection), so the store's answer is the non-personal fallback.
+        let profile = state.queries.player_profile(&game, &player).await?;
+        let withdrawn = profile.is_some_and(|p| p.consent_personalisation == Some(false));
+        let mut list = queries.recommendations(&game, &player, limit as usize, half_life, Utc::now()).await?;
+        if withdrawn {
+            // A list cached before the withdrawal (Redis, `recommendation_ttl`) may still hold
+            // items similar to the player's: only the popular ones are answered.
+            list.items.retain(|item| item.reason == gm_projections::recommend::Reason::Popular);
+        }
+        let (basis, reason) = if withdrawn {
+            (RecommendationBasis::Popular, Some("personalisation_consent_withdrawn".to_string()))
+        } else {
+            (RecommendationBasis::Personalised, None)
+        };
+        Ok(HttpResponse::Ok().json(RecommendationsResponse { list, basis, reason }))
     })
     .await
 }

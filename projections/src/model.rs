@@ -67,7 +67,8 @@ impl ProjectionName {
                 Self::Revenue => kind == "purchase",
                 Self::Funnel => kind == "progression",
                 Self::Leaderboards => kind == "score",
-                Self::Recommendations => matches!(kind, "purchase" | "item_use" | "resource"),
+                // consent_update: personalisation withdrawn forgets the player's interactions.
+                Self::Recommendations => matches!(kind, "purchase" | "item_use" | "resource" | "consent_update"),
             }
     }
 }
@@ -205,6 +206,9 @@ pub struct ChangeSet {
     /// Players erased: their rows are deleted, or their id replaced by an irreversible
     /// pseudonym where counts of distinct players depend on them.
     pub erased: Vec<(GameId, PlayerId)>,
+    /// Players who withdrew consent to personalisation (recommendations): their interactions
+    /// are deleted and their list tombstoned, after this change set's interactions.
+    pub forgotten: Vec<(GameId, PlayerId)>,
     /// Erasures this batch carried (`PlayerErased` events), set for every projection: the
     /// store records in the same transaction that this projection has done its part, which
     /// is what lets an erasure request complete.
@@ -223,6 +227,7 @@ impl ChangeSet {
             && self.scores.is_empty()
             && self.interactions.is_empty()
             && self.erased.is_empty()
+            && self.forgotten.is_empty()
             && self.confirmed_erasures.is_empty()
     }
 }

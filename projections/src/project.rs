@@ -5,6 +5,7 @@ use crate::events::{after_last_erasure, erased, player_events};
 use crate::model::*;
 use gm_schemas::events::{EventBody, ProgressionStatus};
 use gm_schemas::{Currency, GameId, PlayerId, ProcessedBody, ProcessedEvent};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What `projection` changes for `events` (already in per-partition offset order).
@@ -21,6 +22,12 @@ pub fn changes(projection: ProjectionName, events: &[ProcessedEvent]) -> ChangeS
 }
 
 fn projection_changes(projection: ProjectionName, events: &[ProcessedEvent]) -> ChangeSet {
+    if projection == ProjectionName::Recommendations {
+        // Recommendations follow the personalisation consent (see `recommendations`).
+        return recommendations::changes(events);
+    }
+    let counted = counted_for_analytics(events);
+    let events: &[ProcessedEvent] = &counted;
     match projection {
         ProjectionName::PlayerProfiles => profiles(events),
         ProjectionName::DailyActivity => activity(events),
@@ -31,6 +38,19 @@ fn projection_changes(projection: ProjectionName, events: &[ProcessedEvent]) -> 
         // Retention keeps its own copy of the active days, next to the first-seen cohorts.
         ProjectionName::Retention => activity(events),
         ProjectionName::Recommendations => recommendations::changes(events),
+    }
+}
+
+/// The batch without the events the player's actor withheld from analytics (consent to
+/// analytics withdrawn, `Derived::analytics_withheld`): no analytics read model counts them.
+/// Borrowed when the batch has none.
+fn counted_for_analytics(events: &[ProcessedEvent]) -> Cow<'_, [ProcessedEvent]> {
+    let withheld =
+        |e: &ProcessedEvent| matches!(&e.body, ProcessedBody::Event { derived, .. } if derived.analytics_withheld);
+    if events.iter().any(withheld) {
+        Cow::Owned(events.iter().filter(|e| !withheld(e)).cloned().collect())
+    } else {
+        Cow::Borrowed(events)
     }
 }
 

@@ -133,6 +133,22 @@ pub struct Derived {
     /// (a `session_end` emitted on the player's behalf, at the session's last event).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed_by_timer: bool,
+    /// The player had withdrawn consent to analytics (their last `consent_update` said
+    /// `analytics: false`) when this event came: no analytics read model counts it. Decided by
+    /// the player's actor; a `consent_update` itself is never withheld (it is the record of
+    /// the choice).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub analytics_withheld: bool,
+    /// Likewise for `personalisation: false`: no recommendation is built from this event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personalisation_withheld: bool,
+}
+
+impl Derived {
+    /// Whether the analytics read models count this event (consent).
+    pub fn counts_for_analytics(&self) -> bool {
+        !self.analytics_withheld
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +182,20 @@ mod tests {
             erasure_id: Uuid::from_u128(42),
             requested_at: "2024-05-01T12:00:00Z".parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn consent_marks_are_written_only_when_set_and_read_back() {
+        let ProcessedBody::Event { event, derived } = event_body() else { unreachable!() };
+        let plain =
+            serde_json::to_string(&ProcessedBody::Event { event: event.clone(), derived: derived.clone() }).unwrap();
+        assert!(!plain.contains("withheld"), "{plain}");
+        let marked = Derived { analytics_withheld: true, personalisation_withheld: true, ..derived };
+        let text = serde_json::to_string(&ProcessedBody::Event { event, derived: marked.clone() }).unwrap();
+        assert!(text.contains(r#""analytics_withheld":true"#) && text.contains(r#""personalisation_withheld":true"#));
+        let ProcessedBody::Event { derived: back, .. } = serde_json::from_str(&text).unwrap() else { unreachable!() };
+        assert_eq!(back, marked);
+        assert!(!back.counts_for_analytics());
     }
 
     #[test]

@@ -455,3 +455,47 @@ fn a_version_3_snapshot_upcasts_its_open_session_into_the_list() {
     v3["session"] = serde_json::json!({"open": null});
     assert!(PlayerState::from_snapshot(&serde_json::to_vec(&v3).unwrap()).unwrap().session.open.is_empty());
 }
+
+/// (analytics withheld, personalisation withheld) of an emitted event.
+fn withheld(e: &ProcessedEvent) -> (bool, bool) {
+    (derived(e).analytics_withheld, derived(e).personalisation_withheld)
+}
+
+#[test]
+fn consent_withdrawn_marks_the_players_later_events_until_it_returns() {
+    let mut a = started();
+    assert_eq!(
+        withheld(&record(&mut a, &envelope(1, at(1), Some("s1"), score(1)))),
+        (false, false),
+        "no consent given"
+    );
+    // The consent_update itself is the record of the choice: never withheld.
+    assert_eq!(withheld(&record(&mut a, &envelope(2, at(2), Some("s1"), consent(false, true)))), (false, false));
+    let off = record(&mut a, &envelope(3, at(3), Some("s1"), purchase(99, "USD", "gem", 1)));
+    assert_eq!(withheld(&off), (true, false));
+    // State still folds (the actor keeps its facts; only the read models leave the event out).
+    assert_eq!((a.state.purchases, a.state.seq), (1, 4));
+    assert_eq!(withheld(&record(&mut a, &envelope(4, at(4), Some("s1"), consent(false, false)))), (false, false));
+    assert_eq!(withheld(&record(&mut a, &envelope(5, at(5), Some("s1"), item_use("gem", 1)))), (true, true));
+    record(&mut a, &envelope(6, at(6), Some("s1"), consent(true, false)));
+    assert_eq!(withheld(&record(&mut a, &envelope(7, at(7), Some("s1"), score(2)))), (false, true));
+    record(&mut a, &envelope(8, at(8), Some("s1"), consent(true, true)));
+    assert_eq!(withheld(&record(&mut a, &envelope(9, at(9), Some("s1"), score(3)))), (false, false));
+}
+
+#[test]
+fn consent_decisions_survive_a_snapshot_and_mark_the_session_timers_end() {
+    let mut a = started();
+    record(&mut a, &envelope(1, at(1), Some("s1"), consent(false, false)));
+    let restored = PlayerActor::with_policy(
+        key(),
+        PlayerState::from_snapshot(&a.state.to_snapshot().unwrap()).unwrap(),
+        Policy::default(),
+    );
+    let next = envelope(2, at(2), Some("s1"), score(1));
+    assert_eq!(withheld(&restored.handle(PlayerCommand::Record(&next)).unwrap()), (true, true));
+    let ends = restored.handle_tick(at(40));
+    assert_eq!(ends.len(), 1);
+    assert!(derived(&ends[0]).closed_by_timer);
+    assert_eq!(withheld(&ends[0]), (true, true), "the timer's session_end of a player without consent");
+}

@@ -66,10 +66,25 @@ pub(super) const RECO_OUTBOX: Table = Table {
     indexes: &[],
 };
 
-/// `tables`: affinity, items, pairs, outbox (live or rebuild names).
+/// `tables`: affinity, items, pairs, outbox (live or rebuild names). Erased players are
+/// forgotten before the batch's interactions, players who withdrew consent to
+/// personalisation after them (what they did before counts in the items, as it would have in
+/// an earlier batch).
 pub(super) async fn apply(conn: &mut SqliteConnection, tables: [&str; 4], c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let [affinity, items, pairs, outbox] = tables;
-    for (game, player) in &c.erased {
+    let [affinity, _, _, outbox] = tables;
+    forget(conn, affinity, outbox, &c.erased).await?;
+    apply_interactions(conn, tables, c).await?;
+    forget(conn, affinity, outbox, &c.forgotten).await
+}
+
+/// The players' interactions deleted and their lists tombstoned (the outbox publishes none).
+async fn forget(
+    conn: &mut SqliteConnection,
+    affinity: &str,
+    outbox: &str,
+    players: &[(gm_schemas::GameId, gm_schemas::PlayerId)],
+) -> Result<(), sqlx::Error> {
+    for (game, player) in players {
         sqlx::query(&format!("DELETE FROM {affinity} WHERE game_id = ? AND player_id = ?"))
             .bind(game.as_str())
             .bind(player.as_str())
@@ -84,6 +99,11 @@ pub(super) async fn apply(conn: &mut SqliteConnection, tables: [&str; 4], c: &Ch
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+async fn apply_interactions(conn: &mut SqliteConnection, tables: [&str; 4], c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let [affinity, items, pairs, outbox] = tables;
     if c.interactions.is_empty() {
         return Ok(());
     }

@@ -16,11 +16,26 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub(super) const TABLES: &[&str] = &["reco_affinity", "reco_items", "reco_pairs", "reco_outbox"];
 
-/// `tables`: affinity, items, pairs, outbox (live or rebuild names).
+/// `tables`: affinity, items, pairs, outbox (live or rebuild names). Erased players are
+/// forgotten before the batch's interactions, players who withdrew consent to
+/// personalisation after them (what they did before counts in the items, as it would have in
+/// an earlier batch).
 pub(super) async fn apply(conn: &mut PgConnection, tables: [&str; 4], c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let [affinity, items, pairs, outbox] = tables;
-    if !c.erased.is_empty() {
-        let (games, players) = unique_erased(&c.erased);
+    let [affinity, _, _, outbox] = tables;
+    forget(conn, affinity, outbox, &c.erased).await?;
+    apply_interactions(conn, tables, c).await?;
+    forget(conn, affinity, outbox, &c.forgotten).await
+}
+
+/// The players' interactions deleted and their lists tombstoned (the outbox publishes none).
+async fn forget(
+    conn: &mut PgConnection,
+    affinity: &str,
+    outbox: &str,
+    forgotten: &[(gm_schemas::GameId, gm_schemas::PlayerId)],
+) -> Result<(), sqlx::Error> {
+    if !forgotten.is_empty() {
+        let (games, players) = unique_erased(forgotten);
         sqlx::query(&format!(
             "DELETE FROM {affinity} AS t USING UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
              WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
@@ -39,6 +54,11 @@ pub(super) async fn apply(conn: &mut PgConnection, tables: [&str; 4], c: &Change
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+async fn apply_interactions(conn: &mut PgConnection, tables: [&str; 4], c: &ChangeSet) -> Result<(), sqlx::Error> {
+    let [affinity, items, pairs, outbox] = tables;
     if c.interactions.is_empty() {
         return Ok(());
     }

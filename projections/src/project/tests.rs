@@ -489,3 +489,90 @@ fn a_projection_skips_only_kinds_that_change_nothing_in_it() {
     // And the filter does skip: revenue reads purchases only.
     assert!(!ProjectionName::Revenue.reads("score") && ProjectionName::Revenue.reads("purchase"));
 }
+
+// ---- consent ----
+
+fn consent(analytics: bool, personalisation: bool) -> EventBody {
+    EventBody::ConsentUpdate(ConsentUpdate { analytics, personalisation })
+}
+
+#[test]
+fn events_withheld_from_analytics_change_no_analytics_read_model() {
+    let closing = closing("s-8", at(1, 10, 0), 1800);
+    let counted = Derived { session_started: true, first_seen: true, ..closing };
+    let withheld = Derived { analytics_withheld: true, ..counted.clone() };
+    for body in one_of_each_type() {
+        let event = ev_d("p1", 1, at(1, 11, 0), body.clone(), withheld.clone());
+        for projection in ProjectionName::ALL.into_iter().filter(|p| *p != ProjectionName::Recommendations) {
+            let cs = changes(projection, std::slice::from_ref(&event));
+            assert!(cs.is_empty(), "{projection} counts a withheld {}: {cs:?}", event.kind());
+        }
+        // The same event counted: at least the profile, activity and sessions change.
+        let event = ev_d("p1", 1, at(1, 11, 0), body, counted.clone());
+        for projection in [ProjectionName::PlayerProfiles, ProjectionName::DailyActivity, ProjectionName::Sessions] {
+            assert!(!changes(projection, std::slice::from_ref(&event)).is_empty(), "{projection}");
+        }
+    }
+}
+
+#[test]
+fn a_batch_counts_a_players_events_around_the_withheld_ones() {
+    use ProgressionStatus::*;
+    let off = Derived { analytics_withheld: true, ..Derived::default() };
+    let events = vec![
+        ev("a", 1, at(1, 9, 0), prog(Start, "l1", None)),
+        ev("a", 2, at(1, 9, 1), consent(false, true)),
+        ev_d("a", 3, at(2, 9, 0), buy(100, usd()), off.clone()),
+        ev_d("a", 4, at(2, 9, 1), prog(Complete, "l1", None), off),
+        ev("a", 5, at(3, 9, 0), consent(true, true)),
+        ev("a", 6, at(3, 9, 1), score()),
+        ev("b", 1, at(2, 9, 0), buy(40, usd())),
+    ];
+    let days: Vec<(String, NaiveDate)> = changes(ProjectionName::DailyActivity, &events)
+        .active_days
+        .into_iter()
+        .map(|d| (d.player_id.to_string(), d.day))
+        .collect();
+    assert_eq!(days, vec![("a".into(), day(1)), ("b".into(), day(2)), ("a".into(), day(3))], "not a's day 2");
+    let revenue = changes(ProjectionName::Revenue, &events);
+    assert_eq!((revenue.revenue[0].amount_minor, revenue.payer_days.len()), (40, 1), "only b's purchase");
+    let funnel = changes(ProjectionName::Funnel, &events);
+    assert_eq!((funnel.funnel[0].starts, funnel.funnel[0].completes), (1, 0));
+    assert_eq!(funnel.funnel_players[0].first_complete, None);
+    let profile =
+        changes(ProjectionName::PlayerProfiles, &events).profiles.into_iter().find(|p| p.player_id == pid("a"));
+    let profile = profile.unwrap();
+    assert_eq!((profile.events, profile.purchases, profile.levels_completed), (4, 0, 0));
+    assert_eq!((profile.last_seen, profile.consent), (at(3, 9, 1), Some((true, true))));
+}
+
+#[test]
+fn personalisation_withdrawn_forgets_the_players_interactions_until_it_returns() {
+    let use_item = |item: &str| EventBody::ItemUse(ItemUse { item_id: name(item), quantity: 1 });
+    let off = Derived { personalisation_withheld: true, ..Derived::default() };
+    let events = vec![
+        ev("a", 1, at(1, 9, 0), buy(100, usd())),
+        ev("a", 2, at(1, 9, 1), consent(true, false)),
+        ev_d("a", 3, at(1, 9, 2), use_item("sword"), off.clone()),
+        ev("b", 1, at(1, 9, 3), use_item("shield")),
+    ];
+    let cs = changes(ProjectionName::Recommendations, &events);
+    // a's purchase counts in the items (as in an earlier batch), then a is forgotten.
+    assert_eq!((cs.forgotten, cs.erased), (vec![(game(), pid("a"))], vec![]));
+    let kept: Vec<(&str, &str)> = cs.interactions.iter().map(|i| (i.player_id.as_str(), i.item.as_str())).collect();
+    assert_eq!(kept, vec![("a", "gem"), ("b", "shield")]);
+    assert!(ProjectionName::Recommendations.reads("consent_update"));
+    // Given back in a later batch: a's interactions count again, nobody is forgotten.
+    let back = vec![ev("a", 4, at(1, 9, 4), consent(true, true)), ev("a", 5, at(1, 9, 5), use_item("bow"))];
+    let cs = changes(ProjectionName::Recommendations, &back);
+    let kept: Vec<(&str, &str)> = cs.interactions.iter().map(|i| (i.player_id.as_str(), i.item.as_str())).collect();
+    assert_eq!(kept, vec![("a", "bow")]);
+    assert!(cs.forgotten.is_empty());
+    // Withheld events add nothing, whatever the batch.
+    let withheld = vec![ev_d("a", 6, at(1, 9, 6), use_item("axe"), off)];
+    assert!(changes(ProjectionName::Recommendations, &withheld).is_empty());
+    // Analytics consent alone leaves recommendations as they are.
+    let analytics_off = vec![ev("a", 1, at(1, 9, 0), consent(false, true)), ev("a", 2, at(1, 9, 1), buy(1, usd()))];
+    let cs = changes(ProjectionName::Recommendations, &analytics_off);
+    assert!(cs.forgotten.is_empty() && cs.interactions.len() == 1);
+}
