@@ -433,7 +433,11 @@ async fn every_route_but_health_requires_credentials() {
     let h = harness();
     let app = test::init_service(app(h.data.clone())).await;
     for (path, method, _) in gm_gateway::routes() {
-        let uri = path.replace("{game_id}", "space-race").replace("{player_id}", "p1");
+        let mut uri = path.replace("{game_id}", "space-race").replace("{player_id}", "p1");
+        if path == "/remote_configs/v1/init" {
+            // The GameAnalytics SDKs name their game key in the query (400 without it).
+            uri.push_str("?game_key=0123456789abcdef0123456789abcdef");
+        }
         let req = match method {
             "get" => test::TestRequest::get(),
             _ => test::TestRequest::post().set_payload("{}"),
