@@ -790,7 +790,7 @@ async fn a_game_with_a_secret_needs_the_hmac_of_the_timestamp_and_raw_possibly_g
     let unsigned = post_events(body.clone()).insert_header((header::CONTENT_ENCODING, "gzip"));
     let (status, _, json, _) = call!(&app, unsigned).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(json["reason"].as_str().unwrap().contains("requires a body signature"));
+    assert!(json["reason"].as_str().unwrap().contains("requires signed requests"));
     assert_eq!(h.log.records().len(), 2, "only the two signed batches landed");
     // A game without a secret needs no signature.
     let farm = test::TestRequest::post()
