@@ -104,7 +104,8 @@ async fn segment(
             {"type": "identify", "userId": "seg-1", "traits": {"country": "de"}, "context": {"locale": "de-DE"}}]})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body (hex or base64), required for games with a signing secret"),
+        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
+        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: a message without `messageId` gets an id derived from the game, the key, its position and content (without `sentAt`), so a retry counts once. Messages with a `messageId` keep the id derived from it, key or not. 400 `invalid_input` when malformed"),
     ),
     responses(
@@ -137,7 +138,8 @@ pub async fn segment_batch(
                          "properties": {"level": "world-1", "score": 50}})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body, for games with a signing secret"),
+        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
+        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: a message without `messageId` gets an id derived from the game, the key, its position and content (without `sentAt`), so a retry counts once. Messages with a `messageId` keep the id derived from it, key or not. 400 `invalid_input` when malformed"),
     ),
     responses(
@@ -169,7 +171,8 @@ pub async fn segment_track(
         example = json!({"userId": "seg-1", "traits": {"country": "DE"}, "context": {"locale": "de-DE"}})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body, for games with a signing secret"),
+        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
+        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: a message without `messageId` gets an id derived from the game, the key, its position and content (without `sentAt`), so a retry counts once. Messages with a `messageId` keep the id derived from it, key or not. 400 `invalid_input` when malformed"),
     ),
     responses(
@@ -259,7 +262,8 @@ impl ToSchema for LegacyResponseOrError {
                          "data": {"level": 7}})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256 of the raw body, for games with a signing secret"),
+        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
+        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: an event without `event_id` gets an id derived from the game, the key and the body, so a retry counts once. An `event_id` in the body is used instead (the id itself when a UUID, else UUIDv5 of `game:event_id`). 400 `invalid_input` when malformed"),
     ),
     responses(

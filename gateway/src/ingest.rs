@@ -115,7 +115,8 @@ impl ToSchema for IngestResponseOrError {
              "properties": {"amount_minor": 499, "currency": "USD", "item_id": "gem-pack"}}]})),
     params(
         ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret"),
+        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
+        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters, e.g. a UUID), sent again unchanged with every retry of the same batch: events without `event_id` get ids derived from the game, the key, their position and content, so a retry counts once. 400 `invalid_input` when empty, too long or with other characters"),
     ),
     responses(
