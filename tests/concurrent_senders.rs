@@ -4,7 +4,10 @@
 //! straddling two batches that reach the gateways at the same moment. Every event is
 //! accepted (none refused as `erased`, no 5xx answered for good) and every read model —
 //! DAU, revenue and purchases per currency, payers, sessions and their lengths, the funnel,
-//! player profiles — equals the counts computed from what was sent.
+//! player profiles — equals the counts computed from what was sent. A further day of players
+//! is sent without event ids, each batch with an Idempotency-Key and twice at once (one copy
+//! to each gateway): counted once too, and every acknowledged event is on the processed topic
+//! exactly once by id.
 
 mod common;
 
@@ -59,7 +62,26 @@ async fn concurrent_senders_whose_players_straddle_batches_lose_nothing_on_the_p
     options.seed = 1400;
     let plan = simulate::plan(&options, chrono::Utc::now());
     let started = std::time::Instant::now();
-    let report = straddle::send(&urls, KEY, plan.clone(), 100, 8).await;
+    let straddled = straddle::send(&urls, KEY, plan.clone(), 100, 8).await;
+    // Another 60 players' day, sent without event ids: each batch with an Idempotency-Key,
+    // twice at once to the two gateways. Counted once, like the rest.
+    let mut keyed_options = sim_options(&urls[0], 60);
+    keyed_options.seed = 1401;
+    let keyed_plan: Vec<_> = simulate::plan(&keyed_options, chrono::Utc::now())
+        .into_iter()
+        .map(|mut e| {
+            e.player_id = format!("keyed-{}", e.player_id);
+            e.session_id = format!("keyed-{}", e.session_id);
+            e
+        })
+        .collect();
+    let keyed = straddle::send_keyed_twice(&urls, KEY, keyed_plan.clone(), 100).await;
+    assert_eq!(keyed.accepted.len(), keyed_plan.len(), "every keyed event acknowledged once");
+    let mut report = straddled;
+    let mut plan = plan;
+    plan.extend(keyed_plan);
+    report.accepted.extend(keyed.accepted);
+    report.requests += keyed.requests;
     eprintln!(
         "sent {} events in {} requests ({:.1} s), {} players straddling two concurrent batches, retried {:?}",
         plan.len(),
@@ -77,6 +99,9 @@ async fn concurrent_senders_whose_players_straddle_batches_lose_nothing_on_the_p
     eventually(Duration::from_secs(240), || compare_read_models(urls[1].clone(), &expected, 80)).await.unwrap();
     // Every profile, not a sample: each player present once, with every event counted once.
     compare_read_models(urls[0].clone(), &expected, expected.profiles.len()).await.unwrap();
+    // And event by event, by id (the keyed events by the ids the gateways derived).
+    let backends = gamemetrics::platform::Backends::open(&services.config(logs.path())).await.unwrap();
+    each_acknowledged_event_once(backends.log.as_ref(), &report.accepted).await.unwrap();
 
     // The gateways refused nothing as erased and never left a player unanswered for good.
     for url in &urls {

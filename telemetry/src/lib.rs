@@ -282,6 +282,7 @@ mod tests {
         let _ = m.projections.last_applied.get_or_create(&p);
         let _ = m.projections.checkpoint_conflicts.get_or_create(&p);
         let _ = m.projections.batch_failures.get_or_create(&p);
+        let _ = m.projections.dead_letters.get_or_create(&p);
         let topic = TopicLabels { topic: "player.events.raw".into() };
         let _ = m.kafka.delivery_duration.get_or_create(&topic);
         let _ = m.kafka.delivery_errors.get_or_create(&topic);

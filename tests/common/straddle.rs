@@ -160,3 +160,74 @@ pub async fn send(
     }
     report
 }
+
+/// Sends `plan` in batches of `batch_size` events WITHOUT event ids, each batch with an
+/// `Idempotency-Key` of its own and sent twice at the same moment, once to each of the first
+/// two `urls` (a client that resends after a lost answer, to another gateway). Both answers
+/// must give the same ids (derived from the key); the events are reported once, with those
+/// ids, so that the read models and the processed topic can be compared with the plan.
+pub async fn send_keyed_twice(
+    urls: &[String],
+    key: &str,
+    mut plan: Vec<SentEvent>,
+    batch_size: usize,
+) -> StraddleReport {
+    plan.sort_by_key(|e| e.timestamp);
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut report = StraddleReport::default();
+    for batch in plan.chunks(batch_size) {
+        let idempotency_key = uuid::Uuid::new_v4().to_string();
+        let events: Vec<Value> = batch
+            .iter()
+            .map(|e| {
+                let mut v = wire(e);
+                v.as_object_mut().unwrap().remove("event_id");
+                v
+            })
+            .collect();
+        let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+        let send = |url: String| {
+            let (client, body, idempotency_key) = (client.clone(), body.clone(), idempotency_key.clone());
+            let key = key.to_string();
+            async move {
+                let give_up = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let response = client
+                        .post(format!("{url}/v1/events"))
+                        .insert_header(("Authorization", format!("Bearer {key}")))
+                        .insert_header(("Content-Type", "application/json"))
+                        .insert_header(("Idempotency-Key", idempotency_key.clone()))
+                        .send_body(body.clone())
+                        .await;
+                    match response {
+                        Ok(mut r) if r.status().as_u16() == 202 => {
+                            return r.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null)
+                        }
+                        other => {
+                            let status = other.map(|r| r.status().as_u16()).unwrap_or(0);
+                            assert!(Instant::now() < give_up, "a keyed batch not accepted within 60 s: {status}");
+                            actix_rt::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+        };
+        let (first, second) = futures::join!(send(urls[0].clone()), send(urls[1 % urls.len()].clone()));
+        report.requests += 2;
+        let ids = |answer: &Value| -> Vec<String> {
+            answer["results"]
+                .as_array()
+                .map(|r| r.iter().map(|x| x["event_id"].to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(ids(&first).len(), batch.len(), "a result per event: {first}");
+        assert_eq!(ids(&first), ids(&second), "the same key gives the same ids on either gateway");
+        for (event, result) in batch.iter().zip(first["results"].as_array().unwrap()) {
+            assert_eq!(result["status"], "accepted", "{result}");
+            let mut event = event.clone();
+            event.event_id = result["event_id"].as_str().and_then(|s| s.parse().ok()).expect("an accepted event's id");
+            report.accepted.push(event);
+        }
+    }
+    report
+}
