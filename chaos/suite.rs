@@ -588,8 +588,8 @@ impl Topology {
         })
     }
 
-    /// The scenario's log, opened as the roles open it (after they were stopped).
-    async fn open_log(&self) -> Result<std::sync::Arc<dyn gm_ports::EventLog>, String> {
+    /// The scenario's log and stores, opened as the roles open them (after they were stopped).
+    async fn open_log(&self) -> Result<gamemetrics::platform::Backends, String> {
         let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut config = test_config(scratch.path());
         match (&self.deployment, &self.disk) {
@@ -605,8 +605,7 @@ impl Topology {
             }
             (None, None) => return Err("no log to open".into()),
         }
-        let backends = gamemetrics::platform::Backends::open(&config).await.map_err(|e| format!("{e:#}"))?;
-        Ok(backends.log)
+        gamemetrics::platform::Backends::open(&config).await.map_err(|e| format!("{e:#}"))
     }
 
     fn all(&self) -> impl Iterator<Item = &Proc> {
@@ -746,10 +745,12 @@ async fn scenario(fault: Fault, p: &Profile, logs: &Path) -> Outcome {
     // Event by event (aggregates alone can hide a lost and a doubled event that cancel out).
     if !report.accepted.is_empty() {
         match topology.open_log().await {
-            Ok(log) => {
-                if let Err(e) = each_acknowledged_event_once(log.as_ref(), &report.accepted).await {
+            Ok(backends) => {
+                if let Err(e) = each_acknowledged_event_once(backends.log.as_ref(), &report.accepted).await {
                     outcome.problems.push(format!("event by event: {e}"));
                 }
+                // Closed before the tmpfs under the embedded files is unmounted.
+                backends.close().await;
             }
             Err(e) => outcome.problems.push(format!("opening the log to compare event by event: {e}")),
         }
