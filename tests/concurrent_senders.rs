@@ -16,26 +16,6 @@ use common::*;
 use gamemetrics::simulate;
 use std::time::Duration;
 
-fn logged(logs: &std::path::Path, name: &str) -> impl FnOnce(&mut std::process::Command) {
-    let path = logs.join(format!("{name}.log"));
-    move |command: &mut std::process::Command| {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-        let err = out.try_clone().unwrap();
-        command.stdout(out).stderr(err);
-    }
-}
-
-async fn scrape(base: &str) -> String {
-    let client = awc::Client::default();
-    let mut response = client
-        .get(format!("{base}/metrics"))
-        .insert_header(("Authorization", format!("Bearer {METRICS_TOKEN}")))
-        .send()
-        .await
-        .expect("GET /metrics");
-    String::from_utf8_lossy(&response.body().limit(16 * 1024 * 1024).await.unwrap()).to_string()
-}
-
 fn counter(text: &str, name: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(f64::NAN)
 }
@@ -47,11 +27,11 @@ async fn concurrent_senders_whose_players_straddle_batches_lose_nothing_on_the_p
     let _show = ShowLogsOnPanic(logs.path().to_path_buf());
     let keys = format!("{GAME}={KEY}");
     let gateways = [
-        Role::start_with("gateway", &services, &keys, logged(logs.path(), "gateway-1")),
-        Role::start_with("gateway", &services, &keys, logged(logs.path(), "gateway-2")),
+        Role::start_with("gateway", &services, &keys, services::logged(logs.path(), "gateway-1")),
+        Role::start_with("gateway", &services, &keys, services::logged(logs.path(), "gateway-2")),
     ];
-    let actors = Role::start_with("actors", &services, &keys, logged(logs.path(), "actors"));
-    let projections = Role::start_with("projections", &services, &keys, logged(logs.path(), "projections"));
+    let actors = Role::start_with("actors", &services, &keys, services::logged(logs.path(), "actors"));
+    let projections = Role::start_with("projections", &services, &keys, services::logged(logs.path(), "projections"));
     for role in gateways.iter().chain([&actors, &projections]) {
         role.wait_ready().await;
     }
@@ -105,7 +85,7 @@ async fn concurrent_senders_whose_players_straddle_batches_lose_nothing_on_the_p
 
     // The gateways refused nothing as erased and never left a player unanswered for good.
     for url in &urls {
-        let text = scrape(url).await;
+        let text = services::scrape(url).await;
         assert_eq!(counter(&text, "gamemetrics_events_refused_erased_total"), 0.0, "{url}");
         assert!(counter(&text, "gamemetrics_privacy_keys_unanswered_total") >= 0.0, "{url}: metric exported");
     }

@@ -22,15 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use uuid::Uuid;
 
-fn logged(logs: &std::path::Path, name: &str) -> impl FnOnce(&mut std::process::Command) {
-    let path = logs.join(format!("{name}.log"));
-    move |command: &mut std::process::Command| {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-        let err = out.try_clone().unwrap();
-        command.stdout(out).stderr(err);
-    }
-}
-
 struct Reply {
     status: u16,
     retry_after: Option<String>,
@@ -95,17 +86,6 @@ async fn wait_on_topic(backends: &Backends, topic: &str, ids: &BTreeSet<Uuid>, t
     .unwrap();
 }
 
-async fn scrape(base: &str) -> String {
-    let client = awc::Client::default();
-    let mut response = client
-        .get(format!("{base}/metrics"))
-        .insert_header(("Authorization", format!("Bearer {METRICS_TOKEN}")))
-        .send()
-        .await
-        .expect("GET /metrics");
-    String::from_utf8_lossy(&response.body().limit(16 * 1024 * 1024).await.unwrap()).to_string()
-}
-
 fn counter(text: &str, name: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
@@ -127,11 +107,11 @@ async fn a_batch_appended_after_its_503_and_retried_counts_once() {
     let keys = format!("{GAME}={KEY}");
     let slow = Role::start_with("gateway", &services, &keys, |command| {
         command.env("GM_HTTP__REQUEST_TIMEOUT_MS", "1000").env("GM_KAFKA__PRODUCER__LINGER_MS", "4000");
-        logged(logs.path(), "gateway-slow")(command);
+        services::logged(logs.path(), "gateway-slow")(command);
     });
-    let gateway = Role::start_with("gateway", &services, &keys, logged(logs.path(), "gateway"));
-    let actors = Role::start_with("actors", &services, &keys, logged(logs.path(), "actors"));
-    let projections = Role::start_with("projections", &services, &keys, logged(logs.path(), "projections"));
+    let gateway = Role::start_with("gateway", &services, &keys, services::logged(logs.path(), "gateway"));
+    let actors = Role::start_with("actors", &services, &keys, services::logged(logs.path(), "actors"));
+    let projections = Role::start_with("projections", &services, &keys, services::logged(logs.path(), "projections"));
     for role in [&slow, &gateway, &actors, &projections] {
         role.wait_ready().await;
     }
@@ -215,7 +195,7 @@ async fn a_batch_appended_after_its_503_and_retried_counts_once() {
     let all: BTreeSet<Uuid> = keyed_ids.iter().chain(&own_ids).copied().chain([legacy_id]).collect();
     wait_on_topic(&backends, topics::RAW, &all, 2).await;
     eventually(Duration::from_secs(90), || async {
-        let dropped = counter(&scrape(&actors.url()).await, "gamemetrics_actor_duplicates_dropped_total");
+        let dropped = counter(&services::scrape(&actors.url()).await, "gamemetrics_actor_duplicates_dropped_total");
         if dropped >= all.len() as f64 {
             Ok(())
         } else {
@@ -225,7 +205,7 @@ async fn a_batch_appended_after_its_503_and_retried_counts_once() {
     .await
     .unwrap();
     wait_on_topic(&backends, topics::PROCESSED, &all, 1).await;
-    let dropped = counter(&scrape(&actors.url()).await, "gamemetrics_actor_duplicates_dropped_total");
+    let dropped = counter(&services::scrape(&actors.url()).await, "gamemetrics_actor_duplicates_dropped_total");
     assert_eq!(dropped, all.len() as f64, "the second copy of each event, and nothing else, dropped");
 
     // And the read models count each event once.

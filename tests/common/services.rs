@@ -196,3 +196,25 @@ impl Drop for Role {
         self.kill();
     }
 }
+
+/// Sends a role's stdout and stderr to `<logs>/<name>.log` (for [`Role::start_with`]).
+pub fn logged(logs: &std::path::Path, name: &str) -> impl FnOnce(&mut std::process::Command) {
+    let path = logs.join(format!("{name}.log"));
+    move |command: &mut std::process::Command| {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let err = out.try_clone().unwrap();
+        command.stdout(out).stderr(err);
+    }
+}
+
+/// A role's `/metrics` text (with the metrics token).
+pub async fn scrape(base: &str) -> String {
+    let client = awc::Client::default();
+    let mut response = client
+        .get(format!("{base}/metrics"))
+        .insert_header(("Authorization", format!("Bearer {}", super::METRICS_TOKEN)))
+        .send()
+        .await
+        .expect("GET /metrics");
+    String::from_utf8_lossy(&response.body().limit(16 * 1024 * 1024).await.unwrap()).to_string()
+}
