@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 mod families;
+pub mod health;
 pub mod trace;
 pub use families::{
     ActorMetrics, BuildLabels, CacheMetrics, KafkaMetrics, PartitionLabels, PrivacyMetrics, ProjectionMetrics,
@@ -48,6 +49,12 @@ pub struct ProjectionLabels {
     pub projection: String,
 }
 
+/// A dependency or loop a role needs to be ready (`kafka`, `postgres`, `actors.consumer`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    pub component: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -72,6 +79,8 @@ pub struct Metrics {
     pub projection_lag: Family<ProjectionLabels, Gauge>,
     pub projection_events_applied: Family<ProjectionLabels, Counter>,
     pub projection_batch_duration: Family<ProjectionLabels, Histogram, fn() -> Histogram>,
+    /// 1 while a component the role needs (served by `/health/ready`) is ready, else 0.
+    pub ready: Family<ComponentLabels, Gauge>,
     pub build_info: Family<BuildLabels, Gauge>,
     pub kafka: KafkaMetrics,
     pub actors: ActorMetrics,
@@ -150,6 +159,12 @@ impl Metrics {
             "Time to apply one batch with its checkpoint",
             projection_batch_duration.clone(),
         );
+        let ready = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "ready",
+            "1 while the component is ready, 0 while it makes /health/ready answer 503",
+            ready.clone(),
+        );
         let groups = families::register(&mut registry);
         Self {
             registry: Arc::new(registry),
@@ -172,6 +187,7 @@ impl Metrics {
             projection_lag,
             projection_events_applied,
             projection_batch_duration,
+            ready,
         }
     }
 
@@ -237,6 +253,7 @@ pub const EXPORTED: &[(&str, &str)] = &[
     ("gamemetrics_cache_misses", "counter"),
     ("gamemetrics_cache_errors", "counter"),
     ("gamemetrics_cache_connected", "gauge"),
+    ("gamemetrics_ready", "gauge"),
 ];
 
 /// Initialises logging once, without span export: `RUST_LOG` filter (default `info`), JSON
@@ -292,6 +309,7 @@ mod tests {
             partition: "0".into(),
         });
         let _ = m.kafka.rebalances.get_or_create(&RebalanceLabels { group: "actors".into(), kind: "assigned".into() });
+        let _ = m.ready.get_or_create(&ComponentLabels { component: "kafka".into() });
         let text = m.encode();
         for (name, kind) in EXPORTED {
             assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} ({kind}) missing from:\n{text}");
