@@ -188,6 +188,11 @@ async fn apply_interactions(conn: &mut SqliteConnection, tables: [&str; 4], c: &
     .map(|_| ())
 }
 
+/// A JSON array of the items, the one parameter that `json_each` turns into a set in SQL.
+fn json_list<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
+    serde_json::Value::Array(items.into_iter().map(|i| serde_json::Value::String(i.clone())).collect()).to_string()
+}
+
 fn ms(v: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(v).unwrap_or_default()
 }
@@ -245,30 +250,42 @@ impl RecommendationStore for SqliteStore {
                 ms(r.try_get(2).map_err(store_err)?),
             ));
         }
-        let mut needed: BTreeSet<String> = BTreeSet::new();
-        for (item, _, _) in &input.owned {
-            needed.insert(item.clone());
-            let rows = sqlx::query("SELECT item_b, players FROM reco_pairs WHERE game_id = ? AND item_a = ?")
-                .bind(game.as_str())
-                .bind(item)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(store_err)?;
-            for r in &rows {
-                let b: String = r.try_get(0).map_err(store_err)?;
-                let n: i64 = r.try_get(1).map_err(store_err)?;
-                needed.insert(b.clone());
-                input.pairs.push((item.clone(), b, to_u64(n)));
-            }
+        // Four statements whatever the number of items (as on PostgreSQL): each statement is
+        // a round trip to SQLite's worker thread, which costs more than the lookup itself.
+        let owned_items = json_list(input.owned.iter().map(|(i, _, _)| i));
+        let pair_rows = sqlx::query(
+            "SELECT item_a, item_b, players FROM reco_pairs
+             WHERE game_id = ? AND item_a IN (SELECT value FROM json_each(?))
+             ORDER BY item_a, item_b",
+        )
+        .bind(game.as_str())
+        .bind(&owned_items)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_err)?;
+        let mut needed: BTreeSet<String> = input.owned.iter().map(|(i, _, _)| i.clone()).collect();
+        for r in &pair_rows {
+            let (a, b): (String, String) = (r.try_get(0).map_err(store_err)?, r.try_get(1).map_err(store_err)?);
+            let n: i64 = r.try_get(2).map_err(store_err)?;
+            needed.insert(b.clone());
+            input.pairs.push((a, b, to_u64(n)));
         }
-        for item in &needed {
-            let n: Option<i64> = sqlx::query_scalar("SELECT players FROM reco_items WHERE game_id = ? AND item = ?")
-                .bind(game.as_str())
-                .bind(item)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(store_err)?;
-            input.item_players.insert(item.clone(), n.map(to_u64).unwrap_or(0));
+        let needed_items = json_list(&needed);
+        let item_rows = sqlx::query(
+            "SELECT item, players FROM reco_items WHERE game_id = ? AND item IN (SELECT value FROM json_each(?))",
+        )
+        .bind(game.as_str())
+        .bind(&needed_items)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(store_err)?;
+        let mut counts: HashMap<String, u64> = HashMap::with_capacity(item_rows.len());
+        for r in &item_rows {
+            counts.insert(r.try_get(0).map_err(store_err)?, to_u64(r.try_get(1).map_err(store_err)?));
+        }
+        for item in needed {
+            let n = counts.get(&item).copied().unwrap_or(0);
+            input.item_players.insert(item, n);
         }
         let popular =
             sqlx::query("SELECT item, players FROM reco_items WHERE game_id = ? ORDER BY players DESC, item LIMIT ?")
