@@ -43,6 +43,8 @@ pub mod steps {
     pub const CACHE_PURGED: &str = "cache_purged";
     pub const PSEUDONYM_UNLINKED: &str = "pseudonym_unlinked";
     pub const COMPLETED: &str = "completed";
+    /// Re-opened: the data database was restored to a point before the erasure.
+    pub const REAPPLIED_AFTER_RESTORE: &str = "reapplied_after_restore";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -13,10 +13,12 @@
 
 pub mod crypto;
 pub mod erasure;
+pub mod restore;
 pub mod store;
 
 pub use crypto::{is_pseudonym, CryptoError, DataKey, MasterKey, Pseudonymizer, ReceiptSigner, Subject, SubjectHasher};
 pub use erasure::{receipt_stores, steps, Erasure, ErasureStatus, Receipt, Step, StoreAction};
+pub use restore::{unapplied, ErasureLedger, ErasureRecords, Identify, KeysApart};
 pub use store::{
     AuditEntry, Begun, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore, StoredPersonal,
 };
