@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(identify.offer(&game, &candidates, &hasher), vec![(Uuid::from_u128(1), alice)]);
         assert!(identify.wants("g"));
         assert_eq!(identify.unknown(), HashSet::from([Uuid::from_u128(2)]));
-        assert_eq!(identify.offer(&game, &[bob.clone()], &hasher), vec![(Uuid::from_u128(2), bob)]);
+        assert_eq!(identify.offer(&game, std::slice::from_ref(&bob), &hasher), vec![(Uuid::from_u128(2), bob)]);
         assert!(!identify.wants("g") && identify.games().is_empty() && identify.unknown().is_empty());
     }
 
