@@ -27,6 +27,10 @@ pub struct ReadyResponse {
     pub degraded: Vec<String>,
     /// Every registered component and whether it is ready.
     pub components: BTreeMap<String, bool>,
+    /// Why each component of `not_ready` is not, when known (e.g. `kafka`: the metadata
+    /// request of the producer timed out; `actors.consumer`: a partition behind and not moving).
+    #[serde(default)]
+    pub reasons: BTreeMap<String, String>,
 }
 
 /// Liveness: the process answers HTTP.
@@ -36,25 +40,33 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(LiveResponse { status: "alive".into() })
 }
 
-/// Readiness: 200 only when every registered component (log, stores, ...) is ready.
+/// Readiness: 200 only when every component this process needs is ready.
+///
+/// In production: `kafka` (the brokers answer the producer), `postgres` (the pool answers
+/// `SELECT 1`) and, in the actors and projections roles, `actors.consumer` /
+/// `projections.consumer` (partitions assigned, polling, moving forward where there is work);
+/// in the embedded default: `storage`. Checked in the background every few seconds, not per
+/// request. The cache is optional: while Redis is down the answer is 200 `degraded`.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Every component is ready", body = ReadyResponse),
-        (status = 503, description = "Some component is not ready; `not_ready` names them", body = ReadyResponse),
+        (status = 503, description = "Some component is not ready; `not_ready` names them, `reasons` says why", body = ReadyResponse),
     ))]
 pub async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
     let components = readiness.snapshot();
     let not_ready: Vec<String> = components.iter().filter(|(_, r)| !**r).map(|(n, _)| n.clone()).collect();
     let degraded = readiness.degraded();
+    let reasons = readiness.reasons();
     if not_ready.is_empty() {
         let status = if degraded.is_empty() { "ready" } else { "degraded" };
-        HttpResponse::Ok().json(ReadyResponse { status: status.into(), not_ready, degraded, components })
+        HttpResponse::Ok().json(ReadyResponse { status: status.into(), not_ready, degraded, components, reasons })
     } else {
         HttpResponse::ServiceUnavailable().json(ReadyResponse {
             status: "not_ready".into(),
             not_ready,
             degraded,
             components,
+            reasons,
         })
     }
 }

@@ -1,6 +1,8 @@
-//! Readiness flags that the roles (log, stores, actors, projections) set, served by
-//! `/health/ready`: ready only when every registered component is.
+//! Readiness of the components a role needs (its log, its stores, its consumer loops), set by
+//! the role's watchers and served by `/health/ready`: ready only when every registered
+//! component is.
 
+use gm_telemetry::{ComponentGauge, ComponentLabels};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -8,10 +10,19 @@ use std::sync::{Arc, RwLock};
 /// ready; with no component registered the process counts as ready.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    components: Arc<RwLock<BTreeMap<String, bool>>>,
+    components: Arc<RwLock<BTreeMap<String, Component>>>,
     /// Components the process works without, only slower (the cache): reported, never
     /// failing readiness, so a Redis outage does not take every pod out of its Service.
     optional: Arc<RwLock<BTreeMap<String, bool>>>,
+    /// `gamemetrics_ready{component}` of the required components, when set.
+    gauge: Option<ComponentGauge>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Component {
+    ready: bool,
+    /// Why it is not ready (empty when ready or not known).
+    reason: String,
 }
 
 impl Readiness {
@@ -19,28 +30,61 @@ impl Readiness {
         Self::default()
     }
 
+    /// Also reports every required component as `gamemetrics_ready{component}` (1 or 0).
+    pub fn with_gauge(mut self, gauge: ComponentGauge) -> Self {
+        for (name, c) in self.read().iter() {
+            gauge.get_or_create(&ComponentLabels { component: name.clone() }).set(i64::from(c.ready));
+        }
+        self.gauge = Some(gauge);
+        self
+    }
+
     /// Declares a component that must become ready (starts not ready).
     pub fn register(&self, component: &str) {
-        self.write().entry(component.to_string()).or_insert(false);
+        let mut components = self.write();
+        if !components.contains_key(component) {
+            components.insert(component.to_string(), Component::default());
+            self.report(component, false);
+        }
     }
 
     /// Sets a component's state, registering it if needed.
     pub fn set_ready(&self, component: &str, ready: bool) {
-        self.write().insert(component.to_string(), ready);
+        self.set(component, if ready { Ok(()) } else { Err(String::new()) });
+    }
+
+    /// Sets a component ready, or not ready for `reason` (served with the 503).
+    pub fn set(&self, component: &str, state: Result<(), String>) {
+        let component_state = match state {
+            Ok(()) => Component { ready: true, reason: String::new() },
+            Err(reason) => Component { ready: false, reason },
+        };
+        let ready = component_state.ready;
+        self.write().insert(component.to_string(), component_state);
+        self.report(component, ready);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.read().values().all(|ready| *ready)
+        self.read().values().all(|c| c.ready)
     }
 
     /// The components not ready, in name order.
     pub fn not_ready(&self) -> Vec<String> {
-        self.read().iter().filter(|(_, ready)| !**ready).map(|(name, _)| name.clone()).collect()
+        self.read().iter().filter(|(_, c)| !c.ready).map(|(name, _)| name.clone()).collect()
     }
 
     /// Every component and its state.
     pub fn snapshot(&self) -> BTreeMap<String, bool> {
-        self.read().clone()
+        self.read().iter().map(|(name, c)| (name.clone(), c.ready)).collect()
+    }
+
+    /// Why each component that is not ready is not, when known.
+    pub fn reasons(&self) -> BTreeMap<String, String> {
+        self.read()
+            .iter()
+            .filter(|(_, c)| !c.ready && !c.reason.is_empty())
+            .map(|(name, c)| (name.clone(), c.reason.clone()))
+            .collect()
     }
 
     /// Sets the state of an optional component (reported as degraded when false).
@@ -54,12 +98,18 @@ impl Readiness {
         optional.iter().filter(|(_, ok)| !**ok).map(|(name, _)| name.clone()).collect()
     }
 
+    fn report(&self, component: &str, ready: bool) {
+        if let Some(gauge) = &self.gauge {
+            gauge.get_or_create(&ComponentLabels { component: component.to_string() }).set(i64::from(ready));
+        }
+    }
+
     // A panic while holding the lock cannot leave the map half-written (single inserts), so
     // a poisoned lock is still safe to use.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, bool>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Component>> {
         self.components.read().unwrap_or_else(|e| e.into_inner())
     }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, bool>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Component>> {
         self.components.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -80,6 +130,24 @@ mod tests {
         assert!(r.is_ready());
         r.set_ready("log", false);
         assert!(!r.is_ready());
+    }
+
+    #[test]
+    fn a_component_not_ready_carries_its_reason_and_its_gauge_follows() {
+        let metrics = gm_telemetry::Metrics::new();
+        let r = Readiness::new().with_gauge(metrics.ready.clone());
+        r.register("kafka");
+        let gauge = |c: &str| metrics.ready.get_or_create(&ComponentLabels { component: c.into() }).get();
+        assert_eq!(gauge("kafka"), 0);
+        r.set("kafka", Ok(()));
+        assert_eq!(gauge("kafka"), 1);
+        r.set("postgres", Err("SELECT 1 timed out after 2 s".into()));
+        assert_eq!(gauge("postgres"), 0);
+        assert_eq!(r.reasons(), BTreeMap::from([("postgres".to_string(), "SELECT 1 timed out after 2 s".to_string())]));
+        r.set("postgres", Ok(()));
+        assert!(r.reasons().is_empty());
+        assert!(r.is_ready());
+        assert!(metrics.encode().contains("gamemetrics_ready{component=\"postgres\"} 1"));
     }
 
     #[test]

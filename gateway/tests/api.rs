@@ -649,7 +649,18 @@ async fn ready_is_503_naming_components_until_all_are_ready() {
     let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/health/ready")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json["not_ready"], json!(["store"]));
+    h.readiness.set("store", Err("SELECT 1 timed out after 2 s".into()));
+    let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/health/ready")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json["reasons"], json!({"store": "SELECT 1 timed out after 2 s"}));
     h.readiness.set_ready("store", true);
+    let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/health/ready")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["reasons"], json!({}));
+    // Back to 503 when a component fails again, 200 after it recovers.
+    h.readiness.set("log", Err("brokers unreachable".into()));
+    assert_eq!(call!(&app, test::TestRequest::get().uri("/health/ready")).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    h.readiness.set("log", Ok(()));
     assert_eq!(call!(&app, test::TestRequest::get().uri("/health/ready")).await.0, StatusCode::OK);
 }
 

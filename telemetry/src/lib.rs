@@ -55,6 +55,9 @@ pub struct ComponentLabels {
     pub component: String,
 }
 
+/// `gamemetrics_ready`: one gauge per component.
+pub type ComponentGauge = Family<ComponentLabels, Gauge>;
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -80,7 +83,7 @@ pub struct Metrics {
     pub projection_events_applied: Family<ProjectionLabels, Counter>,
     pub projection_batch_duration: Family<ProjectionLabels, Histogram, fn() -> Histogram>,
     /// 1 while a component the role needs (served by `/health/ready`) is ready, else 0.
-    pub ready: Family<ComponentLabels, Gauge>,
+    pub ready: ComponentGauge,
     pub build_info: Family<BuildLabels, Gauge>,
     pub kafka: KafkaMetrics,
     pub actors: ActorMetrics,
