@@ -15,40 +15,31 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub json_logs: bool,
     pub http: HttpConfig,
-    pub limits: LimitsConfig,
+    pub limits: gm_schemas::validate::Limits,
     pub log: LogConfig,
-    pub actors: ActorsSettings,
+    pub actors: gm_actors::ActorsSettings,
     /// API keys per game, `GM_API_KEYS="game-a=key1,game-a=key2,game-b=key3"` or a
     /// `[[api_keys]]` table list in the file.
-    #[serde(default)]
     pub api_keys: ApiKeys,
     /// The same `game=key` pairs (comma- or newline-separated) in a file, e.g. a mounted
     /// Kubernetes Secret; used instead of `api_keys` when set.
-    #[serde(default)]
     pub api_keys_file: Option<PathBuf>,
     /// `embedded` (SQLite files under data_dir) or `production` (Kafka, PostgreSQL, Redis).
-    #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
     pub kafka: gm_kafka::KafkaConfig,
-    #[serde(default)]
     pub postgres: PostgresSettings,
     /// Optional in production: without it every query goes to PostgreSQL.
     #[serde(default)]
     pub redis: Option<gm_redis::RedisConfig>,
     /// Revocation, body signatures, people's tokens, the metrics token.
-    #[serde(default)]
     pub auth: AuthSettings,
-    #[serde(default)]
-    pub rate_limits: RateLimitSettings,
+    pub rate_limits: gm_gateway::RateLimitConfig,
     /// Crypto-shredding and erasure.
-    #[serde(default)]
     pub privacy: PrivacySettings,
     /// How long the events fact table keeps each game's events.
-    #[serde(default)]
     pub retention: RetentionSettings,
     /// Span export over OTLP (off when no endpoint is set).
-    #[serde(default)]
     pub telemetry: TelemetrySettings,
     /// The previous platform's route without an API key (off unless games are listed).
     pub compat: CompatSettings,
@@ -56,6 +47,21 @@ pub struct Config {
     pub gameanalytics: GameAnalyticsSettings,
     /// The order of each game's funnel levels.
     pub funnel: FunnelSettings,
+    /// How `/health/ready` checks the dependencies and consumers of a production role.
+    pub health: HealthSettings,
+}
+
+/// `[health]`: the background checks behind `/health/ready` (docs/runbooks/not-ready.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HealthSettings {
+    /// How often Kafka (the producer's metadata request) and PostgreSQL (`SELECT 1`) are probed
+    /// and the consumers judged.
+    pub probe_interval_ms: u64,
+    /// A probe not answered within this is a failure.
+    pub probe_timeout_ms: u64,
+    /// A consumer that has not polled, or has work and has not moved forward, for this long is
+    /// not ready.
+    pub consumer_stall_ms: u64,
 }
 
 /// `[funnel]`: the order of a game's levels in the funnel (defaults in config/default.toml).
@@ -74,7 +80,6 @@ pub struct GameAnalyticsSettings {
     /// several times with different secret keys (all accepted: rotation with overlap).
     pub keys: String,
     /// The same entries in a file (a mounted Kubernetes Secret); used instead of `keys` when set.
-    #[serde(default)]
     pub keys_file: Option<PathBuf>,
 }
 
@@ -102,7 +107,6 @@ pub struct CompatSettings {
 
 /// `[telemetry]`: OpenTelemetry spans, exported over OTLP/HTTP protobuf.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
 pub struct TelemetrySettings {
     /// Base URL of an OTLP/HTTP collector (`http://otel-collector:4318`); empty = no export.
     pub otlp_endpoint: String,
@@ -112,31 +116,17 @@ pub struct TelemetrySettings {
     pub service_name: String,
 }
 
-impl Default for TelemetrySettings {
-    fn default() -> Self {
-        Self { otlp_endpoint: String::new(), sampling_ratio: 1.0, service_name: "gamemetrics".into() }
-    }
-}
-
 /// `[retention]`: days of events kept in the `events` fact table, per game.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
 pub struct RetentionSettings {
     pub default_days: u32,
     /// `game=days` pairs, comma-separated, for games kept longer or shorter than the default.
     pub games: String,
 }
 
-impl Default for RetentionSettings {
-    fn default() -> Self {
-        Self { default_days: 90, games: String::new() }
-    }
-}
-
 /// `[privacy]`. The master key wraps every player's data key: losing it loses every
 /// personal value, leaking it exposes them (not the erased ones: their keys are gone).
 #[derive(Clone, Deserialize)]
-#[serde(default)]
 pub struct PrivacySettings {
     /// 32 bytes as 64 hex characters or base64. Required in production (inline or file).
     pub master_key: String,
@@ -148,18 +138,6 @@ pub struct PrivacySettings {
     pub key_cache_ttl_ms: u64,
     /// How often pending erasures are followed up.
     pub erasure_poll_ms: u64,
-}
-
-impl Default for PrivacySettings {
-    fn default() -> Self {
-        Self {
-            master_key: String::new(),
-            master_key_file: None,
-            suppression_days: 30,
-            key_cache_ttl_ms: 30_000,
-            erasure_poll_ms: 500,
-        }
-    }
 }
 
 impl std::fmt::Debug for PrivacySettings {
@@ -177,7 +155,6 @@ impl std::fmt::Debug for PrivacySettings {
 /// `[auth]`: every secret may be given inline, or as `*_file` naming a file that holds it
 /// (Kubernetes Secrets and External Secrets mounted as files).
 #[derive(Clone, Deserialize)]
-#[serde(default)]
 pub struct AuthSettings {
     /// Key ids of revoked API keys, comma-separated: the first 16 (at least 8) hex digits of
     /// the key's SHA-256 (`printf %s "$KEY" | sha256sum | cut -c1-16`).
@@ -196,32 +173,14 @@ pub struct AuthSettings {
     pub audience: String,
     pub roles_claim: String,
     pub games_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub jwt_leeway_secs: u64,
     /// The bearer token Prometheus presents to read `/metrics`.
     pub metrics_token: String,
     pub metrics_token_file: Option<PathBuf>,
     /// A static bearer token with the analyst role on every game, for the embedded default
     /// only (so a new user can query without an identity provider); ignored in production mode.
     pub dev_analyst_token: String,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            revoked_keys: String::new(),
-            signing_secrets: String::new(),
-            signing_secrets_file: None,
-            jwks_file: None,
-            jwks_url: None,
-            jwks_refresh_secs: 300,
-            issuer: String::new(),
-            audience: String::new(),
-            roles_claim: "roles".into(),
-            games_claim: "games".into(),
-            metrics_token: String::new(),
-            metrics_token_file: None,
-            dev_analyst_token: String::new(),
-        }
-    }
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -238,25 +197,6 @@ impl std::fmt::Debug for AuthSettings {
     }
 }
 
-/// `[rate_limits]`: 0 per second disables a limit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct RateLimitSettings {
-    /// Requests per second per API key, and the burst above it.
-    pub per_key_per_second: u32,
-    pub per_key_burst: u32,
-    /// Events per second per player, and the burst above it.
-    pub per_player_per_second: u32,
-    pub per_player_burst: u32,
-}
-
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        // As in config/default.toml (the reasons are there).
-        Self { per_key_per_second: 20_000, per_key_burst: 40_000, per_player_per_second: 200, per_player_burst: 2000 }
-    }
-}
-
 /// A secret given inline or in a file (trailing newline dropped).
 fn secret(inline: &str, file: Option<&Path>, setting: &'static str) -> Result<String, ConfigError> {
     match file {
@@ -267,25 +207,17 @@ fn secret(inline: &str, file: Option<&Path>, setting: &'static str) -> Result<St
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    #[default]
     Embedded,
     Production,
 }
 
 #[derive(Clone, Deserialize)]
-#[serde(default)]
 pub struct PostgresSettings {
     pub url: String,
     pub max_connections: u32,
-}
-
-impl Default for PostgresSettings {
-    fn default() -> Self {
-        Self { url: String::new(), max_connections: 16 }
-    }
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -300,15 +232,7 @@ pub struct HttpConfig {
     pub bind: String,
     pub request_timeout_ms: u64,
     /// Origins browsers may call the API from (CORS), comma-separated; `*` for any.
-    #[serde(default)]
     pub cors_allowed_origins: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LimitsConfig {
-    pub max_body_bytes: usize,
-    pub max_events: usize,
-    pub max_event_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,48 +241,7 @@ pub struct LogConfig {
     pub processed_partitions: u32,
     /// Namespace of every Kafka topic and consumer group (several deployments on one
     /// cluster): `sbs` makes `sbs.player.events.raw` and `sbs.actors`; empty, the bare names.
-    #[serde(default)]
     pub namespace: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ActorsSettings {
-    pub snapshot_every_events: u64,
-    pub snapshot_every_ms: u64,
-    pub passivate_after_ms: u64,
-    pub threads: usize,
-    /// Batched snapshot reads in flight at once (recovery after a rebalance is throttled by it).
-    #[serde(default = "default_max_concurrent_loads")]
-    pub max_concurrent_loads: usize,
-    /// Times a record whose processing fails is tried before it goes to `system.dlq`.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// A partition with records to process that made no progress this long is stalled: the
-    /// actors leave the consumer group and join again with a fresh consumer.
-    #[serde(default = "default_stall_after_ms")]
-    pub stall_after_ms: u64,
-    /// An event id received for a player within this many hours counts once.
-    pub dedup_window_hours: u64,
-    /// At most this many event ids are remembered per player (16 bytes each).
-    pub dedup_max_ids: usize,
-    /// The session timer closes a session none of whose events was received this long.
-    pub session_timeout_ms: u64,
-    /// … or this long after the last event of a session whose end arrived first.
-    pub session_end_grace_ms: u64,
-    /// How often the actors append a timer tick to each partition with open sessions.
-    pub session_tick_ms: u64,
-}
-
-fn default_max_concurrent_loads() -> usize {
-    4
-}
-
-fn default_max_attempts() -> u32 {
-    3
-}
-
-fn default_stall_after_ms() -> u64 {
-    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,10 +250,9 @@ pub struct ApiKeyEntry {
     pub key: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ApiKeys {
-    #[default]
     None,
     List(Vec<ApiKeyEntry>),
     /// `game=key,game=key`, as environment variables carry it.
@@ -489,6 +371,15 @@ impl Config {
         }
         if self.actors.stall_after_ms < 1_000 {
             return Err(invalid("actors.stall_after_ms", "must be at least 1000"));
+        }
+        if !(100..=600_000).contains(&self.health.probe_interval_ms) {
+            return Err(invalid("health.probe_interval_ms", "must be 100..=600000"));
+        }
+        if !(100..=60_000).contains(&self.health.probe_timeout_ms) {
+            return Err(invalid("health.probe_timeout_ms", "must be 100..=60000"));
+        }
+        if self.health.consumer_stall_ms < 1_000 {
+            return Err(invalid("health.consumer_stall_ms", "must be at least 1000"));
         }
         if !(0.0..=1.0).contains(&self.telemetry.sampling_ratio) {
             return Err(invalid("telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
@@ -782,45 +673,24 @@ impl Config {
     }
 
     pub fn rate_limits(&self) -> gm_gateway::RateLimitConfig {
-        let r = &self.rate_limits;
-        gm_gateway::RateLimitConfig {
-            per_key_per_second: r.per_key_per_second,
-            per_key_burst: r.per_key_burst,
-            per_player_per_second: r.per_player_per_second,
-            per_player_burst: r.per_player_burst,
-        }
+        self.rate_limits
     }
 
     pub fn limits(&self) -> gm_schemas::validate::Limits {
-        gm_schemas::validate::Limits {
-            max_body_bytes: self.limits.max_body_bytes,
-            max_events: self.limits.max_events,
-            max_event_bytes: self.limits.max_event_bytes,
-            ..Default::default()
-        }
+        self.limits
     }
 
     pub fn actors(&self) -> gm_actors::ActorsConfig {
-        gm_actors::ActorsConfig {
-            snapshot_every_events: self.actors.snapshot_every_events,
-            snapshot_every: Duration::from_millis(self.actors.snapshot_every_ms),
-            passivate_after: Duration::from_millis(self.actors.passivate_after_ms),
-            threads: self.actors.threads,
-            max_concurrent_loads: self.actors.max_concurrent_loads,
-            max_attempts: self.actors.max_attempts,
-            stall_after: Duration::from_millis(self.actors.stall_after_ms),
-            policy: gm_actors::Policy {
-                dedup: gm_actors::dedup::DedupPolicy {
-                    window: chrono::Duration::hours(self.actors.dedup_window_hours as i64),
-                    max_ids: self.actors.dedup_max_ids,
-                },
-                session: gm_actors::session::SessionPolicy {
-                    timeout: chrono::Duration::milliseconds(self.actors.session_timeout_ms as i64),
-                    end_grace: chrono::Duration::milliseconds(self.actors.session_end_grace_ms as i64),
-                },
-            },
-            session_tick_every: Duration::from_millis(self.actors.session_tick_ms),
-            ..Default::default()
+        self.actors.config()
+    }
+
+    /// `[health]` as the readiness watchers take it.
+    pub fn health(&self) -> crate::readiness::Settings {
+        let h = &self.health;
+        crate::readiness::Settings {
+            interval: Duration::from_millis(h.probe_interval_ms),
+            timeout: Duration::from_millis(h.probe_timeout_ms),
+            consumer_stall: Duration::from_millis(h.consumer_stall_ms),
         }
     }
 
@@ -865,6 +735,40 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         base().validate().unwrap();
+    }
+
+    /// config/default.toml is the one source of defaults: every value in it is required, so
+    /// no Rust default (`#[serde(default)]`, a `Default` impl) can stand in for it and drift.
+    #[test]
+    fn every_default_is_required_from_the_file() {
+        let settings: Vec<(usize, &str)> = DEFAULTS
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.starts_with('#') && !line.starts_with('[') && line.contains(" = "))
+            .collect();
+        assert!(settings.len() > 60, "{} settings", settings.len());
+        for (at, line) in settings {
+            let without: String =
+                DEFAULTS.lines().enumerate().filter(|(i, _)| *i != at).map(|(_, l)| format!("{l}\n")).collect();
+            let parsed = config::Config::builder()
+                .add_source(config::File::from_str(&without, config::FileFormat::Toml))
+                .build()
+                .and_then(|c| c.try_deserialize::<Config>());
+            assert!(parsed.is_err(), "`{line}` has a second default in Rust");
+        }
+    }
+
+    /// The libraries' defaults (their tests' configuration) are read from the same file.
+    #[test]
+    fn the_libraries_defaults_are_the_files() {
+        let c = base();
+        assert_eq!(format!("{:?}", c.actors()), format!("{:?}", gm_actors::ActorsConfig::default()));
+        assert_eq!(c.limits(), gm_schemas::validate::Limits::default());
+        assert_eq!(c.rate_limits(), gm_gateway::RateLimitConfig::default());
+        let jwt = gm_gateway::JwtConfig::default();
+        assert_eq!((&jwt.roles_claim, &jwt.games_claim), (&c.auth.roles_claim, &c.auth.games_claim));
+        assert_eq!(jwt.leeway, Duration::from_secs(c.auth.jwt_leeway_secs));
+        assert_eq!(gm_gateway::GatewayConfig::default().request_timeout, c.request_timeout());
     }
 
     #[test]

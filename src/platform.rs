@@ -358,7 +358,7 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
             audience: auth.audience.clone(),
             roles_claim: auth.roles_claim.clone(),
             games_claim: auth.games_claim.clone(),
-            ..Default::default()
+            leeway: Duration::from_secs(auth.jwt_leeway_secs),
         };
         (settings, jwks)
     });

@@ -27,9 +27,9 @@ pub struct DedupPolicy {
 }
 
 impl Default for DedupPolicy {
-    /// The defaults of config/default.toml (`actors.dedup_window_hours`, `actors.dedup_max_ids`).
+    /// `actors.dedup_window_hours` and `actors.dedup_max_ids` of config/default.toml.
     fn default() -> Self {
-        Self { window: Duration::days(7), max_ids: 8_192 }
+        crate::ActorsConfig::default().policy.dedup
     }
 }
 

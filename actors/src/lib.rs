@@ -26,7 +26,7 @@ pub mod session;
 pub mod shard;
 
 pub use player::{PlayerActor, PlayerCommand, PlayerState, Policy};
-pub use runtime::{ActorsConfig, ActorsRuntime};
+pub use runtime::{ActorsConfig, ActorsRuntime, ActorsSettings};
 
 #[cfg(test)]
 mod test_support;

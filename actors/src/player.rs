@@ -14,10 +14,17 @@ use uuid::Uuid;
 
 /// The rules a player's actor decides by, from the actors configuration. Not part of the
 /// state: a snapshot holds facts (ids and times), and the policy in force reads them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub dedup: DedupPolicy,
     pub session: SessionPolicy,
+}
+
+impl Default for Policy {
+    /// The `[actors]` settings of config/default.toml.
+    fn default() -> Self {
+        crate::ActorsConfig::default().policy
+    }
 }
 
 /// Namespace of the ids of the `session_end` events the session timer emits (UUIDv5 of the

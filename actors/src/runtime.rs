@@ -19,6 +19,7 @@ use crate::shard::*;
 use actix::prelude::*;
 use gm_ports::{EventLog, LogConsumer, LogError, Polled, Position, Record, SnapshotStore, StoreError};
 use gm_schemas::topics;
+use gm_telemetry::health::ConsumerHealth;
 use gm_telemetry::Metrics;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,20 +58,64 @@ pub struct ActorsConfig {
     pub session_tick_every: Duration,
 }
 
-impl Default for ActorsConfig {
-    fn default() -> Self {
-        Self {
-            snapshot_every_events: 10_000,
-            snapshot_every: Duration::from_secs(10),
-            passivate_after: Duration::from_secs(300),
-            max_batch: 5_000,
-            threads: 2,
-            max_concurrent_loads: 4,
-            max_attempts: 3,
-            stall_after: Duration::from_secs(30),
-            policy: crate::player::Policy::default(),
-            session_tick_every: Duration::from_secs(60),
+/// `[actors]` of the configuration as the file writes it (config/default.toml holds every
+/// default; the reasons are there).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ActorsSettings {
+    pub snapshot_every_events: u64,
+    pub snapshot_every_ms: u64,
+    pub passivate_after_ms: u64,
+    /// Records taken from the log per poll.
+    pub max_batch: usize,
+    pub threads: usize,
+    /// Batched snapshot reads in flight at once (recovery after a rebalance is throttled by it).
+    pub max_concurrent_loads: usize,
+    /// Times a record whose processing fails is tried before it goes to `system.dlq`.
+    pub max_attempts: u32,
+    /// A partition with records to process that made no progress this long is stalled.
+    pub stall_after_ms: u64,
+    /// An event id received for a player within this many hours counts once.
+    pub dedup_window_hours: u64,
+    /// At most this many event ids are remembered per player (16 bytes each).
+    pub dedup_max_ids: usize,
+    /// The session timer closes a session none of whose events was received this long.
+    pub session_timeout_ms: u64,
+    /// … or this long after the last event of a session whose end arrived first.
+    pub session_end_grace_ms: u64,
+    /// How often the actors append a timer tick to each partition with open sessions.
+    pub session_tick_ms: u64,
+}
+
+impl ActorsSettings {
+    pub fn config(&self) -> ActorsConfig {
+        ActorsConfig {
+            snapshot_every_events: self.snapshot_every_events,
+            snapshot_every: Duration::from_millis(self.snapshot_every_ms),
+            passivate_after: Duration::from_millis(self.passivate_after_ms),
+            max_batch: self.max_batch,
+            threads: self.threads,
+            max_concurrent_loads: self.max_concurrent_loads,
+            max_attempts: self.max_attempts,
+            stall_after: Duration::from_millis(self.stall_after_ms),
+            policy: crate::player::Policy {
+                dedup: crate::dedup::DedupPolicy {
+                    window: chrono::Duration::hours(self.dedup_window_hours as i64),
+                    max_ids: self.dedup_max_ids,
+                },
+                session: crate::session::SessionPolicy {
+                    timeout: chrono::Duration::milliseconds(self.session_timeout_ms as i64),
+                    end_grace: chrono::Duration::milliseconds(self.session_end_grace_ms as i64),
+                },
+            },
+            session_tick_every: Duration::from_millis(self.session_tick_ms),
         }
+    }
+}
+
+impl Default for ActorsConfig {
+    /// `[actors]` of config/default.toml.
+    fn default() -> Self {
+        gm_schemas::defaults::section::<ActorsSettings>("actors").config()
     }
 }
 
@@ -119,6 +164,8 @@ pub struct ActorsRuntime {
     /// The key of the tick records of each partition, and when one was last appended.
     tick_keys: HashMap<u32, String>,
     last_tick: HashMap<u32, Instant>,
+    /// What `/health/ready` judges the consumer by (see [`ConsumerHealth`]).
+    health: ConsumerHealth,
 }
 
 impl ActorsRuntime {
@@ -144,7 +191,14 @@ impl ActorsRuntime {
             progress: HashMap::new(),
             tick_keys: HashMap::new(),
             last_tick: HashMap::new(),
+            health: ConsumerHealth::new(),
         }
+    }
+
+    /// Reports the consumer's assignment, polls and progress to `health` (readiness).
+    pub fn with_health(mut self, health: ConsumerHealth) -> Self {
+        self.health = health;
+        self
     }
 
     /// Runs until `shutdown` turns true; then snapshots every shard so the next start replays little.
@@ -179,7 +233,10 @@ impl ActorsRuntime {
         let mut delay = Duration::from_millis(200);
         loop {
             match self.log.consumer(GROUP, topics::RAW).await {
-                Ok(consumer) => return Some(consumer),
+                Ok(consumer) => {
+                    self.health.joined(Instant::now());
+                    return Some(consumer);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot join the actors' consumer group yet; retrying");
                     tokio::select! {
@@ -200,14 +257,19 @@ impl ActorsRuntime {
                 _ = shutdown.changed() => break,
                 polled = consumer.poll(self.config.max_batch, Duration::from_millis(200)) => polled,
             };
+            if polled.is_ok() {
+                self.health.polled(Instant::now());
+            }
             match polled {
                 Ok(Polled::Assigned(partitions)) => {
+                    self.health.assigned(&partitions, Instant::now());
                     for p in partitions {
                         // The snapshot store may be down (a failover): retry, never give up.
                         self.recover_with_retry(consumer, p, shutdown).await;
                     }
                 }
                 Ok(Polled::Revoked(partitions)) => {
+                    self.health.revoked(&partitions, Instant::now());
                     for p in partitions {
                         self.stop_shard(p);
                     }
@@ -360,6 +422,7 @@ impl ActorsRuntime {
         self.shards.insert(partition, shard);
         self.watermarks.insert(partition, watermark);
         self.progress.insert(partition, Progress { next: start, since });
+        self.health.at(partition, start, Instant::now());
         // The first tick one interval after the partition was assigned.
         self.last_tick.entry(partition).or_insert_with(Instant::now);
         self.metrics.actors.partition_recoveries.inc();
@@ -479,6 +542,7 @@ impl ActorsRuntime {
             if let Some(progress) = self.progress.get_mut(&partition) {
                 *progress = Progress { next: next.max(progress.next), since: now };
             }
+            self.health.at(partition, next, now);
         }
         Ok(failed)
     }

@@ -54,9 +54,9 @@ pub struct SessionPolicy {
 }
 
 impl Default for SessionPolicy {
-    /// The defaults of config/default.toml (`actors.session_timeout_ms`, `session_end_grace_ms`).
+    /// `actors.session_timeout_ms` and `actors.session_end_grace_ms` of config/default.toml.
     fn default() -> Self {
-        Self { timeout: Duration::minutes(30), end_grace: Duration::seconds(60) }
+        crate::ActorsConfig::default().policy.session
     }
 }
 

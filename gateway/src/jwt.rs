@@ -52,13 +52,21 @@ pub struct JwtConfig {
 }
 
 impl Default for JwtConfig {
+    /// No issuer or audience; the claims and leeway of `[auth]` in config/default.toml.
     fn default() -> Self {
+        #[derive(serde::Deserialize)]
+        struct Auth {
+            roles_claim: String,
+            games_claim: String,
+            jwt_leeway_secs: u64,
+        }
+        let auth: Auth = gm_schemas::defaults::section("auth");
         Self {
             issuer: String::new(),
             audience: String::new(),
-            roles_claim: "roles".into(),
-            games_claim: "games".into(),
-            leeway: Duration::from_secs(30),
+            roles_claim: auth.roles_claim,
+            games_claim: auth.games_claim,
+            leeway: Duration::from_secs(auth.jwt_leeway_secs),
         }
     }
 }

@@ -108,7 +108,13 @@ pub struct GatewayConfig {
 }
 
 impl Default for GatewayConfig {
+    /// No credentials and no rate limits; the request timeout and size limits of
+    /// config/default.toml.
     fn default() -> Self {
+        #[derive(serde::Deserialize)]
+        struct Http {
+            request_timeout_ms: u64,
+        }
         Self {
             api_keys: Vec::new(),
             revoked_keys: Vec::new(),
@@ -116,9 +122,10 @@ impl Default for GatewayConfig {
             jwt: None,
             metrics_token: None,
             dev_analyst_token: None,
-            rate_limits: RateLimitConfig::default(),
+            // Off: the tests built on it send more than any one client would.
+            rate_limits: RateLimitConfig::UNLIMITED,
             limits: Limits::default(),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_millis(gm_schemas::defaults::section::<Http>("http").request_timeout_ms),
             cors_allowed_origins: Vec::new(),
             gameanalytics_keys: Vec::new(),
         }

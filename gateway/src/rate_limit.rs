@@ -30,13 +30,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// Quotas; 0 per second = unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Quotas, `[rate_limits]` of the configuration; 0 per second = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub struct RateLimitConfig {
+    /// Requests per second per API key, and the burst above it.
     pub per_key_per_second: u32,
     pub per_key_burst: u32,
+    /// Events per second per player, and the burst above it.
     pub per_player_per_second: u32,
     pub per_player_burst: u32,
+}
+
+impl RateLimitConfig {
+    /// No limit at all (tests that send more than a real client would).
+    pub const UNLIMITED: Self =
+        Self { per_key_per_second: 0, per_key_burst: 0, per_player_per_second: 0, per_player_burst: 0 };
+}
+
+impl Default for RateLimitConfig {
+    /// `[rate_limits]` of config/default.toml.
+    fn default() -> Self {
+        gm_schemas::defaults::section("rate_limits")
+    }
 }
 
 fn quota(per_second: u32, burst: u32) -> Option<Quota> {
@@ -330,7 +345,7 @@ mod tests {
 
     #[test]
     fn zero_disables_a_limit() {
-        let limits = RateLimits::new(RateLimitConfig::default());
+        let limits = RateLimits::new(RateLimitConfig::UNLIMITED);
         for _ in 0..10_000 {
             assert!(limits.check_player("g:p").is_ok());
         }

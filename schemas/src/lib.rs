@@ -9,6 +9,7 @@
 //! export of the public format ([`json_schema`]).
 
 pub mod compat;
+pub mod defaults;
 pub mod envelope;
 pub mod events;
 pub mod idempotency;

@@ -16,8 +16,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// Size and count limits of the ingest API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Size and count limits of the ingest API: `[limits]` of config/default.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(from = "LimitsSection")]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_events: usize,
@@ -26,14 +27,30 @@ pub struct Limits {
     pub max_future: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+/// `[limits]` as the file writes it.
+#[derive(Deserialize)]
+struct LimitsSection {
+    max_body_bytes: usize,
+    max_events: usize,
+    max_event_bytes: usize,
+    max_future_hours: i64,
+}
+
+impl From<LimitsSection> for Limits {
+    fn from(s: LimitsSection) -> Self {
         Self {
-            max_body_bytes: 1024 * 1024,
-            max_events: 500,
-            max_event_bytes: 32 * 1024,
-            max_future: Duration::hours(24),
+            max_body_bytes: s.max_body_bytes,
+            max_events: s.max_events,
+            max_event_bytes: s.max_event_bytes,
+            max_future: Duration::hours(s.max_future_hours),
         }
+    }
+}
+
+impl Default for Limits {
+    /// `[limits]` of config/default.toml.
+    fn default() -> Self {
+        crate::defaults::section("limits")
     }
 }
 
