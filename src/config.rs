@@ -138,6 +138,12 @@ pub struct PrivacySettings {
     pub key_cache_ttl_ms: u64,
     /// How often pending erasures are followed up.
     pub erasure_poll_ms: u64,
+    /// PostgreSQL URL of the keys database (data keys, sealed personal values, erasure
+    /// records, audit): its own cluster, backed up on its own shorter retention and never
+    /// restored with the data database, so that a restore of the data database cannot bring
+    /// back an erased player's key. Empty: those tables share `postgres.url` (production
+    /// warns at start). Ignored in embedded mode (one SQLite file).
+    pub keys_url: String,
 }
 
 impl std::fmt::Debug for PrivacySettings {
@@ -148,6 +154,8 @@ impl std::fmt::Debug for PrivacySettings {
             .field("suppression_days", &self.suppression_days)
             .field("key_cache_ttl_ms", &self.key_cache_ttl_ms)
             .field("erasure_poll_ms", &self.erasure_poll_ms)
+            // The URL may carry a password.
+            .field("keys_url", &if self.keys_url.is_empty() { "" } else { "<redacted>" })
             .finish()
     }
 }

@@ -488,5 +488,12 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let store = gm_postgres::PgStore::connect(&config.postgres.url, 2).await.context("connecting to PostgreSQL")?;
     store.migrate().await.context("applying migrations")?;
     println!("PostgreSQL migrations applied");
+    if !config.privacy.keys_url.is_empty() {
+        let keys = gm_postgres::PgStore::connect(&config.privacy.keys_url, 2)
+            .await
+            .context("connecting to the keys database (privacy.keys_url)")?;
+        keys.migrate_keys().await.context("creating the keys database's tables")?;
+        println!("keys database tables created");
+    }
     Ok(())
 }

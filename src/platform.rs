@@ -48,6 +48,9 @@ pub struct Backends {
     pub player_cache: Option<Arc<dyn gm_gateway::privacy::PlayerCache>>,
     /// Present in production when Redis is configured: polled for `/health/ready`.
     pub cache: Option<gm_redis::RedisCache>,
+    /// Production with `privacy.keys_url`: the keys database's erasure ledger and the data
+    /// database's side of it, compared when the erasure coordinator starts.
+    pub keys_apart: Option<(Arc<dyn gm_privacy::ErasureLedger>, Arc<dyn gm_privacy::ErasureRecords>)>,
     embedded: Option<(Arc<gm_embedded::SqliteLog>, Arc<gm_embedded::SqliteStore>)>,
 }
 
@@ -76,6 +79,7 @@ impl Backends {
                     privacy: store.clone(),
                     player_cache: None,
                     cache: None,
+                    keys_apart: None,
                     embedded: Some((log, store)),
                 })
             }
@@ -129,17 +133,19 @@ impl Backends {
                 let recommendation_outbox: Arc<dyn gm_projections::recommend::RecommendationStore> =
                     Arc::new(store.clone());
                 let store = Arc::new(store);
+                let (privacy, keys_apart) = keys_database(config, &store).await?;
                 Ok(Self {
                     log,
                     snapshots: store.clone(),
                     read_models: store.clone(),
-                    privacy: store,
+                    privacy,
                     player_cache,
                     queries,
                     games,
                     recommendations,
                     recommendation_outbox,
                     cache,
+                    keys_apart,
                     embedded: None,
                 })
             }
@@ -277,7 +283,7 @@ impl Platform {
             .with_game_queries(backends.games.clone())
             .with_recommendations(backends.recommendations.clone())
             .with_funnel_orders(config.funnel_orders()?)
-            .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks)?)
+            .with_privacy(privacy_service(config, &backends, &metrics, &shutdown_rx, &mut tasks).await?)
             .with_keyless_legacy(config.keyless_legacy()?)
             .map_err(|e| anyhow::anyhow!("compat: {e}"))?;
             // Used request signatures and rate-limit counts are shared by every gateway through Redis.
@@ -485,8 +491,39 @@ async fn watch_cache(
     }
 }
 
-/// The gateway's privacy service, and its erasure coordinator as a background task.
-fn privacy_service(
+type KeysApart = Option<(Arc<dyn gm_privacy::ErasureLedger>, Arc<dyn gm_privacy::ErasureRecords>)>;
+
+/// The privacy store: in the keys database (`privacy.keys_url`) when one is configured,
+/// else in the data database, with a warning (a restore of it from before an erasure
+/// brings the erased player's key back).
+async fn keys_database(
+    config: &Config,
+    data: &Arc<gm_postgres::PgStore>,
+) -> anyhow::Result<(Arc<dyn gm_privacy::PrivacyStore>, KeysApart)> {
+    if config.privacy.keys_url.is_empty() {
+        tracing::warn!(
+            "privacy.keys_url is not set: data keys and erasure records share the data database (postgres.url), so \
+             restoring it from a backup taken before an erasure brings the erased player's key back; set \
+             privacy.keys_url (GM_PRIVACY__KEYS_URL) to a database of its own (docs/runbooks/disaster-recovery.md)"
+        );
+        return Ok((data.clone(), None));
+    }
+    let keys = gm_postgres::PgStore::connect(&config.privacy.keys_url, config.postgres.max_connections)
+        .await
+        .context("connecting to the keys database (privacy.keys_url)")?;
+    let keys = Arc::new(keys);
+    let privacy = Arc::new(gm_privacy::KeysApart::new(keys.clone(), data.clone()));
+    Ok((privacy, Some((keys, data.clone()))))
+}
+
+/// How long a starting gateway waits for the erasures it re-applied after a restore of the
+/// data database (the consumers catch up from Kafka meanwhile) before it gives up starting.
+const REAPPLY_WAIT: Duration = Duration::from_secs(600);
+
+/// The gateway's privacy service, and its erasure coordinator as a background task. With a
+/// keys database apart, the erasures the data database lacks (restored to a point before
+/// them) are applied again and completed before the gateway serves.
+async fn privacy_service(
     config: &Config,
     backends: &Backends,
     metrics: &Metrics,
@@ -503,8 +540,21 @@ fn privacy_service(
     if let Some(cache) = &backends.player_cache {
         service = service.with_cache(cache.clone());
     }
+    if let Some((ledger, records)) = &backends.keys_apart {
+        service = service.with_keys_apart(ledger.clone(), records.clone());
+    }
     let service = Arc::new(service);
     tasks.push(actix_rt::spawn(service.clone().run(shutdown.clone())));
+    let reapplied =
+        service.reapply_after_restore().await.context("comparing the erasure ledger with the data database")?;
+    if !reapplied.is_empty() {
+        tracing::warn!(
+            erasures = reapplied.len(),
+            "waiting for the erasures re-applied after a restore before serving"
+        );
+        service.await_completed(&reapplied, REAPPLY_WAIT).await?;
+        tracing::info!(erasures = reapplied.len(), "erasures re-applied after a restore completed");
+    }
     Ok(service)
 }
 

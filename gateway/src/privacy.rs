@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use gm_ports::{LogProducer, NewRecord, SnapshotStore, StoreError};
 use gm_privacy::{
-    receipt_stores, steps, AuditEntry, Begun, DataKey, Erasure, MasterKey, NewErasure, NewPlayer, PlayerKeyState,
-    PrivacyStore, Receipt, ReceiptSigner, Step, StoredPersonal, Subject, SubjectHasher,
+    receipt_stores, steps, unapplied, AuditEntry, Begun, DataKey, Erasure, ErasureLedger, ErasureRecords,
+    ErasureStatus, Identify, MasterKey, NewErasure, NewPlayer, PlayerKeyState, PrivacyStore, Receipt, ReceiptSigner,
+    Step, StoredPersonal, Subject, SubjectHasher,
 };
 use gm_projections::ProjectionName;
 use gm_schemas::{player_key, topics, EventEnvelope, GameId, PersonalData, PlayerId, RawRecord};
@@ -77,6 +78,8 @@ pub struct PrivacyService {
     keys: moka::sync::Cache<Subject, CachedPlayer>,
     /// Players whose key this gateway created or loaded lately (see `reassert_recent`).
     recent: std::sync::Mutex<std::collections::VecDeque<(NewPlayer, std::time::Instant)>>,
+    /// Set when the keys database is apart from the data database (`privacy.keys_url`).
+    restore: Option<(Arc<dyn ErasureLedger>, Arc<dyn ErasureRecords>)>,
     metrics: Metrics,
 }
 
@@ -107,8 +110,17 @@ impl PrivacyService {
             keys: moka::sync::Cache::builder().max_capacity(200_000).time_to_live(settings.key_cache_ttl).build(),
             settings,
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            restore: None,
             metrics,
         }
+    }
+
+    /// The keys database is apart from the data database: at start, erasures its ledger holds
+    /// and the data database does not (restored to a point before them) are applied again
+    /// ([`reapply_after_restore`](Self::reapply_after_restore)).
+    pub fn with_keys_apart(mut self, ledger: Arc<dyn ErasureLedger>, records: Arc<dyn ErasureRecords>) -> Self {
+        self.restore = Some((ledger, records));
+        self
     }
 
     /// Export includes the actor's snapshot of the player.
@@ -331,7 +343,22 @@ impl PrivacyService {
             let (Some(pseudonym), Some(player)) = (record.pseudonym.clone(), record.player_id.clone()) else {
                 return Err(StoreError::Other("erased player's pseudonym is already unlinked".into()));
             };
-            if !erasure.has_step(steps::ERASURE_EVENT_APPENDED) {
+            if erasure.needs_request_appended() {
+                if erasure.reapplied() {
+                    // Re-opened after a restore: confirmations from before count no more.
+                    if let Some((_, records)) = &self.restore {
+                        let fence = records.forget_confirmations(erasure.erasure_id).await?;
+                        self.store
+                            .add_step(erasure.erasure_id, Step::new(steps::CONFIRMATIONS_RESET, fence, None))
+                            .await?;
+                    }
+                    self.append_request(erasure, &game, &pseudonym).await?;
+                    if let Some(cache) = &self.cache {
+                        let _ = cache.forget_player(&game, &player).await;
+                    }
+                    // The next round reads the timeline with the reset in it.
+                    return Ok(false);
+                }
                 self.append_request(erasure, &game, &pseudonym).await?;
             }
             confirmed = self.store.confirmations(erasure.erasure_id).await?;
@@ -361,6 +388,97 @@ impl PrivacyService {
         self.metrics.privacy.duration.observe(took.as_secs_f64());
         tracing::info!(erasure_id = %erasure.erasure_id, seconds = took.as_secs_f64(), "erasure completed");
         Ok(true)
+    }
+
+    /// Compares the keys database's ledger of completed erasures with the data database and
+    /// re-opens every erasure the data database does not hold (restored to a point before
+    /// it): the player's id is found among the game's restored ids by subject hash and linked
+    /// again to the destroyed key, and the coordinator runs the erasure again under the same
+    /// id (request appended, every projection's confirmation, cache purge, unlink, receipt).
+    /// Returns the erasures re-opened and those still pending from an earlier start. Nothing
+    /// to do when the keys share the data database. Idempotent.
+    pub async fn reapply_after_restore(&self) -> Result<Vec<Uuid>, StoreError> {
+        let Some((ledger, records)) = &self.restore else { return Ok(Vec::new()) };
+        let projections: Vec<&str> = ProjectionName::ALL.iter().map(|p| p.as_str()).collect();
+        let (mut missing, mut checked, mut after) = (Vec::new(), 0usize, None);
+        loop {
+            let page = ledger.completed_erasures(after, 5_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.erasure_id);
+            checked += page.len();
+            let ids: Vec<Uuid> = page.iter().map(|e| e.erasure_id).collect();
+            let confirmed = records.confirmed(&ids).await?;
+            missing.extend(unapplied(&page, &confirmed, &projections).into_iter().cloned());
+        }
+        // Re-opened by an earlier start that did not see them complete: waited for again.
+        let mut reopened: Vec<Uuid> =
+            self.store.pending_erasures().await?.into_iter().filter(|e| e.reapplied()).map(|e| e.erasure_id).collect();
+        if missing.is_empty() {
+            tracing::info!(checked, "every erasure of the keys database's ledger is applied in the data database");
+            return Ok(reopened);
+        }
+        let mut identify = Identify::new(&missing);
+        let mut found = Vec::new();
+        for game in identify.games() {
+            let game = GameId::parse(game).map_err(|e| StoreError::Other(format!("ledger game id: {e}")))?;
+            let mut after: Option<PlayerId> = None;
+            while identify.wants(game.as_str()) {
+                let page = records.players_of_game(&game, after.as_ref(), 10_000).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.clone());
+                found.extend(identify.offer(&game, &page, &self.subjects));
+            }
+        }
+        for erasure_id in identify.unknown() {
+            // No row under the player's id: the restore point predates their first event.
+            tracing::info!(%erasure_id, "erasure missing from the data database, which holds nothing under the player's id");
+        }
+        let games: HashMap<Uuid, String> = missing.iter().map(|e| (e.erasure_id, e.game_id.clone())).collect();
+        for (erasure_id, player) in found {
+            let game = GameId::parse(games[&erasure_id].as_str()).map_err(|e| StoreError::Other(e.to_string()))?;
+            let pseudonym = self.pseudonyms.pseudonym(&game, &player);
+            let step = Step::new(
+                steps::REAPPLIED_AFTER_RESTORE,
+                Utc::now(),
+                Some("the data database was restored to a point before this erasure".into()),
+            );
+            if !ledger.reopen(erasure_id, &player, &pseudonym, step).await? {
+                tracing::warn!(%erasure_id, game = %game, "erasure not re-applied: the player came back after it (a new key)");
+                continue;
+            }
+            tracing::warn!(%erasure_id, game = %game, "erasure re-applied: the data database was restored to a point before it");
+            self.metrics.privacy.requested.inc();
+            reopened.push(erasure_id);
+        }
+        Ok(reopened)
+    }
+
+    /// Waits until each of `erasures` completed (the coordinator's task drives them), at most
+    /// `timeout`; the ones still pending are in the error.
+    pub async fn await_completed(&self, erasures: &[Uuid], timeout: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut waiting: Vec<Uuid> = erasures.to_vec();
+        loop {
+            let mut still = Vec::new();
+            for id in waiting {
+                let done = self.store.erasure(id).await?.is_some_and(|e| e.status == ErasureStatus::Completed);
+                if !done {
+                    still.push(id);
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let ids: Vec<String> = still.iter().map(Uuid::to_string).collect();
+                return Err(StoreError::Unavailable(format!(
+                    "erasures re-applied after a restore not completed within {timeout:?}: {}",
+                    ids.join(", ")
+                )));
+            }
+            waiting = still;
+            tokio::time::sleep(self.settings.poll_interval.min(Duration::from_millis(500))).await;
+        }
     }
 
     /// Runs [`drive`](Self::drive) every poll interval until `shutdown`.

@@ -68,6 +68,7 @@
 
 mod error;
 mod events;
+mod keys;
 mod positions;
 mod privacy;
 mod store;

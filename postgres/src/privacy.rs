@@ -25,7 +25,7 @@ fn subject_of(bytes: &[u8]) -> Result<Subject, StoreError> {
     Subject::from_slice(bytes).ok_or_else(|| corrupt("subject"))
 }
 
-fn erasure_from_row(row: &PgRow) -> Result<Erasure, StoreError> {
+pub(crate) fn erasure_from_row(row: &PgRow) -> Result<Erasure, StoreError> {
     let subject: Vec<u8> = row.try_get("subject").map_err(store_err)?;
     let status: String = row.try_get("status").map_err(store_err)?;
     let timeline: serde_json::Value = row.try_get("timeline").map_err(store_err)?;
@@ -44,7 +44,7 @@ fn erasure_from_row(row: &PgRow) -> Result<Erasure, StoreError> {
     })
 }
 
-const ERASURE_COLUMNS: &str =
+pub(crate) const ERASURE_COLUMNS: &str =
     "erasure_id, subject, game_id, status, reason, requested_by, requested_at, completed_at, timeline, receipt";
 
 async fn insert_audit(conn: &mut PgConnection, e: &AuditEntry, subject: Option<&Subject>) -> Result<(), StoreError> {

@@ -45,6 +45,9 @@ pub mod steps {
     pub const COMPLETED: &str = "completed";
     /// Re-opened: the data database was restored to a point before the erasure.
     pub const REAPPLIED_AFTER_RESTORE: &str = "reapplied_after_restore";
+    /// A re-opened erasure's earlier confirmations forgotten; its time is the data database's
+    /// clock, which dates the confirmations.
+    pub const CONFIRMATIONS_RESET: &str = "confirmations_reset";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

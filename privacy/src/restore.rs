@@ -50,8 +50,9 @@ pub trait ErasureRecords: Send + Sync {
     async fn confirmed(&self, erasure_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<String>>, StoreError>;
 
     /// Forgets the confirmations of an erasure being applied again, so that it completes only
-    /// once every projection applied it with the player's id known.
-    async fn forget_confirmations(&self, erasure_id: Uuid) -> Result<(), StoreError>;
+    /// once every projection applied it with the player's id known. Returns the database's
+    /// time after the deletion: later confirmations are dated from it on.
+    async fn forget_confirmations(&self, erasure_id: Uuid) -> Result<DateTime<Utc>, StoreError>;
 
     /// Player ids of `game` in the read models, above `after`, in order, at most `limit`.
     async fn players_of_game(
@@ -147,6 +148,16 @@ impl Erasure {
     /// Whether the erasure was re-opened after a restore of the data database.
     pub fn reapplied(&self) -> bool {
         self.has_step(steps::REAPPLIED_AFTER_RESTORE)
+    }
+
+    /// Whether a projection's confirmation at `at` counts: after a re-open, only those
+    /// dated from the reset of the confirmations (a batch that found no player id for the
+    /// pseudonym before the re-open confirmed without removing anything).
+    pub fn counts_confirmation(&self, at: DateTime<Utc>) -> bool {
+        match self.timeline.iter().rev().find(|s| s.step == steps::CONFIRMATIONS_RESET) {
+            Some(reset) => at >= reset.at,
+            None => true,
+        }
     }
 }
 
@@ -290,5 +301,10 @@ mod tests {
             &[steps::ERASURE_EVENT_APPENDED, steps::REAPPLIED_AFTER_RESTORE, steps::ERASURE_EVENT_APPENDED],
         );
         assert!(!again.needs_request_appended());
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert!(again.counts_confirmation(at - chrono::Duration::seconds(1)), "no reset: every confirmation counts");
+        let mut reset = again.clone();
+        reset.timeline.push(Step::new(steps::CONFIRMATIONS_RESET, at, None));
+        assert!(reset.counts_confirmation(at) && !reset.counts_confirmation(at - chrono::Duration::milliseconds(1)));
     }
 }
