@@ -67,14 +67,16 @@ impl Backends {
                 let (log, store) = gm_embedded::open_data_dir(&config.data_dir, &topic_specs(config))
                     .await
                     .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+                // Queries answered from memory until the store's next write (no Redis here).
+                let memoised = Arc::new(gm_embedded::Memoised::new(store.clone()));
                 let (log, store) = (Arc::new(log), Arc::new(store));
                 Ok(Self {
                     log: log.clone(),
                     snapshots: store.clone(),
                     read_models: store.clone(),
-                    queries: store.clone(),
-                    games: store.clone(),
-                    recommendations: store.clone(),
+                    queries: memoised.clone(),
+                    games: memoised.clone(),
+                    recommendations: memoised,
                     recommendation_outbox: store.clone(),
                     privacy: store.clone(),
                     player_cache: None,

@@ -12,13 +12,17 @@
 //!   watermarks, and the read models of the projections (apply with a compare-and-set
 //!   checkpoint in one transaction, rebuild into `_rebuild` tables and swap, analytics
 //!   queries).
+//! - [`Memoised`]: the store's query ports with their answers kept in memory until the
+//!   store's next committed write (the embedded default's query cache; no staleness).
 
 mod sql;
 
 pub mod log;
+pub mod memo;
 pub mod store;
 
 pub use log::{SqliteConsumer, SqliteLog, MAX_BATCH_RECORDS};
+pub use memo::{MemoStats, Memoised};
 pub use store::SqliteStore;
 
 use std::path::Path;

@@ -64,6 +64,8 @@ struct Writer {
     conn: SqliteConnection,
     /// A transaction was begun and not finished (the future that ran it was dropped).
     in_tx: bool,
+    /// Commits so far (shared with [`StoreInner::changes`]): what [`crate::Memoised`] checks.
+    changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The embedded snapshot and read-model store. Cheap to clone.
@@ -76,6 +78,7 @@ struct StoreInner {
     path: PathBuf,
     writer: Mutex<Writer>,
     reads: SqlitePool,
+    changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -105,11 +108,13 @@ impl SqliteStore {
             .connect_with(crate::sql::options(path).pragma("query_only", "ON"))
             .await
             .map_err(store_err)?;
+        let changes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         Ok(SqliteStore {
             inner: std::sync::Arc::new(StoreInner {
                 path: path.to_path_buf(),
-                writer: Mutex::new(Writer { conn, in_tx: false }),
+                writer: Mutex::new(Writer { conn, in_tx: false, changes: changes.clone() }),
                 reads,
+                changes,
             }),
         })
     }
@@ -117,6 +122,12 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How many write transactions have committed since the store was opened. Counted after
+    /// each COMMIT, so an answer read after loading this count is at least as new as it.
+    pub fn changes(&self) -> u64 {
+        self.inner.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Closes the connections (pending writes have finished when their calls returned).
@@ -140,6 +151,7 @@ impl SqliteStore {
             Ok(v) => match sqlx::query("COMMIT").execute(&mut w.conn).await {
                 Ok(_) => {
                     w.in_tx = false;
+                    w.changes.fetch_add(1, std::sync::atomic::Ordering::Release);
                     Ok(v)
                 }
                 Err(e) => {
