@@ -4,7 +4,8 @@
 //! At ingest every event's player id is replaced by the player's random pseudonym and its
 //! personal fields are sealed with the player's data key, so the log, the actors and the
 //! snapshots never hold a player id or a personal value in clear. Keys and pseudonyms come
-//! from the `PrivacyStore` in one round trip per request for the players not cached.
+//! from the `PrivacyStore` for the players not cached, in one round trip shared by the
+//! requests in flight (`key_batch`), never one per request.
 //!
 //! Erasure (`POST /v1/privacy/erasures`): the data key is destroyed and suppression set in
 //! one transaction, then `ErasureRequested` is appended to the player's partition, after
@@ -65,8 +66,12 @@ pub struct Suppressed {
     pub until: chrono::DateTime<Utc>,
 }
 
+mod key_batch;
+
 pub struct PrivacyService {
     store: Arc<dyn PrivacyStore>,
+    /// New players' keys: one store call for the requests in flight (see `key_batch`).
+    batcher: key_batch::KeyBatcher,
     producer: Arc<dyn LogProducer>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
     cache: Option<Arc<dyn PlayerCache>>,
@@ -99,6 +104,7 @@ impl PrivacyService {
     ) -> Self {
         let master = settings.master_key.clone();
         Self {
+            batcher: key_batch::KeyBatcher::new(store.clone()),
             store,
             producer,
             snapshots: None,
@@ -178,7 +184,9 @@ impl PrivacyService {
         if !missing.is_empty() {
             let asked: HashMap<Subject, (GameId, PlayerId)> =
                 missing.iter().map(|p| (p.subject, (p.game_id.clone(), p.player_id.clone()))).collect();
-            for entry in self.store.ensure_players(missing).await? {
+            let answer = self.batcher.ensure(missing).await?;
+            // The batch's answer holds other requests' players too: only ours are read.
+            for entry in asked.keys().filter_map(|s| answer.get(s)).cloned() {
                 let state = match entry.state {
                     PlayerKeyState::Active { pseudonym, wrapped_key } => {
                         let key = self.master.unwrap(&wrapped_key).map_err(|e| {
