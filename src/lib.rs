@@ -11,6 +11,7 @@ pub mod config;
 pub mod dlq;
 pub mod failover;
 pub mod platform;
+pub mod readiness;
 pub mod welcome;
 
 pub use gm_tools::{reco_quality, simulate};

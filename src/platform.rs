@@ -9,6 +9,7 @@ use gm_ports::{EventLog, SnapshotStore, TopicSpec};
 use gm_projections::worker::ProjectionWorker;
 use gm_projections::{AnalyticsQueries, ProjectionName, ReadModelStore};
 use gm_schemas::topics;
+use gm_telemetry::health::ConsumerHealth;
 use gm_telemetry::Metrics;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Backends {
     pub recommendation_outbox: Arc<dyn gm_projections::recommend::RecommendationStore>,
     /// Data keys, pseudonyms, erasures and the privacy audit trail.
     pub privacy: Arc<dyn gm_privacy::PrivacyStore>,
+    /// Production: Kafka and PostgreSQL as `/health/ready` probes them (crate::readiness).
+    pub probes: Option<crate::readiness::Probes>,
     /// The query cache's erasure purge (production with Redis).
     pub player_cache: Option<Arc<dyn gm_gateway::privacy::PlayerCache>>,
     /// Present in production when Redis is configured: polled for `/health/ready`.
@@ -79,6 +82,7 @@ impl Backends {
                     recommendations: memoised,
                     recommendation_outbox: store.clone(),
                     privacy: store.clone(),
+                    probes: None,
                     player_cache: None,
                     cache: None,
                     keys_apart: None,
@@ -93,6 +97,11 @@ impl Backends {
                 if let Some(metrics) = metrics {
                     kafka.instrument(metrics.clone());
                 }
+                let probes = Some(crate::readiness::Probes {
+                    kafka: kafka.clone(),
+                    kafka_topic: gm_ports::namespaced::physical_name(&config.log.namespace, topics::RAW),
+                    postgres: store.clone(),
+                });
                 let log: Arc<dyn EventLog> = if config.log.namespace.is_empty() {
                     Arc::new(kafka)
                 } else {
@@ -138,6 +147,7 @@ impl Backends {
                 let (privacy, keys_apart) = keys_database(config, &store).await?;
                 Ok(Self {
                     log,
+                    probes,
                     snapshots: store.clone(),
                     read_models: store.clone(),
                     privacy,
@@ -210,16 +220,40 @@ impl Platform {
             config.refuse_development_credentials()?;
         }
         let metrics = Metrics::new();
-        let readiness = Readiness::new();
-        readiness.register("storage");
+        let readiness = Readiness::new().with_gauge(metrics.ready.clone());
         let backends = Backends::open_instrumented(config, Some(&metrics)).await?;
-        readiness.set_ready("storage", true);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        // Production: what each role needs, probed in the background (crate::readiness). The
+        // embedded default: its log and store are in this process, ready once opened.
+        let health = config.health();
+        let watched = backends.probes.is_some();
+        match backends.probes.clone() {
+            Some(probes) => tasks.push(actix_rt::spawn(crate::readiness::watch_dependencies(
+                probes,
+                readiness.clone(),
+                health,
+                shutdown_rx.clone(),
+            ))),
+            None => readiness.set_ready("storage", true),
+        }
 
         if roles.actors {
+            let consumer = ConsumerHealth::new();
             let actors =
-                ActorsRuntime::new(backends.log.clone(), backends.snapshots.clone(), config.actors(), metrics.clone());
+                ActorsRuntime::new(backends.log.clone(), backends.snapshots.clone(), config.actors(), metrics.clone())
+                    .with_health(consumer.clone());
+            if watched {
+                tasks.push(actix_rt::spawn(crate::readiness::watch_consumer(
+                    crate::readiness::ACTORS_CONSUMER,
+                    consumer,
+                    backends.log.clone(),
+                    topics::RAW,
+                    readiness.clone(),
+                    health,
+                    shutdown_rx.clone(),
+                )));
+            }
             let rx = shutdown_rx.clone();
             tasks.push(actix_rt::spawn(async move {
                 if let Err(e) = actors.run(rx).await {
@@ -233,6 +267,18 @@ impl Platform {
         let mut arbiters = Vec::new();
         if roles.projections {
             let arbiter = actix_rt::Arbiter::new();
+            let consumer = ConsumerHealth::new();
+            if watched {
+                tasks.push(actix_rt::spawn(crate::readiness::watch_consumer(
+                    crate::readiness::PROJECTIONS_CONSUMER,
+                    consumer.clone(),
+                    backends.log.clone(),
+                    topics::PROCESSED,
+                    readiness.clone(),
+                    health,
+                    shutdown_rx.clone(),
+                )));
+            }
             let (backends, metrics, mut rx) = (backends.clone(), metrics.clone(), shutdown_rx.clone());
             // A worker that stops on an error (e.g. its consumer could not be created while
             // Kafka restarts) starts again after a pause: the projections must not stay down
@@ -246,7 +292,8 @@ impl Platform {
                         metrics.clone(),
                     )
                     .with_pseudonyms(backends.privacy.clone())
-                    .with_recommendations(backends.recommendation_outbox.clone());
+                    .with_recommendations(backends.recommendation_outbox.clone())
+                    .with_health(consumer.clone());
                     match worker.run(rx.clone()).await {
                         Ok(()) => break,
                         Err(e) => tracing::error!(error = %e, "projections stopped; restarting in 2 s"),

@@ -219,6 +219,23 @@ impl KafkaLog {
         let _ = self.inner.metrics.set(metrics);
     }
 
+    /// Readiness: whether the brokers answer the producer now — a metadata request for `topic`
+    /// on the producer's own client, within `timeout` (one small request, for a periodic
+    /// probe; never per append).
+    pub async fn probe_producer(&self, topic: &str, timeout: Duration) -> Result<(), LogError> {
+        let producer = self.inner.producer.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || match producer.client().fetch_metadata(Some(&name), timeout) {
+            Ok(md) if md.brokers().is_empty() => Err(LogError::Unavailable("no broker in the metadata".into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(LogError::Unavailable(
+                format!("the brokers did not answer the producer's metadata request within {timeout:?}: {e}").into(),
+            )),
+        })
+        .await
+        .map_err(join_err)?
+    }
+
     /// The partition count of a topic (cached for a minute).
     pub async fn partition_count(&self, topic: &str) -> Result<u32, LogError> {
         self.inner.partitions(topic).await

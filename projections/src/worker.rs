@@ -9,6 +9,7 @@ use crate::project::changes;
 use gm_ports::{EventLog, LogConsumer, LogError, NewRecord, Polled, Record, StoreError};
 use gm_privacy::{is_pseudonym, PrivacyStore};
 use gm_schemas::{topics, PlayerId, ProcessedBody, ProcessedEvent};
+use gm_telemetry::health::ConsumerHealth;
 use gm_telemetry::Metrics;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct ProjectionWorker {
     /// batch that fails after its dead letters were appended is read again, and must not
     /// dead-letter them twice.
     dead_lettered: BTreeSet<(u32, u64)>,
+    /// What `/health/ready` judges the consumer by (see [`ConsumerHealth`]).
+    health: ConsumerHealth,
 }
 
 /// The consumer group of the combined worker ([`ProjectionWorker::combined`]).
@@ -159,7 +162,14 @@ impl ProjectionWorker {
             publisher: None,
             unpublished: true,
             dead_lettered: BTreeSet::new(),
+            health: ConsumerHealth::new(),
         }
+    }
+
+    /// Reports the consumer's assignment, polls and progress to `health` (readiness).
+    pub fn with_health(mut self, health: ConsumerHealth) -> Self {
+        self.health = health;
+        self
     }
 
     /// Publishes the lists the recommendations projection queued in its outbox (in the
@@ -210,6 +220,7 @@ impl ProjectionWorker {
     /// Runs the live worker until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let mut consumer = self.log.consumer(&self.group, topics::PROCESSED).await?;
+        self.health.joined(Instant::now());
         let mut last_lag = Instant::now() - Duration::from_secs(10);
         // A rebalance event that arrived while a batch was filling: handled after the batch.
         let mut pending: Option<Polled> = None;
@@ -221,9 +232,16 @@ impl ProjectionWorker {
                     polled = consumer.poll(self.max_batch, Duration::from_millis(200)) => polled,
                 },
             };
+            if polled.is_ok() {
+                self.health.polled(Instant::now());
+            }
             let result = match polled {
-                Ok(Polled::Assigned(partitions)) => self.assign(consumer.as_mut(), &partitions).await,
+                Ok(Polled::Assigned(partitions)) => {
+                    self.health.assigned(&partitions, Instant::now());
+                    self.assign(consumer.as_mut(), &partitions).await
+                }
                 Ok(Polled::Revoked(partitions)) => {
+                    self.health.revoked(&partitions, Instant::now());
                     partitions.iter().for_each(|p| {
                         self.positions.remove(p);
                         self.unready.remove(p);
@@ -314,6 +332,7 @@ impl ProjectionWorker {
             if read.len() == self.names.len() {
                 let from = read.values().map(|c| c.unwrap_or(0)).min().unwrap_or(0);
                 consumer.seek(p, from);
+                self.health.at(p, from, Instant::now());
                 self.positions.insert(p, read);
                 self.unready.remove(&p);
             } else {
@@ -474,6 +493,10 @@ impl ProjectionWorker {
                     .map(|(&p, c)| (p, c.values().map(|n| n.unwrap_or(0)).min().unwrap_or(0)))
                     .collect();
                 self.dead_lettered.retain(|(p, offset)| min.get(p).is_some_and(|m| offset >= m));
+                let moved = Instant::now();
+                for (&p, &next) in &min {
+                    self.health.at(p, next, moved);
+                }
                 self.unpublished = true;
                 let elapsed = started.elapsed().as_secs_f64();
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -527,6 +550,7 @@ impl ProjectionWorker {
             let last = self.last_delivery.entry(p).or_insert(now);
             if lag == 0 {
                 *last = now;
+                self.health.idle(p, next, now);
             } else if now.duration_since(*last) >= self.stall_after {
                 suspects.push((p, next, lag, now.duration_since(*last).as_secs()));
             }

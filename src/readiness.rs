@@ -1,0 +1,155 @@
+//! Readiness that tells the truth, per role: background watchers that set the components of
+//! `/health/ready` (never a probe per request).
+//!
+//! - `kafka`: the brokers answer a metadata request of this process's producer;
+//! - `postgres`: the pool answers `SELECT 1`;
+//! - `actors.consumer`, `projections.consumer`: the role's consumer joined, owns partitions,
+//!   polls, and moves forward wherever the log holds records past its position
+//!   ([`gm_telemetry::health::ConsumerHealth`]).
+//!
+//! Each probe is bounded by a timeout and the states are set every interval, so a component
+//! turns not ready within about one interval plus one timeout of an outage, and ready again
+//! at the first probe after recovery. The embedded default has none of these: its log and
+//! store are in the process (`storage`, ready once opened).
+
+use gm_gateway::Readiness;
+use gm_ports::EventLog;
+use gm_telemetry::health::{ConsumerHealth, Verdict};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub const KAFKA: &str = "kafka";
+pub const POSTGRES: &str = "postgres";
+pub const ACTORS_CONSUMER: &str = "actors.consumer";
+pub const PROJECTIONS_CONSUMER: &str = "projections.consumer";
+
+/// `[health]` (see [`crate::config::HealthSettings`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub consumer_stall: Duration,
+}
+
+/// The production dependencies a role probes.
+#[derive(Clone)]
+pub struct Probes {
+    pub kafka: gm_kafka::KafkaLog,
+    /// The topic whose metadata the producer asks for (the raw topic, namespaced).
+    pub kafka_topic: String,
+    pub postgres: gm_postgres::PgStore,
+}
+
+impl Probes {
+    async fn kafka(&self, timeout: Duration) -> Result<(), String> {
+        self.kafka.probe_producer(&self.kafka_topic, timeout).await.map_err(|e| e.to_string())
+    }
+
+    async fn postgres(&self, timeout: Duration) -> Result<(), String> {
+        let select = sqlx::query("SELECT 1").execute(self.postgres.pool());
+        match tokio::time::timeout(timeout, select).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("SELECT 1 failed: {e}")),
+            Err(_) => Err(format!("SELECT 1 not answered within {timeout:?}")),
+        }
+    }
+}
+
+/// Registers `kafka` and `postgres` (not ready until the first probe) and returns the task
+/// that probes them every interval until shutdown.
+pub fn watch_dependencies(
+    probes: Probes,
+    readiness: Readiness,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    readiness.register(KAFKA);
+    readiness.register(POSTGRES);
+    async move {
+        loop {
+            let (kafka, postgres) = tokio::join!(probes.kafka(settings.timeout), probes.postgres(settings.timeout));
+            report(&readiness, KAFKA, kafka);
+            report(&readiness, POSTGRES, postgres);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(settings.interval) => {}
+            }
+        }
+    }
+}
+
+/// Registers `component` (not ready until judged) and returns the task that judges the
+/// consumer reporting to `health` every interval, checking against `topic` of `log` the
+/// partitions that did not move.
+pub fn watch_consumer(
+    component: &'static str,
+    health: ConsumerHealth,
+    log: Arc<dyn EventLog>,
+    topic: &'static str,
+    readiness: Readiness,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    readiness.register(component);
+    async move {
+        loop {
+            let now = Instant::now();
+            let state = match health.verdict(now, settings.consumer_stall) {
+                Verdict::Ready => Some(Ok(())),
+                Verdict::NotReady(reason) => Some(Err(reason)),
+                Verdict::Check(partitions) => check(&health, log.as_ref(), topic, &partitions, now).await,
+            };
+            // None: the log cannot tell now (Kafka down, which `kafka` reports): keep the state.
+            if let Some(state) = state {
+                report(&readiness, component, state);
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(settings.interval) => {}
+            }
+        }
+    }
+}
+
+/// Stalled or idle: a partition that did not move is stalled only if the log holds a committed
+/// record at its position (the end offset alone cannot tell: transaction markers take offsets
+/// no read_committed consumer is given).
+async fn check(
+    health: &ConsumerHealth,
+    log: &dyn EventLog,
+    topic: &str,
+    partitions: &[(u32, u64)],
+    now: Instant,
+) -> Option<Result<(), String>> {
+    let ends = log.end_offsets(topic).await.ok()?;
+    for &(partition, next) in partitions {
+        let end = ends.get(partition as usize).copied().unwrap_or(0);
+        if next >= end {
+            health.idle(partition, next, now);
+            continue;
+        }
+        let records = log.read(topic, partition, next, 1).await.ok()?;
+        if records.is_empty() {
+            health.idle(partition, next, now);
+            continue;
+        }
+        return Some(Err(format!(
+            "partition {partition}: {} records behind at offset {next} and no progress for {} s",
+            end - next,
+            health.quiet_for(partition, now).as_secs()
+        )));
+    }
+    Some(Ok(()))
+}
+
+/// Sets the state, logging each change once (not every probe).
+fn report(readiness: &Readiness, component: &str, state: Result<(), String>) {
+    let failing = readiness.reasons().contains_key(component);
+    match &state {
+        Ok(()) if failing => tracing::info!(component, "ready again"),
+        Err(reason) if !failing => tracing::warn!(component, %reason, "not ready"),
+        _ => {}
+    }
+    readiness.set(component, state);
+}
