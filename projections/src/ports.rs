@@ -36,7 +36,7 @@ pub trait ReadModelStore: Send + Sync {
 
     /// Applies `changes` and moves the checkpoint from `expected` to `next`, in one
     /// transaction. Fails with `StoreError::Conflict` (and changes nothing) when the stored
-    /// checkpoint is not `expected`.
+    /// checkpoint is not `expected`. A batch of one part (the stores write batches only).
     async fn apply(
         &self,
         target: Target,
@@ -45,7 +45,11 @@ pub trait ReadModelStore: Send + Sync {
         expected: Option<u64>,
         next: u64,
         changes: &ChangeSet,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let checkpoints = vec![CheckpointMove { partition, expected, next }];
+        let part = ProjectionBatch { name: projection, checkpoints, changes: changes.clone() };
+        self.apply_batch(target, std::slice::from_ref(&part)).await
+    }
 
     /// Applies every projection's change set of one batch and moves each of their
     /// checkpoints, all in **one** transaction: either every projection of the batch is

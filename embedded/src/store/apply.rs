@@ -412,19 +412,6 @@ impl ReadModelStore for SqliteStore {
         read_checkpoint(&mut conn, &checkpoint_name(projection, target), partition).await
     }
 
-    async fn apply(
-        &self,
-        target: Target,
-        projection: ProjectionName,
-        partition: u32,
-        expected: Option<u64>,
-        next: u64,
-        changes: &ChangeSet,
-    ) -> Result<(), StoreError> {
-        let moves = [CheckpointMove { partition, expected, next }];
-        self.apply_parts(target, &[(projection, &moves, changes)]).await
-    }
-
     async fn apply_batch(&self, target: Target, batch: &[ProjectionBatch]) -> Result<(), StoreError> {
         let parts: Vec<Part<'_>> = batch.iter().map(|b| (b.name, b.checkpoints.as_slice(), &b.changes)).collect();
         self.apply_parts(target, &parts).await
