@@ -52,145 +52,105 @@ pub(crate) fn register_build_info(registry: &mut Registry) -> Family<BuildLabels
     build_info
 }
 
-/// The Kafka clients (kafka/src). Absent in the embedded default, which has no client queue.
-#[derive(Clone)]
-pub struct KafkaMetrics {
-    /// Messages in the producer's local queue not yet acknowledged by the brokers.
-    pub producer_queue_messages: Gauge,
-    /// Enqueue → acknowledgement by the in-sync replicas of one append call, per topic.
-    pub delivery_duration: Family<TopicLabels, Histogram, fn() -> Histogram>,
-    /// Appends that failed after the client's retries, per topic.
-    pub delivery_errors: Family<TopicLabels, Counter>,
-    /// Records between a group's position and the last stable offset of each assigned
-    /// partition (librdkafka statistics; read_committed). Series go when a partition is revoked.
-    pub consumer_lag: Family<PartitionLabels, Gauge>,
-    /// Partitions assigned to or revoked from this member.
-    pub rebalances: Family<RebalanceLabels, Counter>,
+/// A group of metrics: the struct of handles and its `register`, from one entry per handle
+/// (type, how it is made, exported name and help), so that no handle goes unregistered.
+macro_rules! metric_group {
+    (
+        $(#[$meta:meta])*
+        pub struct $group:ident {
+            $(
+                $(#[$field_meta:meta])*
+                $field:ident: $ty:ty = $make:expr => ($name:literal, $help:literal),
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $group {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        impl $group {
+            fn register(registry: &mut Registry) -> Self {
+                let m = Self { $( $field: $make, )* };
+                $( registry.register($name, $help, m.$field.clone()); )*
+                m
+            }
+        }
+    };
 }
 
-impl KafkaMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            producer_queue_messages: Gauge::default(),
-            delivery_duration: Family::new_with_constructor(seconds_histogram),
-            delivery_errors: Family::default(),
-            consumer_lag: Family::default(),
-            rebalances: Family::default(),
-        };
-        registry.register(
+metric_group! {
+    /// The Kafka clients (kafka/src). Absent in the embedded default, which has no client queue.
+    pub struct KafkaMetrics {
+        /// Messages in the producer's local queue not yet acknowledged by the brokers.
+        producer_queue_messages: Gauge = Gauge::default() => (
             "kafka_producer_queue_messages",
-            "Messages in the Kafka producer's queue awaiting acknowledgement",
-            m.producer_queue_messages.clone(),
-        );
-        registry.register(
+            "Messages in the Kafka producer's queue awaiting acknowledgement"
+        ),
+        /// Enqueue → acknowledgement by the in-sync replicas of one append call, per topic.
+        delivery_duration: Family<TopicLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(seconds_histogram) => (
             "kafka_delivery_duration_seconds",
-            "Time from enqueue to acknowledgement (acks=all) of an append, per topic",
-            m.delivery_duration.clone(),
-        );
-        registry.register(
+            "Time from enqueue to acknowledgement (acks=all) of an append, per topic"
+        ),
+        /// Appends that failed after the client's retries, per topic.
+        delivery_errors: Family<TopicLabels, Counter> = Family::default() => (
             "kafka_delivery_errors",
-            "Appends to Kafka that failed after the client's retries, per topic",
-            m.delivery_errors.clone(),
-        );
-        registry.register(
+            "Appends to Kafka that failed after the client's retries, per topic"
+        ),
+        /// Records between a group's position and the last stable offset of each assigned
+        /// partition (librdkafka statistics; read_committed). Series go when a partition is revoked.
+        consumer_lag: Family<PartitionLabels, Gauge> = Family::default() => (
             "kafka_consumer_lag_messages",
-            "Records behind the last stable offset, per consumer group and assigned partition",
-            m.consumer_lag.clone(),
-        );
-        registry.register(
+            "Records behind the last stable offset, per consumer group and assigned partition"
+        ),
+        /// Partitions assigned to or revoked from this member.
+        rebalances: Family<RebalanceLabels, Counter> = Family::default() => (
             "kafka_consumer_rebalances",
-            "Partition assignments and revocations seen by this group member",
-            m.rebalances.clone(),
-        );
-        m
+            "Partition assignments and revocations seen by this group member"
+        ),
     }
 }
 
-/// Player actors and their snapshots (actors/src/runtime.rs).
-#[derive(Clone)]
-pub struct ActorMetrics {
-    /// Players dropped from memory after being idle (their state is in a snapshot).
-    pub passivated: Counter,
-    /// Players brought back into memory from a snapshot.
-    pub recovered: Counter,
-    /// Partitions (shards) rebuilt from snapshot + replay: assignment, or after a failure.
-    pub partition_recoveries: Counter,
-    /// Partitions (shards) this process owns.
-    pub shards: Gauge,
-    /// Time to write one batch of snapshots.
-    pub snapshot_duration: Histogram,
-    /// Time to load the snapshots of the players a batch needs.
-    pub snapshot_load_duration: Histogram,
-    /// Records sent to `system.dlq` (undecodable input, unencodable output).
-    pub dead_letters: Counter,
-    /// Batches that failed (log or store error); their partitions are recovered.
-    pub batch_failures: Counter,
-    /// Times the consumer was replaced because a partition with records to process made no
-    /// progress for `actors.stall_after_ms`.
-    pub stalls: Counter,
-}
-
-impl ActorMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            passivated: Counter::default(),
-            recovered: Counter::default(),
-            partition_recoveries: Counter::default(),
-            shards: Gauge::default(),
-            snapshot_duration: seconds_histogram(),
-            snapshot_load_duration: seconds_histogram(),
-            dead_letters: Counter::default(),
-            batch_failures: Counter::default(),
-            stalls: Counter::default(),
-        };
-        registry.register("actors_passivated", "Idle player actors dropped from memory", m.passivated.clone());
-        registry.register("actors_recovered", "Player actors restored from a snapshot", m.recovered.clone());
-        registry.register(
+metric_group! {
+    /// Player actors and their snapshots (actors/src/runtime.rs).
+    pub struct ActorMetrics {
+        /// Players dropped from memory after being idle (their state is in a snapshot).
+        passivated: Counter = Counter::default() => ("actors_passivated", "Idle player actors dropped from memory"),
+        /// Players brought back into memory from a snapshot.
+        recovered: Counter = Counter::default() => ("actors_recovered", "Player actors restored from a snapshot"),
+        /// Partitions (shards) rebuilt from snapshot + replay: assignment, or after a failure.
+        partition_recoveries: Counter = Counter::default() => (
             "actor_partition_recoveries",
-            "Partitions rebuilt from snapshot and replay (assignment or failure)",
-            m.partition_recoveries.clone(),
-        );
-        registry.register("actor_shards", "Partitions of player.events.raw this process owns", m.shards.clone());
-        registry.register(
+            "Partitions rebuilt from snapshot and replay (assignment or failure)"
+        ),
+        /// Partitions (shards) this process owns.
+        shards: Gauge = Gauge::default() => ("actor_shards", "Partitions of player.events.raw this process owns"),
+        /// Time to write one batch of snapshots.
+        snapshot_duration: Histogram = seconds_histogram() => (
             "snapshot_duration_seconds",
-            "Time to write one batch of player snapshots",
-            m.snapshot_duration.clone(),
-        );
-        registry.register(
+            "Time to write one batch of player snapshots"
+        ),
+        /// Time to load the snapshots of the players a batch needs.
+        snapshot_load_duration: Histogram = seconds_histogram() => (
             "snapshot_load_duration_seconds",
-            "Time to load the snapshots of the players a batch needs",
-            m.snapshot_load_duration.clone(),
-        );
-        registry.register("dead_letters", "Records dead-lettered to system.dlq", m.dead_letters.clone());
-        registry.register(
+            "Time to load the snapshots of the players a batch needs"
+        ),
+        /// Records sent to `system.dlq` (undecodable input, unencodable output).
+        dead_letters: Counter = Counter::default() => ("dead_letters", "Records dead-lettered to system.dlq"),
+        /// Batches that failed (log or store error); their partitions are recovered.
+        batch_failures: Counter = Counter::default() => (
             "actor_batch_failures",
-            "Actor batches that failed; their partitions are recovered from snapshot and replay",
-            m.batch_failures.clone(),
-        );
-        registry.register(
+            "Actor batches that failed; their partitions are recovered from snapshot and replay"
+        ),
+        /// Times the consumer was replaced because a partition with records to process made no
+        /// progress for `actors.stall_after_ms`.
+        stalls: Counter = Counter::default() => (
             "actor_stalls",
-            "Times the actors' consumer was replaced: a partition with records to process made no progress",
-            m.stalls.clone(),
-        );
-        m
+            "Times the actors' consumer was replaced: a partition with records to process made no progress"
+        ),
     }
-}
-
-/// Projection workers (projections/src/worker.rs), beside the lag, applied and duration
-/// families of [`crate::Metrics`].
-#[derive(Clone)]
-pub struct ProjectionMetrics {
-    /// Events per applied batch (one transaction with its checkpoint).
-    pub batch_size: Family<crate::ProjectionLabels, Histogram, fn() -> Histogram>,
-    /// Unix time of the last batch committed, per projection.
-    pub last_applied: Family<crate::ProjectionLabels, Gauge>,
-    /// Batches refused because another writer moved the checkpoint (rebuild swap, rebalance).
-    pub checkpoint_conflicts: Family<crate::ProjectionLabels, Counter>,
-    /// Polls or batches that failed (store or log error); the worker re-reads its checkpoints.
-    pub batch_failures: Family<crate::ProjectionLabels, Counter>,
-    /// Processed records this projection reads that could not be decoded, sent to
-    /// `system.dlq` (one per record and projection that reads its kind).
-    pub dead_letters: Family<crate::ProjectionLabels, Counter>,
 }
 
 fn batch_size_histogram() -> Histogram {
@@ -198,68 +158,38 @@ fn batch_size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 15))
 }
 
-impl ProjectionMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            batch_size: Family::new_with_constructor(batch_size_histogram),
-            last_applied: Family::default(),
-            checkpoint_conflicts: Family::default(),
-            batch_failures: Family::default(),
-            dead_letters: Family::default(),
-        };
-        registry.register("projection_batch_size_events", "Events per applied batch", m.batch_size.clone());
-        registry.register(
+metric_group! {
+    /// Projection workers (projections/src/worker.rs), beside the lag, applied and duration
+    /// families of [`crate::Metrics`].
+    pub struct ProjectionMetrics {
+        /// Events per applied batch (one transaction with its checkpoint).
+        batch_size: Family<crate::ProjectionLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(batch_size_histogram) => (
+            "projection_batch_size_events",
+            "Events per applied batch"
+        ),
+        /// Unix time of the last batch committed, per projection.
+        last_applied: Family<crate::ProjectionLabels, Gauge> = Family::default() => (
             "projection_last_applied_timestamp_seconds",
-            "Unix time of the last batch committed, per projection",
-            m.last_applied.clone(),
-        );
-        registry.register(
+            "Unix time of the last batch committed, per projection"
+        ),
+        /// Batches refused because another writer moved the checkpoint (rebuild swap, rebalance).
+        checkpoint_conflicts: Family<crate::ProjectionLabels, Counter> = Family::default() => (
             "projection_checkpoint_conflicts",
-            "Batches refused because the checkpoint had moved",
-            m.checkpoint_conflicts.clone(),
-        );
-        registry.register(
+            "Batches refused because the checkpoint had moved"
+        ),
+        /// Polls or batches that failed (store or log error); the worker re-reads its checkpoints.
+        batch_failures: Family<crate::ProjectionLabels, Counter> = Family::default() => (
             "projection_batch_failures",
-            "Polls or batches that failed; the worker retries from its checkpoints",
-            m.batch_failures.clone(),
-        );
-        registry.register(
+            "Polls or batches that failed; the worker retries from its checkpoints"
+        ),
+        /// Processed records this projection reads that could not be decoded, sent to
+        /// `system.dlq` (one per record and projection that reads its kind).
+        dead_letters: Family<crate::ProjectionLabels, Counter> = Family::default() => (
             "projection_dead_letters",
-            "Processed records a projection reads that could not be decoded, dead-lettered to system.dlq",
-            m.dead_letters.clone(),
-        );
-        m
+            "Processed records a projection reads that could not be decoded, dead-lettered to system.dlq"
+        ),
     }
-}
-
-/// GDPR erasure (docs/design.md#privacy). For the erasure service to increment:
-///
-/// - `requested.inc()` when an erasure request is accepted (`POST`, compliance role);
-/// - `pending` = requests accepted and not yet `completed` (set it from the store, so it
-///   survives restarts and is right whichever process reports it);
-/// - `oldest_pending_age.set(seconds)` = age of the oldest pending request (0 when none):
-///   the backlog alert fires on it, past the deadline;
-/// - on completion: `completed.inc()` and `duration.observe(request → completed, seconds)`;
-/// - at ingest: `refused_erased.inc()` per event refused as `erased`, `keys_unanswered.inc()`
-///   per request failed because a player's key was neither created nor found.
-///
-/// Exported as `gamemetrics_erasures_requested_total`, `gamemetrics_erasures_completed_total`,
-/// `gamemetrics_erasures_pending`, `gamemetrics_erasure_oldest_pending_age_seconds`,
-/// `gamemetrics_erasure_duration_seconds`, `gamemetrics_events_refused_erased_total` and
-/// `gamemetrics_privacy_keys_unanswered_total`. No player id in any label.
-#[derive(Clone)]
-pub struct PrivacyMetrics {
-    pub requested: Counter,
-    pub completed: Counter,
-    pub pending: Gauge,
-    pub oldest_pending_age: Gauge,
-    pub duration: Histogram,
-    /// Events refused at ingest as `erased` (their player's erasure exists and suppresses
-    /// them). Only a recorded erasure may answer this; see docs/runbooks/erased-refusals.md.
-    pub refused_erased: Counter,
-    /// Ingest requests answered 503 because the privacy store left a player's key
-    /// unanswered (created nor found): retried by the client, never refused.
-    pub keys_unanswered: Counter,
 }
 
 fn erasure_histogram() -> Histogram {
@@ -267,68 +197,61 @@ fn erasure_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.25, 2.0, 13))
 }
 
-impl PrivacyMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            requested: Counter::default(),
-            completed: Counter::default(),
-            pending: Gauge::default(),
-            oldest_pending_age: Gauge::default(),
-            duration: erasure_histogram(),
-            refused_erased: Counter::default(),
-            keys_unanswered: Counter::default(),
-        };
-        registry.register("erasures_requested", "Erasure requests accepted", m.requested.clone());
-        registry.register("erasures_completed", "Erasure requests completed in every store", m.completed.clone());
-        registry.register("erasures_pending", "Erasure requests accepted and not yet completed", m.pending.clone());
-        registry.register(
+metric_group! {
+    /// GDPR erasure (docs/design.md#privacy). For the erasure service to increment:
+    ///
+    /// - `requested.inc()` when an erasure request is accepted (`POST`, compliance role);
+    /// - `pending` = requests accepted and not yet `completed` (set it from the store, so it
+    ///   survives restarts and is right whichever process reports it);
+    /// - `oldest_pending_age.set(seconds)` = age of the oldest pending request (0 when none):
+    ///   the backlog alert fires on it, past the deadline;
+    /// - on completion: `completed.inc()` and `duration.observe(request → completed, seconds)`;
+    /// - at ingest: `refused_erased.inc()` per event refused as `erased`, `keys_unanswered.inc()`
+    ///   per request failed because a player's key was neither created nor found.
+    ///
+    /// Exported as `gamemetrics_erasures_requested_total`, `gamemetrics_erasures_completed_total`,
+    /// `gamemetrics_erasures_pending`, `gamemetrics_erasure_oldest_pending_age_seconds`,
+    /// `gamemetrics_erasure_duration_seconds`, `gamemetrics_events_refused_erased_total` and
+    /// `gamemetrics_privacy_keys_unanswered_total`. No player id in any label.
+    pub struct PrivacyMetrics {
+        requested: Counter = Counter::default() => ("erasures_requested", "Erasure requests accepted"),
+        completed: Counter = Counter::default() => (
+            "erasures_completed",
+            "Erasure requests completed in every store"
+        ),
+        pending: Gauge = Gauge::default() => ("erasures_pending", "Erasure requests accepted and not yet completed"),
+        oldest_pending_age: Gauge = Gauge::default() => (
             "erasure_oldest_pending_age_seconds",
-            "Age of the oldest pending erasure request (0 when none)",
-            m.oldest_pending_age.clone(),
-        );
-        registry.register(
+            "Age of the oldest pending erasure request (0 when none)"
+        ),
+        duration: Histogram = erasure_histogram() => (
             "erasure_duration_seconds",
-            "Time from an erasure request to its completion",
-            m.duration.clone(),
-        );
-        registry.register(
+            "Time from an erasure request to its completion"
+        ),
+        /// Events refused at ingest as `erased` (their player's erasure exists and suppresses
+        /// them). Only a recorded erasure may answer this; see docs/runbooks/erased-refusals.md.
+        refused_erased: Counter = Counter::default() => (
             "events_refused_erased",
-            "Events refused at ingest because their player was erased (suppression window)",
-            m.refused_erased.clone(),
-        );
-        registry.register(
+            "Events refused at ingest because their player was erased (suppression window)"
+        ),
+        /// Ingest requests answered 503 because the privacy store left a player's key
+        /// unanswered (created nor found): retried by the client, never refused.
+        keys_unanswered: Counter = Counter::default() => (
             "privacy_keys_unanswered",
-            "Ingest requests failed (503, retried) because the privacy store answered for no key of a player",
-            m.keys_unanswered.clone(),
-        );
-        m
+            "Ingest requests failed (503, retried) because the privacy store answered for no key of a player"
+        ),
     }
 }
 
-/// The Redis read-through cache of analytics queries (redis/src).
-#[derive(Clone)]
-pub struct CacheMetrics {
-    pub hits: Counter,
-    pub misses: Counter,
-    /// Cache operations that failed or timed out (the query then went to PostgreSQL).
-    pub errors: Counter,
-    /// 1 while a Redis connection is held.
-    pub connected: Gauge,
-}
-
-impl CacheMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            hits: Counter::default(),
-            misses: Counter::default(),
-            errors: Counter::default(),
-            connected: Gauge::default(),
-        };
-        registry.register("cache_hits", "Query lookups answered from Redis", m.hits.clone());
-        registry.register("cache_misses", "Query lookups not answered from Redis", m.misses.clone());
-        registry.register("cache_errors", "Redis operations that failed or timed out", m.errors.clone());
-        registry.register("cache_connected", "1 while a Redis connection is held", m.connected.clone());
-        m
+metric_group! {
+    /// The Redis read-through cache of analytics queries (redis/src).
+    pub struct CacheMetrics {
+        hits: Counter = Counter::default() => ("cache_hits", "Query lookups answered from Redis"),
+        misses: Counter = Counter::default() => ("cache_misses", "Query lookups not answered from Redis"),
+        /// Cache operations that failed or timed out (the query then went to PostgreSQL).
+        errors: Counter = Counter::default() => ("cache_errors", "Redis operations that failed or timed out"),
+        /// 1 while a Redis connection is held.
+        connected: Gauge = Gauge::default() => ("cache_connected", "1 while a Redis connection is held"),
     }
 }
 
