@@ -11,11 +11,16 @@ use std::collections::{BTreeMap, BTreeSet};
 /// What `projection` changes for `events` (already in per-partition offset order).
 pub fn changes(projection: ProjectionName, events: &[ProcessedEvent]) -> ChangeSet {
     let mut changes = projection_changes(projection, events);
+    // An erasure is confirmed only under the player's id: one still under its pseudonym
+    // (replayed after its completion unlinked the id, e.g. after a restore of the data
+    // database) removed nothing keyed by the id, and the gateway must see it as not applied.
     changes.confirmed_erasures = events
         .iter()
         .filter_map(|e| match e.body {
-            ProcessedBody::PlayerErased { erasure_id, .. } => Some(erasure_id),
-            ProcessedBody::Event { .. } => None,
+            ProcessedBody::PlayerErased { erasure_id, .. } if !gm_privacy::is_pseudonym(e.player_id.as_str()) => {
+                Some(erasure_id)
+            }
+            ProcessedBody::PlayerErased { .. } | ProcessedBody::Event { .. } => None,
         })
         .collect();
     changes

@@ -435,6 +435,9 @@ fn every_projection_confirms_each_erasure_of_the_batch() {
         assert_eq!(cs.confirmed_erasures, vec![Uuid::from_u128(999)], "{p}");
         assert!(!cs.is_empty(), "{p}: an erasure alone must still be applied, to record its confirmation");
         assert!(changes(p, &[ev("b", 1, at(10, 9, 3), score())]).confirmed_erasures.is_empty(), "{p}");
+        // Still under a pseudonym (no id found for it): nothing keyed by the id was removed.
+        let unresolved = erased_ev("pz_0123456789abcdef0123456789abcdef", 2, at(10, 9, 4));
+        assert!(changes(p, &[unresolved]).confirmed_erasures.is_empty(), "{p}");
     }
 }
 
