@@ -2,15 +2,14 @@
 //! Lists are paginated (`offset`, `limit`); date ranges are validated like the other
 //! analytics (400 with a reason when reversed, too wide or malformed).
 
-use crate::auth::{authorize, Action};
 use crate::error::{ErrorBody, GatewayError};
-use crate::queries::RangeParams;
+use crate::queries::{authorized_game, authorized_range, QueryErrors, RangeParams, RangeQueryErrors};
 use crate::{within, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{NaiveDate, Utc};
 use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, Period, PlayerStanding};
 use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
-use gm_projections::{DateRange, GameQueries};
+use gm_projections::GameQueries;
 use gm_schemas::{GameId, Name, PlayerId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -94,14 +93,6 @@ fn games(state: &AppState) -> Result<&Arc<dyn GameQueries>, GatewayError> {
         .ok_or_else(|| GatewayError::Unavailable("leaderboard and retention read models are not configured".into()))
 }
 
-fn authorized_game(req: &HttpRequest, state: &AppState, raw: &str, player: bool) -> Result<GameId, GatewayError> {
-    let principal = state.auth.authenticate(req.headers())?;
-    let game = GameId::parse(raw).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
-    let action = if player { Action::ReadPlayer(&game) } else { Action::ReadAnalytics(&game) };
-    authorize(&principal, action)?;
-    Ok(game)
-}
-
 fn in_bounds(name: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, GatewayError> {
     let v = value.unwrap_or(default);
     if v < min || v > max {
@@ -126,10 +117,6 @@ fn board_period(game: GameId, raw_board: &str, params: &BoardParams) -> Result<B
     Ok(BoardPeriod { game_id: game, board: board.to_string(), period, start: period.start(at) })
 }
 
-fn range(params: &RangeParams) -> Result<DateRange, GatewayError> {
-    crate::queries::parse_range(params)
-}
-
 /// A page of a leaderboard, best first.
 #[utoipa::path(
     get,
@@ -139,9 +126,7 @@ fn range(params: &RangeParams) -> Result<DateRange, GatewayError> {
     responses(
         (status = 200, description = "The page", body = LeaderboardResponse),
         (status = 400, description = "Invalid game, board, period, day, offset or limit", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        QueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -186,10 +171,8 @@ pub async fn leaderboard(
     responses(
         (status = 200, description = "The player's standing", body = StandingResponse),
         (status = 400, description = "Invalid game, board, player, period, day or neighbours", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 404, description = "The player has no score on this board in this period", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        QueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -230,10 +213,7 @@ pub async fn standing(
     params(("game_id" = String, Path, description = "The game"), RangeParams),
     responses(
         (status = 200, description = "One cohort per day: players first seen that UTC day and how many came back on day 1, 7 and 30", body = RetentionResponse),
-        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        RangeQueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -244,8 +224,7 @@ pub async fn retention(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let game = authorized_game(&req, &state, &path, false)?;
-        let range = range(&params)?;
+        let (game, range) = authorized_range(&req, &state, &path, &params)?;
         let cohorts = games(&state)?.retention(&game, range).await?;
         Ok(HttpResponse::Ok().json(RetentionResponse {
             game_id: game.to_string(),
@@ -265,10 +244,7 @@ pub async fn retention(
     params(("game_id" = String, Path, description = "The game"), RangeParams),
     responses(
         (status = 200, description = "Active, new and returning players per day", body = NewReturningResponse),
-        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        RangeQueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -279,8 +255,7 @@ pub async fn new_returning(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let game = authorized_game(&req, &state, &path, false)?;
-        let range = range(&params)?;
+        let (game, range) = authorized_range(&req, &state, &path, &params)?;
         let days = games(&state)?.new_returning(&game, range).await?;
         Ok(HttpResponse::Ok().json(NewReturningResponse {
             game_id: game.to_string(),
@@ -300,10 +275,7 @@ pub async fn new_returning(
     params(("game_id" = String, Path, description = "The game"), RangeParams),
     responses(
         (status = 200, description = "ARPDAU and ARPPU per currency, payers and conversion over the whole range", body = MonetisationResponse),
-        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        RangeQueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -314,8 +286,7 @@ pub async fn monetisation(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let game = authorized_game(&req, &state, &path, false)?;
-        let range = range(&params)?;
+        let (game, range) = authorized_range(&req, &state, &path, &params)?;
         let summary = games(&state)?.monetisation(&game, range).await?;
         Ok(HttpResponse::Ok().json(MonetisationResponse {
             game_id: game.to_string(),
@@ -371,9 +342,7 @@ pub struct RecommendationsResponse {
     responses(
         (status = 200, description = "Items similar to the player's (item-to-item co-occurrence, time-decayed affinity), filled up with popular items; never an item the player already has. A player without interactions gets the popular items. A player who withdrew consent to personalisation (`consent_update` with `personalisation: false`) gets the popular items only, with `basis` `popular` and the reason, until consent returns.", body = RecommendationsResponse),
         (status = 400, description = "Invalid game, player, limit or half-life", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role, or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        QueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]

@@ -5,6 +5,7 @@
 use crate::{compat, error, gameanalytics, games, health, ingest, privacy, queries};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 struct SecuritySchemes;
@@ -83,7 +84,6 @@ struct MediaTypes;
 
 impl Modify for MediaTypes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         for (path, item) in openapi.paths.paths.iter_mut() {
             let Some(operation) = item.post.as_mut() else { continue };
             let Some(accepts) = crate::media_type::accepts(path, "post") else { continue };
@@ -99,14 +99,7 @@ impl Modify for MediaTypes {
                  media type than {types}, or with a charset other than UTF-8 (`unsupported_media_type`; \
                  no `Content-Type` is taken as JSON)"
             );
-            let response = ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
-                )
-                .build();
-            operation.responses.responses.insert("415".into(), response.into());
+            operation.responses.responses.insert("415".into(), error_response(description));
             if accepts == crate::media_type::Accepts::JsonOrText {
                 if let Some(body) = operation.request_body.as_mut() {
                     if let Some(json) = body.content.get("application/json").cloned() {
@@ -178,6 +171,14 @@ pub fn openapi_pretty() -> &'static str {
     TEXT.get_or_init(|| openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_string()))
 }
 
+/// An error answer: `description`, with an [`crate::ErrorBody`] as JSON.
+pub(crate) fn error_response(description: impl Into<String>) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+        .into()
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,8 @@ use gm_projections::model::{order_funnel, ActiveUsersDay, FunnelStep, PlayerProf
 use gm_projections::DateRange;
 use gm_schemas::{GameId, PlayerId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::openapi::{RefOr, Response};
 use utoipa::{IntoParams, ToSchema};
 
 /// An inclusive range of UTC days, at most 366 days long.
@@ -69,19 +71,68 @@ fn parse_day(name: &str, raw: Option<&str>) -> Result<NaiveDate, GatewayError> {
         .map_err(|e| GatewayError::InvalidInput(format!("{name}: '{raw}' is not a date YYYY-MM-DD: {e}")))
 }
 
-pub(crate) fn parse_range(params: &RangeParams) -> Result<DateRange, GatewayError> {
+fn parse_range(params: &RangeParams) -> Result<DateRange, GatewayError> {
     let from = parse_day("from", params.from.as_deref())?;
     let to = parse_day("to", params.to.as_deref())?;
     DateRange::parse(from, to).map_err(|e| GatewayError::InvalidInput(format!("date range: {e}")))
 }
 
-/// Authenticates, checks the game id and authorizes `action` on it.
-fn game_for(req: &HttpRequest, state: &AppState, raw_game: &str, read_player: bool) -> Result<GameId, GatewayError> {
+/// Authenticates, checks the game id and authorizes reading it: one player's data
+/// (`read_player`) or the game's analytics. Every query route starts here.
+pub(crate) fn authorized_game(
+    req: &HttpRequest,
+    state: &AppState,
+    raw_game: &str,
+    read_player: bool,
+) -> Result<GameId, GatewayError> {
     let principal = state.auth.authenticate(req.headers())?;
     let game = parse_game(raw_game)?;
     let action = if read_player { Action::ReadPlayer(&game) } else { Action::ReadAnalytics(&game) };
     authorize(&principal, action)?;
     Ok(game)
+}
+
+/// The game and the days of an analytics query over a date range, once authorised.
+pub(crate) fn authorized_range(
+    req: &HttpRequest,
+    state: &AppState,
+    raw_game: &str,
+    params: &RangeParams,
+) -> Result<(GameId, DateRange), GatewayError> {
+    let game = authorized_game(req, state, raw_game, false)?;
+    Ok((game, parse_range(params)?))
+}
+
+/// The answers every query route gives when it cannot answer (401, 403, 503), written once.
+pub(crate) struct QueryErrors;
+
+impl utoipa::IntoResponses for QueryErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("401", "Missing, expired or invalid token"),
+            (
+                "403",
+                "Credentials without the analyst or admin role (game API keys only ingest), or a token whose \
+                 `games` claim does not name this game",
+            ),
+            ("503", "Read model store unavailable"),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_string(), crate::openapi::error_response(description)))
+        .collect()
+    }
+}
+
+/// [`QueryErrors`] and the 400 of an analytics query over a date range.
+pub(crate) struct RangeQueryErrors;
+
+impl utoipa::IntoResponses for RangeQueryErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = <QueryErrors as utoipa::IntoResponses>::responses();
+        let bad = crate::openapi::error_response("Invalid game id or date range (bad date, reversed, too wide)");
+        responses.insert("400".into(), bad);
+        responses
+    }
 }
 
 /// One player's profile.
@@ -93,10 +144,8 @@ fn game_for(req: &HttpRequest, state: &AppState, raw_game: &str, read_player: bo
     responses(
         (status = 200, description = "The player's profile", body = PlayerProfile),
         (status = 400, description = "Invalid game or player id", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
         (status = 404, description = "No such player", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        QueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -107,7 +156,7 @@ pub async fn player_profile(
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
         let (raw_game, raw_player) = path.into_inner();
-        let game = game_for(&req, &state, &raw_game, true)?;
+        let game = authorized_game(&req, &state, &raw_game, true)?;
         let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
         match state.queries.player_profile(&game, &player).await? {
             Some(profile) => Ok(HttpResponse::Ok().json(profile)),
@@ -125,10 +174,7 @@ pub async fn player_profile(
     params(("game_id" = String, Path, description = "The game"), RangeParams),
     responses(
         (status = 200, description = "DAU, WAU, MAU and stickiness per day", body = ActiveUsersResponse),
-        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        RangeQueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -139,8 +185,7 @@ pub async fn active_users(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let game = game_for(&req, &state, &path, false)?;
-        let range = parse_range(&params)?;
+        let (game, range) = authorized_range(&req, &state, &path, &params)?;
         let days = state.queries.active_users(&game, range).await?;
         Ok(HttpResponse::Ok().json(ActiveUsersResponse {
             game_id: game.to_string(),
@@ -160,10 +205,7 @@ pub async fn active_users(
     params(("game_id" = String, Path, description = "The game"), RangeParams),
     responses(
         (status = 200, description = "Session figures per day", body = SessionsResponse),
-        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        RangeQueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -174,8 +216,7 @@ pub async fn sessions(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let game = game_for(&req, &state, &path, false)?;
-        let range = parse_range(&params)?;
+        let (game, range) = authorized_range(&req, &state, &path, &params)?;
         let days = state.queries.sessions(&game, range).await?;
         Ok(HttpResponse::Ok().json(SessionsResponse {
             game_id: game.to_string(),
@@ -195,10 +236,7 @@ pub async fn sessions(
     params(("game_id" = String, Path, description = "The game"), RangeParams),
     responses(
         (status = 200, description = "Revenue figures per day and currency", body = RevenueResponse),
-        (status = 400, description = "Invalid game id or date range (bad date, reversed, too wide)", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        RangeQueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -209,8 +247,7 @@ pub async fn revenue(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let game = game_for(&req, &state, &path, false)?;
-        let range = parse_range(&params)?;
+        let (game, range) = authorized_range(&req, &state, &path, &params)?;
         let days = state.queries.revenue(&game, range).await?;
         Ok(HttpResponse::Ok().json(RevenueResponse {
             game_id: game.to_string(),
@@ -234,9 +271,7 @@ pub async fn revenue(
     responses(
         (status = 200, description = "One step per level", body = FunnelResponse),
         (status = 400, description = "Invalid game id", body = ErrorBody),
-        (status = 401, description = "Missing, expired or invalid token", body = ErrorBody),
-        (status = 403, description = "Credentials without the analyst or admin role (game API keys only ingest), or a token whose `games` claim does not name this game", body = ErrorBody),
-        (status = 503, description = "Read model store unavailable", body = ErrorBody),
+        QueryErrors,
     ),
     security(("jwt" = ["analyst", "admin"]))
 )]
@@ -246,7 +281,7 @@ pub async fn funnel(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let game = game_for(&req, &state, &path, false)?;
+        let game = authorized_game(&req, &state, &path, false)?;
         let steps = state.queries.funnel(&game).await?;
         let order = state.funnel_orders.get(game.as_str()).map(Vec::as_slice).unwrap_or_default();
         let steps = order_funnel(steps, order);
