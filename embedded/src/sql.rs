@@ -92,6 +92,30 @@ pub(crate) async fn insert_rows(
     Ok(())
 }
 
+/// `INSERT INTO {table} ({columns}) VALUES ... {tail}` of `rows` by [`insert_rows`], each row
+/// with one value per column of `columns`; `tail` is the `ON CONFLICT` clause.
+pub(crate) async fn upsert(
+    conn: &mut SqliteConnection,
+    table: &str,
+    columns: &str,
+    tail: &str,
+    rows: Vec<Vec<V>>,
+) -> Result<(), sqlx::Error> {
+    let cols = columns.split(',').count();
+    insert_rows(conn, &format!("INSERT INTO {table} ({columns}) VALUES"), tail, cols, rows).await
+}
+
+/// [`upsert`] as `INSERT OR IGNORE`: rows whose key is there already are left as they are.
+pub(crate) async fn insert_new(
+    conn: &mut SqliteConnection,
+    table: &str,
+    columns: &str,
+    rows: Vec<Vec<V>>,
+) -> Result<(), sqlx::Error> {
+    let cols = columns.split(',').count();
+    insert_rows(conn, &format!("INSERT OR IGNORE INTO {table} ({columns}) VALUES"), "", cols, rows).await
+}
+
 fn values_sql(head: &str, tail: &str, cols: usize, rows: usize) -> String {
     let mut one = String::with_capacity(cols * 2 + 2);
     one.push('(');

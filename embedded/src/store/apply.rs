@@ -19,7 +19,7 @@ use super::schema::{
     PLAYER_PROFILES, PROFILE_REVENUE, REVENUE_DAYS, SESSION_DAYS,
 };
 use super::{day_text, games, reco, store_err, SqliteStore};
-use crate::sql::{insert_rows, to_i64, to_u64, V};
+use crate::sql::{insert_new, to_i64, to_u64, upsert, V};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
@@ -45,16 +45,41 @@ fn day_rows(days: &[PlayerDay]) -> Vec<Vec<V>> {
         .collect()
 }
 
-/// Replaces each erased player's id in `table` by a fresh pseudonym.
-async fn pseudonymise(
+/// Replaces each erased player's id in `tables` by a fresh pseudonym (the same in each of
+/// them, so rows that belong together stay together).
+pub(super) async fn pseudonymise(
     conn: &mut SqliteConnection,
-    table: &str,
+    tables: &[&str],
     erased: &[(GameId, PlayerId)],
 ) -> Result<(), sqlx::Error> {
-    let sql = format!("UPDATE {table} SET player_id = ? WHERE game_id = ? AND player_id = ?");
     for (game, player) in erased {
         let pseudonym = erased_pseudonym();
-        sqlx::query(&sql).bind(pseudonym).bind(game.as_str()).bind(player.as_str()).execute(&mut *conn).await?;
+        for table in tables {
+            sqlx::query(&format!("UPDATE {table} SET player_id = ? WHERE game_id = ? AND player_id = ?"))
+                .bind(&pseudonym)
+                .bind(game.as_str())
+                .bind(player.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes each erased player's rows from `tables`.
+pub(super) async fn delete_players(
+    conn: &mut SqliteConnection,
+    tables: &[&str],
+    erased: &[(GameId, PlayerId)],
+) -> Result<(), sqlx::Error> {
+    for (game, player) in erased {
+        for table in tables {
+            sqlx::query(&format!("DELETE FROM {table} WHERE game_id = ? AND player_id = ?"))
+                .bind(game.as_str())
+                .bind(player.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -82,246 +107,183 @@ async fn apply_changes(
 
 /// player_profiles: erased players' rows deleted, one upsert per touched profile and currency.
 async fn apply_profiles(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let t = |base: &str| table_name(base, target);
-    let profiles = t(PLAYER_PROFILES.name);
-    let revenue = t(PROFILE_REVENUE.name);
-    for (game, player) in &c.erased {
-        for table in [&profiles, &revenue] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE game_id = ? AND player_id = ?"))
-                .bind(game.as_str())
-                .bind(player.as_str())
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    if !c.profiles.is_empty() {
-        let rows = c
-            .profiles
-            .iter()
-            .map(|p| {
-                vec![
-                    V::T(p.game_id.to_string()),
-                    V::T(p.player_id.to_string()),
-                    V::I(p.first_seen.timestamp_millis()),
-                    V::I(p.last_seen.timestamp_millis()),
-                    V::I(to_i64(p.events)),
-                    V::I(to_i64(p.sessions)),
-                    V::I(to_i64(p.playtime_seconds)),
-                    V::I(to_i64(p.purchases)),
-                    V::I(to_i64(p.levels_completed)),
-                    V::I(p.xp),
-                    V::NT(p.current_level.clone()),
-                    V::NT(p.country.clone()),
-                    V::NT(p.language.clone()),
-                    V::NI(p.consent.map(|(a, _)| i64::from(a))),
-                    V::NI(p.consent.map(|(_, b)| i64::from(b))),
-                    V::I(to_i64(p.last_seq)),
-                ]
-            })
-            .collect();
-        let head = format!(
-            "INSERT INTO {profiles} (game_id, player_id, first_seen_ms, last_seen_ms, events, sessions,
-             playtime_seconds, purchases, levels_completed, xp, current_level, country, language,
-             consent_analytics, consent_personalisation, last_seq) VALUES"
-        );
-        let tail = "ON CONFLICT (game_id, player_id) DO UPDATE SET
-             first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
-             last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
-             events = events + excluded.events,
-             sessions = sessions + excluded.sessions,
-             playtime_seconds = playtime_seconds + excluded.playtime_seconds,
-             purchases = purchases + excluded.purchases,
-             levels_completed = levels_completed + excluded.levels_completed,
-             xp = xp + excluded.xp,
-             current_level = coalesce(excluded.current_level, current_level),
-             country = coalesce(excluded.country, country),
-             language = coalesce(excluded.language, language),
-             consent_analytics = coalesce(excluded.consent_analytics, consent_analytics),
-             consent_personalisation = coalesce(excluded.consent_personalisation, consent_personalisation),
-             last_seq = max(last_seq, excluded.last_seq)";
-        insert_rows(conn, &head, tail, 16, rows).await?;
-        let rev: Vec<Vec<V>> = c
-            .profiles
-            .iter()
-            .flat_map(|p| {
-                p.revenue.iter().map(move |(cur, amount)| {
-                    vec![
-                        V::T(p.game_id.to_string()),
-                        V::T(p.player_id.to_string()),
-                        V::T(cur.code().to_string()),
-                        V::I(*amount),
-                    ]
-                })
-            })
-            .collect();
-        if !rev.is_empty() {
-            insert_rows(
-                conn,
-                &format!("INSERT INTO {revenue} (game_id, player_id, currency, amount_minor) VALUES"),
-                "ON CONFLICT (game_id, player_id, currency) DO UPDATE SET
-                 amount_minor = amount_minor + excluded.amount_minor",
-                4,
-                rev,
-            )
-            .await?;
-        }
-    }
-    Ok(())
+    let profiles = table_name(PLAYER_PROFILES.name, target);
+    let revenue = table_name(PROFILE_REVENUE.name, target);
+    delete_players(conn, &[&profiles, &revenue], &c.erased).await?;
+    let rows = c.profiles.iter().map(|p| {
+        vec![
+            V::T(p.game_id.to_string()),
+            V::T(p.player_id.to_string()),
+            V::I(p.first_seen.timestamp_millis()),
+            V::I(p.last_seen.timestamp_millis()),
+            V::I(to_i64(p.events)),
+            V::I(to_i64(p.sessions)),
+            V::I(to_i64(p.playtime_seconds)),
+            V::I(to_i64(p.purchases)),
+            V::I(to_i64(p.levels_completed)),
+            V::I(p.xp),
+            V::NT(p.current_level.clone()),
+            V::NT(p.country.clone()),
+            V::NT(p.language.clone()),
+            V::NI(p.consent.map(|(a, _)| i64::from(a))),
+            V::NI(p.consent.map(|(_, b)| i64::from(b))),
+            V::I(to_i64(p.last_seq)),
+        ]
+    });
+    upsert(
+        conn,
+        &profiles,
+        "game_id, player_id, first_seen_ms, last_seen_ms, events, sessions, playtime_seconds, purchases,
+         levels_completed, xp, current_level, country, language, consent_analytics, consent_personalisation, last_seq",
+        "ON CONFLICT (game_id, player_id) DO UPDATE SET
+         first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+         last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
+         events = events + excluded.events,
+         sessions = sessions + excluded.sessions,
+         playtime_seconds = playtime_seconds + excluded.playtime_seconds,
+         purchases = purchases + excluded.purchases,
+         levels_completed = levels_completed + excluded.levels_completed,
+         xp = xp + excluded.xp,
+         current_level = coalesce(excluded.current_level, current_level),
+         country = coalesce(excluded.country, country),
+         language = coalesce(excluded.language, language),
+         consent_analytics = coalesce(excluded.consent_analytics, consent_analytics),
+         consent_personalisation = coalesce(excluded.consent_personalisation, consent_personalisation),
+         last_seq = max(last_seq, excluded.last_seq)",
+        rows.collect(),
+    )
+    .await?;
+    let rev = c.profiles.iter().flat_map(|p| {
+        p.revenue.iter().map(move |(cur, amount)| {
+            vec![
+                V::T(p.game_id.to_string()),
+                V::T(p.player_id.to_string()),
+                V::T(cur.code().to_string()),
+                V::I(*amount),
+            ]
+        })
+    });
+    upsert(
+        conn,
+        &revenue,
+        "game_id, player_id, currency, amount_minor",
+        "ON CONFLICT (game_id, player_id, currency) DO UPDATE SET amount_minor = amount_minor + excluded.amount_minor",
+        rev.collect(),
+    )
+    .await
 }
 
 /// daily_activity: erased players pseudonymised, player-days inserted (insert-or-ignore).
 async fn apply_daily_activity(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let t = |base: &str| table_name(base, target);
-    let days = t(PLAYER_DAYS.name);
-    pseudonymise(conn, &days, &c.erased).await?;
-    if !c.active_days.is_empty() {
-        let head = format!("INSERT OR IGNORE INTO {days} (game_id, day, player_id) VALUES");
-        insert_rows(conn, &head, "", 3, day_rows(&c.active_days)).await?;
-    }
-    Ok(())
+    let days = table_name(PLAYER_DAYS.name, target);
+    pseudonymise(conn, &[&days], &c.erased).await?;
+    insert_new(conn, &days, DAY_COLUMNS, day_rows(&c.active_days)).await
 }
 
 /// sessions: one upsert per touched (game, day).
 async fn apply_sessions(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let t = |base: &str| table_name(base, target);
-    if !c.session_days.is_empty() {
-        let table = t(SESSION_DAYS.name);
-        let rows = c
-            .session_days
-            .iter()
-            .map(|s| {
-                let mut row = vec![
-                    V::T(s.game_id.to_string()),
-                    V::T(day_text(s.day)),
-                    V::I(to_i64(s.started)),
-                    V::I(to_i64(s.closed)),
-                    V::I(to_i64(s.total_length_seconds)),
-                ];
-                row.extend(s.buckets.iter().map(|b| V::I(to_i64(*b))));
-                row
-            })
-            .collect();
-        let head = format!(
-            "INSERT INTO {table} (game_id, day, started, closed, total_length_seconds,
-             b0, b1, b2, b3, b4, b5, b6) VALUES"
-        );
-        let tail = "ON CONFLICT (game_id, day) DO UPDATE SET
-             started = started + excluded.started,
-             closed = closed + excluded.closed,
-             total_length_seconds = total_length_seconds + excluded.total_length_seconds,
-             b0 = b0 + excluded.b0, b1 = b1 + excluded.b1, b2 = b2 + excluded.b2,
-             b3 = b3 + excluded.b3, b4 = b4 + excluded.b4, b5 = b5 + excluded.b5,
-             b6 = b6 + excluded.b6";
-        insert_rows(conn, &head, tail, 12, rows).await?;
-    }
-    Ok(())
+    let rows = c.session_days.iter().map(|s| {
+        let mut row = vec![
+            V::T(s.game_id.to_string()),
+            V::T(day_text(s.day)),
+            V::I(to_i64(s.started)),
+            V::I(to_i64(s.closed)),
+            V::I(to_i64(s.total_length_seconds)),
+        ];
+        row.extend(s.buckets.iter().map(|b| V::I(to_i64(*b))));
+        row
+    });
+    upsert(
+        conn,
+        &table_name(SESSION_DAYS.name, target),
+        "game_id, day, started, closed, total_length_seconds, b0, b1, b2, b3, b4, b5, b6",
+        "ON CONFLICT (game_id, day) DO UPDATE SET
+         started = started + excluded.started,
+         closed = closed + excluded.closed,
+         total_length_seconds = total_length_seconds + excluded.total_length_seconds,
+         b0 = b0 + excluded.b0, b1 = b1 + excluded.b1, b2 = b2 + excluded.b2,
+         b3 = b3 + excluded.b3, b4 = b4 + excluded.b4, b5 = b5 + excluded.b5,
+         b6 = b6 + excluded.b6",
+        rows.collect(),
+    )
+    .await
 }
 
 /// revenue: one upsert per touched (game, day, currency), payer-days inserted.
 async fn apply_revenue(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let t = |base: &str| table_name(base, target);
-    let payers = t(PAYER_DAYS.name);
-    pseudonymise(conn, &payers, &c.erased).await?;
-    if !c.revenue.is_empty() {
-        let table = t(REVENUE_DAYS.name);
-        let rows = c
-            .revenue
-            .iter()
-            .map(|r| {
-                vec![
-                    V::T(r.game_id.to_string()),
-                    V::T(day_text(r.day)),
-                    V::T(r.currency.code().to_string()),
-                    V::I(r.amount_minor),
-                    V::I(to_i64(r.purchases)),
-                ]
-            })
-            .collect();
-        insert_rows(
-            conn,
-            &format!("INSERT INTO {table} (game_id, day, currency, amount_minor, purchases) VALUES"),
-            "ON CONFLICT (game_id, day, currency) DO UPDATE SET
-             amount_minor = amount_minor + excluded.amount_minor,
-             purchases = purchases + excluded.purchases",
-            5,
-            rows,
-        )
-        .await?;
-    }
-    if !c.payer_days.is_empty() {
-        let head = format!("INSERT OR IGNORE INTO {payers} (game_id, day, player_id) VALUES");
-        insert_rows(conn, &head, "", 3, day_rows(&c.payer_days)).await?;
-    }
-    Ok(())
+    let payers = table_name(PAYER_DAYS.name, target);
+    pseudonymise(conn, &[&payers], &c.erased).await?;
+    let rows = c.revenue.iter().map(|r| {
+        vec![
+            V::T(r.game_id.to_string()),
+            V::T(day_text(r.day)),
+            V::T(r.currency.code().to_string()),
+            V::I(r.amount_minor),
+            V::I(to_i64(r.purchases)),
+        ]
+    });
+    upsert(
+        conn,
+        &table_name(REVENUE_DAYS.name, target),
+        "game_id, day, currency, amount_minor, purchases",
+        "ON CONFLICT (game_id, day, currency) DO UPDATE SET
+         amount_minor = amount_minor + excluded.amount_minor,
+         purchases = purchases + excluded.purchases",
+        rows.collect(),
+    )
+    .await?;
+    insert_new(conn, &payers, DAY_COLUMNS, day_rows(&c.payer_days)).await
 }
 
 /// funnel: erased players pseudonymised in `funnel_players`, one upsert per touched
 /// (game, level) and per touched (game, level, player) (the earliest times kept).
 async fn apply_funnel(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let t = |base: &str| table_name(base, target);
-    let players = t(FUNNEL_PLAYERS.name);
-    pseudonymise(conn, &players, &c.erased).await?;
-    if !c.funnel_players.is_empty() {
-        let ms = |t: Option<DateTime<Utc>>| V::NI(t.map(|t| t.timestamp_millis()));
-        let rows = c
-            .funnel_players
-            .iter()
-            .map(|f| {
-                vec![
-                    V::T(f.game_id.to_string()),
-                    V::T(f.level_id.clone()),
-                    V::T(f.player_id.to_string()),
-                    ms(f.first_start),
-                    ms(f.first_complete),
-                    ms(f.first_fail),
-                ]
-            })
-            .collect();
-        // min() of SQLite is NULL when an argument is: coalesce keeps the known time.
-        insert_rows(
-            conn,
-            &format!(
-                "INSERT INTO {players} (game_id, level_id, player_id, first_start_ms, first_complete_ms,
-                 first_fail_ms) VALUES"
-            ),
-            "ON CONFLICT (game_id, level_id, player_id) DO UPDATE SET
-             first_start_ms = coalesce(min(first_start_ms, excluded.first_start_ms), first_start_ms, excluded.first_start_ms),
-             first_complete_ms = coalesce(min(first_complete_ms, excluded.first_complete_ms), first_complete_ms,
-                 excluded.first_complete_ms),
-             first_fail_ms = coalesce(min(first_fail_ms, excluded.first_fail_ms), first_fail_ms, excluded.first_fail_ms)",
-            6,
-            rows,
-        )
-        .await?;
-    }
-    if !c.funnel.is_empty() {
-        let table = t(FUNNEL.name);
-        let rows = c
-            .funnel
-            .iter()
-            .map(|f| {
-                vec![
-                    V::T(f.game_id.to_string()),
-                    V::T(f.level_id.clone()),
-                    V::I(to_i64(f.starts)),
-                    V::I(to_i64(f.completes)),
-                    V::I(to_i64(f.fails)),
-                ]
-            })
-            .collect();
-        insert_rows(
-            conn,
-            &format!("INSERT INTO {table} (game_id, level_id, starts, completes, fails) VALUES"),
-            "ON CONFLICT (game_id, level_id) DO UPDATE SET
-             starts = starts + excluded.starts,
-             completes = completes + excluded.completes,
-             fails = fails + excluded.fails",
-            5,
-            rows,
-        )
-        .await?;
-    }
-    Ok(())
+    let players = table_name(FUNNEL_PLAYERS.name, target);
+    pseudonymise(conn, &[&players], &c.erased).await?;
+    let ms = |t: Option<DateTime<Utc>>| V::NI(t.map(|t| t.timestamp_millis()));
+    let rows = c.funnel_players.iter().map(|f| {
+        vec![
+            V::T(f.game_id.to_string()),
+            V::T(f.level_id.clone()),
+            V::T(f.player_id.to_string()),
+            ms(f.first_start),
+            ms(f.first_complete),
+            ms(f.first_fail),
+        ]
+    });
+    // min() of SQLite is NULL when an argument is: coalesce keeps the known time.
+    upsert(
+        conn,
+        &players,
+        "game_id, level_id, player_id, first_start_ms, first_complete_ms, first_fail_ms",
+        "ON CONFLICT (game_id, level_id, player_id) DO UPDATE SET
+         first_start_ms = coalesce(min(first_start_ms, excluded.first_start_ms), first_start_ms, excluded.first_start_ms),
+         first_complete_ms = coalesce(min(first_complete_ms, excluded.first_complete_ms), first_complete_ms,
+             excluded.first_complete_ms),
+         first_fail_ms = coalesce(min(first_fail_ms, excluded.first_fail_ms), first_fail_ms, excluded.first_fail_ms)",
+        rows.collect(),
+    )
+    .await?;
+    let rows = c.funnel.iter().map(|f| {
+        vec![
+            V::T(f.game_id.to_string()),
+            V::T(f.level_id.clone()),
+            V::I(to_i64(f.starts)),
+            V::I(to_i64(f.completes)),
+            V::I(to_i64(f.fails)),
+        ]
+    });
+    upsert(
+        conn,
+        &table_name(FUNNEL.name, target),
+        "game_id, level_id, starts, completes, fails",
+        "ON CONFLICT (game_id, level_id) DO UPDATE SET
+         starts = starts + excluded.starts,
+         completes = completes + excluded.completes,
+         fails = fails + excluded.fails",
+        rows.collect(),
+    )
+    .await
 }
 
 /// leaderboards (see `store/games.rs`).

@@ -10,12 +10,13 @@
 //! player's id becomes one fresh pseudonym in both tables, so cohort sizes and retention
 //! stay right.
 
+use super::apply::{day_rows, delete_players, pseudonymise, DAY_COLUMNS};
 use super::{day_text, parse_day, store_err, u, SqliteStore, Table};
-use crate::sql::{insert_rows, to_i64, V};
+use crate::sql::{insert_new, to_i64, upsert, V};
 use async_trait::async_trait;
 use gm_ports::StoreError;
 use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, PlayerStanding};
-use gm_projections::model::{erased_pseudonym, ChangeSet, DateRange};
+use gm_projections::model::{ChangeSet, DateRange};
 use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
 use gm_projections::GameQueries;
 use gm_schemas::{GameId, PlayerId};
@@ -64,37 +65,24 @@ pub(super) async fn apply_leaderboards(
     table: &str,
     c: &ChangeSet,
 ) -> Result<(), sqlx::Error> {
-    for (game, player) in &c.erased {
-        sqlx::query(&format!("DELETE FROM {table} WHERE game_id = ? AND player_id = ?"))
-            .bind(game.as_str())
-            .bind(player.as_str())
-            .execute(&mut *conn)
-            .await?;
-    }
-    if c.scores.is_empty() {
-        return Ok(());
-    }
-    let rows = c
-        .scores
-        .iter()
-        .map(|s| {
-            vec![
-                V::T(s.game_id.to_string()),
-                V::T(s.board.clone()),
-                V::T(s.period.as_str().to_string()),
-                V::T(day_text(s.period_start)),
-                V::T(s.player_id.to_string()),
-                V::I(s.score),
-            ]
-        })
-        .collect();
-    insert_rows(
+    delete_players(conn, &[table], &c.erased).await?;
+    let rows = c.scores.iter().map(|s| {
+        vec![
+            V::T(s.game_id.to_string()),
+            V::T(s.board.clone()),
+            V::T(s.period.as_str().to_string()),
+            V::T(day_text(s.period_start)),
+            V::T(s.player_id.to_string()),
+            V::I(s.score),
+        ]
+    });
+    upsert(
         conn,
-        &format!("INSERT INTO {table} (game_id, board, period, period_start, player_id, score) VALUES"),
+        table,
+        "game_id, board, period, period_start, player_id, score",
         "ON CONFLICT (game_id, board, period, period_start, player_id) DO UPDATE SET
          score = max(score, excluded.score)",
-        6,
-        rows,
+        rows.collect(),
     )
     .await
 }
@@ -105,43 +93,22 @@ pub(super) async fn apply_retention(
     days: &str,
     c: &ChangeSet,
 ) -> Result<(), sqlx::Error> {
-    for (game, player) in &c.erased {
-        let pseudonym = erased_pseudonym();
-        for table in [players, days] {
-            sqlx::query(&format!("UPDATE {table} SET player_id = ? WHERE game_id = ? AND player_id = ?"))
-                .bind(&pseudonym)
-                .bind(game.as_str())
-                .bind(player.as_str())
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    if c.active_days.is_empty() {
-        return Ok(());
-    }
+    pseudonymise(conn, &[players, days], &c.erased).await?;
     let mut first: BTreeMap<(&str, &str), chrono::NaiveDate> = BTreeMap::new();
     for d in &c.active_days {
         let slot = first.entry((d.game_id.as_str(), d.player_id.as_str())).or_insert(d.day);
         *slot = (*slot).min(d.day);
     }
-    let rows = first
-        .iter()
-        .map(|((g, p), day)| vec![V::T(g.to_string()), V::T(p.to_string()), V::T(day_text(*day))])
-        .collect();
-    insert_rows(
+    let rows = first.iter().map(|((g, p), day)| vec![V::T(g.to_string()), V::T(p.to_string()), V::T(day_text(*day))]);
+    upsert(
         conn,
-        &format!("INSERT INTO {players} (game_id, player_id, first_day) VALUES"),
+        players,
+        "game_id, player_id, first_day",
         "ON CONFLICT (game_id, player_id) DO UPDATE SET first_day = min(first_day, excluded.first_day)",
-        3,
-        rows,
+        rows.collect(),
     )
     .await?;
-    let rows = c
-        .active_days
-        .iter()
-        .map(|d| vec![V::T(d.game_id.to_string()), V::T(day_text(d.day)), V::T(d.player_id.to_string())])
-        .collect();
-    insert_rows(conn, &format!("INSERT OR IGNORE INTO {days} (game_id, day, player_id) VALUES"), "", 3, rows).await
+    insert_new(conn, days, DAY_COLUMNS, day_rows(&c.active_days)).await
 }
 
 /// The WHERE clause selecting one board and period (5 binds: game, board, period, start).
