@@ -39,7 +39,10 @@ async fn read_checkpoint(conn: &mut SqliteConnection, name: &str, partition: u32
     Ok(v.map(to_u64))
 }
 
-fn day_rows(days: &[PlayerDay]) -> Vec<Vec<V>> {
+/// The columns of a player-days table (`player_days`, `payer_days`), as [`day_rows`] fills them.
+pub(super) const DAY_COLUMNS: &str = "game_id, day, player_id";
+
+pub(super) fn day_rows(days: &[PlayerDay]) -> Vec<Vec<V>> {
     days.iter()
         .map(|d| vec![V::T(d.game_id.to_string()), V::T(day_text(d.day)), V::T(d.player_id.to_string())])
         .collect()
@@ -85,7 +88,7 @@ pub(super) async fn delete_players(
 }
 
 /// Writes one projection's change set to its tables (`target`'s) with multi-row statements
-/// (see [`insert_rows`]); the SQL texts repeat, so the connection's statement cache keeps
+/// (see [`crate::sql::insert_rows`]); the SQL texts repeat, so the connection's statement cache keeps
 /// them prepared across the statements of a transaction and across transactions.
 async fn apply_changes(
     conn: &mut SqliteConnection,
@@ -288,16 +291,13 @@ async fn apply_funnel(conn: &mut SqliteConnection, target: Target, c: &ChangeSet
 
 /// leaderboards (see `store/games.rs`).
 async fn apply_leaderboards(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
-    let t = |base: &str| table_name(base, target);
-    games::apply_leaderboards(conn, &t(games::LEADERBOARD_SCORES.name), c).await?;
-    Ok(())
+    games::apply_leaderboards(conn, &table_name(games::LEADERBOARD_SCORES.name, target), c).await
 }
 
 /// retention (see `store/games.rs`).
 async fn apply_retention(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
-    games::apply_retention(conn, &t(games::COHORT_PLAYERS.name), &t(games::COHORT_DAYS.name), c).await?;
-    Ok(())
+    games::apply_retention(conn, &t(games::COHORT_PLAYERS.name), &t(games::COHORT_DAYS.name), c).await
 }
 
 /// recommendations (see `store/reco.rs`).
