@@ -94,12 +94,7 @@ pub fn watch_consumer(
     readiness.register(component);
     async move {
         loop {
-            let now = Instant::now();
-            let state = match health.verdict(now, settings.consumer_stall) {
-                Verdict::Ready => Some(Ok(())),
-                Verdict::NotReady(reason) => Some(Err(reason)),
-                Verdict::Check(partitions) => check(&health, log.as_ref(), topic, &partitions, now).await,
-            };
+            let state = judge(&health, log.as_ref(), topic, settings.consumer_stall, Instant::now()).await;
             // None: the log cannot tell now (Kafka down, which `kafka` reports): keep the state.
             if let Some(state) = state {
                 report(&readiness, component, state);
@@ -109,6 +104,21 @@ pub fn watch_consumer(
                 _ = tokio::time::sleep(settings.interval) => {}
             }
         }
+    }
+}
+
+/// The consumer's state at `now`; `None` when the log cannot tell.
+async fn judge(
+    health: &ConsumerHealth,
+    log: &dyn EventLog,
+    topic: &str,
+    limit: Duration,
+    now: Instant,
+) -> Option<Result<(), String>> {
+    match health.verdict(now, limit) {
+        Verdict::Ready => Some(Ok(())),
+        Verdict::NotReady(reason) => Some(Err(reason)),
+        Verdict::Check(partitions) => check(health, log, topic, &partitions, now).await,
     }
 }
 
@@ -152,4 +162,43 @@ fn report(readiness: &Readiness, component: &str, state: Result<(), String>) {
         _ => {}
     }
     readiness.set(component, state);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gm_ports::{NewRecord, TopicSpec};
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    /// The judgement against a real log (the embedded one): a consumer that did not move is
+    /// stalled only while the log holds records at its position.
+    #[tokio::test]
+    async fn a_quiet_consumer_is_stalled_with_records_behind_it_and_ready_when_it_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = "t";
+        let spec = TopicSpec { name: topic.into(), partitions: 1, compacted: false };
+        let log = gm_embedded::SqliteLog::open(&dir.path().join("log.db"), &[spec]).await.unwrap();
+        let records = (0..5).map(|i| NewRecord::new("k", format!("{i}").into_bytes())).collect();
+        log.producer().append(topic, records).await.unwrap();
+
+        let t = Instant::now();
+        let health = ConsumerHealth::new();
+        health.joined(t);
+        health.assigned(&[0], t);
+        health.at(0, 2, t);
+        let later = t + LIMIT + Duration::from_secs(1);
+        health.polled(later);
+        // Polling, but offsets 2..5 wait and the position has not moved: stalled.
+        let state = judge(&health, &log, topic, LIMIT, later).await;
+        assert_eq!(state, Some(Err("partition 0: 3 records behind at offset 2 and no progress for 31 s".into())));
+
+        // Caught up, then quiet for longer than the limit: idle, ready.
+        health.at(0, 5, later);
+        let much_later = later + LIMIT + Duration::from_secs(1);
+        health.polled(much_later);
+        assert_eq!(judge(&health, &log, topic, LIMIT, much_later).await, Some(Ok(())));
+        assert_eq!(health.verdict(much_later, LIMIT), Verdict::Ready, "found idle: not checked again at once");
+        log.close().await;
+    }
 }
