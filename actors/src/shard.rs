@@ -258,26 +258,9 @@ pub struct Processed {
 }
 
 /// Header names of a dead letter on `system.dlq`.
-pub mod dlq_headers {
-    pub const ERROR: &str = "gm.error";
-    pub const SOURCE_TOPIC: &str = "gm.source.topic";
-    pub const SOURCE_PARTITION: &str = "gm.source.partition";
-    pub const SOURCE_OFFSET: &str = "gm.source.offset";
-    pub const ATTEMPTS: &str = "gm.attempts";
-    pub const FAILED_AT: &str = "gm.failed_at";
-}
-
-/// The dead letter of `record`: its key and payload unchanged, the reason and origin in
-/// headers, so that `gamemetrics dlq replay` can re-append it as it was.
-pub fn dead_letter(record: &Record, reason: &str, attempts: u32) -> NewRecord {
-    NewRecord::new(record.key.clone(), record.payload.clone())
-        .with_header(dlq_headers::ERROR, reason)
-        .with_header(dlq_headers::SOURCE_TOPIC, record.topic.clone())
-        .with_header(dlq_headers::SOURCE_PARTITION, record.partition.to_string())
-        .with_header(dlq_headers::SOURCE_OFFSET, record.offset.to_string())
-        .with_header(dlq_headers::ATTEMPTS, attempts.to_string())
-        .with_header(dlq_headers::FAILED_AT, chrono::Utc::now().to_rfc3339())
-}
+pub use gm_ports::dlq::headers as dlq_headers;
+/// The dead letter of `record` (see [`gm_ports::dlq`]).
+pub use gm_ports::dlq::dead_letter;
 
 impl Handler<Process> for Shard {
     type Result = MessageResult<Process>;

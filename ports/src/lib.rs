@@ -9,6 +9,7 @@
 //! `commit_with_outputs` is Kafka's consume-transform-produce transaction: the outputs and
 //! the consumed offsets become visible together or not at all.
 
+pub mod dlq;
 pub mod namespaced;
 
 use async_trait::async_trait;

@@ -78,15 +78,10 @@ pub const COMBINED_GROUP: &str = "projections";
 pub const MAX_BATCH: usize = 5_000;
 pub const MAX_WAIT: Duration = Duration::from_millis(100);
 
-/// Header names of a dead letter on `system.dlq` (the same as the actors' dead letters,
-/// see `gm_actors::shard::dlq_headers`), plus the projections that could not read it.
+/// Header names of a dead letter on `system.dlq` (those of [`gm_ports::dlq::headers`]),
+/// plus the projections that could not read it.
 pub mod dlq_headers {
-    pub const ERROR: &str = "gm.error";
-    pub const SOURCE_TOPIC: &str = "gm.source.topic";
-    pub const SOURCE_PARTITION: &str = "gm.source.partition";
-    pub const SOURCE_OFFSET: &str = "gm.source.offset";
-    pub const ATTEMPTS: &str = "gm.attempts";
-    pub const FAILED_AT: &str = "gm.failed_at";
+    pub use gm_ports::dlq::headers::*;
     /// Comma-separated names of the projections that read the record's kind.
     pub const PROJECTIONS: &str = "gm.projections";
 }
@@ -96,14 +91,8 @@ pub mod dlq_headers {
 /// `gamemetrics dlq replay` can re-append it to `player.events.processed` as it was.
 pub fn dead_letter(record: &Record, reason: &str, projections: &[ProjectionName]) -> NewRecord {
     let names: Vec<&str> = projections.iter().map(|p| p.as_str()).collect();
-    let mut dead = NewRecord::new(record.key.clone(), record.payload.clone())
-        .with_header(dlq_headers::ERROR, reason)
-        .with_header(dlq_headers::SOURCE_TOPIC, record.topic.clone())
-        .with_header(dlq_headers::SOURCE_PARTITION, record.partition.to_string())
-        .with_header(dlq_headers::SOURCE_OFFSET, record.offset.to_string())
-        .with_header(dlq_headers::ATTEMPTS, "1")
-        .with_header(dlq_headers::FAILED_AT, chrono::Utc::now().to_rfc3339())
-        .with_header(dlq_headers::PROJECTIONS, names.join(","));
+    let mut dead =
+        gm_ports::dlq::dead_letter(record, reason, 1).with_header(dlq_headers::PROJECTIONS, names.join(","));
     if let Some(kind) = record.header(gm_schemas::processed::KIND_HEADER) {
         dead = dead.with_header(gm_schemas::processed::KIND_HEADER, kind);
     }
