@@ -603,3 +603,119 @@ async fn on_the_embedded_default_an_erased_player_is_gone_from_the_files_on_disk
     assert!(!files_containing(dir.path(), &bystander).is_empty(), "the bystander's rows are on disk");
     app.stop().await;
 }
+
+/// Rows of `sql` (a count) in the database at `url`.
+async fn count(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
+/// With the keys database apart (`privacy.keys_url`), a data database rewound by hand to
+/// before a completed erasure (the player's profile back, the projections' confirmations
+/// gone, as a restore from an older backup leaves it) is found by the next gateway at start,
+/// which re-applies the erasure through the erasure path before it serves; once only.
+#[actix_rt::test]
+async fn with_the_keys_apart_a_gateway_reapplies_before_serving_an_erasure_the_data_database_lost() {
+    let services = TestServices::create().await;
+    let keys_db = services::KeysDatabase::create().await;
+    let logs = tempfile::tempdir().unwrap();
+    let api_keys = format!("{GAME}={KEY}");
+    let start = |role: &'static str, name: &str| {
+        let (var, url) = keys_db.env();
+        let log = logged(logs.path(), name);
+        Role::start_with(role, &services, &api_keys, move |c| {
+            c.env(var, url);
+            log(c);
+        })
+    };
+    let mut gateway = start("gateway", "gateway");
+    let _actors = start("actors", "actors");
+    let _projections = start("projections", "projections");
+    let show = ShowLogsOnPanic(logs.path().to_path_buf());
+    for role in [&gateway, &_actors, &_projections] {
+        role.wait_ready().await;
+    }
+    let base = gateway.url();
+    let s = Secrets::new(&uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let r = ingest(&base, history(&s.player, Some(&s))).await;
+    assert_eq!(r["accepted"], 12, "{r}");
+    wait_profile(&base, &s.player, true).await;
+    // Keys and sealed values are in the keys database only.
+    assert_eq!(count(&services.postgres_url, "SELECT COUNT(*) FROM player_keys").await, 0);
+    assert_eq!(count(&services.postgres_url, "SELECT COUNT(*) FROM player_personal").await, 0);
+    assert_eq!(count(&keys_db.url, "SELECT COUNT(*) FROM player_keys WHERE wrapped_key IS NOT NULL").await, 1);
+    assert_eq!(count(&keys_db.url, "SELECT COUNT(*) FROM player_personal").await, 3);
+
+    // What a restore from before the erasure brings back: the player's profile.
+    let data = gm_postgres::PgStore::connect(&services.postgres_url, 2).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE rewound_profiles AS SELECT * FROM player_profiles WHERE game_id = '{GAME}' AND player_id = '{}'",
+        s.player
+    ))
+    .execute(data.pool())
+    .await
+    .unwrap();
+    let token = compliance_token();
+    let (status, erasure) = request_erasure(&base, &token, &s.player).await;
+    assert_eq!(status, 202, "{erasure}");
+    let id = erasure["erasure_id"].as_str().unwrap().to_string();
+    let first = wait_completed(&base, &id).await;
+    wait_profile(&base, &s.player, false).await;
+    // The rewind: the profile back, the confirmations gone.
+    sqlx::raw_sql(&format!(
+        "INSERT INTO player_profiles SELECT * FROM rewound_profiles; DROP TABLE rewound_profiles;
+         DELETE FROM erasure_confirmations WHERE erasure_id = '{id}'"
+    ))
+    .execute(data.pool())
+    .await
+    .unwrap();
+    wait_profile(&base, &s.player, true).await;
+
+    // The runbook's restart: the new gateway re-applies before it answers anything.
+    gateway.kill();
+    let mut gateway = start("gateway", "gateway-2");
+    gateway.wait_ready().await;
+    let base = gateway.url();
+    let (status, profile) = get_json(&format!("{base}/v1/players/{GAME}/{}", s.player)).await;
+    assert_eq!(status, 404, "the restored profile is erased before the gateway serves: {profile}");
+    let url = format!("{base}/v1/privacy/erasures/{id}");
+    let (status, again) = call("GET", &url, Some(&token), None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["status"], "completed", "{again}");
+    let steps: Vec<&str> = again["timeline"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    for step in ["reapplied_after_restore", "confirmations_reset"] {
+        assert_eq!(steps.iter().filter(|s| **s == step).count(), 1, "{step} once: {steps:?}");
+    }
+    assert_eq!(steps.iter().filter(|s| **s == "erasure_event_appended").count(), 2, "{steps:?}");
+    let receipt: gm_privacy::Receipt = serde_json::from_value(again["receipt"].clone()).unwrap();
+    let signer = gm_privacy::MasterKey::parse(TEST_MASTER_KEY).unwrap().receipt_signer();
+    let first_completed: chrono::DateTime<Utc> = first["completed_at"].as_str().unwrap().parse().unwrap();
+    assert!(receipt.verify(&signer) && receipt.completed_at > first_completed, "a new receipt: {again}");
+    let (status, export) =
+        call("GET", &format!("{base}/v1/privacy/exports/{GAME}/{}", s.player), Some(&token), None).await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(export["status"], "erased", "{export}");
+    // The export names the player asked for; nothing else of theirs.
+    assert!(s.values.iter().all(|v| !export.to_string().contains(v.as_str())), "{export}");
+    assert!(export.get("profile").is_none() && export.get("actor_state").is_none(), "{export}");
+    let (_, audit) = call("GET", &format!("{base}/v1/privacy/audit?limit=20"), Some(&token), None).await;
+    assert!(audit.to_string().contains("erasure_reapplied"), "{audit}");
+    // Unlinked again, and the data database holds the confirmations once more.
+    assert_eq!(count(&keys_db.url, "SELECT COUNT(*) FROM player_keys WHERE player_id IS NOT NULL").await, 0);
+    let confirmed = format!("SELECT COUNT(*) FROM erasure_confirmations WHERE erasure_id = '{id}'");
+    assert_eq!(count(&services.postgres_url, &confirmed).await, gm_projections::ProjectionName::ALL.len() as i64);
+
+    // Idempotent: the next start finds nothing to re-apply.
+    gateway.kill();
+    let gateway = start("gateway", "gateway-3");
+    gateway.wait_ready().await;
+    let (_, last) = call("GET", &format!("{}/v1/privacy/erasures/{id}", gateway.url()), Some(&token), None).await;
+    assert_eq!(last["timeline"], again["timeline"], "nothing re-applied a second time");
+    let log = std::fs::read_to_string(logs.path().join("gateway-3.log")).unwrap();
+    assert!(log.contains("every erasure of the keys database's ledger is applied"), "{log}");
+    std::mem::forget(show);
+    drop(gateway);
+    services.drop_database().await;
+    keys_db.drop_database().await;
+}

@@ -70,8 +70,10 @@ mod key_batch;
 
 pub struct PrivacyService {
     store: Arc<dyn PrivacyStore>,
-    /// New players' keys: one store call for the requests in flight (see `key_batch`).
+    /// New players' keys and sealed personal values: one store call each for the requests
+    /// in flight (see `key_batch`).
     batcher: key_batch::KeyBatcher,
+    personal_batcher: key_batch::PersonalBatcher,
     producer: Arc<dyn LogProducer>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
     cache: Option<Arc<dyn PlayerCache>>,
@@ -104,7 +106,8 @@ impl PrivacyService {
     ) -> Self {
         let master = settings.master_key.clone();
         Self {
-            batcher: key_batch::KeyBatcher::new(store.clone()),
+            batcher: key_batch::key_batcher(store.clone(), key_batch::WINDOW, key_batch::MAX_ITEMS),
+            personal_batcher: key_batch::personal_batcher(store.clone(), key_batch::WINDOW, key_batch::MAX_ITEMS),
             store,
             producer,
             snapshots: None,
@@ -184,7 +187,7 @@ impl PrivacyService {
         if !missing.is_empty() {
             let asked: HashMap<Subject, (GameId, PlayerId)> =
                 missing.iter().map(|p| (p.subject, (p.game_id.clone(), p.player_id.clone()))).collect();
-            let answer = self.batcher.ensure(missing).await?;
+            let answer = self.batcher.call(missing).await?;
             // The batch's answer holds other requests' players too: only ours are read.
             for entry in asked.keys().filter_map(|s| answer.get(s)).cloned() {
                 let state = match entry.state {
@@ -251,7 +254,9 @@ impl PrivacyService {
             }
             out.push(Ok(e));
         }
-        self.store.keep_personal(personal).await?;
+        if !personal.is_empty() {
+            self.personal_batcher.call(personal).await?;
+        }
         Ok(out)
     }
 

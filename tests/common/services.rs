@@ -97,6 +97,42 @@ impl TestServices {
     }
 }
 
+/// A test's keys database (`privacy.keys_url`): a fresh database on the shared PostgreSQL at
+/// GM_POSTGRES_URL, another cluster than the disaster-recovery drill's own.
+pub struct KeysDatabase {
+    pub url: String,
+    admin_url: String,
+    database: String,
+}
+
+impl KeysDatabase {
+    pub async fn create() -> Self {
+        let admin_url = required_env("GM_POSTGRES_URL");
+        let database = format!("gm_keys_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("PostgreSQL at GM_POSTGRES_URL");
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.unwrap();
+        let (base, _) = admin_url.rsplit_once('/').expect("GM_POSTGRES_URL ends with /database");
+        let url = format!("{base}/{database}");
+        let store = gm_postgres::PgStore::connect(&url, 2).await.unwrap();
+        store.migrate_keys().await.unwrap();
+        store.pool().close().await;
+        Self { url, admin_url, database }
+    }
+
+    /// What a role needs to use it.
+    pub fn env(&self) -> (&'static str, String) {
+        ("GM_PRIVACY__KEYS_URL", self.url.clone())
+    }
+
+    pub async fn drop_database(&self) {
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
 /// `scripts/services ARGS` (restart a service in fault tests).
 pub fn services(args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services");
