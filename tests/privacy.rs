@@ -7,7 +7,7 @@
 mod common;
 
 use chrono::{Duration as ChronoDuration, Utc};
-use common::services::{Role, TestServices};
+use common::services::{self, Role, TestServices};
 use common::*;
 use gamemetrics::platform::Backends;
 use gm_schemas::{topics, PersonalData, RawRecord};
@@ -135,15 +135,9 @@ struct Roles {
     logs: tempfile::TempDir,
 }
 
+/// Everything the platform logs, at debug for its own crates.
 fn logged(logs: &Path, name: &str) -> impl FnOnce(&mut std::process::Command) {
-    let path = logs.join(format!("{name}.log"));
-    move |command: &mut std::process::Command| {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-        let err = out.try_clone().unwrap();
-        // Everything the platform logs, at debug for its own crates.
-        command.env("RUST_LOG", "info,gm_gateway=debug,gm_actors=debug,gm_projections=debug,gamemetrics=debug");
-        command.stdout(out).stderr(err);
-    }
+    services::logged_with(logs, name, "info,gm_gateway=debug,gm_actors=debug,gm_projections=debug,gamemetrics=debug")
 }
 
 impl Roles {

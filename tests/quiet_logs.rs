@@ -5,20 +5,15 @@
 
 mod common;
 
-use common::services::{Role, TestServices};
+use common::services::{self, Role, TestServices};
 use common::*;
 use gamemetrics::simulate;
 use std::path::Path;
 use std::time::Duration;
 
+/// At info, as an operator runs them: librdkafka's reports go through the same filter.
 fn logged(logs: &Path, name: &str) -> impl FnOnce(&mut std::process::Command) {
-    let path = logs.join(format!("{name}.log"));
-    move |command: &mut std::process::Command| {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-        let err = out.try_clone().unwrap();
-        // At info, as an operator runs them: librdkafka's reports go through the same filter.
-        command.stdout(out).stderr(err).env("RUST_LOG", "info");
-    }
+    services::logged_with(logs, name, "info")
 }
 
 /// Every ERROR line of every role's log so far, with the role's name.

@@ -243,6 +243,19 @@ pub fn logged(logs: &std::path::Path, name: &str) -> impl FnOnce(&mut std::proce
     }
 }
 
+/// [`logged`], with `RUST_LOG` set to `filter`.
+pub fn logged_with(
+    logs: &std::path::Path,
+    name: &str,
+    filter: &'static str,
+) -> impl FnOnce(&mut std::process::Command) {
+    let redirect = logged(logs, name);
+    move |command: &mut std::process::Command| {
+        command.env("RUST_LOG", filter);
+        redirect(command);
+    }
+}
+
 /// A role's `/metrics` text (with the metrics token).
 pub async fn scrape(base: &str) -> String {
     let client = awc::Client::default();
