@@ -153,12 +153,15 @@ async fn check(
     Some(Ok(()))
 }
 
-/// Sets the state, logging each change once (not every probe).
+/// Sets the state, logging each change once (not every probe): a component that was ready and
+/// fails at WARN, the start (a consumer joining its group) at INFO.
 fn report(readiness: &Readiness, component: &str, state: Result<(), String>) {
+    let ready = readiness.snapshot().get(component).copied().unwrap_or(false);
     let failing = readiness.reasons().contains_key(component);
     match &state {
-        Ok(()) if failing => tracing::info!(component, "ready again"),
-        Err(reason) if !failing => tracing::warn!(component, %reason, "not ready"),
+        Ok(()) if !ready => tracing::info!(component, "ready"),
+        Err(reason) if ready => tracing::warn!(component, %reason, "not ready"),
+        Err(reason) if !failing => tracing::info!(component, %reason, "not ready yet"),
         _ => {}
     }
     readiness.set(component, state);
