@@ -74,23 +74,53 @@ pub(super) fn unique_erased(erased: &[(GameId, PlayerId)]) -> (Vec<String>, Vec<
     (games, players)
 }
 
-/// Replaces each erased player's id in `table` by a fresh pseudonym (one per player).
-async fn pseudonymise(conn: &mut PgConnection, table: &str, erased: &[(GameId, PlayerId)]) -> Result<(), sqlx::Error> {
+/// Replaces each erased player's id in `tables` by a fresh pseudonym (one per player, the
+/// same in each table, so rows that belong together stay together).
+pub(super) async fn pseudonymise(
+    conn: &mut PgConnection,
+    tables: &[&str],
+    erased: &[(GameId, PlayerId)],
+) -> Result<(), sqlx::Error> {
     if erased.is_empty() {
         return Ok(());
     }
     let (games, players) = unique_erased(erased);
     let pseudonyms: Vec<String> = games.iter().map(|_| erased_pseudonym()).collect();
-    sqlx::query(&format!(
-        "UPDATE {table} AS t SET player_id = e.pseudonym
-         FROM UNNEST($1::text[], $2::text[], $3::text[]) AS e(game_id, player_id, pseudonym)
-         WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
-    ))
-    .bind(&games)
-    .bind(&players)
-    .bind(&pseudonyms)
-    .execute(&mut *conn)
-    .await?;
+    for table in tables {
+        sqlx::query(&format!(
+            "UPDATE {table} AS t SET player_id = e.pseudonym
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS e(game_id, player_id, pseudonym)
+             WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
+        ))
+        .bind(&games)
+        .bind(&players)
+        .bind(&pseudonyms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deletes each erased player's rows from `tables`.
+pub(super) async fn delete_players(
+    conn: &mut PgConnection,
+    tables: &[&str],
+    erased: &[(GameId, PlayerId)],
+) -> Result<(), sqlx::Error> {
+    if erased.is_empty() {
+        return Ok(());
+    }
+    let (games, players) = unique_erased(erased);
+    for table in tables {
+        sqlx::query(&format!(
+            "DELETE FROM {table} AS t USING UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
+             WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
+        ))
+        .bind(&games)
+        .bind(&players)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -244,19 +274,7 @@ async fn apply_profiles(conn: &mut PgConnection, target: Target, c: &ChangeSet) 
     let t = |base: &str| table_name(base, target);
     let profiles = t("player_profiles");
     let revenue = t("profile_revenue");
-    if !c.erased.is_empty() {
-        let (games, players) = unique_erased(&c.erased);
-        for table in [&profiles, &revenue] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} AS t USING UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
-                 WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
-            ))
-            .bind(&games)
-            .bind(&players)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
+    delete_players(conn, &[&profiles, &revenue], &c.erased).await?;
     if !c.profiles.is_empty() {
         let merged = merge_profiles(&c.profiles);
         let games: Vec<&str> = merged.iter().map(|m| m.game_id.as_str()).collect();
@@ -346,7 +364,7 @@ async fn apply_profiles(conn: &mut PgConnection, target: Target, c: &ChangeSet) 
 async fn apply_daily_activity(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
     let days = t("player_days");
-    pseudonymise(conn, &days, &c.erased).await?;
+    pseudonymise(conn, &[&days], &c.erased).await?;
     insert_days(conn, &days, &c.active_days).await?;
     Ok(())
 }
@@ -394,7 +412,7 @@ async fn apply_sessions(conn: &mut PgConnection, target: Target, c: &ChangeSet) 
 async fn apply_revenue(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
     let payers = t("payer_days");
-    pseudonymise(conn, &payers, &c.erased).await?;
+    pseudonymise(conn, &[&payers], &c.erased).await?;
     if !c.revenue.is_empty() {
         let table = t("revenue_days");
         let rows = sum_by_key(
@@ -437,7 +455,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 async fn apply_funnel(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
     let players = t("funnel_players");
-    pseudonymise(conn, &players, &c.erased).await?;
+    pseudonymise(conn, &[&players], &c.erased).await?;
     if !c.funnel_players.is_empty() {
         // One row per key (an upsert may not touch a row twice in one statement).
         type Times = [Option<DateTime<Utc>>; 3];

@@ -2,13 +2,14 @@
 //! summary, on PostgreSQL (tables in `migrations/0010_leaderboards_retention.sql`); the
 //! same semantics as the embedded store's `store/games.rs`.
 
-use super::{insert_days, u, unique_erased, PgStore};
+use super::apply::{delete_players, pseudonymise};
+use super::{insert_days, u, PgStore};
 use crate::error::{store_err, to_i64, to_u64};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use gm_ports::StoreError;
 use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, PlayerStanding};
-use gm_projections::model::{erased_pseudonym, ChangeSet, DateRange};
+use gm_projections::model::{ChangeSet, DateRange};
 use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
 use gm_projections::GameQueries;
 use gm_schemas::{GameId, PlayerId};
@@ -20,17 +21,7 @@ pub(super) const LEADERBOARD_TABLES: &[&str] = &["leaderboard_scores"];
 pub(super) const RETENTION_TABLES: &[&str] = &["cohort_players", "cohort_days"];
 
 pub(super) async fn apply_leaderboards(conn: &mut PgConnection, table: &str, c: &ChangeSet) -> Result<(), sqlx::Error> {
-    if !c.erased.is_empty() {
-        let (games, players) = unique_erased(&c.erased);
-        sqlx::query(&format!(
-            "DELETE FROM {table} AS t USING UNNEST($1::text[], $2::text[]) AS e(game_id, player_id)
-             WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
-        ))
-        .bind(&games)
-        .bind(&players)
-        .execute(&mut *conn)
-        .await?;
-    }
+    delete_players(conn, &[table], &c.erased).await?;
     if c.scores.is_empty() {
         return Ok(());
     }
@@ -70,23 +61,8 @@ pub(super) async fn apply_retention(
     days: &str,
     c: &ChangeSet,
 ) -> Result<(), sqlx::Error> {
-    if !c.erased.is_empty() {
-        // One pseudonym per player for both tables, so the player's days stay with the cohort.
-        let (games, players) = unique_erased(&c.erased);
-        let pseudonyms: Vec<String> = games.iter().map(|_| erased_pseudonym()).collect();
-        for table in [cohorts, days] {
-            sqlx::query(&format!(
-                "UPDATE {table} AS t SET player_id = e.pseudonym
-                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS e(game_id, player_id, pseudonym)
-                 WHERE t.game_id = e.game_id AND t.player_id = e.player_id"
-            ))
-            .bind(&games)
-            .bind(&players)
-            .bind(&pseudonyms)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
+    // One pseudonym per player for both tables, so the player's days stay with the cohort.
+    pseudonymise(conn, &[cohorts, days], &c.erased).await?;
     if c.active_days.is_empty() {
         return Ok(());
     }
