@@ -13,10 +13,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub(super) const TARGET_RECOMMENDATIONS: f64 = 10_000.0;
-pub(super) const TARGET_RECOMMENDATIONS_P99_MS: f64 = 10.0;
-pub(super) const TARGET_ANALYTICS: f64 = 5_000.0;
-
 #[derive(Default)]
 pub(super) struct QueryLoad {
     pub requests: u64,
