@@ -5,15 +5,20 @@
 //! projections then catch up from Kafka, and every read model must equal the figures computed
 //! independently from the acknowledged events: nothing lost, nothing counted twice.
 //!
-//! It measures the RPO (how far behind the destruction the restored database is: the WAL
-//! that had not been archived yet) and the RTO (destruction → database restored, roles ready,
+//! Erasure survives it: the keys database is on another cluster (the shared test PostgreSQL);
+//! a player with a profile and a personal value in the base backup is erased under load, the
+//! database is restored to a point before the erasure, and a new gateway re-applies it before
+//! it is ready: profile, export and key of the player are gone again.
+//!
+//! It measures the RPO (how far behind the destruction the restored database is: here the
+//! point before the erasure it is restored to, a few seconds) and the RTO (destruction → database restored, roles ready,
 //! read models complete). The short version runs with the test suite; `scripts/dr-drill`
 //! runs a longer one (GM_DR_* variables below) and prints the same figures.
 
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::services::{free_port, Role, TestServices};
+use common::services::{free_port, KeysDatabase, Role, TestServices};
 use common::*;
 use gamemetrics::simulate;
 use std::path::{Path, PathBuf};
@@ -80,6 +85,37 @@ async fn applied_offsets(url: &str) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// The player erased after the base backup, in a game of their own so that the simulated
+/// game's figures stay what the acknowledged events say.
+const ERASED_GAME: &str = "dr-erased";
+const ERASED_KEY: &str = "test-key-dr-erased-0001";
+const ERASED_PLAYER: &str = "dr-victim-0001";
+const ERASED_EMAIL: &str = "dr.victim.0001@example.org";
+
+async fn scalar(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
+/// `method url` with the compliance token.
+async fn compliance(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let token = test_issuer().token("dr-compliance", &["compliance"]);
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let request = match method {
+        "POST" => client.post(url),
+        _ => client.get(url),
+    }
+    .insert_header(("Authorization", format!("Bearer {token}")));
+    let mut response = match body {
+        Some(body) => request.insert_header(("Content-Type", "application/json")).send_body(body.to_string()).await,
+        None => request.send().await,
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 async fn profile_count(url: &str) -> i64 {
     use sqlx::Connection;
     let Ok(mut conn) = sqlx::PgConnection::connect(url).await else { return -1 };
@@ -94,17 +130,19 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
 
     let pg = DrillPostgres::start();
     let services = TestServices::create_on(&pg.admin_url()).await;
-    // The last full backup before the incident; everything after it comes from the WAL.
-    dr_postgres(&["backup", &path(&pg.dir), &pg.port.to_string()]);
+    // The keys database on another cluster (the shared test PostgreSQL): the restore of the
+    // drill's cluster does not rewind it.
+    let keys_db = KeysDatabase::create().await;
 
-    let keys = format!("{GAME}={KEY}");
+    let keys = format!("{GAME}={KEY},{ERASED_GAME}={ERASED_KEY}");
     // Each role's log in a file of the drill (shown when the drill fails).
     let logs = tempfile::Builder::new().prefix("gm-dr-logs-").tempdir_in("/var/tmp").unwrap();
     let logged = |role: &'static str| {
         let file =
             std::fs::File::options().create(true).append(true).open(logs.path().join(format!("{role}.log"))).unwrap();
+        let (var, url) = keys_db.env();
         Role::start_with(role, &services, &keys, |c| {
-            c.env("RUST_LOG", "info").stderr(file);
+            c.env("RUST_LOG", "info").env(var, url).stderr(file);
         })
     };
     let gateway = logged("gateway");
@@ -115,13 +153,73 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
         role.wait_ready().await;
     }
 
+    // A player with a personal value and a profile in the base backup.
+    let base = gateway.url();
+    let body = serde_json::json!({"events": [
+        {"player_id": ERASED_PLAYER, "client_ts": Utc::now().to_rfc3339(), "type": "session_start",
+         "properties": {"platform": "ios"}, "personal": {"email": ERASED_EMAIL}},
+        {"player_id": ERASED_PLAYER, "client_ts": Utc::now().to_rfc3339(), "type": "score",
+         "properties": {"board": "weekly-high", "value": 7}},
+    ]});
+    let (status, answer) = post_events(&base, Some(ERASED_KEY), body.to_string().into_bytes()).await;
+    assert_eq!(status, 202, "{answer}");
+    let profile_url = format!("{base}/v1/players/{ERASED_GAME}/{ERASED_PLAYER}");
+    eventually(Duration::from_secs(60), || async {
+        let (status, body) = get_json(&profile_url).await;
+        if status == 200 && body["events"].as_u64() == Some(2) {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await
+    .unwrap();
+    let export_url = format!("{base}/v1/privacy/exports/{ERASED_GAME}/{ERASED_PLAYER}");
+    let (status, export) = compliance("GET", &export_url, None).await;
+    assert!(status == 200 && export.to_string().contains(ERASED_EMAIL), "{status} {export}");
+    // The last full backup before the incident; everything after it comes from the WAL.
+    dr_postgres(&["backup", &path(&pg.dir), &pg.port.to_string()]);
+
     let mut options = sim_options(&gateway.url(), players);
     options.rate = rate;
     options.retry_for = Duration::from_secs(300);
     let plan = simulate::plan(&options, Utc::now());
     let planned = plan.len();
+    let load_started = Instant::now();
     let traffic = actix_rt::spawn(simulate::send(options, plan));
-    actix_rt::time::sleep(destroy_after).await;
+
+    // Under load, the player is erased; the database will be restored to a point before it.
+    actix_rt::time::sleep(Duration::from_secs(1)).await;
+    let restore_to = Utc::now();
+    let request = serde_json::json!({"game_id": ERASED_GAME, "player_id": ERASED_PLAYER, "reason": "dr drill"});
+    let (status, erasure) = compliance("POST", &format!("{base}/v1/privacy/erasures"), Some(request)).await;
+    assert_eq!(status, 202, "{erasure}");
+    let erasure_url = format!("{base}/v1/privacy/erasures/{}", erasure["erasure_id"].as_str().unwrap());
+    eventually(Duration::from_secs(120), || async {
+        let (_, e) = compliance("GET", &erasure_url, None).await;
+        if e["status"] == "completed" {
+            Ok(())
+        } else {
+            Err(format!("{e}"))
+        }
+    })
+    .await
+    .unwrap();
+    let erasure_done = Utc::now();
+    // A point-in-time restore needs a commit after its target in the archive.
+    eventually(Duration::from_secs(60), || async {
+        let until = dr_postgres(&["archived-until", &path(&pg.dir)]);
+        let until =
+            DateTime::parse_from_str(until.trim(), "%Y-%m-%d %H:%M:%S%.f%#z").map_err(|e| format!("{until}: {e}"))?;
+        if until > restore_to {
+            Ok(())
+        } else {
+            Err(format!("WAL archived up to {until} only"))
+        }
+    })
+    .await
+    .unwrap();
+    actix_rt::time::sleep(destroy_after.saturating_sub(load_started.elapsed())).await;
 
     // The consumers are frozen from here until they are replaced: otherwise, on a quick
     // restore, the running projections find the restored checkpoints behind them, replay from
@@ -135,7 +233,9 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
     dr_postgres(&["destroy", &path(&pg.dir)]);
     // Blocking: the restore runs on its own thread so the traffic keeps flowing meanwhile.
     let (dir, port) = (path(&pg.dir), pg.port.to_string());
-    let restored = actix_rt::task::spawn_blocking(move || dr_postgres(&["restore", &dir, &port])).await.unwrap();
+    let target = restore_to.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+    let restored =
+        actix_rt::task::spawn_blocking(move || dr_postgres(&["restore", &dir, &port, &target])).await.unwrap();
     let db_restored = destroyed.elapsed();
     let replayed_until: DateTime<Utc> = restored
         .lines()
@@ -145,16 +245,46 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
     let rpo = (destroyed_at - replayed_until).to_std().unwrap_or_default();
     let after = applied_offsets(&services.postgres_url).await.expect("read checkpoints after the restore");
 
-    // The runbook's step after a restore: restart the consumers, so that they re-read the
+    // The restore brought the erased player's profile back, and no key: keys live apart.
+    let restored_profile = format!(
+        "SELECT COUNT(*) FROM player_profiles WHERE game_id = '{ERASED_GAME}' AND player_id = '{ERASED_PLAYER}'"
+    );
+    assert_eq!(scalar(&services.postgres_url, &restored_profile).await, 1, "restored to before the erasure");
+    assert_eq!(scalar(&services.postgres_url, "SELECT COUNT(*) FROM player_keys").await, 0);
+
+    // The runbook's step after a restore: restart every role. The consumers re-read the
     // restored checkpoints and snapshots (their memory is ahead of the restored database)
-    // and replay the difference from Kafka. The gateway needs no restart.
+    // and replay the difference from Kafka; a gateway re-applies, before it serves, the
+    // erasures the keys database holds and the restored database lacks. The first gateway
+    // keeps taking the traffic meanwhile (a rollout replaces it pod by pod).
     actors.kill();
     projections.kill();
     let (actors, projections) = (logged("actors"), logged("projections"));
-    for role in [&gateway, &actors, &projections] {
+    let new_gateway = logged("gateway");
+    for role in [&gateway, &actors, &projections, &new_gateway] {
         role.wait_ready().await;
     }
     let roles_ready = destroyed.elapsed();
+    // Nothing of the erased player's is readable: profile, export, their key (so every
+    // sealed value of theirs on the log); the erasure completed again after the restore.
+    let base = new_gateway.url();
+    let (status, profile) = get_json(&format!("{base}/v1/players/{ERASED_GAME}/{ERASED_PLAYER}")).await;
+    assert_eq!(status, 404, "the erased player's profile, restored, is erased again before serving: {profile}");
+    let (status, export) =
+        compliance("GET", &format!("{base}/v1/privacy/exports/{ERASED_GAME}/{ERASED_PLAYER}"), None).await;
+    assert_eq!((status, export["status"].as_str()), (200, Some("erased")), "{export}");
+    assert!(!export.to_string().contains(ERASED_EMAIL) && export.get("profile").is_none(), "{export}");
+    assert_eq!(scalar(&services.postgres_url, &restored_profile).await, 0);
+    let victim_keys = "SELECT COUNT(*) FROM player_keys WHERE game_id = 'dr-erased' AND wrapped_key IS NOT NULL";
+    assert_eq!(scalar(&keys_db.url, victim_keys).await, 0, "the erased player's data key stays destroyed");
+    let (_, again) = compliance("GET", &erasure_url.replace(&gateway.url(), &base), None).await;
+    assert_eq!(again["status"], "completed", "{again}");
+    assert!(again.to_string().contains("reapplied_after_restore"), "{again}");
+    eprintln!(
+        "dr-drill postgres: erased at {restore_to} (completed {erasure_done}), restored to before it; the erasure \
+         was re-applied before the new gateway was ready ({:.1}s after the destruction)",
+        roles_ready.as_secs_f64()
+    );
 
     let report = traffic.await.unwrap();
     let traffic_done = destroyed.elapsed();
@@ -204,7 +334,8 @@ async fn destroying_postgres_mid_load_and_restoring_from_wal_loses_and_doubles_n
     }
     // The readiness review's target: RTO < 15 min.
     assert!(rto < Duration::from_secs(900), "RTO {rto:?} over 15 minutes");
-    drop((gateway, actors, projections));
+    drop((gateway, new_gateway, actors, projections));
     std::mem::forget(show_logs);
     services.drop_database().await;
+    keys_db.drop_database().await;
 }
