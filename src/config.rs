@@ -346,7 +346,8 @@ impl Config {
         if self.log.processed_partitions == 0 || self.log.processed_partitions > 1024 {
             return Err(invalid("log.processed_partitions", "must be 1..=1024"));
         }
-        gm_ports::namespaced::check_namespace(&self.log.namespace).map_err(|e| invalid("log.namespace", e))?;
+        gm_ports::namespaced::check_namespace(&self.log.namespace)
+            .map_err(|e| invalid("log.namespace", e.to_string()))?;
         if self.limits.max_events == 0 || self.limits.max_body_bytes < 1024 || self.limits.max_event_bytes == 0 {
             return Err(invalid("limits", "max_events and max_event_bytes must be positive, max_body_bytes >= 1024"));
         }

@@ -619,10 +619,15 @@ struct RedisPlayerCache {
 
 #[async_trait::async_trait]
 impl gm_gateway::privacy::PlayerCache for RedisPlayerCache {
-    async fn forget_player(&self, game: &gm_schemas::GameId, player: &gm_schemas::PlayerId) -> Result<u64, String> {
-        let profile = self.queries.invalidate_player(game, player).await.map_err(|e| e.to_string())?;
-        let lists = self.recommendations.invalidate_player(game, player).await.map_err(|e| e.to_string())?;
-        let boards = self.games.invalidate_player(game, player).await.map_err(|e| e.to_string())?;
+    async fn forget_player(
+        &self,
+        game: &gm_schemas::GameId,
+        player: &gm_schemas::PlayerId,
+    ) -> Result<u64, gm_ports::StoreError> {
+        use gm_ports::StoreError;
+        let profile = self.queries.invalidate_player(game, player).await.map_err(StoreError::unavailable)?;
+        let lists = self.recommendations.invalidate_player(game, player).await.map_err(StoreError::unavailable)?;
+        let boards = self.games.invalidate_player(game, player).await.map_err(StoreError::unavailable)?;
         Ok(profile + lists + boards)
     }
 }

@@ -302,7 +302,9 @@ impl ActorsRuntime {
                 }
                 Ok(Polled::Idle) => {}
                 // A consumer that failed fatally never recovers: replace it.
-                Err(LogError::Other(e)) if e.starts_with("fatal consumer error") => return LoopEnd::Rejoin(e),
+                Err(LogError::Other(e)) if e.to_string().starts_with("fatal consumer error") => {
+                    return LoopEnd::Rejoin(e.to_string())
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "poll failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;

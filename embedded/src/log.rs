@@ -44,9 +44,9 @@ pub const MAX_BATCH_RECORDS: usize = 5_000;
 
 fn log_err(e: sqlx::Error) -> LogError {
     if is_transient(&e) {
-        LogError::Unavailable(e.to_string())
+        LogError::unavailable(e)
     } else {
-        LogError::Other(e.to_string())
+        LogError::other(e)
     }
 }
 
@@ -140,13 +140,13 @@ impl SqliteLog {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(LogError::Other(format!("writer runtime: {e}"))));
+                        let _ = ready_tx.send(Err(LogError::Other(gm_ports::Cause::context("writer runtime", e))));
                         return;
                     }
                 };
                 rt.block_on(writer::writer_main(writer_path, rx, writer_shared, ready_tx));
             })
-            .map_err(|e| LogError::Other(format!("spawn writer: {e}")))?;
+            .map_err(|e| LogError::Other(gm_ports::Cause::context("spawn writer", e)))?;
         ready_rx.await.map_err(|_| LogError::Other("log writer failed to start".into()))??;
 
         let reads = SqlitePoolOptions::new()
@@ -177,7 +177,7 @@ impl SqliteLog {
             topics.get(topic).map(|t| t.compacted).ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?
         };
         if !compacted {
-            return Err(LogError::Other(format!("topic {topic} is not compacted")));
+            return Err(LogError::Other(format!("topic {topic} is not compacted").into()));
         }
         match self.request(Op::Compact(topic.to_string())).await? {
             Answer::Removed(n) => Ok(n),
@@ -255,7 +255,7 @@ impl EventLog for SqliteLog {
     async fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let partitions = self.inner.shared.partitions(topic)?;
         if partition >= partitions {
-            return Err(LogError::Other(format!("topic {topic} has no partition {partition}")));
+            return Err(LogError::Other(format!("topic {topic} has no partition {partition}").into()));
         }
         let mut conn = self.inner.reads.acquire().await.map_err(log_err)?;
         read_partition(&mut conn, topic, partition, from, max).await

@@ -42,9 +42,9 @@ const LOOKUP_CHUNK: usize = 500;
 
 fn store_err(e: sqlx::Error) -> StoreError {
     if is_transient(&e) {
-        StoreError::Unavailable(e.to_string())
+        StoreError::unavailable(e)
     } else {
-        StoreError::Other(e.to_string())
+        StoreError::other(e)
     }
 }
 
@@ -53,7 +53,8 @@ fn day_text(d: NaiveDate) -> String {
 }
 
 fn parse_day(s: &str) -> Result<NaiveDate, StoreError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| StoreError::Other(format!("bad day '{s}' in store: {e}")))
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| StoreError::Other(gm_ports::Cause::context(format!("bad day '{s}' in store"), e)))
 }
 
 fn u(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<u64, StoreError> {

@@ -344,6 +344,11 @@ pub struct KeylessLegacy {
     pub trust_forwarded_for: bool,
 }
 
+/// Games listed for keyless legacy ingest without a rate: the mode must be rate-limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("keyless legacy ingest needs a rate per client address above 0")]
+pub struct KeylessWithoutRate;
+
 /// [`KeylessLegacy`] with its rate limiter.
 pub(crate) struct Keyless {
     settings: KeylessLegacy,
@@ -360,12 +365,12 @@ impl std::fmt::Debug for Keyless {
 impl Keyless {
     /// `None` when no game is listed (the mode is off); an error when games are listed without
     /// a rate (the mode must be rate-limited).
-    pub(crate) fn new(settings: KeylessLegacy) -> Result<Option<Self>, String> {
+    pub(crate) fn new(settings: KeylessLegacy) -> Result<Option<Self>, KeylessWithoutRate> {
         if settings.games.is_empty() {
             return Ok(None);
         }
         let Some(rate) = NonZeroU32::new(settings.per_address_per_second) else {
-            return Err("keyless legacy ingest needs a rate per client address above 0".into());
+            return Err(KeylessWithoutRate);
         };
         let burst = NonZeroU32::new(settings.per_address_burst).unwrap_or(rate);
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));

@@ -236,7 +236,7 @@ impl AppState {
     /// Lets the listed games' old clients post to `/api/v1/events` without a key, rate-limited
     /// per client address; no game listed leaves it off. Err when games are listed without a
     /// rate.
-    pub fn with_keyless_legacy(mut self, settings: compat::KeylessLegacy) -> Result<Self, String> {
+    pub fn with_keyless_legacy(mut self, settings: compat::KeylessLegacy) -> Result<Self, compat::KeylessWithoutRate> {
         self.keyless_legacy = compat::Keyless::new(settings)?;
         Ok(self)
     }

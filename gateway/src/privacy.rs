@@ -39,7 +39,7 @@ use uuid::Uuid;
 #[async_trait]
 pub trait PlayerCache: Send + Sync {
     /// How many keys were removed. `Err` means the cache did not confirm: retry.
-    async fn forget_player(&self, game: &GameId, player: &PlayerId) -> Result<u64, String>;
+    async fn forget_player(&self, game: &GameId, player: &PlayerId) -> Result<u64, StoreError>;
 }
 
 #[derive(Clone)]
@@ -172,8 +172,8 @@ impl PrivacyService {
                     known.insert(*s, Ok(p));
                 }
                 None => {
-                    let key = DataKey::generate().map_err(|e| StoreError::Other(e.to_string()))?;
-                    let wrapped_key = self.master.wrap(&key).map_err(|e| StoreError::Other(e.to_string()))?;
+                    let key = DataKey::generate().map_err(StoreError::other)?;
+                    let wrapped_key = self.master.wrap(&key).map_err(StoreError::other)?;
                     missing.push(NewPlayer {
                         subject: *s,
                         game_id: e.game_id.clone(),
@@ -193,9 +193,9 @@ impl PrivacyService {
                 let state = match entry.state {
                     PlayerKeyState::Active { pseudonym, wrapped_key } => {
                         let key = self.master.unwrap(&wrapped_key).map_err(|e| {
-                            StoreError::Other(format!(
-                                "a data key cannot be unwrapped with the configured master key: {e}"
-                            ))
+                            StoreError::Other(
+                                format!("a data key cannot be unwrapped with the configured master key: {e}").into(),
+                            )
                         })?;
                         if let Some((game_id, player_id)) = asked.get(&entry.subject) {
                             self.remember(NewPlayer {
@@ -220,10 +220,9 @@ impl PrivacyService {
         // `erased` is final for the client and only a recorded erasure may answer it.
         if let Some(unanswered) = subjects.iter().find(|s| !known.contains_key(*s)) {
             self.metrics.privacy.keys_unanswered.inc();
-            return Err(StoreError::Unavailable(format!(
-                "the privacy store did not answer for subject {}; retry",
-                unanswered.to_hex()
-            )));
+            return Err(StoreError::Unavailable(
+                format!("the privacy store did not answer for subject {}; retry", unanswered.to_hex()).into(),
+            ));
         }
         let mut personal = Vec::new();
         let mut out = Vec::with_capacity(envelopes.len());
@@ -238,10 +237,8 @@ impl PrivacyService {
             };
             e.player_id = player.pseudonym.clone();
             if let Some(PersonalData::Plain(fields)) = &e.personal {
-                let sealed = player
-                    .key
-                    .seal(&e.game_id, &e.player_id, &e.event_id, fields)
-                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                let sealed =
+                    player.key.seal(&e.game_id, &e.player_id, &e.event_id, fields).map_err(StoreError::other)?;
                 personal.push(StoredPersonal {
                     subject: s,
                     game_id: e.game_id.clone(),
@@ -311,12 +308,12 @@ impl PrivacyService {
             reason: String::new(),
             requested_at: erasure.requested_at,
         });
-        let payload = serde_json::to_vec(&record).map_err(|e| StoreError::Other(e.to_string()))?;
+        let payload = serde_json::to_vec(&record).map_err(StoreError::other)?;
         let positions = self
             .producer
             .append(topics::RAW, vec![NewRecord::new(player_key(game, pseudonym), payload)])
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(StoreError::unavailable)?;
         let detail =
             positions.first().map(|p| format!("{} partition {} offset {}", topics::RAW, p.partition, p.offset));
         self.store.add_step(erasure.erasure_id, Step::new(steps::ERASURE_EVENT_APPENDED, Utc::now(), detail)).await
@@ -346,7 +343,7 @@ impl PrivacyService {
         let Some(subject) = subject else {
             return Err(StoreError::Other("erasure with a malformed subject".into()));
         };
-        let game = GameId::parse(erasure.game_id.as_str()).map_err(|e| StoreError::Other(e.to_string()))?;
+        let game = GameId::parse(erasure.game_id.as_str()).map_err(StoreError::other)?;
         let record = self.store.player(&subject).await?;
         let known = !erasure.has_step(steps::NOTHING_HELD);
         let mut last_steps = Vec::new();
@@ -386,7 +383,7 @@ impl PrivacyService {
                 return Ok(false);
             }
             if let Some(cache) = &self.cache {
-                let removed = cache.forget_player(&game, &player).await.map_err(StoreError::Unavailable)?;
+                let removed = cache.forget_player(&game, &player).await?;
                 last_steps.push(Step::new(steps::CACHE_PURGED, Utc::now(), Some(format!("{removed} keys"))));
             }
             last_steps.push(Step::new(steps::PSEUDONYM_UNLINKED, Utc::now(), None));
@@ -433,7 +430,8 @@ impl PrivacyService {
         let mut identify = Identify::new(&missing);
         let mut found = Vec::new();
         for game in identify.games() {
-            let game = GameId::parse(game).map_err(|e| StoreError::Other(format!("ledger game id: {e}")))?;
+            let game =
+                GameId::parse(game).map_err(|e| StoreError::Other(gm_ports::Cause::context("ledger game id", e)))?;
             let mut after: Option<PlayerId> = None;
             while identify.wants(game.as_str()) {
                 let page = records.players_of_game(&game, after.as_ref(), 10_000).await?;
@@ -448,7 +446,7 @@ impl PrivacyService {
         }
         let games: HashMap<Uuid, String> = missing.iter().map(|e| (e.erasure_id, e.game_id.clone())).collect();
         for (erasure_id, player) in found {
-            let game = GameId::parse(games[&erasure_id].as_str()).map_err(|e| StoreError::Other(e.to_string()))?;
+            let game = GameId::parse(games[&erasure_id].as_str()).map_err(StoreError::other)?;
             let pseudonym = self.pseudonyms.pseudonym(&game, &player);
             let step = Step::new(
                 steps::REAPPLIED_AFTER_RESTORE,
@@ -484,10 +482,10 @@ impl PrivacyService {
             }
             if tokio::time::Instant::now() >= deadline {
                 let ids: Vec<String> = still.iter().map(Uuid::to_string).collect();
-                return Err(StoreError::Unavailable(format!(
-                    "erasures re-applied after a restore not completed within {timeout:?}: {}",
-                    ids.join(", ")
-                )));
+                return Err(StoreError::Unavailable(
+                    format!("erasures re-applied after a restore not completed within {timeout:?}: {}", ids.join(", "))
+                        .into(),
+                ));
             }
             waiting = still;
             tokio::time::sleep(self.settings.poll_interval.min(Duration::from_millis(500))).await;
@@ -563,15 +561,14 @@ impl PrivacyService {
         let subject = self.subject(game, player);
         let Some(record) = self.store.player(&subject).await? else { return Ok(None) };
         let key = match &record.wrapped_key {
-            Some(w) => Some(self.master.unwrap(w).map_err(|e| StoreError::Other(e.to_string()))?),
+            Some(w) => Some(self.master.unwrap(w).map_err(StoreError::other)?),
             None => None,
         };
         let mut personal = Vec::new();
         if let Some(key) = &key {
             for row in self.store.personal_of(&subject).await? {
-                let fields = key
-                    .open(&row.game_id, &row.pseudonym, &row.event_id, &row.sealed)
-                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                let fields =
+                    key.open(&row.game_id, &row.pseudonym, &row.event_id, &row.sealed).map_err(StoreError::other)?;
                 personal.push(PersonalRecord {
                     event_id: row.event_id,
                     received_at: row.received_at,

@@ -47,7 +47,7 @@ use crate::log::{
 };
 use async_trait::async_trait;
 use futures::FutureExt;
-use gm_ports::{LogConsumer, LogError, NewRecord, Polled, Position, Record};
+use gm_ports::{Cause, LogConsumer, LogError, NewRecord, Polled, Position, Record};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -233,9 +233,9 @@ impl KafkaConsumer {
             metrics,
             lag_reported: Mutex::new(BTreeSet::new()),
         };
-        let consumer: StreamConsumer<GroupContext> = cfg
-            .create_with_context(context)
-            .map_err(|e| LogError::Unavailable(format!("consumer of {topic} in group {group}: {e}")))?;
+        let consumer: StreamConsumer<GroupContext> = cfg.create_with_context(context).map_err(|e| {
+            LogError::Unavailable(gm_ports::Cause::context(format!("consumer of {topic} in group {group}"), e))
+        })?;
         consumer.subscribe(&[topic]).map_err(|e| map_err(topic, &e))?;
         Ok(Self {
             inner,
@@ -396,7 +396,7 @@ impl KafkaConsumer {
             .set("transaction.timeout.ms", txn_timeout.to_string())
             .set("message.timeout.ms", producer_cfg.message_timeout_ms.min(txn_timeout).to_string())
             .create_with_context(ClientLog::new("transactional producer"))
-            .map_err(|e| LogError::Unavailable(format!("transactional producer {id}: {e}")))?;
+            .map_err(|e| LogError::Unavailable(gm_ports::Cause::context(format!("transactional producer {id}"), e)))?;
         let p = producer.clone();
         let timeout = self.inner.timeout();
         let topic = self.topic.clone();
@@ -445,7 +445,7 @@ impl KafkaConsumer {
         // the client's fatal error.
         if let Some((code, reason)) = producer.client().fatal_error() {
             fatal = true;
-            mapped = LogError::Fenced(format!("{code}: {reason}"));
+            mapped = LogError::Fenced(format!("{code}: {reason}").into());
         }
         if fatal {
             tracing::warn!(group = %self.group, error = %mapped, "transactional producer fenced or failed fatally; dropping it");
@@ -453,14 +453,14 @@ impl KafkaConsumer {
             self.needs_abort = false;
             return match mapped {
                 LogError::Fenced(m) => LogError::Fenced(m),
-                other => LogError::Fenced(other.to_string()),
+                other => LogError::Fenced(Cause::new(other)),
             };
         }
         self.abort(producer).await;
         if fencing {
             return match mapped {
                 LogError::Fenced(m) => LogError::Fenced(m),
-                other => LogError::Fenced(other.to_string()),
+                other => LogError::Fenced(Cause::new(other)),
             };
         }
         match mapped {
@@ -551,7 +551,7 @@ impl LogConsumer for KafkaConsumer {
             match first {
                 Ok(r) => self.accept(r),
                 Err(KafkaError::MessageConsumptionFatal(code)) => {
-                    return Err(LogError::Other(format!("fatal consumer error: {code}")));
+                    return Err(LogError::Other(format!("fatal consumer error: {code}").into()));
                 }
                 Err(KafkaError::PartitionEOF(_)) => {}
                 Err(e) => {
@@ -591,7 +591,7 @@ impl LogConsumer for KafkaConsumer {
         let offset = tpl
             .find_partition(&topic, partition as i32)
             .map(|e| e.offset())
-            .ok_or_else(|| LogError::Other(format!("no committed offset answer for {topic}/{partition}")))?;
+            .ok_or_else(|| LogError::Other(format!("no committed offset answer for {topic}/{partition}").into()))?;
         match offset {
             Offset::Offset(o) if o >= 0 => Ok(Some(o as u64)),
             _ => Ok(None),

@@ -1,6 +1,6 @@
 //! Mapping of rdkafka errors onto `gm_ports::LogError`.
 
-use gm_ports::LogError;
+use gm_ports::{Cause, LogError};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// Error codes after which the same request may succeed later (503 for the gateway).
@@ -69,24 +69,24 @@ pub(crate) fn is_producer_fencing_code(code: RDKafkaErrorCode) -> bool {
 
 /// Maps an rdkafka error; `topic` names the topic for `UnknownTopic`.
 pub(crate) fn map_err(topic: &str, e: &KafkaError) -> LogError {
-    let text = e.to_string();
+    let cause = Cause::new(e.clone());
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) if !topic.is_empty() => {
             LogError::UnknownTopic(topic.to_string())
         }
-        Some(code) if is_group_fencing_code(code) || is_producer_fencing_code(code) => LogError::Fenced(text),
-        Some(code) if is_retriable_code(code) => LogError::Unavailable(text),
+        Some(code) if is_group_fencing_code(code) || is_producer_fencing_code(code) => LogError::Fenced(cause),
+        Some(code) if is_retriable_code(code) => LogError::Unavailable(cause),
         _ => match e {
-            KafkaError::Transaction(t) if t.is_retriable() => LogError::Unavailable(text),
-            KafkaError::Transaction(t) if t.is_fatal() => LogError::Fenced(text),
-            KafkaError::Canceled => LogError::Unavailable(text),
-            _ => LogError::Other(text),
+            KafkaError::Transaction(t) if t.is_retriable() => LogError::Unavailable(cause),
+            KafkaError::Transaction(t) if t.is_fatal() => LogError::Fenced(cause),
+            KafkaError::Canceled => LogError::Unavailable(cause),
+            _ => LogError::Other(cause),
         },
     }
 }
 
 pub(crate) fn join_err(e: tokio::task::JoinError) -> LogError {
-    LogError::Other(format!("blocking Kafka call failed: {e}"))
+    LogError::Other(gm_ports::Cause::context("blocking Kafka call failed", e))
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .create()
-            .map_err(|e| LogError::Unavailable(format!("client of group {group}: {e}")))
+            .map_err(|e| LogError::Unavailable(gm_ports::Cause::context(format!("client of group {group}"), e)))
     }
 
     /// The committed offset of `group` on each partition of `topic` (`None`: none).
@@ -190,7 +190,7 @@ impl KafkaLog {
         tokio::task::spawn_blocking(move || client.client().fetch_cluster_id(timeout))
             .await
             .map_err(join_err)?
-            .ok_or_else(|| LogError::Unavailable(format!("Kafka at {brokers} did not give its cluster id")))
+            .ok_or_else(|| LogError::Unavailable(format!("Kafka at {brokers} did not give its cluster id").into()))
     }
 
     fn request_timeout(&self) -> Duration {

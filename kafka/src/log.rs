@@ -89,8 +89,8 @@ pub(crate) fn producer_client_config(cfg: &KafkaConfig) -> ClientConfig {
 /// connectivity problems the caller may retry after fixing).
 fn creation_err(what: &str, e: KafkaError) -> LogError {
     match e {
-        KafkaError::ClientConfig(..) => LogError::Other(format!("{what}: {e}")),
-        _ => LogError::Unavailable(format!("{what}: {e}")),
+        KafkaError::ClientConfig(..) => LogError::Other(gm_ports::Cause::context(what, e)),
+        _ => LogError::Unavailable(gm_ports::Cause::context(what, e)),
     }
 }
 
@@ -204,7 +204,9 @@ impl KafkaLog {
         tokio::task::spawn_blocking(move || meta.fetch_metadata(None, timeout).map(|_| ()))
             .await
             .map_err(join_err)?
-            .map_err(|e| LogError::Unavailable(format!("Kafka at {brokers} does not answer: {e}")))?;
+            .map_err(|e| {
+                LogError::Unavailable(gm_ports::Cause::context(format!("Kafka at {brokers} does not answer"), e))
+            })?;
         Ok(Self { inner })
     }
 
@@ -260,7 +262,7 @@ impl KafkaLog {
             match r {
                 Ok(name) => self.inner.forget_partitions(&name),
                 Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                Err((name, code)) => return Err(LogError::Other(format!("delete topic {name}: {code}"))),
+                Err((name, code)) => return Err(LogError::Other(format!("delete topic {name}: {code}").into())),
             }
         }
         Ok(())
@@ -288,7 +290,7 @@ impl KafkaLog {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(LogError::Unavailable(format!("topic {topic} did not become ready")));
+                return Err(LogError::Unavailable(format!("topic {topic} did not become ready").into()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -471,9 +473,8 @@ impl EventLog for KafkaLog {
                 Err((name, code)) => {
                     let e = map_err(&name, &KafkaError::AdminOp(code));
                     return Err(match e {
-                        LogError::Other(m) | LogError::UnknownTopic(m) => {
-                            LogError::Other(format!("create topic {name}: {m}"))
-                        }
+                        LogError::Other(m) => LogError::Other(format!("create topic {name}: {m}").into()),
+                        LogError::UnknownTopic(m) => LogError::Other(format!("create topic {name}: {m}").into()),
                         other => other,
                     });
                 }
@@ -524,7 +525,7 @@ impl EventLog for KafkaLog {
     async fn read(&self, topic: &str, partition: u32, from: u64, max: usize) -> Result<Vec<Record>, LogError> {
         let partitions = self.inner.partitions(topic).await?;
         if partition >= partitions {
-            return Err(LogError::Other(format!("topic {topic} has no partition {partition}")));
+            return Err(LogError::Other(format!("topic {topic} has no partition {partition}").into()));
         }
         if max == 0 {
             return Ok(Vec::new());
@@ -586,7 +587,9 @@ fn read_blocking(
         let now = Instant::now();
         if now >= deadline {
             break if out.is_empty() {
-                Err(LogError::Unavailable(format!("no records from {topic}/{partition} at {from} within {timeout:?}")))
+                Err(LogError::Unavailable(
+                    format!("no records from {topic}/{partition} at {from} within {timeout:?}").into(),
+                ))
             } else {
                 Ok(())
             };

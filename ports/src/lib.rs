@@ -65,18 +65,120 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// The cause of a port error: the adapter's own error (a driver's, a client's), kept as the
+/// error's source so that logs and callers see the whole chain; or a message where the
+/// adapter has nothing more than that. Cloneable (errors are handed to several waiters) and
+/// compared by its text.
+#[derive(Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(error))
+    }
+
+    /// `error` met while doing `what`: shown as "what: error", the error kept as the source.
+    pub fn context(what: impl Into<String>, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::new(Context { what: what.into(), error: Box::new(error) })
+    }
+}
+
+/// An error with what was being done when it happened.
+#[derive(Debug)]
+struct Context {
+    what: String,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.error)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+/// A cause that is a message only.
+struct Message(String);
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self::new(Message(message))
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Self::from(message.to_string())
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Transparent: the error it holds, and that error's own source.
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
     /// The log cannot take or give records now; the caller may retry (HTTP 503).
     #[error("log unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Another consumer committed in between (a rebalance); re-read the committed offsets.
     #[error("fenced: {0}")]
-    Fenced(String),
+    Fenced(#[source] Cause),
     #[error("unknown topic {0}")]
     UnknownTopic(String),
     #[error("log error: {0}")]
-    Other(String),
+    Other(#[source] Cause),
+}
+
+impl LogError {
+    pub fn unavailable(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Cause::new(cause))
+    }
+
+    pub fn other(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Other(Cause::new(cause))
+    }
 }
 
 /// Appends records durably.
@@ -198,12 +300,22 @@ pub fn murmur2(data: &[u8]) -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// A checkpoint moved under us: another worker applied this batch first.
     #[error("checkpoint conflict: expected {expected:?}, found {found:?}")]
     Conflict { expected: Option<u64>, found: Option<u64> },
     #[error("store error: {0}")]
-    Other(String),
+    Other(#[source] Cause),
+}
+
+impl StoreError {
+    pub fn unavailable(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Cause::new(cause))
+    }
+
+    pub fn other(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Other(Cause::new(cause))
+    }
 }
 
 /// Short-lived facts that every gateway of a deployment must share (Redis when configured):
@@ -254,6 +366,29 @@ pub trait SnapshotStore: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error;
+
+    /// The adapter's error stays reachable as the source, under the same message as before.
+    #[test]
+    fn a_port_error_keeps_its_cause() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = StoreError::unavailable(refused());
+        assert_eq!(e.to_string(), "store unavailable: connection refused");
+        let io = e.source().and_then(|c| c.downcast_ref::<Cause>()).map(|c| c.to_string());
+        assert_eq!(io.as_deref(), Some("connection refused"));
+
+        let e = LogError::Unavailable(Cause::context("consumer of t in group g", refused()));
+        assert_eq!(e.to_string(), "log unavailable: consumer of t in group g: connection refused");
+        let cause = e.source().and_then(Error::source).expect("the io error under the context");
+        assert_eq!(
+            cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+
+        // A message alone compares and prints as the text did.
+        assert_eq!(StoreError::Other("t".into()), StoreError::Other(Cause::from("t".to_string())));
+        assert_eq!(format!("{:?}", LogError::Fenced("stale".into())), "Fenced(\"stale\")");
+    }
 
     #[test]
     fn murmur2_matches_kafka_reference_values() {

@@ -27,26 +27,36 @@ pub fn physical_name(namespace: &str, name: &str) -> String {
     }
 }
 
+/// Why a namespace cannot name topics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("'{namespace}' contains '{c}'; use letters, digits, '.', '_' and '-'")]
+    Character { namespace: String, c: char },
+    #[error(
+        "'{namespace}' starts or ends with '{SEPARATOR}', which the platform adds itself: set '{trimmed}' (topics become {raw})"
+    )]
+    Separator { namespace: String, trimmed: String, raw: String },
+    #[error("'{namespace}' is longer than 150 characters (Kafka topic names stop at 249)")]
+    TooLong { namespace: String },
+}
+
 /// Why `namespace` cannot name topics, if it cannot: Kafka allows `[A-Za-z0-9._-]` in topic
 /// names, and the separator belongs to the platform, so a namespace neither starts nor ends
 /// with it (`sbs`, not `sbs.`). The empty namespace (no prefix at all) is valid.
-pub fn check_namespace(namespace: &str) -> Result<(), String> {
+pub fn check_namespace(namespace: &str) -> Result<(), NamespaceError> {
     if namespace.is_empty() {
         return Ok(());
     }
     if let Some(c) = namespace.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("'{namespace}' contains '{c}'; use letters, digits, '.', '_' and '-'"));
+        return Err(NamespaceError::Character { namespace: namespace.to_string(), c });
     }
     if namespace.starts_with(SEPARATOR) || namespace.ends_with(SEPARATOR) {
-        let trimmed = namespace.trim_matches(SEPARATOR);
-        return Err(format!(
-            "'{namespace}' starts or ends with '{SEPARATOR}', which the platform adds itself: \
-             set '{trimmed}' (topics become {})",
-            physical_name(trimmed, "player.events.raw")
-        ));
+        let trimmed = namespace.trim_matches(SEPARATOR).to_string();
+        let raw = physical_name(&trimmed, "player.events.raw");
+        return Err(NamespaceError::Separator { namespace: namespace.to_string(), trimmed, raw });
     }
     if namespace.len() > 150 {
-        return Err(format!("'{namespace}' is longer than 150 characters (Kafka topic names stop at 249)"));
+        return Err(NamespaceError::TooLong { namespace: namespace.to_string() });
     }
     Ok(())
 }
@@ -162,10 +172,10 @@ mod tests {
         for ok in ["", "sbs", "team-a", "eu.prod_2"] {
             assert_eq!(check_namespace(ok), Ok(()), "{ok}");
         }
-        let e = check_namespace("sbs.").unwrap_err();
+        let e = check_namespace("sbs.").unwrap_err().to_string();
         assert!(e.contains("set 'sbs'") && e.contains("sbs.player.events.raw"), "{e}");
         assert!(check_namespace(".sbs").is_err());
-        assert!(check_namespace("s b").unwrap_err().contains("' '"));
+        assert!(check_namespace("s b").unwrap_err().to_string().contains("' '"));
         assert!(check_namespace("a/b").is_err());
         assert!(check_namespace(&"x".repeat(151)).is_err());
     }

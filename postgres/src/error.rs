@@ -33,9 +33,9 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
 /// `Unavailable` for transient failures, `Other` for the rest.
 pub fn store_err(e: sqlx::Error) -> StoreError {
     if is_transient(&e) {
-        StoreError::Unavailable(e.to_string())
+        StoreError::unavailable(e)
     } else {
-        StoreError::Other(e.to_string())
+        StoreError::other(e)
     }
 }
 
@@ -43,10 +43,10 @@ pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
     match e {
         sqlx::migrate::MigrateError::Execute(e) => store_err(e),
         sqlx::migrate::MigrateError::ExecuteMigration(e, version) => match store_err(e) {
-            StoreError::Unavailable(m) => StoreError::Unavailable(format!("migration {version}: {m}")),
-            other => StoreError::Other(format!("migration {version}: {other}")),
+            StoreError::Unavailable(m) => StoreError::Unavailable(format!("migration {version}: {m}").into()),
+            other => StoreError::Other(format!("migration {version}: {other}").into()),
         },
-        other => StoreError::Other(format!("migrations: {other}")),
+        other => StoreError::Other(format!("migrations: {other}").into()),
     }
 }
 

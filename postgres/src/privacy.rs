@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Other(format!("privacy table holds an invalid {what}"))
+    StoreError::Other(format!("privacy table holds an invalid {what}").into())
 }
 
 fn subject_of(bytes: &[u8]) -> Result<Subject, StoreError> {
@@ -262,10 +262,13 @@ impl PrivacyStore for PgStore {
             }
             last_error = Some(format!("{} player(s) neither created nor found", pending.len()));
         }
-        Err(StoreError::Unavailable(format!(
-            "player keys not settled after {ENSURE_ATTEMPTS} attempts ({}); retry",
-            last_error.unwrap_or_default()
-        )))
+        Err(StoreError::Unavailable(
+            format!(
+                "player keys not settled after {ENSURE_ATTEMPTS} attempts ({}); retry",
+                last_error.unwrap_or_default()
+            )
+            .into(),
+        ))
     }
 
     async fn keep_personal(&self, rows: Vec<StoredPersonal>) -> Result<(), StoreError> {

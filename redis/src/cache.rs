@@ -701,9 +701,7 @@ impl gm_ports::SharedCounters for RedisCache {
         for (name, (_, n)) in names.iter().zip(counts) {
             pipe.cmd("INCRBY").arg(name).arg(*n).cmd("PEXPIRE").arg(name).arg(ms).ignore();
         }
-        self.query_pipe::<Vec<u64>>("shared_counters", pipe)
-            .await
-            .map_err(|e| gm_ports::StoreError::Unavailable(e.to_string()))
+        self.query_pipe::<Vec<u64>>("shared_counters", pipe).await.map_err(gm_ports::StoreError::unavailable)
     }
 }
 
@@ -711,7 +709,7 @@ impl gm_ports::SharedCounters for RedisCache {
 #[async_trait::async_trait]
 impl gm_ports::SharedClaims for RedisCache {
     async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, gm_ports::StoreError> {
-        self.set_absent(key, ttl).await.map_err(|e| gm_ports::StoreError::Unavailable(e.to_string()))
+        self.set_absent(key, ttl).await.map_err(gm_ports::StoreError::unavailable)
     }
 }
 

@@ -20,6 +20,17 @@ pub const MAX_KEY_LEN: usize = 255;
 /// Namespace of the UUIDv5 event ids derived from an idempotency key.
 pub const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x3b8f_61c2_9d04_4e7a_b1f5_7c20_e9a4_d613);
 
+/// What is wrong with an idempotency key as sent (said after "Idempotency-Key ").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyKeyError {
+    #[error("is empty; send 1 to 255 visible ASCII characters, e.g. a UUID")]
+    Empty,
+    #[error("is {0} characters long; at most {MAX_KEY_LEN} allowed")]
+    TooLong(usize),
+    #[error("holds {c:?} at position {at}; only visible ASCII characters (! to ~, no space) are allowed")]
+    Invisible { c: char, at: usize },
+}
+
 /// A validated `Idempotency-Key`: 1 to [`MAX_KEY_LEN`] visible ASCII characters (`!` to `~`:
 /// letters, digits, punctuation; no space or control character), e.g. a UUID.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,17 +44,15 @@ impl std::fmt::Debug for IdempotencyKey {
 
 impl IdempotencyKey {
     /// Checks a key as sent; `Err` says what is wrong with it.
-    pub fn parse(key: &str) -> Result<Self, String> {
+    pub fn parse(key: &str) -> Result<Self, IdempotencyKeyError> {
         if key.is_empty() {
-            return Err("is empty; send 1 to 255 visible ASCII characters, e.g. a UUID".into());
+            return Err(IdempotencyKeyError::Empty);
         }
         if key.len() > MAX_KEY_LEN {
-            return Err(format!("is {} characters long; at most {MAX_KEY_LEN} allowed", key.len()));
+            return Err(IdempotencyKeyError::TooLong(key.len()));
         }
         if let Some((at, c)) = key.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
-            return Err(format!(
-                "holds {c:?} at position {at}; only visible ASCII characters (! to ~, no space) are allowed"
-            ));
+            return Err(IdempotencyKeyError::Invisible { c, at });
         }
         Ok(Self(key.to_string()))
     }
@@ -88,9 +97,9 @@ mod tests {
         assert!(IdempotencyKey::parse("7f3a9c1e-0b2d-4e5f-8a6b-1c2d3e4f5a6b").is_ok());
         assert!(IdempotencyKey::parse("batch:42/retry=ok~").is_ok());
         assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
-        assert!(IdempotencyKey::parse(&"k".repeat(256)).unwrap_err().contains("at most 255"));
-        assert!(IdempotencyKey::parse("").unwrap_err().contains("empty"));
-        assert!(IdempotencyKey::parse("two words").unwrap_err().contains("' '"));
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).unwrap_err().to_string().contains("at most 255"));
+        assert!(IdempotencyKey::parse("").unwrap_err().to_string().contains("empty"));
+        assert!(IdempotencyKey::parse("two words").unwrap_err().to_string().contains("' '"));
         assert!(IdempotencyKey::parse("tab\there").is_err());
         assert!(IdempotencyKey::parse("clé").is_err());
     }

@@ -125,17 +125,15 @@ impl SqliteConsumer {
         outputs: Vec<(String, Vec<(u32, NewRecord)>)>,
     ) -> Result<(), LogError> {
         if self.state == State::Revoked || self.superseded() {
-            return Err(LogError::Fenced(format!(
-                "consumer of group {} on {} was superseded by a newer member",
-                self.group, self.topic
-            )));
+            return Err(LogError::Fenced(
+                format!("consumer of group {} on {} was superseded by a newer member", self.group, self.topic).into(),
+            ));
         }
         let mut expected = Vec::with_capacity(offsets.len());
         for pos in offsets {
-            let seen = self
-                .seen
-                .get(pos.partition as usize)
-                .ok_or_else(|| LogError::Other(format!("topic {} has no partition {}", self.topic, pos.partition)))?;
+            let seen = self.seen.get(pos.partition as usize).ok_or_else(|| {
+                LogError::Other(format!("topic {} has no partition {}", self.topic, pos.partition).into())
+            })?;
             expected.push((pos.partition, *seen));
         }
         let op = Op::Commit(group::Commit {

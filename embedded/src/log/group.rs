@@ -67,9 +67,9 @@ pub(super) async fn commit(
 ) -> Result<Result<Answer, LogError>, sqlx::Error> {
     let Commit { group, topic, generation, expected, offsets, outputs } = c;
     if shared.generation(&group, &topic) != generation {
-        return Ok(Err(LogError::Fenced(format!(
-            "consumer of group {group} on {topic} was superseded by a newer member"
-        ))));
+        return Ok(Err(LogError::Fenced(
+            format!("consumer of group {group} on {topic} was superseded by a newer member").into(),
+        )));
     }
     for (out_topic, _) in &outputs {
         if let Err(e) = shared.partitions(out_topic) {
@@ -80,10 +80,13 @@ pub(super) async fn commit(
     for (partition, seen) in &expected {
         let now = stored.get(partition).copied();
         if now != *seen {
-            return Ok(Err(LogError::Fenced(format!(
-                "group {group} on {topic} partition {partition}: committed offset is {now:?}, \
+            return Ok(Err(LogError::Fenced(
+                format!(
+                    "group {group} on {topic} partition {partition}: committed offset is {now:?}, \
                      this consumer last saw {seen:?}"
-            ))));
+                )
+                .into(),
+            )));
         }
     }
     if !offsets.is_empty() {

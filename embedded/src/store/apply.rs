@@ -416,9 +416,9 @@ impl ReadModelStore for SqliteStore {
                         .await
                         .map_err(store_err)?;
                 if exists.is_none() {
-                    return Err(StoreError::Other(format!(
-                        "no rebuild of {projection} to finish (table {rebuild} missing)"
-                    )));
+                    return Err(StoreError::Other(
+                        format!("no rebuild of {projection} to finish (table {rebuild} missing)").into(),
+                    ));
                 }
                 sqlx::query(&format!("DROP TABLE IF EXISTS {live}")).execute(&mut w.conn).await.map_err(store_err)?;
                 sqlx::query(&format!("ALTER TABLE {rebuild} RENAME TO {live}"))

@@ -71,7 +71,7 @@ pub(super) const PRIVACY_SCHEMA: &[&str] = &[
 ];
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Other(format!("privacy table holds an invalid {what}"))
+    StoreError::Other(format!("privacy table holds an invalid {what}").into())
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {

@@ -724,9 +724,9 @@ impl ReadModelStore for PgStore {
                 .map_err(store_err)?;
             if !exists {
                 let _ = tx.rollback().await;
-                return Err(StoreError::Other(format!(
-                    "no rebuild of {projection} to finish (table {rebuild} missing)"
-                )));
+                return Err(StoreError::Other(
+                    format!("no rebuild of {projection} to finish (table {rebuild} missing)").into(),
+                ));
             }
             sqlx::query(&format!("DROP TABLE IF EXISTS {base}")).execute(&mut *tx).await.map_err(store_err)?;
             sqlx::query(&format!("ALTER TABLE {rebuild} RENAME TO {base}"))
