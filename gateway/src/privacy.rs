@@ -323,7 +323,7 @@ impl PrivacyService {
     pub async fn drive(&self) -> Result<usize, StoreError> {
         let pending = self.store.pending_erasures().await?;
         self.metrics.privacy.pending.set(pending.len() as i64);
-        let oldest = pending.iter().map(|e| (Utc::now() - e.requested_at).num_seconds()).max().unwrap_or(0);
+        let oldest = pending.iter().map(|e| (Utc::now() - e.pending_since()).num_seconds()).max().unwrap_or(0);
         self.metrics.privacy.oldest_pending_age.set(oldest);
         let mut completed = 0;
         for erasure in pending {
@@ -372,6 +372,7 @@ impl PrivacyService {
                 self.append_request(erasure, &game, &pseudonym).await?;
             }
             confirmed = self.store.confirmations(erasure.erasure_id).await?;
+            confirmed.retain(|(_, at)| erasure.counts_confirmation(*at));
             for (projection, at) in &confirmed {
                 let step = format!("{}:{projection}", steps::PROJECTION_CONFIRMED);
                 if !erasure.has_step(&step) {
@@ -394,8 +395,11 @@ impl PrivacyService {
         let receipt = Receipt::signed(erasure, completed_at, stores, &self.signer);
         self.store.complete_erasure(erasure.erasure_id, receipt, last_steps).await?;
         self.metrics.privacy.completed.inc();
-        let took = (completed_at - erasure.requested_at).to_std().unwrap_or_default();
-        self.metrics.privacy.duration.observe(took.as_secs_f64());
+        // A re-applied erasure counts from its re-open: its latency is not the request's.
+        let took = (completed_at - erasure.pending_since()).to_std().unwrap_or_default();
+        if !erasure.reapplied() {
+            self.metrics.privacy.duration.observe(took.as_secs_f64());
+        }
         tracing::info!(erasure_id = %erasure.erasure_id, seconds = took.as_secs_f64(), "erasure completed");
         Ok(true)
     }
@@ -458,7 +462,6 @@ impl PrivacyService {
                 continue;
             }
             tracing::warn!(%erasure_id, game = %game, "erasure re-applied: the data database was restored to a point before it");
-            self.metrics.privacy.requested.inc();
             reopened.push(erasure_id);
         }
         Ok(reopened)

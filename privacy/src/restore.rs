@@ -145,6 +145,16 @@ impl Erasure {
         }
     }
 
+    /// Since when the erasure is being applied: its request, or its last re-open (an erasure
+    /// re-opened after a restore is not a request waiting since then).
+    pub fn pending_since(&self) -> DateTime<Utc> {
+        self.timeline
+            .iter()
+            .rev()
+            .find(|s| s.step == steps::REAPPLIED_AFTER_RESTORE)
+            .map_or(self.requested_at, |s| s.at)
+    }
+
     /// Whether the erasure was re-opened after a restore of the data database.
     pub fn reapplied(&self) -> bool {
         self.has_step(steps::REAPPLIED_AFTER_RESTORE)
@@ -294,6 +304,10 @@ mod tests {
             &[steps::ERASURE_EVENT_APPENDED, steps::COMPLETED, steps::REAPPLIED_AFTER_RESTORE],
         );
         assert!(reopened.needs_request_appended() && reopened.reapplied());
+        assert_eq!(fresh.pending_since(), fresh.requested_at);
+        let mut later = reopened.clone();
+        later.timeline.last_mut().unwrap().at = fresh.requested_at + chrono::Duration::days(3);
+        assert_eq!(later.pending_since(), fresh.requested_at + chrono::Duration::days(3));
         let again = erasure(
             1,
             &s,
