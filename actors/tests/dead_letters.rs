@@ -8,16 +8,32 @@ mod common;
 use chrono::DateTime;
 use gm_actors::shard::dlq_headers;
 use gm_actors::{ActorsConfig, ActorsRuntime};
-use gm_embedded::SqliteStore;
+use gm_embedded::{SqliteLog, SqliteStore};
 use gm_ports::{EventLog, NewRecord};
 use gm_schemas::topics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 const KEY: &str = "space-race:p1";
 
 fn score_events(n: usize) -> Vec<Vec<u8>> {
     (0..n as i64).map(|i| common::score("p1", i)).collect()
+}
+
+/// Starts the actors runtime on `log` and `store`: send `true` to stop it, then await the task.
+fn start(
+    log: &SqliteLog,
+    store: &SqliteStore,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<Result<(), gm_actors::runtime::ActorsError>>) {
+    let (stop, shutdown) = watch::channel(false);
+    let runtime = ActorsRuntime::new(
+        Arc::new(log.clone()),
+        Arc::new(store.clone()),
+        ActorsConfig::default(),
+        gm_telemetry::Metrics::default(),
+    );
+    (stop, actix::spawn(runtime.run(shutdown)))
 }
 
 #[actix::test]
@@ -32,14 +48,7 @@ async fn a_poison_record_mid_partition_is_dead_lettered_with_headers_and_the_res
     let records = payloads.into_iter().map(|p| NewRecord::new(KEY, p)).collect();
     log.producer().append(topics::RAW, records).await.unwrap();
 
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let runtime = ActorsRuntime::new(
-        Arc::new(log.clone()),
-        Arc::new(store.clone()),
-        ActorsConfig::default(),
-        gm_telemetry::Metrics::default(),
-    );
-    let task = actix::spawn(runtime.run(shutdown));
+    let (stop, task) = start(&log, &store);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let processed = loop {
@@ -69,14 +78,7 @@ async fn a_poison_record_mid_partition_is_dead_lettered_with_headers_and_the_res
     let consumer = log.consumer(gm_actors::runtime::GROUP, topics::RAW).await.unwrap();
     assert_eq!(consumer.committed(0).await.unwrap(), Some(5));
     drop(consumer);
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let runtime = ActorsRuntime::new(
-        Arc::new(log.clone()),
-        Arc::new(store.clone()),
-        ActorsConfig::default(),
-        gm_telemetry::Metrics::default(),
-    );
-    let task = actix::spawn(runtime.run(shutdown));
+    let (stop, task) = start(&log, &store);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
