@@ -257,10 +257,10 @@ pub struct Processed {
     pub failed: Option<Failure>,
 }
 
-/// Header names of a dead letter on `system.dlq`.
-pub use gm_ports::dlq::headers as dlq_headers;
 /// The dead letter of `record` (see [`gm_ports::dlq`]).
 pub use gm_ports::dlq::dead_letter;
+/// Header names of a dead letter on `system.dlq`.
+pub use gm_ports::dlq::headers as dlq_headers;
 
 impl Handler<Process> for Shard {
     type Result = MessageResult<Process>;

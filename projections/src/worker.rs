@@ -91,8 +91,7 @@ pub mod dlq_headers {
 /// `gamemetrics dlq replay` can re-append it to `player.events.processed` as it was.
 pub fn dead_letter(record: &Record, reason: &str, projections: &[ProjectionName]) -> NewRecord {
     let names: Vec<&str> = projections.iter().map(|p| p.as_str()).collect();
-    let mut dead =
-        gm_ports::dlq::dead_letter(record, reason, 1).with_header(dlq_headers::PROJECTIONS, names.join(","));
+    let mut dead = gm_ports::dlq::dead_letter(record, reason, 1).with_header(dlq_headers::PROJECTIONS, names.join(","));
     if let Some(kind) = record.header(gm_schemas::processed::KIND_HEADER) {
         dead = dead.with_header(gm_schemas::processed::KIND_HEADER, kind);
     }
