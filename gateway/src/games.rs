@@ -3,14 +3,14 @@
 //! analytics (400 with a reason when reversed, too wide or malformed).
 
 use crate::error::{ErrorBody, GatewayError};
-use crate::queries::{authorized_game, authorized_range, QueryErrors, RangeParams, RangeQueryErrors};
+use crate::queries::{authorized_game, authorized_player, range_route, QueryErrors, RangeParams, RangeQueryErrors};
 use crate::{within, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{NaiveDate, Utc};
 use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, Period, PlayerStanding};
 use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
 use gm_projections::GameQueries;
-use gm_schemas::{GameId, Name, PlayerId};
+use gm_schemas::{GameId, Name};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -184,8 +184,7 @@ pub async fn standing(
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
         let (raw_game, raw_board, raw_player) = path.into_inner();
-        let game = authorized_game(&req, &state, &raw_game, true)?;
-        let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let (game, player) = authorized_player(&req, &state, (raw_game, raw_player))?;
         let b = board_period(game, &raw_board, &params)?;
         let neighbours = in_bounds("neighbours", params.neighbours, 5, 0, MAX_NEIGHBOURS)?;
         let Some(standing) = games(&state)?.leaderboard_player(&b, &player, neighbours).await? else {
@@ -205,97 +204,52 @@ pub async fn standing(
     .await
 }
 
-/// D1, D7 and D30 retention of the first-seen cohort of each day.
-#[utoipa::path(
-    get,
-    path = "/v1/analytics/{game_id}/retention",
-    tag = "queries",
-    params(("game_id" = String, Path, description = "The game"), RangeParams),
-    responses(
-        (status = 200, description = "One cohort per day: players first seen that UTC day and how many came back on day 1, 7 and 30", body = RetentionResponse),
-        RangeQueryErrors,
-    ),
-    security(("jwt" = ["analyst", "admin"]))
-)]
-pub async fn retention(
-    req: HttpRequest,
-    path: web::Path<String>,
-    params: web::Query<RangeParams>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    within(state.config.request_timeout, async move {
-        let (game, range) = authorized_range(&req, &state, &path, &params)?;
-        let cohorts = games(&state)?.retention(&game, range).await?;
-        Ok(HttpResponse::Ok().json(RetentionResponse {
-            game_id: game.to_string(),
-            from: range.from(),
-            to: range.to(),
-            cohorts,
-        }))
-    })
-    .await
+range_route! {
+    /// D1, D7 and D30 retention of the first-seen cohort of each day.
+    #[utoipa::path(
+        get,
+        path = "/v1/analytics/{game_id}/retention",
+        tag = "queries",
+        params(("game_id" = String, Path, description = "The game"), RangeParams),
+        responses(
+            (status = 200, description = "One cohort per day: players first seen that UTC day and how many came back on day 1, 7 and 30", body = RetentionResponse),
+            RangeQueryErrors,
+        ),
+        security(("jwt" = ["analyst", "admin"]))
+    )]
+    retention, |state| games(&state)? => retention, RetentionResponse { cohorts }
 }
 
-/// New (first seen that day) and returning players, per day.
-#[utoipa::path(
-    get,
-    path = "/v1/analytics/{game_id}/new-returning",
-    tag = "queries",
-    params(("game_id" = String, Path, description = "The game"), RangeParams),
-    responses(
-        (status = 200, description = "Active, new and returning players per day", body = NewReturningResponse),
-        RangeQueryErrors,
-    ),
-    security(("jwt" = ["analyst", "admin"]))
-)]
-pub async fn new_returning(
-    req: HttpRequest,
-    path: web::Path<String>,
-    params: web::Query<RangeParams>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    within(state.config.request_timeout, async move {
-        let (game, range) = authorized_range(&req, &state, &path, &params)?;
-        let days = games(&state)?.new_returning(&game, range).await?;
-        Ok(HttpResponse::Ok().json(NewReturningResponse {
-            game_id: game.to_string(),
-            from: range.from(),
-            to: range.to(),
-            days,
-        }))
-    })
-    .await
+range_route! {
+    /// New (first seen that day) and returning players, per day.
+    #[utoipa::path(
+        get,
+        path = "/v1/analytics/{game_id}/new-returning",
+        tag = "queries",
+        params(("game_id" = String, Path, description = "The game"), RangeParams),
+        responses(
+            (status = 200, description = "Active, new and returning players per day", body = NewReturningResponse),
+            RangeQueryErrors,
+        ),
+        security(("jwt" = ["analyst", "admin"]))
+    )]
+    new_returning, |state| games(&state)? => new_returning, NewReturningResponse { days }
 }
 
-/// Revenue per daily active user and per payer, and conversion to payer, over a range.
-#[utoipa::path(
-    get,
-    path = "/v1/analytics/{game_id}/monetisation",
-    tag = "queries",
-    params(("game_id" = String, Path, description = "The game"), RangeParams),
-    responses(
-        (status = 200, description = "ARPDAU and ARPPU per currency, payers and conversion over the whole range", body = MonetisationResponse),
-        RangeQueryErrors,
-    ),
-    security(("jwt" = ["analyst", "admin"]))
-)]
-pub async fn monetisation(
-    req: HttpRequest,
-    path: web::Path<String>,
-    params: web::Query<RangeParams>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    within(state.config.request_timeout, async move {
-        let (game, range) = authorized_range(&req, &state, &path, &params)?;
-        let summary = games(&state)?.monetisation(&game, range).await?;
-        Ok(HttpResponse::Ok().json(MonetisationResponse {
-            game_id: game.to_string(),
-            from: range.from(),
-            to: range.to(),
-            summary,
-        }))
-    })
-    .await
+range_route! {
+    /// Revenue per daily active user and per payer, and conversion to payer, over a range.
+    #[utoipa::path(
+        get,
+        path = "/v1/analytics/{game_id}/monetisation",
+        tag = "queries",
+        params(("game_id" = String, Path, description = "The game"), RangeParams),
+        responses(
+            (status = 200, description = "ARPDAU and ARPPU per currency, payers and conversion over the whole range", body = MonetisationResponse),
+            RangeQueryErrors,
+        ),
+        security(("jwt" = ["analyst", "admin"]))
+    )]
+    monetisation, |state| games(&state)? => monetisation, MonetisationResponse { summary }
 }
 
 /// Longest list of recommendations.
@@ -353,9 +307,7 @@ pub async fn recommendations(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let (raw_game, raw_player) = path.into_inner();
-        let game = authorized_game(&req, &state, &raw_game, true)?;
-        let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let (game, player) = authorized_player(&req, &state, path.into_inner())?;
         let limit = in_bounds("limit", params.limit, 10, 1, MAX_RECOMMENDATIONS)?;
         let half_life = params.half_life_days.unwrap_or(gm_projections::recommend::DEFAULT_HALF_LIFE_DAYS);
         if !(0.01..=3650.0).contains(&half_life) {

@@ -92,6 +92,17 @@ pub(crate) fn authorized_game(
     Ok(game)
 }
 
+/// The game and the player of a route about one player, once authorised to read their data.
+pub(crate) fn authorized_player(
+    req: &HttpRequest,
+    state: &AppState,
+    (raw_game, raw_player): (String, String),
+) -> Result<(GameId, PlayerId), GatewayError> {
+    let game = authorized_game(req, state, &raw_game, true)?;
+    let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+    Ok((game, player))
+}
+
 /// The game and the days of an analytics query over a date range, once authorised.
 pub(crate) fn authorized_range(
     req: &HttpRequest,
@@ -102,6 +113,31 @@ pub(crate) fn authorized_range(
     let game = authorized_game(req, state, raw_game, false)?;
     Ok((game, parse_range(params)?))
 }
+
+/// An analytics route over a date range, written once: `name` authorises reading the game's
+/// analytics, parses the range, asks `source.query(game, range)` (`source` an expression of
+/// the app state `state`) and answers `Response { game_id, from, to, rows }`, within the request
+/// timeout. The attributes (doc comment, `#[utoipa::path]`) go on the handler.
+macro_rules! range_route {
+    ($(#[$attr:meta])* $name:ident, |$state:ident| $source:expr => $query:ident, $response:ident { $rows:ident }) => {
+        $(#[$attr])*
+        pub async fn $name(
+            req: actix_web::HttpRequest,
+            path: actix_web::web::Path<String>,
+            params: actix_web::web::Query<$crate::queries::RangeParams>,
+            $state: actix_web::web::Data<$crate::AppState>,
+        ) -> Result<actix_web::HttpResponse, $crate::error::GatewayError> {
+            $crate::within($state.config.request_timeout, async move {
+                let (game, range) = $crate::queries::authorized_range(&req, &$state, &path, &params)?;
+                let $rows = $source.$query(&game, range).await?;
+                let (game_id, from, to) = (game.to_string(), range.from(), range.to());
+                Ok(actix_web::HttpResponse::Ok().json($response { game_id, from, to, $rows }))
+            })
+            .await
+        }
+    };
+}
+pub(crate) use range_route;
 
 /// The answers every query route gives when it cannot answer (401, 403, 503), written once.
 pub(crate) struct QueryErrors;
@@ -155,9 +191,7 @@ pub async fn player_profile(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     within(state.config.request_timeout, async move {
-        let (raw_game, raw_player) = path.into_inner();
-        let game = authorized_game(&req, &state, &raw_game, true)?;
-        let player = PlayerId::parse(raw_player).map_err(|e| GatewayError::InvalidInput(format!("player_id: {e}")))?;
+        let (game, player) = authorized_player(&req, &state, path.into_inner())?;
         match state.queries.player_profile(&game, &player).await? {
             Some(profile) => Ok(HttpResponse::Ok().json(profile)),
             None => Err(GatewayError::NotFound(format!("no player '{player}' in game '{game}'"))),
@@ -166,97 +200,52 @@ pub async fn player_profile(
     .await
 }
 
-/// Daily, weekly and monthly active users and stickiness, per day.
-#[utoipa::path(
-    get,
-    path = "/v1/analytics/{game_id}/active-users",
-    tag = "queries",
-    params(("game_id" = String, Path, description = "The game"), RangeParams),
-    responses(
-        (status = 200, description = "DAU, WAU, MAU and stickiness per day", body = ActiveUsersResponse),
-        RangeQueryErrors,
-    ),
-    security(("jwt" = ["analyst", "admin"]))
-)]
-pub async fn active_users(
-    req: HttpRequest,
-    path: web::Path<String>,
-    params: web::Query<RangeParams>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    within(state.config.request_timeout, async move {
-        let (game, range) = authorized_range(&req, &state, &path, &params)?;
-        let days = state.queries.active_users(&game, range).await?;
-        Ok(HttpResponse::Ok().json(ActiveUsersResponse {
-            game_id: game.to_string(),
-            from: range.from(),
-            to: range.to(),
-            days,
-        }))
-    })
-    .await
+range_route! {
+    /// Daily, weekly and monthly active users and stickiness, per day.
+    #[utoipa::path(
+        get,
+        path = "/v1/analytics/{game_id}/active-users",
+        tag = "queries",
+        params(("game_id" = String, Path, description = "The game"), RangeParams),
+        responses(
+            (status = 200, description = "DAU, WAU, MAU and stickiness per day", body = ActiveUsersResponse),
+            RangeQueryErrors,
+        ),
+        security(("jwt" = ["analyst", "admin"]))
+    )]
+    active_users, |state| state.queries => active_users, ActiveUsersResponse { days }
 }
 
-/// Sessions started and closed, average length and length distribution, per day.
-#[utoipa::path(
-    get,
-    path = "/v1/analytics/{game_id}/sessions",
-    tag = "queries",
-    params(("game_id" = String, Path, description = "The game"), RangeParams),
-    responses(
-        (status = 200, description = "Session figures per day", body = SessionsResponse),
-        RangeQueryErrors,
-    ),
-    security(("jwt" = ["analyst", "admin"]))
-)]
-pub async fn sessions(
-    req: HttpRequest,
-    path: web::Path<String>,
-    params: web::Query<RangeParams>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    within(state.config.request_timeout, async move {
-        let (game, range) = authorized_range(&req, &state, &path, &params)?;
-        let days = state.queries.sessions(&game, range).await?;
-        Ok(HttpResponse::Ok().json(SessionsResponse {
-            game_id: game.to_string(),
-            from: range.from(),
-            to: range.to(),
-            days,
-        }))
-    })
-    .await
+range_route! {
+    /// Sessions started and closed, average length and length distribution, per day.
+    #[utoipa::path(
+        get,
+        path = "/v1/analytics/{game_id}/sessions",
+        tag = "queries",
+        params(("game_id" = String, Path, description = "The game"), RangeParams),
+        responses(
+            (status = 200, description = "Session figures per day", body = SessionsResponse),
+            RangeQueryErrors,
+        ),
+        security(("jwt" = ["analyst", "admin"]))
+    )]
+    sessions, |state| state.queries => sessions, SessionsResponse { days }
 }
 
-/// Revenue, purchases, payers, ARPDAU, ARPPU and conversion, per day and currency.
-#[utoipa::path(
-    get,
-    path = "/v1/analytics/{game_id}/revenue",
-    tag = "queries",
-    params(("game_id" = String, Path, description = "The game"), RangeParams),
-    responses(
-        (status = 200, description = "Revenue figures per day and currency", body = RevenueResponse),
-        RangeQueryErrors,
-    ),
-    security(("jwt" = ["analyst", "admin"]))
-)]
-pub async fn revenue(
-    req: HttpRequest,
-    path: web::Path<String>,
-    params: web::Query<RangeParams>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
-    within(state.config.request_timeout, async move {
-        let (game, range) = authorized_range(&req, &state, &path, &params)?;
-        let days = state.queries.revenue(&game, range).await?;
-        Ok(HttpResponse::Ok().json(RevenueResponse {
-            game_id: game.to_string(),
-            from: range.from(),
-            to: range.to(),
-            days,
-        }))
-    })
-    .await
+range_route! {
+    /// Revenue, purchases, payers, ARPDAU, ARPPU and conversion, per day and currency.
+    #[utoipa::path(
+        get,
+        path = "/v1/analytics/{game_id}/revenue",
+        tag = "queries",
+        params(("game_id" = String, Path, description = "The game"), RangeParams),
+        responses(
+            (status = 200, description = "Revenue figures per day and currency", body = RevenueResponse),
+            RangeQueryErrors,
+        ),
+        security(("jwt" = ["analyst", "admin"]))
+    )]
+    revenue, |state| state.queries => revenue, RevenueResponse { days }
 }
 
 /// The progression funnel since the beginning: per level, the distinct players who started,
