@@ -5,7 +5,8 @@
   Rollout, topology spread) selects a pod template we ship or a pod an operator creates
   from a custom resource we ship (Strimzi Kafka/KafkaNodePool, CloudNativePG Cluster);
 * every Service targetPort exists on the pods it selects;
-* every GM_* variable names a real setting of the code (struct fields of src/config.rs,
+* every GM_* variable names a real setting of the code (struct fields of src/config.rs, the
+  [actors] section's ActorsSettings in actors/src/runtime.rs,
   kafka/src/config.rs, redis/src/config.rs) and each role gets the settings it needs;
 * secrets and config maps referenced by pods exist (or are made by an operator);
 * the topic settings given to the roles equal the KafkaTopics, the consumer-group roles'
@@ -44,7 +45,7 @@ def rust_structs(paths):
     return structs
 
 
-STRUCTS = rust_structs(["src/config.rs", "kafka/src/config.rs", "redis/src/config.rs"])
+STRUCTS = rust_structs(["src/config.rs", "actors/src/runtime.rs", "kafka/src/config.rs", "redis/src/config.rs"])
 
 
 def setting_exists(path):
