@@ -220,12 +220,21 @@ impl Prometheus {
     }
 
     async fn firing(&self) -> BTreeSet<String> {
+        self.alerts_in("firing").await
+    }
+
+    /// The alerts whose expression holds, waiting out their `for:` before they fire.
+    async fn pending(&self) -> BTreeSet<String> {
+        self.alerts_in("pending").await
+    }
+
+    async fn alerts_in(&self, state: &str) -> BTreeSet<String> {
         let alerts = self.api("alerts").await;
         alerts["data"]["alerts"]
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter(|a| a["state"] == "firing")
+                    .filter(|a| a["state"] == state)
                     .filter_map(|a| a["labels"]["alertname"].as_str().map(String::from))
                     .collect()
             })
@@ -254,7 +263,7 @@ fn value(sample: &Value) -> f64 {
 }
 
 #[actix_rt::test]
-async fn prometheus_records_the_slis_from_the_roles_and_fires_actors_down_when_the_actors_die() {
+async fn prometheus_records_the_slis_from_the_roles_and_sees_the_actors_down_when_they_die() {
     assert!(Path::new(RULES).exists());
     let services = TestServices::create().await;
     let (mut roles, _) = start_roles_with_traffic(&services).await;
@@ -336,31 +345,36 @@ async fn prometheus_records_the_slis_from_the_roles_and_fires_actors_down_when_t
         assert!(!before.contains(alert), "{alert} fires while every role is up: {before:?}");
     }
 
-    // SIGKILL the actors: `up` turns 0 at the next scrape and ActorsDown fires after its
-    // `for: 1m`; the gateway and projections alerts stay quiet.
+    // SIGKILL the actors: `up` turns 0 at the next scrape and ActorsDown's expression holds on
+    // the real series (the alert is pending); the gateway and projections alerts stay quiet.
+    // That it then fires after its `for: 1m`, and not before, is the rules' unit test
+    // (k8s/base/monitoring/rules/tests.yml, run by scripts/check-monitoring): waiting the minute
+    // out here would add a minute to every CI run and test Prometheus rather than our rules.
+    traffic.abort();
     let killed = Instant::now();
     roles[1].kill();
-    let fired = eventually(Duration::from_secs(150), || {
+    let pending = eventually(Duration::from_secs(30), || {
         let prometheus = &prometheus;
         async move {
-            let firing = prometheus.firing().await;
-            if firing.contains("GameMetricsActorsDown") {
+            let pending = prometheus.pending().await;
+            if pending.contains("GameMetricsActorsDown") {
                 Ok(())
             } else {
-                Err(format!("firing: {firing:?}"))
+                Err(format!("pending: {pending:?}"))
             }
         }
     })
     .await;
-    fired.unwrap_or_else(|e| panic!("GameMetricsActorsDown did not fire: {e}\n{}", prometheus.log()));
+    pending.unwrap_or_else(|e| panic!("GameMetricsActorsDown's expression does not hold: {e}\n{}", prometheus.log()));
     let after = killed.elapsed();
-    assert!(after >= Duration::from_secs(60), "fired after {after:?}, before its for: 1m");
     let firing = prometheus.firing().await;
-    assert!(!firing.contains("GameMetricsGatewayDown"), "{firing:?}");
-    assert!(!firing.contains("GameMetricsProjectionsDown"), "{firing:?}");
-    eprintln!("GameMetricsActorsDown fired {:.1} s after the actors were killed", after.as_secs_f64());
+    assert!(!firing.contains("GameMetricsActorsDown"), "fired after {after:?}, before its for: 1m: {firing:?}");
+    let pending = prometheus.pending().await;
+    for alert in ["GameMetricsGatewayDown", "GameMetricsProjectionsDown"] {
+        assert!(!firing.contains(alert) && !pending.contains(alert), "{alert}: {firing:?} {pending:?}");
+    }
+    eprintln!("GameMetricsActorsDown pending {:.1} s after the actors were killed", after.as_secs_f64());
 
-    let _ = traffic.await;
     drop(prometheus);
     drop(roles);
     services.drop_database().await;

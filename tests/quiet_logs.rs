@@ -11,10 +11,23 @@ use gamemetrics::simulate;
 use std::path::Path;
 use std::time::Duration;
 
-/// At info, as an operator runs them: librdkafka's reports go through the same filter.
+/// At info, as an operator runs them: librdkafka's reports go through the same filter. The
+/// periodic checks run every second or so instead of every 5-30 s, so that a short idle window
+/// sees each of them many times: readiness probes (each reads every partition to its end), the
+/// consumers' stall judgement and the actors' stall check.
 fn logged(logs: &Path, name: &str) -> impl FnOnce(&mut std::process::Command) {
-    services::logged_with(logs, name, "info")
+    let redirect = services::logged_with(logs, name, "info");
+    move |command: &mut std::process::Command| {
+        command
+            .env("GM_HEALTH__PROBE_INTERVAL_MS", "1000")
+            .env("GM_HEALTH__CONSUMER_STALL_MS", "2000")
+            .env("GM_ACTORS__STALL_AFTER_MS", "5000");
+        redirect(command);
+    }
 }
+
+/// Long enough for every periodic check above to run several times.
+const IDLE: Duration = Duration::from_secs(12);
 
 /// Every ERROR line of every role's log so far, with the role's name.
 fn errors(logs: &Path) -> Vec<String> {
@@ -50,7 +63,7 @@ async fn the_production_roles_log_no_error_idle_or_under_a_little_load() {
     }
 
     // Idle: consumers at the end of empty partitions, the stall checks running.
-    actix_rt::time::sleep(Duration::from_secs(40)).await;
+    actix_rt::time::sleep(IDLE).await;
     let idle = errors(logs.path());
 
     // A little load, then idle again with every partition read to its end (transaction
@@ -59,7 +72,7 @@ async fn the_production_roles_log_no_error_idle_or_under_a_little_load() {
     assert_eq!((report.rejected, report.unsent), (0, 0), "{}", report.summary());
     let expected = Expected::from_events(&report.accepted);
     eventually(Duration::from_secs(120), || compare_read_models(gateway.url(), &expected, 20)).await.unwrap();
-    actix_rt::time::sleep(Duration::from_secs(40)).await;
+    actix_rt::time::sleep(IDLE).await;
     let all = errors(logs.path());
     let logged = lines(logs.path());
     eprintln!("{logged} log lines, {} at ERROR ({} while idle)", all.len(), idle.len());
