@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
 use gm_privacy::{
-    steps, AuditEntry, Begun, Erasure, ErasureStatus, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord,
-    PrivacyStore, Receipt, Step, StoredPersonal, Subject,
+    AuditEntry, Begun, Erasure, ErasureStatus, HeldKey, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState,
+    PlayerRecord, PrivacyStore, Receipt, Step, StoredPersonal, Subject,
 };
 use gm_schemas::{GameId, PlayerId, SealedPersonal};
 use sqlx::postgres::PgRow;
@@ -378,8 +378,8 @@ impl PrivacyStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(store_err)?;
-        let key: Option<(Option<String>, Option<Vec<u8>>, DateTime<Utc>)> =
-            sqlx::query_as("SELECT pseudonym, wrapped_key, created_at FROM player_keys WHERE subject = $1")
+        let key: Option<(Option<String>, bool, DateTime<Utc>)> =
+            sqlx::query_as("SELECT pseudonym, wrapped_key IS NOT NULL, created_at FROM player_keys WHERE subject = $1")
                 .bind(&subject)
                 .fetch_optional(&mut *tx)
                 .await
@@ -391,31 +391,11 @@ impl PrivacyStore for PgStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(store_err)?;
-        if let Some(row) = latest {
-            let existing = erasure_from_row(&row)?;
-            // Still the same player (no new key since): the same erasure answers.
-            let came_back = matches!(&key, Some((_, Some(_), created)) if *created > existing.requested_at);
-            if !came_back {
-                tx.rollback().await.map_err(store_err)?;
-                return Ok(Begun::Existing(existing));
-            }
-        }
-        let pseudonym = key.as_ref().and_then(|(p, w, _)| w.as_ref().and(p.clone()));
-        let first = match pseudonym {
-            Some(_) => Step::new(steps::DATA_KEY_DESTROYED, r.requested_at, None),
-            None => Step::new(steps::NOTHING_HELD, r.requested_at, Some("the player was never seen".into())),
-        };
-        let erasure = Erasure {
-            erasure_id: r.erasure_id,
-            game_id: r.game_id.to_string(),
-            subject: r.subject.to_hex(),
-            status: ErasureStatus::Pending,
-            reason: r.reason.clone(),
-            requested_by: r.requested_by.clone(),
-            requested_at: r.requested_at,
-            completed_at: None,
-            timeline: vec![Step::new(steps::REQUESTED, r.requested_at, None), first],
-            receipt: None,
+        let key = key.map(|(pseudonym, has_key, created_at)| HeldKey { pseudonym, has_key, created_at });
+        let begun = r.begin(key, latest.as_ref().map(erasure_from_row).transpose()?)?;
+        let Begun::Started { erasure, .. } = &begun else {
+            tx.rollback().await.map_err(store_err)?;
+            return Ok(begun);
         };
         sqlx::query(
             "INSERT INTO player_keys (subject, game_id, created_at, erased_at, suppressed_until)
@@ -448,19 +428,9 @@ impl PrivacyStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;
-        let audit = AuditEntry {
-            at: r.requested_at,
-            actor: r.requested_by.clone(),
-            action: "erasure_requested".into(),
-            game_id: Some(r.game_id.to_string()),
-            erasure_id: Some(r.erasure_id),
-            subject: Some(r.subject.to_hex()),
-            detail: None,
-        };
-        insert_audit(&mut tx, &audit, Some(&r.subject)).await?;
+        insert_audit(&mut tx, &r.audit(), Some(&r.subject)).await?;
         tx.commit().await.map_err(store_err)?;
-        let pseudonym = pseudonym.map(|p| PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))).transpose()?;
-        Ok(Begun::Started { erasure, pseudonym })
+        Ok(begun)
     }
 
     async fn add_step(&self, erasure_id: Uuid, step: Step) -> Result<(), StoreError> {

@@ -20,5 +20,6 @@ pub use crypto::{is_pseudonym, CryptoError, DataKey, MasterKey, Pseudonymizer, R
 pub use erasure::{receipt_stores, steps, Erasure, ErasureStatus, Receipt, Step, StoreAction};
 pub use restore::{unapplied, ErasureLedger, ErasureRecords, Identify, KeysApart};
 pub use store::{
-    AuditEntry, Begun, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore, StoredPersonal,
+    AuditEntry, Begun, HeldKey, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore,
+    StoredPersonal,
 };

@@ -3,7 +3,7 @@
 //! player's id is held only in `player_keys`, and only until the player's erasure completes.
 
 use crate::crypto::Subject;
-use crate::erasure::{Erasure, Receipt, Step};
+use crate::erasure::{steps, Erasure, ErasureStatus, Receipt, Step};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
@@ -84,6 +84,68 @@ pub enum Begun {
     Started { erasure: Erasure, pseudonym: Option<PlayerId> },
 }
 
+/// A subject's `player_keys` row as an erasure start reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldKey {
+    pub pseudonym: Option<String>,
+    /// The row still holds a wrapped data key (not destroyed by an earlier erasure).
+    pub has_key: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewErasure {
+    /// The start of this erasure, decided on what the store holds of the subject: its key row
+    /// and its latest erasure, read in the transaction that then writes a `Started` one (the
+    /// key destroyed and suppression set, the sealed values deleted, the erasure inserted with
+    /// its timeline, [`audit`](Self::audit) appended). Both stores write it from here.
+    pub fn begin(&self, key: Option<HeldKey>, latest: Option<Erasure>) -> Result<Begun, StoreError> {
+        if let Some(existing) = latest {
+            // Still the same player (no new key since): the same erasure answers.
+            let came_back = key.as_ref().is_some_and(|k| k.has_key && k.created_at > existing.requested_at);
+            if !came_back {
+                return Ok(Begun::Existing(existing));
+            }
+        }
+        let pseudonym = key
+            .filter(|k| k.has_key)
+            .and_then(|k| k.pseudonym)
+            .map(|p| {
+                PlayerId::parse(p).map_err(|_| StoreError::Other("privacy table holds an invalid pseudonym".into()))
+            })
+            .transpose()?;
+        let first = match pseudonym {
+            Some(_) => Step::new(steps::DATA_KEY_DESTROYED, self.requested_at, None),
+            None => Step::new(steps::NOTHING_HELD, self.requested_at, Some("the player was never seen".into())),
+        };
+        let erasure = Erasure {
+            erasure_id: self.erasure_id,
+            game_id: self.game_id.to_string(),
+            subject: self.subject.to_hex(),
+            status: ErasureStatus::Pending,
+            reason: self.reason.clone(),
+            requested_by: self.requested_by.clone(),
+            requested_at: self.requested_at,
+            completed_at: None,
+            timeline: vec![Step::new(steps::REQUESTED, self.requested_at, None), first],
+            receipt: None,
+        };
+        Ok(Begun::Started { erasure, pseudonym })
+    }
+
+    /// The audit line of a started erasure.
+    pub fn audit(&self) -> AuditEntry {
+        AuditEntry {
+            at: self.requested_at,
+            actor: self.requested_by.clone(),
+            action: "erasure_requested".into(),
+            game_id: Some(self.game_id.to_string()),
+            erasure_id: Some(self.erasure_id),
+            subject: Some(self.subject.to_hex()),
+            detail: None,
+        }
+    }
+}
+
 /// One line of the append-only audit trail: who did what, when. No personal data: players
 /// appear only as subject hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -141,4 +203,80 @@ pub trait PrivacyStore: Send + Sync {
     /// The latest audit entries, newest first: of every game (entries without one included)
     /// when `games` is `None`, else only the entries of those games.
     async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(at: DateTime<Utc>) -> NewErasure {
+        NewErasure {
+            erasure_id: Uuid::from_u128(2),
+            subject: Subject([7; 32]),
+            game_id: GameId::parse("g").unwrap(),
+            reason: "user request".into(),
+            requested_by: "staff-1".into(),
+            requested_at: at,
+            suppressed_until: at + chrono::Duration::days(30),
+        }
+    }
+
+    fn key(has_key: bool, created_at: DateTime<Utc>) -> HeldKey {
+        HeldKey { pseudonym: Some("pz-1".into()), has_key, created_at }
+    }
+
+    fn started(begun: Begun) -> (Erasure, Option<PlayerId>) {
+        match begun {
+            Begun::Started { erasure, pseudonym } => (erasure, pseudonym),
+            Begun::Existing(e) => panic!("existing {e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_known_player_starts_with_the_key_destroyed_and_an_unknown_one_with_nothing_held() {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let (erasure, pseudonym) =
+            started(request(t).begin(Some(key(true, t - chrono::Duration::days(1))), None).unwrap());
+        assert_eq!(pseudonym, Some(PlayerId::parse("pz-1").unwrap()));
+        let steps: Vec<&str> = erasure.timeline.iter().map(|s| s.step.as_str()).collect();
+        assert_eq!(steps, [steps::REQUESTED, steps::DATA_KEY_DESTROYED]);
+        assert_eq!(
+            (erasure.status, erasure.subject.as_str()),
+            (ErasureStatus::Pending, Subject([7; 32]).to_hex().as_str())
+        );
+
+        for held in [None, Some(key(false, t))] {
+            let (erasure, pseudonym) = started(request(t).begin(held, None).unwrap());
+            assert_eq!(pseudonym, None, "no data key: nothing to append under a pseudonym");
+            assert!(erasure.has_step(steps::NOTHING_HELD));
+        }
+        let audit = request(t).audit();
+        assert_eq!((audit.action.as_str(), audit.erasure_id), ("erasure_requested", Some(Uuid::from_u128(2))));
+    }
+
+    #[test]
+    fn the_latest_erasure_answers_unless_the_player_came_back_with_a_new_key() {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let (earlier, _) = started(request(t).begin(Some(key(true, t - chrono::Duration::days(1))), None).unwrap());
+        let later = t + chrono::Duration::days(40);
+        // Key destroyed by the earlier erasure, or a key from before it: the same erasure.
+        for held in [Some(key(false, t)), Some(key(true, t - chrono::Duration::days(1))), None] {
+            match request(later).begin(held, Some(earlier.clone())).unwrap() {
+                Begun::Existing(e) => assert_eq!(e, earlier),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A key created after the erasure: the player came back; a new erasure starts.
+        let (again, pseudonym) =
+            started(request(later).begin(Some(key(true, t + chrono::Duration::days(35))), Some(earlier)).unwrap());
+        assert_eq!(again.requested_at, later);
+        assert!(pseudonym.is_some() && again.has_step(steps::DATA_KEY_DESTROYED));
+    }
+
+    #[test]
+    fn a_corrupt_pseudonym_is_a_store_error() {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let held = HeldKey { pseudonym: Some(String::new()), has_key: true, created_at: t };
+        assert!(matches!(request(t).begin(Some(held), None), Err(StoreError::Other(_))));
+    }
 }

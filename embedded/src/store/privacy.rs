@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
 use gm_privacy::{
-    steps, AuditEntry, Begun, Erasure, ErasureStatus, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord,
-    PrivacyStore, Receipt, Step, StoredPersonal, Subject,
+    AuditEntry, Begun, Erasure, ErasureStatus, HeldKey, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState,
+    PlayerRecord, PrivacyStore, Receipt, Step, StoredPersonal, Subject,
 };
 use gm_schemas::{GameId, PlayerId};
 use sqlx::sqlite::SqliteRow;
@@ -306,12 +306,13 @@ impl PrivacyStore for SqliteStore {
         let mut w = self.begin().await?;
         let result = async {
             let subject = r.subject.0.to_vec();
-            let key: Option<(Option<String>, Option<Vec<u8>>, i64)> =
-                sqlx::query_as("SELECT pseudonym, wrapped_key, created_at FROM player_keys WHERE subject = ?")
-                    .bind(&subject)
-                    .fetch_optional(&mut w.conn)
-                    .await
-                    .map_err(store_err)?;
+            let key: Option<(Option<String>, bool, i64)> = sqlx::query_as(
+                "SELECT pseudonym, wrapped_key IS NOT NULL, created_at FROM player_keys WHERE subject = ?",
+            )
+            .bind(&subject)
+            .fetch_optional(&mut w.conn)
+            .await
+            .map_err(store_err)?;
             let latest = sqlx::query(&format!(
                 "SELECT {ERASURE_COLUMNS} FROM privacy_erasures WHERE subject = ? ORDER BY requested_at DESC LIMIT 1"
             ))
@@ -319,31 +320,10 @@ impl PrivacyStore for SqliteStore {
             .fetch_optional(&mut w.conn)
             .await
             .map_err(store_err)?;
-            if let Some(row) = latest {
-                let existing = erasure_from_row(&row)?;
-                let came_back =
-                    matches!(&key, Some((_, Some(_), created)) if time(*created) > existing.requested_at);
-                if !came_back {
-                    return Ok(Begun::Existing(existing));
-                }
-            }
-            let pseudonym = key.as_ref().and_then(|(p, w, _)| w.as_ref().and(p.clone()));
-            let first = match pseudonym {
-                Some(_) => Step::new(steps::DATA_KEY_DESTROYED, r.requested_at, None),
-                None => Step::new(steps::NOTHING_HELD, r.requested_at, Some("the player was never seen".into())),
-            };
-            let erasure = Erasure {
-                erasure_id: r.erasure_id,
-                game_id: r.game_id.to_string(),
-                subject: r.subject.to_hex(),
-                status: ErasureStatus::Pending,
-                reason: r.reason.clone(),
-                requested_by: r.requested_by.clone(),
-                requested_at: r.requested_at,
-                completed_at: None,
-                timeline: vec![Step::new(steps::REQUESTED, r.requested_at, None), first],
-                receipt: None,
-            };
+            let key =
+                key.map(|(pseudonym, has_key, created)| HeldKey { pseudonym, has_key, created_at: time(created) });
+            let begun = r.begin(key, latest.as_ref().map(erasure_from_row).transpose()?)?;
+            let Begun::Started { erasure, .. } = &begun else { return Ok(begun) };
             sqlx::query(
                 "INSERT INTO player_keys (subject, game_id, created_at, erased_at, suppressed_until) VALUES (?1, ?2, ?3, ?3, ?4)
                  ON CONFLICT (subject) DO UPDATE SET wrapped_key = NULL, erased_at = ?3, suppressed_until = ?4",
@@ -374,18 +354,8 @@ impl PrivacyStore for SqliteStore {
             .execute(&mut w.conn)
             .await
             .map_err(store_err)?;
-            let audit = AuditEntry {
-                at: r.requested_at,
-                actor: r.requested_by.clone(),
-                action: "erasure_requested".into(),
-                game_id: Some(r.game_id.to_string()),
-                erasure_id: Some(r.erasure_id),
-                subject: Some(r.subject.to_hex()),
-                detail: None,
-            };
-            insert_audit(&mut w.conn, &audit).await?;
-            let pseudonym = pseudonym.map(|p| PlayerId::parse(p).map_err(|_| corrupt("pseudonym"))).transpose()?;
-            Ok(Begun::Started { erasure, pseudonym })
+            insert_audit(&mut w.conn, &r.audit()).await?;
+            Ok(begun)
         }
         .await;
         Self::finish(&mut w, result).await
