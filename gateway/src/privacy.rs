@@ -152,6 +152,11 @@ impl PrivacyService {
         &self.signer
     }
 
+    /// The privacy store, for the routes that only read it.
+    pub fn store(&self) -> &Arc<dyn PrivacyStore> {
+        &self.store
+    }
+
     /// Pseudonymises and seals `envelopes` (player ids replaced, personal fields sealed),
     /// keeping the sealed values for export. An erased player's events come back `Err`.
     pub async fn protect(
