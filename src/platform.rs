@@ -228,13 +228,15 @@ impl Platform {
         // embedded default: its log and store are in this process, ready once opened.
         let health = config.health();
         let watched = backends.probes.is_some();
+        // The readiness watchers judge on a thread of their own: on the System thread beside the
+        // actors' consume loop they could wait a minute for a turn under load, and /health/ready
+        // would answer a stale judgement all that time.
+        let probes_thread = actix_rt::Arbiter::new();
         match backends.probes.clone() {
-            Some(probes) => tasks.push(actix_rt::spawn(crate::readiness::watch_dependencies(
-                probes,
-                readiness.clone(),
-                health,
-                shutdown_rx.clone(),
-            ))),
+            Some(probes) => tasks.push(spawn_on(
+                &probes_thread,
+                crate::readiness::watch_dependencies(probes, readiness.clone(), health, shutdown_rx.clone()),
+            )),
             None => readiness.set_ready("storage", true),
         }
 
@@ -244,15 +246,18 @@ impl Platform {
                 ActorsRuntime::new(backends.log.clone(), backends.snapshots.clone(), config.actors(), metrics.clone())
                     .with_health(consumer.clone());
             if watched {
-                tasks.push(actix_rt::spawn(crate::readiness::watch_consumer(
-                    crate::readiness::ACTORS_CONSUMER,
-                    consumer,
-                    backends.log.clone(),
-                    topics::RAW,
-                    readiness.clone(),
-                    health,
-                    shutdown_rx.clone(),
-                )));
+                tasks.push(spawn_on(
+                    &probes_thread,
+                    crate::readiness::watch_consumer(
+                        crate::readiness::ACTORS_CONSUMER,
+                        consumer,
+                        backends.log.clone(),
+                        topics::RAW,
+                        readiness.clone(),
+                        health,
+                        shutdown_rx.clone(),
+                    ),
+                ));
             }
             let rx = shutdown_rx.clone();
             tasks.push(actix_rt::spawn(async move {
@@ -269,15 +274,18 @@ impl Platform {
             let arbiter = actix_rt::Arbiter::new();
             let consumer = ConsumerHealth::new();
             if watched {
-                tasks.push(actix_rt::spawn(crate::readiness::watch_consumer(
-                    crate::readiness::PROJECTIONS_CONSUMER,
-                    consumer.clone(),
-                    backends.log.clone(),
-                    topics::PROCESSED,
-                    readiness.clone(),
-                    health,
-                    shutdown_rx.clone(),
-                )));
+                tasks.push(spawn_on(
+                    &probes_thread,
+                    crate::readiness::watch_consumer(
+                        crate::readiness::PROJECTIONS_CONSUMER,
+                        consumer.clone(),
+                        backends.log.clone(),
+                        topics::PROCESSED,
+                        readiness.clone(),
+                        health,
+                        shutdown_rx.clone(),
+                    ),
+                ));
             }
             let (backends, metrics, mut rx) = (backends.clone(), metrics.clone(), shutdown_rx.clone());
             // A worker that stops on an error (e.g. its consumer could not be created while
@@ -304,19 +312,16 @@ impl Platform {
                     }
                 }
             };
-            let (done, finished) = tokio::sync::oneshot::channel::<()>();
-            arbiter.spawn(async move {
-                worker_loop.await;
-                let _ = done.send(());
-            });
-            tasks.push(actix_rt::spawn(async move {
-                let _ = finished.await;
-            }));
+            tasks.push(spawn_on(&arbiter, worker_loop));
             arbiters.push(arbiter);
         }
         if let Some(cache) = backends.cache.clone() {
-            tasks.push(actix_rt::spawn(watch_cache(cache, readiness.clone(), metrics.clone(), shutdown_rx.clone())));
+            tasks.push(spawn_on(
+                &probes_thread,
+                watch_cache(cache, readiness.clone(), metrics.clone(), shutdown_rx.clone()),
+            ));
         }
+        arbiters.push(probes_thread);
 
         let addr = listener.local_addr()?;
         let server = if roles.gateway {
@@ -424,6 +429,14 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         jwt,
         metrics_token: config.metrics_token()?.map(gm_gateway::Secret),
         dev_analyst_token: config.dev_analyst_token()?.map(gm_gateway::Secret),
+        // The console's one-click sign-in: config/default.toml's development token only, never
+        // a token the deployment chose (a secret) and never in production mode (no dev token).
+        dev_sign_ins: match config.dev_analyst_token()? {
+            Some(token) if config.uses_development_analyst_token() => {
+                vec![gm_gateway::me::DevSignIn { role: gm_gateway::Role::Analyst, token: gm_gateway::Secret(token) }]
+            }
+            _ => Vec::new(),
+        },
         rate_limits: config.rate_limits(),
         limits: config.limits(),
         request_timeout: config.request_timeout(),
@@ -520,6 +533,22 @@ fn reload_credentials(
     rotation.rotate(&api_keys, &config.revoked_keys(), metrics_token.as_ref(), &signing);
     rotation.rotate_gameanalytics(&gameanalytics);
     Ok(api_keys.len())
+}
+
+/// Runs `task` on `thread` and returns a handle on this one that completes with it, so that
+/// the platform's shutdown waits for it like for its other tasks.
+fn spawn_on(
+    thread: &actix_rt::Arbiter,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> actix_rt::task::JoinHandle<()> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    thread.spawn(async move {
+        task.await;
+        let _ = done.send(());
+    });
+    actix_rt::spawn(async move {
+        let _ = finished.await;
+    })
 }
 
 /// Reports the cache as degraded in `/health/ready` while Redis does not answer.
