@@ -5,8 +5,7 @@ use crate::config::{Config, Mode};
 use crate::platform::Backends;
 use anyhow::Context as _;
 use chrono::{NaiveDate, Utc};
-use gm_gateway::privacy::PrivacyService;
-use gm_privacy::{AuditEntry, Erasure, ErasureStatus};
+use gm_privacy::{AuditEntry, Erasure, ErasureStatus, PrivacyService};
 use gm_schemas::{GameId, PlayerId};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ pub async fn privacy_service(config: &Config) -> anyhow::Result<(Backends, Priva
         backends.privacy.clone(),
         backends.log.producer(),
         config.privacy_settings()?,
+        &gm_projections::ProjectionName::ALL.map(|p| p.as_str()),
         gm_telemetry::Metrics::new(),
     )
     .with_snapshots(backends.snapshots.clone());

@@ -639,8 +639,8 @@ impl Config {
         Ok(gm_privacy::MasterKey::from_bytes(bytes))
     }
 
-    pub fn privacy_settings(&self) -> anyhow::Result<gm_gateway::privacy::PrivacySettings> {
-        Ok(gm_gateway::privacy::PrivacySettings {
+    pub fn privacy_settings(&self) -> anyhow::Result<gm_privacy::PrivacySettings> {
+        Ok(gm_privacy::PrivacySettings {
             master_key: self.master_key()?,
             suppression: chrono::Duration::days(i64::from(self.privacy.suppression_days)),
             key_cache_ttl: Duration::from_millis(self.privacy.key_cache_ttl_ms.max(1)),

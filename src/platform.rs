@@ -48,7 +48,7 @@ pub struct Backends {
     /// Production: Kafka and PostgreSQL as `/health/ready` probes them (crate::readiness).
     pub probes: Option<crate::readiness::Probes>,
     /// The query cache's erasure purge (production with Redis).
-    pub player_cache: Option<Arc<dyn gm_gateway::privacy::PlayerCache>>,
+    pub player_cache: Option<Arc<dyn gm_privacy::PlayerCache>>,
     /// Present in production when Redis is configured: polled for `/health/ready`.
     pub cache: Option<gm_redis::RedisCache>,
     /// Production with `privacy.keys_url`: the keys database's erasure ledger and the data
@@ -109,7 +109,7 @@ impl Backends {
                 };
                 // Partition counts and configs of production topics come from the Kafka settings.
                 log.ensure_topics(&config.kafka.topics.specs()).await.context("creating the Kafka topics")?;
-                let mut player_cache: Option<Arc<dyn gm_gateway::privacy::PlayerCache>> = None;
+                let mut player_cache: Option<Arc<dyn gm_privacy::PlayerCache>> = None;
                 let mut redis_queries = None;
                 let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match &config.redis {
                     Some(redis) => {
@@ -607,11 +607,12 @@ async fn privacy_service(
     metrics: &Metrics,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<actix_rt::task::JoinHandle<()>>,
-) -> anyhow::Result<Arc<gm_gateway::privacy::PrivacyService>> {
-    let mut service = gm_gateway::privacy::PrivacyService::new(
+) -> anyhow::Result<Arc<gm_privacy::PrivacyService>> {
+    let mut service = gm_privacy::PrivacyService::new(
         backends.privacy.clone(),
         backends.log.producer(),
         config.privacy_settings()?,
+        &ProjectionName::ALL.map(|p| p.as_str()),
         metrics.clone(),
     )
     .with_snapshots(backends.snapshots.clone());
@@ -647,7 +648,7 @@ struct RedisPlayerCache {
 }
 
 #[async_trait::async_trait]
-impl gm_gateway::privacy::PlayerCache for RedisPlayerCache {
+impl gm_privacy::PlayerCache for RedisPlayerCache {
     async fn forget_player(
         &self,
         game: &gm_schemas::GameId,

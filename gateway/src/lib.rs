@@ -177,7 +177,7 @@ pub struct AppState {
     pub(crate) readiness: Readiness,
     /// Pseudonyms, crypto-shredding and the privacy routes. Without it (gateway unit tests)
     /// player ids go to the log as sent and events with personal fields are refused.
-    pub(crate) privacy: Option<Arc<privacy::PrivacyService>>,
+    pub(crate) privacy: Option<Arc<gm_privacy::PrivacyService>>,
     /// The previous platform's route without a key, for the listed games (off: `None`).
     pub(crate) keyless_legacy: Option<compat::Keyless>,
     /// The GameAnalytics game keys and their secrets.
@@ -279,7 +279,7 @@ impl AppState {
     }
 
     /// Pseudonymises and seals events at ingest; serves the privacy routes.
-    pub fn with_privacy(mut self, privacy: Arc<privacy::PrivacyService>) -> Self {
+    pub fn with_privacy(mut self, privacy: Arc<gm_privacy::PrivacyService>) -> Self {
         self.privacy = Some(privacy);
         self
     }

@@ -137,13 +137,19 @@ fn harness_with_privacy_store(store: Arc<dyn gm_privacy::PrivacyStore>) -> Harne
     let log = Arc::new(FakeLog::default());
     let metrics = Metrics::new();
     let readiness = Readiness::new();
-    let settings = gm_gateway::privacy::PrivacySettings {
+    let settings = gm_privacy::PrivacySettings {
         master_key: gm_privacy::MasterKey::from_bytes([5; 32]),
         suppression: chrono::Duration::days(30),
         key_cache_ttl: Duration::from_secs(30),
         poll_interval: Duration::from_millis(100),
     };
-    let privacy = Arc::new(gm_gateway::privacy::PrivacyService::new(store, log.clone(), settings, metrics.clone()));
+    let privacy = Arc::new(gm_privacy::PrivacyService::new(
+        store,
+        log.clone(),
+        settings,
+        &gm_projections::ProjectionName::ALL.map(|p| p.as_str()),
+        metrics.clone(),
+    ));
     let config = harness_config(Limits::default(), Duration::from_secs(10));
     let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone())
         .with_privacy(privacy);
@@ -1115,14 +1121,19 @@ fn harness_on_store(store: Arc<gm_embedded::SqliteStore>) -> Harness {
     let log = Arc::new(FakeLog::default());
     let metrics = Metrics::new();
     let readiness = Readiness::new();
-    let settings = gm_gateway::privacy::PrivacySettings {
+    let settings = gm_privacy::PrivacySettings {
         master_key: gm_privacy::MasterKey::from_bytes([5; 32]),
         suppression: chrono::Duration::days(30),
         key_cache_ttl: Duration::from_secs(30),
         poll_interval: Duration::from_millis(100),
     };
-    let privacy =
-        Arc::new(gm_gateway::privacy::PrivacyService::new(store.clone(), log.clone(), settings, metrics.clone()));
+    let privacy = Arc::new(gm_privacy::PrivacyService::new(
+        store.clone(),
+        log.clone(),
+        settings,
+        &gm_projections::ProjectionName::ALL.map(|p| p.as_str()),
+        metrics.clone(),
+    ));
     let config = harness_config(Limits::default(), Duration::from_secs(10));
     let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone())
         .with_privacy(privacy)

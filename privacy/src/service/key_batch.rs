@@ -11,9 +11,9 @@
 //! one key) are unchanged: a batch is one `ensure_players` call, and a subject asked by two
 //! requests of one batch is asked once.
 
+use crate::{NewPlayer, PlayerEntry, PrivacyStore, StoredPersonal, Subject};
 use futures::future::BoxFuture;
 use gm_ports::StoreError;
-use gm_privacy::{NewPlayer, PlayerEntry, PrivacyStore, StoredPersonal, Subject};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,11 +140,9 @@ async fn send<I, T: Clone>(run: Run<I, T>, current: Slot<I, T>, batch: Arc<Batch
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{AuditEntry, Begun, Erasure, NewErasure, PlayerKeyState, PlayerRecord, Receipt, Step, StoredPersonal};
     use async_trait::async_trait;
     use chrono::{DateTime, Utc};
-    use gm_privacy::{
-        AuditEntry, Begun, Erasure, NewErasure, PlayerKeyState, PlayerRecord, Receipt, Step, StoredPersonal,
-    };
     use gm_schemas::{GameId, PlayerId};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use uuid::Uuid;
