@@ -163,6 +163,11 @@ impl ApiKeys {
         }
     }
 
+    /// The games that have an active key (console: the games the platform knows).
+    pub fn games(&self) -> impl Iterator<Item = &GameId> {
+        self.keys.iter().filter(|k| !k.revoked).map(|k| &k.game)
+    }
+
     /// The game whose active key this is.
     pub fn game_of(&self, key: &str) -> Option<GameId> {
         match self.lookup(key) {
@@ -322,6 +327,27 @@ pub enum Action<'a> {
     PrivacyAudit,
     ReadMetrics,
     ReadApiDocs,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 5] = [
+        Permission::IngestOwnGame,
+        Permission::Query,
+        Permission::Privacy,
+        Permission::ReadMetrics,
+        Permission::ReadApiDocs,
+    ];
+
+    /// Its name in `GET /v1/me`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::IngestOwnGame => "ingest",
+            Self::Query => "query",
+            Self::Privacy => "privacy",
+            Self::ReadMetrics => "read_metrics",
+            Self::ReadApiDocs => "read_api_docs",
+        }
+    }
 }
 
 impl Action<'_> {
@@ -543,6 +569,11 @@ fn presented(headers: &HeaderMap) -> Result<Option<Credential<'_>>, GatewayError
 impl Authenticator {
     pub fn new(keys: ApiKeys, jwt: Option<JwtVerifier>, metrics_token: Option<&str>) -> Self {
         Self { current: KeyRotation::new(keys, metrics_token), jwt, dev_analyst_token: None }
+    }
+
+    /// The games with an active API key now (rotation included).
+    pub fn key_games(&self) -> Vec<GameId> {
+        self.current.get().keys.games().cloned().collect()
     }
 
     /// The handle that replaces the API keys and the metrics token while serving.

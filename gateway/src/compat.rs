@@ -377,6 +377,11 @@ impl Keyless {
         Ok(Some(Self { settings, limiter, clock: governor::clock::DefaultClock::default() }))
     }
 
+    /// The games that may post without a key.
+    pub(crate) fn games(&self) -> impl Iterator<Item = &GameId> {
+        self.settings.games.iter()
+    }
+
     /// The client's address: the connection's peer, or the last `X-Forwarded-For` entry.
     fn client_address(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr().map(|a| a.ip());

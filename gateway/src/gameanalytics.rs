@@ -113,6 +113,12 @@ impl GameKeys {
         }
     }
 
+    /// The games that have a GameAnalytics game key now.
+    pub(crate) fn games(&self) -> Vec<GameId> {
+        let map = self.by_key.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.values().map(|(game, _)| game.clone()).collect()
+    }
+
     /// The game of `game_key` and its secrets; 401 when the key is not configured.
     fn lookup(&self, game_key: &str) -> Result<(GameId, Vec<Vec<u8>>), GatewayError> {
         let map = self.by_key.read().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -46,12 +46,14 @@
 
 pub mod auth;
 pub mod compat;
+pub mod console;
 pub mod error;
 pub mod gameanalytics;
 pub mod games;
 pub mod health;
 pub mod ingest;
 pub mod jwt;
+pub mod me;
 pub mod media_type;
 pub mod middleware;
 pub mod openapi;
@@ -97,6 +99,9 @@ pub struct GatewayConfig {
     /// A static bearer token with the analyst role on every game (development only; see the
     /// config docs).
     pub dev_analyst_token: Option<Secret>,
+    /// Tokens the web console offers for one-click sign-in (`GET /v1/dev-sign-in`): only the
+    /// embedded default's development tokens.
+    pub dev_sign_ins: Vec<me::DevSignIn>,
     pub rate_limits: RateLimitConfig,
     pub limits: Limits,
     /// Upper bound on handling one request (reading the body included); 503 beyond.
@@ -122,6 +127,7 @@ impl Default for GatewayConfig {
             jwt: None,
             metrics_token: None,
             dev_analyst_token: None,
+            dev_sign_ins: Vec::new(),
             // Off: the tests built on it send more than any one client would.
             rate_limits: RateLimitConfig::UNLIMITED,
             limits: Limits::default(),
@@ -333,6 +339,8 @@ pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
         ("/v1/privacy/erasures/{erasure_id}", "get", web::get().to(privacy::get_erasure)),
         ("/v1/privacy/exports/{game_id}/{player_id}", "get", web::get().to(privacy::get_export)),
         ("/v1/privacy/audit", "get", web::get().to(privacy::get_audit)),
+        ("/v1/me", "get", web::get().to(me::me)),
+        ("/v1/dev-sign-in", "get", web::get().to(me::dev_sign_in)),
         ("/health/live", "get", web::get().to(health::live)),
         ("/health/ready", "get", web::get().to(health::ready)),
         ("/metrics", "get", web::get().to(health::metrics)),
@@ -370,6 +378,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
             None => cfg.service(resource),
         };
     }
+    // The web console: static, outside [`routes`] (HTML, not API; not in the OpenAPI document).
+    cfg.configure(console::configure);
 }
 
 /// The complete application: routes, JSON 404 for unknown routes, CORS, security headers,

@@ -2,7 +2,7 @@
 //! attributes. `docs/openapi.json` is a checked-in copy (regenerate with
 //! `GM_BLESS=1 cargo test -p gm-gateway openapi`).
 
-use crate::{compat, error, gameanalytics, games, health, ingest, privacy, queries};
+use crate::{compat, error, gameanalytics, games, health, ingest, me, privacy, queries};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
@@ -143,6 +143,8 @@ impl Modify for MediaTypes {
         privacy::get_erasure,
         privacy::get_export,
         privacy::get_audit,
+        me::me,
+        me::dev_sign_in,
         health::live,
         health::ready,
         health::metrics,
