@@ -171,6 +171,17 @@ struct BenchArgs {
     /// Seconds of offered load of the steady-state freshness phase (0: skip the phase).
     #[arg(long, default_value_t = 60)]
     freshness_secs: u64,
+    /// Before the phases, fill the stores with this many players (fill-0000000, ...) through
+    /// the production write path (gateway, Kafka, actors, projections); with --fill-events.
+    #[arg(long, default_value_t = 0)]
+    fill_players: usize,
+    /// Events of the fill, split evenly between its players over the last 7 days.
+    #[arg(long, default_value_t = 0)]
+    fill_events: usize,
+    /// The broker's log directory (Kafka's `log.dirs`, e.g. .services/kafka/data), to report
+    /// the fill's bytes per topic.
+    #[arg(long)]
+    kafka_log_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -328,6 +339,9 @@ async fn bench(config: &Config, config_file: Option<PathBuf>, args: BenchArgs) -
         single_new_share: args.single_new_share,
         freshness_rate: args.freshness_rate,
         freshness_secs: args.freshness_secs,
+        fill_players: args.fill_players,
+        fill_events: args.fill_events,
+        kafka_log_dir: args.kafka_log_dir,
     };
     bench::run(&target, options).await
 }

@@ -6,12 +6,12 @@
 //!   one-way subject hash that privacy tables use instead of the player's id.
 //! - [`erasure`]: status, timeline and the HMAC-signed receipt of an erasure.
 //! - [`store`]: the `PrivacyStore` port, implemented by `gm-postgres` and `gm-embedded`, and
-//!   the erasure start both write ([`NewErasure::begin`]).
+//!   the erasure start both write ([`NewErasure::begin`]); the `PlayerCache` port (Redis).
 //! - [`service`]: the privacy of ingest and the erasure coordinator over the ports
-//!   ([`PrivacyService`]; the `PlayerCache` port it purges): the erasure flow (destroy key →
-//!   append `ErasureRequested` to the player's partition → actors wipe and emit `PlayerErased`
-//!   → every projection confirms → cache purged → pseudonym unlinked → receipt). The gateway
-//!   serves it over HTTP, the CLI's admin commands call it.
+//!   ([`PrivacyService`]): the erasure flow (destroy key → append `ErasureRequested` to the
+//!   player's partition → actors wipe and emit `PlayerErased` → every projection confirms →
+//!   cache purged → pseudonym unlinked → receipt). The gateway serves it over HTTP, the CLI's
+//!   admin commands call it.
 //!
 //! Everything but [`service`] is without I/O.
 
@@ -24,8 +24,8 @@ pub mod store;
 pub use crypto::{is_pseudonym, CryptoError, DataKey, MasterKey, Pseudonymizer, ReceiptSigner, Subject, SubjectHasher};
 pub use erasure::{receipt_stores, steps, Erasure, ErasureStatus, Receipt, Step, StoreAction};
 pub use restore::{unapplied, ErasureLedger, ErasureRecords, Identify, KeysApart};
-pub use service::{PersonalRecord, PlayerCache, PlayerExport, PrivacyService, PrivacySettings, Suppressed};
+pub use service::{PersonalRecord, PlayerExport, PrivacyService, PrivacySettings, Suppressed};
 pub use store::{
-    AuditEntry, Begun, HeldKey, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PlayerRecord, PrivacyStore,
-    StoredPersonal,
+    AuditEntry, Begun, HeldKey, NewErasure, NewPlayer, PlayerCache, PlayerEntry, PlayerKeyState, PlayerRecord,
+    PrivacyStore, StoredPersonal,
 };

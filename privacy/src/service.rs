@@ -17,10 +17,9 @@
 
 use crate::{
     receipt_stores, steps, unapplied, AuditEntry, Begun, DataKey, Erasure, ErasureLedger, ErasureRecords,
-    ErasureStatus, Identify, MasterKey, NewErasure, NewPlayer, PlayerKeyState, PrivacyStore, Receipt, ReceiptSigner,
-    Step, StoredPersonal, Subject, SubjectHasher,
+    ErasureStatus, Identify, MasterKey, NewErasure, NewPlayer, PlayerCache, PlayerKeyState, PrivacyStore, Receipt,
+    ReceiptSigner, Step, StoredPersonal, Subject, SubjectHasher,
 };
-use async_trait::async_trait;
 use chrono::Utc;
 use gm_ports::{LogProducer, NewRecord, SnapshotStore, StoreError};
 use gm_schemas::{player_key, topics, EventEnvelope, GameId, PersonalData, PlayerId, RawRecord};
@@ -31,13 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-/// Removes a player's cached reads (Redis in production).
-#[async_trait]
-pub trait PlayerCache: Send + Sync {
-    /// How many keys were removed. `Err` means the cache did not confirm: retry.
-    async fn forget_player(&self, game: &GameId, player: &PlayerId) -> Result<u64, StoreError>;
-}
 
 #[derive(Clone)]
 pub struct PrivacySettings {

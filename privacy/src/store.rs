@@ -146,6 +146,13 @@ impl NewErasure {
     }
 }
 
+/// Removes a player's cached reads (Redis in production): the erasure coordinator purges them.
+#[async_trait]
+pub trait PlayerCache: Send + Sync {
+    /// How many keys were removed. `Err` means the cache did not confirm: retry.
+    async fn forget_player(&self, game: &GameId, player: &PlayerId) -> Result<u64, StoreError>;
+}
+
 /// One line of the append-only audit trail: who did what, when. No personal data: players
 /// appear only as subject hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

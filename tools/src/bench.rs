@@ -8,6 +8,10 @@
 //! this process: a lean HTTP sender whose bodies are serialised before the clock starts, on
 //! the same machine (and cores) as everything it measures.
 //!
+//! With `--fill-players N --fill-events M` a run first fills its stores through the write
+//! path ([`fill`]: gateway → Kafka → actors → projections, roles of its own, stopped after)
+//! and reads the bytes stored per event; the phases below then run on the filled stores.
+//!
 //! Phases of one run, in order (one module each):
 //! 1. [`ingest`]: batches of 100, as fast as the gateway answers (production: actors and
 //!    projections are not started yet, so the gateway and Kafka have the machine);
@@ -34,6 +38,7 @@ mod copy;
 mod cpu;
 mod database;
 mod erasure;
+mod fill;
 mod freshness;
 mod ingest;
 mod issuer;
@@ -115,6 +120,12 @@ pub struct BenchOptions {
     pub freshness_rate: f64,
     /// Seconds of offered load of the freshness phase; 0 skips it.
     pub freshness_secs: u64,
+    /// Fill the stores with this many players and events through the write path before
+    /// the phases (fill.rs); 0 and 0: no fill.
+    pub fill_players: usize,
+    pub fill_events: usize,
+    /// The broker's log directory (`log.dirs`), to read the bytes per topic after the fill.
+    pub kafka_log_dir: Option<PathBuf>,
 }
 
 /// Runs the benchmark, prints the report and appends it to `options.write` when given.

@@ -170,6 +170,17 @@ pub fn plan(options: &SimulateOptions, now: DateTime<Utc>) -> Vec<SentEvent> {
     events
 }
 
+/// Plans one player's life in `[from, until)`, deterministically from `seed` and the player's
+/// id (the bench's fill plans a million players this way, a chunk at a time).
+pub fn plan_life(game: &str, player: &str, seed: u64, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<SentEvent> {
+    let mut h = DefaultHasher::new();
+    (seed, game, player).hash(&mut h);
+    let mut rng = StdRng::seed_from_u64(h.finish());
+    let mut events = Vec::new();
+    plan_player(&mut rng, game, player, from, until, &mut events);
+    events
+}
+
 fn plan_player(
     rng: &mut StdRng,
     game: &str,

@@ -8,7 +8,6 @@ use super::process::RoleProcess;
 use super::run::Bench;
 use super::GAME;
 use crate::simulate::SentEvent;
-use anyhow::bail;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -61,10 +60,12 @@ impl Bench<'_> {
         let before = self.cpu(roles);
         let analytics = load(&self.client, analytics_urls(gateway, GAME, requests), token, lanes).await;
         self.cost(roles, "analytics queries", "requests", analytics.requests, &before);
+        // Failures (timeouts of the client's 30 s, answers other than 200) are reported in
+        // the rows rather than ending the run: on filled stores slow queries are the finding.
         for (name, load) in [("recommendations", &recommendations), ("analytics", &analytics)] {
             if load.errors > 0 {
-                bail!(
-                    "{name}: {} of {} requests failed; see the logs in {}",
+                eprintln!(
+                    "bench: {name}: {} of {} requests failed; see the logs in {}",
                     load.errors,
                     load.requests,
                     self.work_dir.display()

@@ -7,6 +7,7 @@ use super::freshness::{
     censored_percentile, FreshnessReport, Probe, BATCH, MARKER_EVENTS, MAX_MIDPOINT_WIDTH_S, MAX_PROFILE_POLLS,
     POLL_INTERVAL, TARGET_P99_S,
 };
+use super::queries::QueryLoad;
 use super::run::Run;
 use super::send::SendReport;
 use super::stats::Spread;
@@ -125,13 +126,73 @@ impl Report {
 
     /// Rows of (what, figure, target, ratio / verdict).
     fn rows(&self) -> Vec<Row> {
-        let mut rows = self.ingest_rows();
+        let mut rows = self.fill_rows();
+        rows.extend(self.ingest_rows());
         rows.extend(self.pipeline_rows());
         rows.extend(self.catch_up_rows());
         rows.extend(self.reference_rows());
         rows.extend(self.query_rows());
         rows.extend(self.freshness_rows());
         rows.extend(self.rss_rows());
+        rows
+    }
+
+    /// The fill before the phases (`--fill-players`/`--fill-events`), and the bytes stored
+    /// per event after it.
+    fn fill_rows(&self) -> Vec<Row> {
+        let Some(fill) = self.runs.first().and_then(|r| r.fill.as_ref()) else { return Vec::new() };
+        let rate = self.spread(|r| r.fill.as_ref().map_or(0.0, |f| f.events_per_second()));
+        let n = fill.accepted.max(1) as f64;
+        let per_event = |bytes: u64| format!("{:.0} B/event", bytes as f64 / n);
+        let dash = || "—".to_string();
+        let mut rows = vec![[
+            format!(
+                "fill before the phases: {} players, {} events (even shares, simulated lives over the last {} days) through POST /v1/events in batches of 100, 32 concurrent requests, with gateway, actors and projections running (each its own process)",
+                thousands(fill.plan.players as f64),
+                thousands(fill.plan.events as f64),
+                fill.plan.days
+            ),
+            format!(
+                "**{} events/s** until every projection had applied every event ({} s; the last request answered at {} s); {} accepted in {} requests ({} retries); the fill's roles stopped (SIGTERM) in {} s{}",
+                rate.show(thousands),
+                s1(fill.applied.as_secs_f64()),
+                s1(fill.sent.as_secs_f64()),
+                thousands(fill.accepted as f64),
+                thousands(fill.requests as f64),
+                fill.retries,
+                s1(fill.stopped.as_secs_f64()),
+                if fill.stopped_cleanly { "" } else { " (not all in 300 s: killed)" }
+            ),
+            dash(),
+            dash(),
+        ]];
+        let store = if self.mode == Mode::Production { "PostgreSQL" } else { "embedded data directory" };
+        let parts: Vec<String> = fill
+            .store_parts
+            .iter()
+            .filter(|(_, b)| *b > 0)
+            .map(|(name, bytes)| format!("{name} {} MB ({})", s1(*bytes as f64 / 1e6), per_event(*bytes)))
+            .collect();
+        rows.push([
+            format!("{store} after the fill, bytes stored per event (the store's total ÷ the fill's events; per table with indexes and TOAST, partitions in their table)"),
+            format!("**{}** ({} MB in all): {}", per_event(fill.store_total), s1(fill.store_total as f64 / 1e6), parts.join(", ")),
+            dash(),
+            dash(),
+        ]);
+        if let Some(topics) = &fill.kafka_topics {
+            let log: u64 = topics.iter().map(|t| t.log_bytes).sum();
+            let disk: u64 = topics.iter().map(|t| t.disk_bytes).sum();
+            let each: Vec<String> = topics
+                .iter()
+                .map(|t| format!("{} {} MB ({})", t.topic, s1(t.log_bytes as f64 / 1e6), per_event(t.log_bytes)))
+                .collect();
+            rows.push([
+                "Kafka after the fill, bytes stored per event (the run's topics' segment files ÷ the fill's events; on disk with indexes in parentheses)".into(),
+                format!("**{}** ({} MB; on disk {}): {}", per_event(log), s1(log as f64 / 1e6), per_event(disk), each.join(", ")),
+                dash(),
+                dash(),
+            ]);
+        }
         rows
     }
 
@@ -451,10 +512,11 @@ impl Report {
                     r.lanes, r.requests
                 ),
                 format!(
-                    "**{} requests/s**; p50 {} ms, **p99 {} ms**",
+                    "**{} requests/s**; p50 {} ms, **p99 {} ms**{}",
                     reco.show(thousands),
                     self.spread(|r| r.recommendations.latency(0.5)).show(ms1),
-                    reco_p99.show(ms1)
+                    reco_p99.show(ms1),
+                    self.failed(|r| &r.recommendations)
                 ),
                 match t.recommendations_p99_ms {
                     Some(p99) => format!("{}, p99 < {p99:.0} ms", at_least(t.recommendations, "requests/s")),
@@ -466,6 +528,7 @@ impl Report {
                     verdict(
                         reco.median >= t.recommendations
                             && t.recommendations_p99_ms.is_none_or(|p99| reco_p99.median < p99)
+                            && self.runs.iter().all(|r| r.recommendations.errors == 0)
                     )
                 ),
             ],
@@ -475,19 +538,43 @@ impl Report {
                     a.lanes, a.requests
                 ),
                 format!(
-                    "**{} requests/s**; p50 {} ms, p99 {} ms",
+                    "**{} requests/s**; p50 {} ms, p99 {} ms{}",
                     analytics.show(thousands),
                     self.spread(|r| r.analytics.latency(0.5)).show(ms1),
-                    analytics_p99.show(ms1)
+                    analytics_p99.show(ms1),
+                    self.failed(|r| &r.analytics)
                 ),
                 format!("{}, p99 < {:.0} ms", at_least(t.analytics, "requests/s"), t.analytics_p99_ms),
                 format!(
                     "{:.0}% of target, {}",
                     100.0 * analytics.median / t.analytics,
-                    verdict(analytics.median >= t.analytics && analytics_p99.median < t.analytics_p99_ms)
+                    verdict(
+                        analytics.median >= t.analytics
+                            && analytics_p99.median < t.analytics_p99_ms
+                            && self.runs.iter().all(|r| r.analytics.errors == 0)
+                    )
                 ),
             ],
         ]
+    }
+
+    /// "; 12 of 5000 requests failed (…)" when some did, in any run (counted in the rate and
+    /// the latencies: a timeout at 30 s).
+    fn failed(&self, load: impl Fn(&Run) -> &QueryLoad) -> String {
+        let failed: Vec<String> = self
+            .runs
+            .iter()
+            .map(load)
+            .filter(|l| l.errors > 0)
+            .map(|l| format!("{} of {}", l.errors, l.requests))
+            .collect();
+        if failed.is_empty() {
+            return String::new();
+        }
+        format!(
+            "; **{} requests failed** (no answer within the client's 30 s, or not 200; counted in the rate and latencies)",
+            failed.join(", ")
+        )
     }
 
     fn rss_rows(&self) -> Vec<Row> {

@@ -5,6 +5,7 @@ use super::catch_up::CatchUp;
 use super::copy::CopyReport;
 use super::cpu::{self, Meter, PhaseCost, Services, Snapshot};
 use super::database::BenchDatabase;
+use super::fill::{FillPlan, FillReport};
 use super::freshness::FreshnessReport;
 use super::ingest::{first_events, SinglePlan};
 use super::issuer::Credentials;
@@ -24,6 +25,8 @@ use std::time::Duration;
 /// Everything one run measured.
 pub(super) struct Run {
     pub started_at: DateTime<Utc>,
+    /// The fill before the phases (`--fill-players`, `--fill-events`).
+    pub fill: Option<FillReport>,
     pub load_before: String,
     pub load_after: String,
     pub wire_bytes: usize,
@@ -72,7 +75,7 @@ pub(super) struct Bench<'a> {
     pub client: awc::Client,
     /// The throwaway token issuer's analyst token and the run's metrics token.
     pub credentials: Credentials,
-    spawner: Spawner<'a>,
+    pub spawner: Spawner<'a>,
     meter: Meter,
     costs: RefCell<Vec<PhaseCost>>,
 }
@@ -167,6 +170,10 @@ impl<'a> Bench<'a> {
     async fn run(&self) -> anyhow::Result<Run> {
         let started_at = Utc::now();
         let load_before = cpu::load_average();
+        let fill = match FillPlan::new(self.options.fill_players, self.options.fill_events)? {
+            Some(plan) => Some(self.fill_phase(plan).await?),
+            None => None,
+        };
         let plans = self.plans();
         // The gateway first (embedded: the one process with every role).
         let first = if self.production() { ("gateway", "gateway") } else { ("serve", "serve") };
@@ -212,6 +219,7 @@ impl<'a> Bench<'a> {
         drop(roles);
         Ok(Run {
             started_at,
+            fill,
             load_before,
             load_after: cpu::load_average(),
             wire_bytes: mean_wire_bytes(&plans.full),
