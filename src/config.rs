@@ -26,12 +26,11 @@ pub struct Config {
     pub api_keys_file: Option<PathBuf>,
     /// `embedded` (SQLite files under data_dir) or `production` (Kafka, PostgreSQL, Redis).
     pub mode: Mode,
-    #[serde(default)]
     pub kafka: gm_kafka::KafkaConfig,
     pub postgres: PostgresSettings,
-    /// Optional in production: without it every query goes to PostgreSQL.
-    #[serde(default)]
-    pub redis: Option<gm_redis::RedisConfig>,
+    /// Optional in production: with its url empty (the default) every query goes to
+    /// PostgreSQL. See [`Config::cache`].
+    pub redis: gm_redis::RedisConfig,
     /// Revocation, body signatures, people's tokens, the metrics token.
     pub auth: AuthSettings,
     pub rate_limits: gm_gateway::RateLimitConfig,
@@ -691,6 +690,11 @@ impl Config {
 
     pub fn actors(&self) -> gm_actors::ActorsConfig {
         self.actors.config()
+    }
+
+    /// The Redis cache, when `redis.url` names one.
+    pub fn cache(&self) -> Option<&gm_redis::RedisConfig> {
+        Some(&self.redis).filter(|r| !r.url.trim().is_empty())
     }
 
     /// `[health]` as the readiness watchers take it.

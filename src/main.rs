@@ -320,7 +320,7 @@ async fn bench(config: &Config, config_file: Option<PathBuf>, args: BenchArgs) -
         },
         postgres_url: config.postgres.url.clone(),
         kafka: config.kafka.clone(),
-        redis_url: config.redis.as_ref().map(|r| r.url.clone()),
+        redis_url: config.cache().map(|r| r.url.clone()),
         master_key_configured: config.configured_master_key()?.is_some(),
         max_concurrent_loads: config.actors.max_concurrent_loads,
         config_file,

@@ -111,7 +111,7 @@ impl Backends {
                 log.ensure_topics(&config.kafka.topics.specs()).await.context("creating the Kafka topics")?;
                 let mut player_cache: Option<Arc<dyn gm_privacy::PlayerCache>> = None;
                 let mut redis_queries = None;
-                let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match &config.redis {
+                let (queries, cache): (Arc<dyn AnalyticsQueries>, _) = match config.cache() {
                     Some(redis) => {
                         let cache = gm_redis::RedisCache::connect(redis.clone()).await.context("redis.url")?;
                         let mut queries = gm_redis::CachedQueries::new(store.clone(), cache.clone());

@@ -1,7 +1,9 @@
 //! Configuration of the Kafka log: connection and security, producer and consumer tuning,
 //! and the topics the platform creates.
 //!
-//! Every field has a default, so a file or environment layer only names what differs:
+//! Every default is in config/default.toml (`[kafka]` and its tables), read by
+//! [`KafkaConfig::default`]; the platform layers a file and the environment over it, so they
+//! only name what differs:
 //!
 //! ```toml
 //! [kafka]
@@ -76,7 +78,7 @@ impl fmt::Debug for Secret {
 
 /// The whole Kafka configuration.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`: comma-separated `host:port` list.
     pub brokers: String,
@@ -98,19 +100,10 @@ pub struct KafkaConfig {
     pub extra: Extra,
 }
 
+/// config/default.toml's `[kafka]`: the only place its defaults are written.
 impl Default for KafkaConfig {
     fn default() -> Self {
-        Self {
-            brokers: "127.0.0.1:9092".into(),
-            client_id: "gamemetrics".into(),
-            security: SecurityConfig::default(),
-            producer: ProducerConfig::default(),
-            consumer: ConsumerConfig::default(),
-            topics: TopicsConfig::default(),
-            transactional_id_prefix: "gamemetrics-".into(),
-            request_timeout_ms: 30_000,
-            extra: Extra::default(),
-        }
+        gm_schemas::defaults::section("kafka")
     }
 }
 
@@ -132,10 +125,9 @@ impl fmt::Debug for Extra {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SecurityProtocol {
-    #[default]
     Plaintext,
     Ssl,
     SaslPlaintext,
@@ -159,9 +151,8 @@ impl SecurityProtocol {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 pub enum SaslMechanism {
-    #[default]
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
     #[serde(rename = "SCRAM-SHA-256")]
@@ -181,8 +172,8 @@ impl SaslMechanism {
 }
 
 /// How to reach the brokers (Strimzi: `sasl_ssl` + SCRAM-SHA-512 and the cluster CA).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     pub protocol: SecurityProtocol,
     pub sasl_mechanism: SaslMechanism,
@@ -197,11 +188,10 @@ pub struct SecurityConfig {
     pub ssl_key_password: Option<Secret>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     None,
-    #[default]
     Lz4,
     Zstd,
 }
@@ -218,7 +208,7 @@ impl Compression {
 
 /// Producer tuning, throughput-minded. `acks=all` and idempotence are always on.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ProducerConfig {
     /// `linger.ms`: how long a batch may wait for more records.
     pub linger_ms: u32,
@@ -239,21 +229,14 @@ pub struct ProducerConfig {
 
 impl Default for ProducerConfig {
     fn default() -> Self {
-        Self {
-            linger_ms: 5,
-            batch_size: 1024 * 1024,
-            compression: Compression::Lz4,
-            message_timeout_ms: 30_000,
-            queue_buffering_max_kbytes: 256 * 1024,
-            transaction_timeout_ms: 15_000,
-        }
+        KafkaConfig::default().producer
     }
 }
 
 /// Consumer-group tuning. `enable.auto.commit=false`, `isolation.level=read_committed` and
 /// `auto.offset.reset=earliest` are always set.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
     /// `session.timeout.ms`: a member silent this long is removed from the group
     /// (the broker's `group.min.session.timeout.ms`, 6000 by default, is the floor).
@@ -274,20 +257,13 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        Self {
-            session_timeout_ms: 10_000,
-            heartbeat_interval_ms: 2_000,
-            max_poll_interval_ms: 300_000,
-            max_poll_records: 5_000,
-            assignment_strategy: "cooperative-sticky".into(),
-            fetch_max_bytes: 52_428_800,
-        }
+        KafkaConfig::default().consumer
     }
 }
 
 /// Settings of one topic, applied when `ensure_topics` creates it.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct TopicConfig {
     pub partitions: u32,
     pub replication_factor: u16,
@@ -296,32 +272,25 @@ pub struct TopicConfig {
     pub min_insync_replicas: u16,
     /// `cleanup.policy=compact` when true, `delete` otherwise.
     pub compacted: bool,
-    /// `retention.ms`; `None` keeps the broker default (`-1` = forever).
-    pub retention_ms: Option<i64>,
+    /// `retention.ms` (`-1`: forever; for a compacted topic the latest record of each key
+    /// is kept whatever this says).
+    pub retention_ms: i64,
     /// Further topic configs (e.g. `segment.bytes`).
+    #[serde(default)]
     pub configs: BTreeMap<String, String>,
 }
 
-impl Default for TopicConfig {
-    fn default() -> Self {
-        Self::dev(3, false)
-    }
-}
-
 impl TopicConfig {
-    fn dev(partitions: u32, compacted: bool) -> Self {
+    /// The production shape of the platform's readiness review: 3 replicas, 2 in sync.
+    fn prod(partitions: u32, compacted: bool) -> Self {
         Self {
             partitions,
-            replication_factor: 1,
-            min_insync_replicas: 1,
+            replication_factor: 3,
+            min_insync_replicas: 2,
             compacted,
-            retention_ms: None,
+            retention_ms: if compacted { -1 } else { SEVEN_DAYS_MS },
             configs: BTreeMap::new(),
         }
-    }
-
-    fn prod(partitions: u32, compacted: bool) -> Self {
-        Self { replication_factor: 3, min_insync_replicas: 2, ..Self::dev(partitions, compacted) }
     }
 
     /// The topic configs to create the topic with (`cleanup.policy`, `min.insync.replicas`,
@@ -331,9 +300,7 @@ impl TopicConfig {
             ("cleanup.policy".to_string(), if self.compacted { "compact" } else { "delete" }.to_string()),
             ("min.insync.replicas".to_string(), self.min_insync_replicas.to_string()),
         ];
-        if let Some(ms) = self.retention_ms {
-            out.push(("retention.ms".to_string(), ms.to_string()));
-        }
+        out.push(("retention.ms".to_string(), self.retention_ms.to_string()));
         for (k, v) in &self.configs {
             out.retain(|(key, _)| key != k);
             out.push((k.clone(), v.clone()));
@@ -355,7 +322,7 @@ impl TopicConfig {
 /// they are asked for and [`TopicsConfig::default_replication_factor`] /
 /// [`TopicsConfig::default_min_insync_replicas`].
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
     pub raw: TopicConfig,
     pub processed: TopicConfig,
@@ -363,18 +330,13 @@ pub struct TopicsConfig {
     pub dlq: TopicConfig,
     pub default_replication_factor: u16,
     pub default_min_insync_replicas: u16,
+    /// `retention.ms` of the topics not named here.
+    pub default_retention_ms: i64,
 }
 
 impl Default for TopicsConfig {
     fn default() -> Self {
-        Self {
-            raw: TopicConfig { retention_ms: Some(SEVEN_DAYS_MS), ..TopicConfig::dev(3, false) },
-            processed: TopicConfig::dev(3, false),
-            recommendations: TopicConfig::dev(3, true),
-            dlq: TopicConfig::dev(1, false),
-            default_replication_factor: 1,
-            default_min_insync_replicas: 1,
-        }
+        KafkaConfig::default().topics
     }
 }
 
@@ -382,12 +344,13 @@ impl TopicsConfig {
     /// The production values of the platform's readiness review.
     pub fn production() -> Self {
         Self {
-            raw: TopicConfig { retention_ms: Some(SEVEN_DAYS_MS), ..TopicConfig::prod(12, false) },
+            raw: TopicConfig::prod(12, false),
             processed: TopicConfig::prod(6, false),
             recommendations: TopicConfig::prod(6, true),
             dlq: TopicConfig::prod(3, false),
             default_replication_factor: 3,
             default_min_insync_replicas: 2,
+            default_retention_ms: SEVEN_DAYS_MS,
         }
     }
 
@@ -436,7 +399,7 @@ impl TopicsConfig {
                 replication_factor: self.default_replication_factor,
                 min_insync_replicas: self.default_min_insync_replicas,
                 compacted: spec.compacted,
-                retention_ms: None,
+                retention_ms: self.default_retention_ms,
                 configs: BTreeMap::new(),
             },
         }
@@ -449,18 +412,19 @@ mod tests {
 
     #[test]
     fn debug_never_prints_secrets() {
-        let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
-            "brokers": "b:9093",
-            "security": {
+        let cfg = KafkaConfig {
+            security: serde_json::from_value(serde_json::json!({
                 "protocol": "sasl_ssl",
                 "sasl_mechanism": "SCRAM-SHA-512",
                 "sasl_username": "gm",
                 "sasl_password": "hunter2-very-secret",
                 "ssl_key_password": "key-secret"
-            },
-            "extra": { "sasl.oauthbearer.client.secret": "extra-secret" }
-        }))
-        .unwrap();
+            }))
+            .unwrap(),
+            extra: serde_json::from_value(serde_json::json!({ "sasl.oauthbearer.client.secret": "extra-secret" }))
+                .unwrap(),
+            ..KafkaConfig::default()
+        };
         let printed = format!("{cfg:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("key-secret"), "{printed}");
@@ -490,11 +454,13 @@ mod tests {
     }
 
     #[test]
-    fn partial_config_keeps_defaults_and_unknown_topics_use_the_spec() {
-        let cfg: KafkaConfig =
-            serde_json::from_value(serde_json::json!({ "producer": { "compression": "zstd" } })).unwrap();
-        assert_eq!(cfg.producer.compression, Compression::Zstd);
-        assert_eq!(cfg.producer.linger_ms, 5);
+    fn the_defaults_are_the_files_and_unknown_topics_use_the_spec() {
+        let cfg = KafkaConfig::default();
+        assert_eq!(cfg.brokers, "127.0.0.1:9092");
+        assert_eq!(cfg.security.protocol, SecurityProtocol::Plaintext);
+        assert!(cfg.security.sasl_username.is_none());
+        assert_eq!(cfg.consumer.assignment_strategy, "cooperative-sticky");
+        assert_eq!(cfg.topics.dlq.partitions, 1);
         let t = cfg.topics.resolve(&TopicSpec { name: "test-x".into(), partitions: 7, compacted: true });
         assert_eq!((t.partitions, t.compacted, t.replication_factor), (7, true, 1));
     }

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 /// How to reach Redis and how long cached values live.
 ///
-/// Every field but `url` has a default, so `{ "url": "redis://127.0.0.1:6379" }` is a
-/// complete configuration. A TTL of 0 disables caching of that kind of value (reads still
-/// work, they just always go to the store).
+/// Every default is in config/default.toml's `[redis]`, read by [`RedisConfig::default`]; the
+/// platform layers its file and environment over it. An empty `url` there means no cache. A TTL
+/// of 0 disables caching of that kind of value (reads still work, they just always go to the
+/// store).
 ///
 /// Cluster mode (`cluster = true`, `GM_REDIS__CLUSTER=true`) talks to a Redis Cluster (or
 /// ElastiCache with cluster mode enabled): `url` then lists one or more seed nodes,
@@ -22,7 +23,7 @@ use std::time::Duration;
 /// the CAs of that file only. The password of the URL (`rediss://:token@host:6379`, or
 /// `rediss://user:token@…` with RBAC) is sent as AUTH inside the TLS session.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`; in cluster mode one or more seed nodes,
     /// comma-separated, all with the same user and password, database 0 (a cluster has no
@@ -76,26 +77,10 @@ pub struct RedisConfig {
     pub error_log_interval_ms: u64,
 }
 
+/// config/default.toml's `[redis]` (its `url` empty): the only place its defaults are written.
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-            cluster: false,
-            tls_ca_file: None,
-            key_prefix: "gm:".into(),
-            profile_ttl_ms: 30_000,
-            query_ttl_ms: 300_000,
-            recent_query_ttl_ms: 5_000,
-            recommendation_ttl_ms: 60_000,
-            op_timeout_ms: 50,
-            connect_timeout_ms: 1_000,
-            reconnect_interval_ms: 1_000,
-            breaker_threshold: 5,
-            breaker_cooldown_ms: 1_000,
-            max_pending_writes: 256,
-            erasure_guard_ms: 600_000,
-            error_log_interval_ms: 10_000,
-        }
+        gm_schemas::defaults::section("redis")
     }
 }
 
@@ -150,19 +135,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn minimal_json_gets_defaults() {
-        let c: RedisConfig = serde_json::from_str(r#"{"url":"redis://h:1","key_prefix":"gm:prod:"}"#).unwrap();
+    fn the_defaults_are_the_files_with_no_cache() {
+        let c = RedisConfig::new("redis://h:1", "gm:prod:");
         assert_eq!(c.url, "redis://h:1");
         assert_eq!(c.key_prefix, "gm:prod:");
         assert_eq!(c.op_timeout(), Duration::from_millis(50));
         assert_eq!(c.recent_query_ttl(), Duration::from_secs(5));
         assert!(!c.cluster, "single-node by default");
+        assert_eq!(RedisConfig::default().url, "", "no cache unless a url is given");
+        assert_eq!(RedisConfig::default().tls_ca_file, None);
     }
 
     #[test]
     fn cluster_mode_takes_comma_separated_seed_nodes() {
-        let c: RedisConfig =
-            serde_json::from_str(r#"{"url":"redis://a:7000, redis://b:7001,","cluster":true}"#).unwrap();
+        let c = RedisConfig::cluster("redis://a:7000, redis://b:7001,", "p:");
         assert!(c.cluster);
         assert_eq!(c.urls(), ["redis://a:7000", "redis://b:7001"]);
         assert_eq!(
@@ -171,16 +157,16 @@ mod tests {
         );
     }
 
+    /// What the platform's layered configuration hands over: every field, a CA file or not.
     #[test]
-    fn tls_ca_file_is_optional() {
-        let c: RedisConfig =
-            serde_json::from_str(r#"{"url":"rediss://:t@h:6379","tls_ca_file":"/etc/gm/redis-ca.pem"}"#).unwrap();
+    fn a_whole_section_parses_and_unknown_fields_are_refused() {
+        let mut section: serde_json::Value =
+            serde_json::to_value(gm_schemas::defaults::section::<serde_json::Map<String, serde_json::Value>>("redis"))
+                .unwrap();
+        section["tls_ca_file"] = "/etc/gm/redis-ca.pem".into();
+        let c: RedisConfig = serde_json::from_value(section.clone()).unwrap();
         assert_eq!(c.tls_ca_file.as_deref(), Some("/etc/gm/redis-ca.pem"));
-        assert_eq!(RedisConfig::default().tls_ca_file, None);
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        assert!(serde_json::from_str::<RedisConfig>(r#"{"url":"redis://h:1","op_timeout":5}"#).is_err());
+        section["op_timeout"] = 5.into();
+        assert!(serde_json::from_value::<RedisConfig>(section).is_err());
     }
 }

@@ -67,7 +67,7 @@ impl TestServices {
         redis.profile_ttl_ms = 1000;
         redis.recent_query_ttl_ms = 1000;
         redis.recommendation_ttl_ms = 1000;
-        config.redis = Some(redis);
+        config.redis = redis;
         config
     }
 
