@@ -500,16 +500,7 @@ impl PrivacyStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(store_err)?;
-        let audit = AuditEntry {
-            at: receipt.completed_at,
-            actor: "system".into(),
-            action: "erasure_completed".into(),
-            game_id: Some(receipt.game_id.clone()),
-            erasure_id: Some(erasure_id),
-            subject: Some(receipt.subject.clone()),
-            detail: None,
-        };
-        insert_audit(&mut tx, &audit, Subject::from_slice(&subject).as_ref()).await?;
+        insert_audit(&mut tx, &AuditEntry::erasure_completed(&receipt), Subject::from_slice(&subject).as_ref()).await?;
         tx.commit().await.map_err(store_err)?;
         schedule_vacuum(self.pool());
         Ok(())

@@ -146,6 +146,21 @@ impl NewErasure {
     }
 }
 
+impl AuditEntry {
+    /// The audit line of an erasure completed with `receipt`, written by both stores.
+    pub fn erasure_completed(receipt: &Receipt) -> Self {
+        Self {
+            at: receipt.completed_at,
+            actor: "system".into(),
+            action: "erasure_completed".into(),
+            game_id: Some(receipt.game_id.clone()),
+            erasure_id: Some(receipt.erasure_id),
+            subject: Some(receipt.subject.clone()),
+            detail: None,
+        }
+    }
+}
+
 /// Removes a player's cached reads (Redis in production): the erasure coordinator purges them.
 #[async_trait]
 pub trait PlayerCache: Send + Sync {

@@ -68,6 +68,25 @@ pub struct RecommendationList {
     pub items: Vec<Recommendation>,
 }
 
+impl RecommendationList {
+    /// The player's list scored from what the store read ([`score`]), as both stores answer it.
+    pub fn scored(
+        game: &GameId,
+        player: &PlayerId,
+        input: &ScoringInput,
+        limit: usize,
+        half_life_days: f64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            game_id: game.to_string(),
+            player_id: player.to_string(),
+            generated_at: now,
+            items: score(input, limit, half_life_days, now),
+        }
+    }
+}
+
 /// What the store holds for one player, read for scoring.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScoringInput {

@@ -424,16 +424,7 @@ impl PrivacyStore for SqliteStore {
             .execute(&mut w.conn)
             .await
             .map_err(store_err)?;
-            let audit = AuditEntry {
-                at: receipt.completed_at,
-                actor: "system".into(),
-                action: "erasure_completed".into(),
-                game_id: Some(receipt.game_id.clone()),
-                erasure_id: Some(erasure_id),
-                subject: Some(receipt.subject.clone()),
-                detail: None,
-            };
-            insert_audit(&mut w.conn, &audit).await
+            insert_audit(&mut w.conn, &AuditEntry::erasure_completed(&receipt)).await
         }
         .await;
         Self::finish(&mut w, result).await?;

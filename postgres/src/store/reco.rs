@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::StoreError;
 use gm_projections::model::ChangeSet;
-use gm_projections::recommend::{score, RecommendationList, RecommendationStore, ScoringInput};
+use gm_projections::recommend::{RecommendationList, RecommendationStore, ScoringInput};
 use gm_projections::RecommendationQueries;
 use gm_schemas::{GameId, PlayerId};
 use sqlx::postgres::PgConnection;
@@ -324,11 +324,6 @@ impl RecommendationQueries for PgStore {
         now: DateTime<Utc>,
     ) -> Result<RecommendationList, StoreError> {
         let input = self.scoring_input(game, player, limit).await?;
-        Ok(RecommendationList {
-            game_id: game.to_string(),
-            player_id: player.to_string(),
-            generated_at: now,
-            items: score(&input, limit, half_life_days, now),
-        })
+        Ok(RecommendationList::scored(game, player, &input, limit, half_life_days, now))
     }
 }
