@@ -101,19 +101,7 @@ async fn scalar(url: &str, sql: &str) -> i64 {
 /// `method url` with the compliance token.
 async fn compliance(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
     let token = test_issuer().token("dr-compliance", &["compliance"]);
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let request = match method {
-        "POST" => client.post(url),
-        _ => client.get(url),
-    }
-    .insert_header(("Authorization", format!("Bearer {token}")));
-    let mut response = match body {
-        Some(body) => request.insert_header(("Content-Type", "application/json")).send_body(body.to_string()).await,
-        None => request.send().await,
-    }
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    call(method, url, Some(&token), body).await
 }
 
 async fn profile_count(url: &str) -> i64 {

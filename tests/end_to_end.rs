@@ -135,16 +135,7 @@ async fn rebuilding_each_projection_from_offset_zero_gives_the_same_read_models(
     let expected = Expected::from_events(&report.accepted);
     eventually(Duration::from_secs(60), || compare_read_models(app.url(), &expected, 30)).await.unwrap();
     for name in ProjectionName::ALL {
-        let applied = gm_projections::worker::rebuild(
-            name,
-            app.backends.log.clone(),
-            app.backends.read_models.clone(),
-            Some(app.backends.privacy.clone()),
-            app.metrics.clone(),
-            |_, _| {},
-        )
-        .await
-        .unwrap_or_else(|e| panic!("rebuild {name}: {e}"));
+        let applied = rebuild(&app, name).await;
         assert!(applied > 0, "{name} replayed nothing");
         compare_read_models(app.url(), &expected, 30).await.unwrap_or_else(|e| panic!("after rebuilding {name}: {e}"));
     }

@@ -10,7 +10,7 @@ mod common;
 use common::services::TestServices;
 use common::*;
 use gamemetrics::platform::Platform;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -35,22 +35,6 @@ fn segment(id: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let request = match method {
-        "POST" => client.post(url),
-        _ => client.get(url),
-    }
-    .insert_header(("Authorization", format!("Bearer {token}")));
-    let mut response = match body {
-        Some(body) => request.insert_header(("Content-Type", "application/json")).send_body(body.to_string()).await,
-        None => request.send().await,
-    }
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null))
 }
 
 async fn every_route_keeps_each_player_apart(base: &str) {
@@ -79,7 +63,7 @@ async fn every_route_keeps_each_player_apart(base: &str) {
     for (player, amount) in PLAYERS {
         let url = format!("{base}/v1/players/{GAME}/{}", segment(player));
         eventually(Duration::from_secs(90), || async {
-            let (status, profile) = call("GET", &url, &analyst, None).await;
+            let (status, profile) = call("GET", &url, Some(&analyst), None).await;
             if status != 200 {
                 return Err(format!("{url}: {status} {profile}"));
             }
@@ -94,19 +78,19 @@ async fn every_route_keeps_each_player_apart(base: &str) {
     }
     // Characters a path segment may carry as they are (RFC 3986 pchar) may also come unencoded.
     let (status, profile) =
-        call("GET", &format!("{base}/v1/players/{GAME}/ana+beta@example.com"), &analyst, None).await;
+        call("GET", &format!("{base}/v1/players/{GAME}/ana+beta@example.com"), Some(&analyst), None).await;
     assert_eq!((status, &profile["player_id"]), (200, &json!("ana+beta@example.com")), "{profile}");
     let (status, profile) =
-        call("GET", &format!("{base}/v1/players/{GAME}/steam:76561198000000000"), &analyst, None).await;
+        call("GET", &format!("{base}/v1/players/{GAME}/steam:76561198000000000"), Some(&analyst), None).await;
     assert_eq!((status, &profile["player_id"]), (200, &json!("steam:76561198000000000")), "{profile}");
     // An unencoded `/` makes two segments: never another player's profile.
-    let (status, profile) = call("GET", &format!("{base}/v1/players/{GAME}/q1Zx/9+AbC=="), &analyst, None).await;
+    let (status, profile) = call("GET", &format!("{base}/v1/players/{GAME}/q1Zx/9+AbC=="), Some(&analyst), None).await;
     assert_eq!(status, 404, "{profile}");
 
     // Leaderboard: the board lists every id as sent; each standing is the player's own.
     let board = format!("{base}/v1/leaderboards/{GAME}/ids");
     eventually(Duration::from_secs(60), || async {
-        let (status, page) = call("GET", &format!("{board}?period=all_time&limit=100"), &analyst, None).await;
+        let (status, page) = call("GET", &format!("{board}?period=all_time&limit=100"), Some(&analyst), None).await;
         let mut listed: Vec<String> = page["entries"]
             .as_array()
             .map(|a| a.iter().filter_map(|e| e["player_id"].as_str().map(String::from)).collect())
@@ -123,7 +107,7 @@ async fn every_route_keeps_each_player_apart(base: &str) {
     .unwrap();
     for (player, amount) in PLAYERS {
         let url = format!("{board}/players/{}?period=all_time", segment(player));
-        let (status, standing) = call("GET", &url, &analyst, None).await;
+        let (status, standing) = call("GET", &url, Some(&analyst), None).await;
         assert_eq!(status, 200, "{url}: {standing}");
         let entry = &standing["entry"];
         assert_eq!((&entry["player_id"], &entry["score"]), (&json!(player), &json!(amount)), "{standing}");
@@ -132,12 +116,12 @@ async fn every_route_keeps_each_player_apart(base: &str) {
     // Recommendations and the export: the player's own.
     for (player, _) in PLAYERS {
         let url = format!("{base}/v1/players/{GAME}/{}/recommendations", segment(player));
-        let (status, list) = call("GET", &url, &analyst, None).await;
+        let (status, list) = call("GET", &url, Some(&analyst), None).await;
         assert_eq!((status, &list["player_id"]), (200, &json!(player)), "{url}: {list}");
     }
     for (i, (player, _)) in PLAYERS.iter().enumerate() {
         let url = format!("{base}/v1/privacy/exports/{GAME}/{}", segment(player));
-        let (status, export) = call("GET", &url, &compliance, None).await;
+        let (status, export) = call("GET", &url, Some(&compliance), None).await;
         assert_eq!((status, &export["player_id"]), (200, &json!(player)), "{url}: {export}");
         assert!(export.to_string().contains(&format!("mail-{i}@example.com")), "{export}");
         for (j, _) in PLAYERS.iter().enumerate().filter(|(j, _)| *j != i) {
@@ -148,11 +132,12 @@ async fn every_route_keeps_each_player_apart(base: &str) {
     // Erasure of the ids that are others' extensions: the shorter ones stay whole.
     for erased in ["steam:76561198000000000", "q1Zx/9+AbC==", "ana+beta@example.com"] {
         let body = json!({"game_id": GAME, "player_id": erased, "reason": "ids test"});
-        let (status, erasure) = call("POST", &format!("{base}/v1/privacy/erasures"), &compliance, Some(body)).await;
+        let (status, erasure) =
+            call("POST", &format!("{base}/v1/privacy/erasures"), Some(&compliance), Some(body)).await;
         assert_eq!(status, 202, "{erasure}");
         let status_url = format!("{base}/v1/privacy/erasures/{}", erasure["erasure_id"].as_str().unwrap());
         eventually(Duration::from_secs(120), || async {
-            let (_, e) = call("GET", &status_url, &compliance, None).await;
+            let (_, e) = call("GET", &status_url, Some(&compliance), None).await;
             if e["status"] == "completed" {
                 Ok(())
             } else {
@@ -161,17 +146,19 @@ async fn every_route_keeps_each_player_apart(base: &str) {
         })
         .await
         .unwrap();
-        let (status, _) = call("GET", &format!("{base}/v1/players/{GAME}/{}", segment(erased)), &analyst, None).await;
+        let (status, _) =
+            call("GET", &format!("{base}/v1/players/{GAME}/{}", segment(erased)), Some(&analyst), None).await;
         assert_eq!(status, 404, "{erased} is erased");
     }
     for (player, amount) in [("steam", 106), ("q1Zx", 104), ("ana@example.com", 102)] {
         let url = format!("{base}/v1/players/{GAME}/{}", segment(player));
-        let (status, profile) = call("GET", &url, &analyst, None).await;
+        let (status, profile) = call("GET", &url, Some(&analyst), None).await;
         assert_eq!((status, &profile["player_id"]), (200, &json!(player)), "{profile}");
         assert_eq!(profile["revenue_minor"]["USD"], amount, "{profile}");
     }
     let (status, days) =
-        call("GET", &format!("{base}/v1/analytics/{GAME}/active-users?from={today}&to={today}"), &analyst, None).await;
+        call("GET", &format!("{base}/v1/analytics/{GAME}/active-users?from={today}&to={today}"), Some(&analyst), None)
+            .await;
     assert_eq!(status, 200, "{days}");
 }
 

@@ -19,25 +19,6 @@ fn compliance_token() -> String {
     test_issuer().token("e2e-compliance-officer", &["compliance"])
 }
 
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let mut request = match method {
-        "POST" => client.post(url),
-        _ => client.get(url),
-    };
-    if let Some(token) = token {
-        request = request.insert_header(("Authorization", format!("Bearer {token}")));
-    }
-    let mut response = match body {
-        Some(body) => request.insert_header(("Content-Type", "application/json")).send_body(body.to_string()).await,
-        None => request.send().await,
-    }
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let body = response.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null);
-    (status, body)
-}
-
 /// What one player sent that is personal, or names them.
 struct Secrets {
     player: String,

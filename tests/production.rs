@@ -68,16 +68,7 @@ async fn rebuilding_each_projection_on_postgres_gives_the_same_read_models() {
     let expected = Expected::from_events(&report.accepted);
     eventually(Duration::from_secs(120), || compare_read_models(app.url(), &expected, 30)).await.unwrap();
     for name in ProjectionName::ALL {
-        gm_projections::worker::rebuild(
-            name,
-            app.backends.log.clone(),
-            app.backends.read_models.clone(),
-            Some(app.backends.privacy.clone()),
-            app.metrics.clone(),
-            |_, _| {},
-        )
-        .await
-        .unwrap_or_else(|e| panic!("rebuild {name}: {e}"));
+        rebuild(&app, name).await;
         // The cache may hold the previous answer for its short TTL.
         eventually(Duration::from_secs(10), || compare_read_models(app.url(), &expected, 30))
             .await

@@ -141,6 +141,42 @@ pub async fn get_json(url: &str) -> (u16, Value) {
     (status, body)
 }
 
+/// Rebuilds one read model of `app` from the log, as `gamemetrics rebuild` does; how many
+/// records it replayed.
+pub async fn rebuild(app: &Platform, name: gm_projections::ProjectionName) -> u64 {
+    gm_projections::worker::rebuild(
+        name,
+        app.backends.log.clone(),
+        app.backends.read_models.clone(),
+        Some(app.backends.privacy.clone()),
+        app.metrics.clone(),
+        |_, _| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("rebuild {name}: {e}"))
+}
+
+/// `method url` (GET or POST) with `token` as bearer, and `body` as JSON: the status and the
+/// JSON answer (`Null` when not JSON).
+pub async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut request = match method {
+        "POST" => client.post(url),
+        _ => client.get(url),
+    };
+    if let Some(token) = token {
+        request = request.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let mut response = match body {
+        Some(body) => request.insert_header(("Content-Type", "application/json")).send_body(body.to_string()).await,
+        None => request.send().await,
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().limit(16 * 1024 * 1024).await.unwrap_or(Value::Null);
+    (status, body)
+}
+
 pub async fn post_events(base: &str, key: Option<&str>, body: Vec<u8>) -> (u16, Value) {
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let mut request = client.post(format!("{base}/v1/events")).insert_header(("Content-Type", "application/json"));
