@@ -188,6 +188,9 @@ pub struct AuthSettings {
     /// A static bearer token with the analyst role on every game, for the embedded default
     /// only (so a new user can query without an identity provider); ignored in production mode.
     pub dev_analyst_token: String,
+    /// The same with the compliance role (the console's compliance pages on the embedded
+    /// default); ignored in production mode.
+    pub dev_compliance_token: String,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -318,6 +321,12 @@ impl Config {
         matches!(self.dev_analyst_token(), Ok(Some(token)) if token == development.trim())
     }
 
+    /// Whether the development compliance token in use is the one of config/default.toml.
+    pub fn uses_development_compliance_token(&self) -> bool {
+        let development = Self::defaults().auth.dev_compliance_token;
+        matches!(self.dev_compliance_token(), Ok(Some(token)) if token == development.trim())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
         self.keyless_legacy()?;
@@ -327,6 +336,7 @@ impl Config {
         self.gameanalytics_keys()?;
         self.metrics_token()?;
         self.dev_analyst_token()?;
+        self.dev_compliance_token()?;
         let auth = &self.auth;
         if auth.jwks_file.is_some() && auth.jwks_url.is_some() {
             return Err(invalid("auth.jwks_file", "give auth.jwks_file or auth.jwks_url, not both"));
@@ -465,6 +475,14 @@ impl Config {
                 "auth.dev_analyst_token",
                 "development only: production mode accepts people's JWTs (auth.jwks_file or auth.jwks_url) and \
                  no static token; unset GM_AUTH__DEV_ANALYST_TOKEN",
+            ));
+        }
+        let token = self.auth.dev_compliance_token.trim();
+        if !token.is_empty() && token != defaults.auth.dev_compliance_token.trim() {
+            return Err(invalid(
+                "auth.dev_compliance_token",
+                "development only: production mode accepts people's JWTs (auth.jwks_file or auth.jwks_url) and \
+                 no static token; unset GM_AUTH__DEV_COMPLIANCE_TOKEN",
             ));
         }
         Ok(())
@@ -663,6 +681,19 @@ impl Config {
         Ok(Some(token.to_string()))
     }
 
+    /// The development compliance token, if one is configured (embedded mode only, like the
+    /// analyst one).
+    pub fn dev_compliance_token(&self) -> Result<Option<String>, ConfigError> {
+        let token = self.auth.dev_compliance_token.trim();
+        if token.is_empty() || self.mode == Mode::Production {
+            return Ok(None);
+        }
+        if token.len() < 16 {
+            return Err(invalid("auth.dev_compliance_token", "shorter than 16 characters"));
+        }
+        Ok(Some(token.to_string()))
+    }
+
     /// The metrics token, if one is configured.
     pub fn metrics_token(&self) -> Result<Option<String>, ConfigError> {
         let token = secret(&self.auth.metrics_token, self.auth.metrics_token_file.as_deref(), "auth.metrics_token")?;
@@ -843,6 +874,23 @@ mod tests {
         // A development token set for production (the compiled-in one is never read there).
         c.auth.dev_analyst_token = "a-token-someone-set-0001".into();
         assert!(refusal(&c).starts_with("configuration setting `auth.dev_analyst_token`: "), "{}", refusal(&c));
+        c.auth.dev_analyst_token = Config::defaults().auth.dev_analyst_token;
+        c.auth.dev_compliance_token = "a-compliance-token-someone-set".into();
+        assert!(refusal(&c).starts_with("configuration setting `auth.dev_compliance_token`: "), "{}", refusal(&c));
+    }
+
+    #[test]
+    fn the_development_compliance_token_is_the_embedded_defaults_only() {
+        let mut c = base();
+        assert_eq!(c.dev_compliance_token().unwrap(), Some(Config::defaults().auth.dev_compliance_token));
+        assert!(c.uses_development_compliance_token());
+        c.auth.dev_compliance_token = "our-own-compliance-token".into();
+        assert!(!c.uses_development_compliance_token());
+        c.auth.dev_compliance_token = "short".into();
+        assert!(c.validate().unwrap_err().to_string().contains("auth.dev_compliance_token"));
+        let mut c = base();
+        c.mode = Mode::Production;
+        assert_eq!(c.dev_compliance_token().unwrap(), None, "never accepted in production");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod failover;
 pub mod platform;
 pub mod readiness;
+pub mod status;
 pub mod welcome;
 
 pub use gm_tools::{reco_quality, simulate};

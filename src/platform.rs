@@ -164,6 +164,11 @@ impl Backends {
         }
     }
 
+    /// The embedded log (the embedded default only).
+    pub fn embedded_log(&self) -> Option<Arc<gm_embedded::SqliteLog>> {
+        self.embedded.as_ref().map(|(log, _)| log.clone())
+    }
+
     /// Lets pending writes of the embedded log finish (no-op in production).
     pub async fn close(&self) {
         if let Some((log, store)) = &self.embedded {
@@ -347,6 +352,11 @@ impl Platform {
                 }
                 None => state,
             };
+            // `/v1/status`: this process's readiness, the consumers' lag, the dead letters.
+            let state = match crate::status::sources(config, &backends, roles) {
+                Some(sources) => state.with_status(sources),
+                None => state,
+            };
             tasks.push(actix_rt::spawn(watch_credential_files(
                 config.clone(),
                 state.rotation(),
@@ -429,20 +439,30 @@ pub async fn gateway_config(config: &Config) -> anyhow::Result<GatewayConfig> {
         jwt,
         metrics_token: config.metrics_token()?.map(gm_gateway::Secret),
         dev_analyst_token: config.dev_analyst_token()?.map(gm_gateway::Secret),
+        dev_compliance_token: config.dev_compliance_token()?.map(gm_gateway::Secret),
         // The console's one-click sign-in: config/default.toml's development token only, never
         // a token the deployment chose (a secret) and never in production mode (no dev token).
-        dev_sign_ins: match config.dev_analyst_token()? {
-            Some(token) if config.uses_development_analyst_token() => {
-                vec![gm_gateway::me::DevSignIn { role: gm_gateway::Role::Analyst, token: gm_gateway::Secret(token) }]
-            }
-            _ => Vec::new(),
-        },
+        dev_sign_ins: dev_sign_ins(config)?,
         rate_limits: config.rate_limits(),
         limits: config.limits(),
         request_timeout: config.request_timeout(),
         cors_allowed_origins: config.cors_allowed_origins(),
         gameanalytics_keys: gameanalytics_keys(config)?,
     })
+}
+
+/// The console's one-click sign-in: config/default.toml's development tokens only, never a
+/// token the deployment chose (a secret) and never in production mode (no dev token there).
+fn dev_sign_ins(config: &Config) -> anyhow::Result<Vec<gm_gateway::me::DevSignIn>> {
+    let mut sign_ins = Vec::new();
+    if let Some(token) = config.dev_analyst_token()?.filter(|_| config.uses_development_analyst_token()) {
+        sign_ins.push(gm_gateway::me::DevSignIn { role: gm_gateway::Role::Analyst, token: gm_gateway::Secret(token) });
+    }
+    if let Some(token) = config.dev_compliance_token()?.filter(|_| config.uses_development_compliance_token()) {
+        sign_ins
+            .push(gm_gateway::me::DevSignIn { role: gm_gateway::Role::Compliance, token: gm_gateway::Secret(token) });
+    }
+    Ok(sign_ins)
 }
 
 /// The GameAnalytics game keys and secret keys (`gameanalytics.keys` or `keys_file`).

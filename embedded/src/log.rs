@@ -185,6 +185,26 @@ impl SqliteLog {
         }
     }
 
+    /// The committed next offset of `group` on each partition of `topic` (`None`: nothing
+    /// committed), read without joining the group (the operators' status page).
+    pub async fn group_offsets(&self, group: &str, topic: &str) -> Result<Vec<Option<u64>>, LogError> {
+        let partitions = self.inner.shared.partitions(topic)?;
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT partition, next_offset FROM group_offsets WHERE grp = ? AND topic = ?")
+                .bind(group)
+                .bind(topic)
+                .fetch_all(&self.inner.reads)
+                .await
+                .map_err(log_err)?;
+        let mut out = vec![None; partitions as usize];
+        for (partition, next) in rows {
+            if let Some(slot) = usize::try_from(partition).ok().and_then(|p| out.get_mut(p)) {
+                *slot = Some(to_u64(next));
+            }
+        }
+        Ok(out)
+    }
+
     /// Finishes pending writes and closes the database. Later calls on any clone fail
     /// with `Unavailable`.
     pub async fn close(&self) {

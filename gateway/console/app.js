@@ -48,6 +48,8 @@ const PAGES = [
   './pages/revenue.js',
   './pages/retention.js',
   './pages/sessions.js',
+  './pages/compliance.js',
+  './pages/status.js',
 ];
 
 const TOKEN_KEY = 'gamemetrics.token';

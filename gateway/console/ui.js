@@ -107,7 +107,7 @@ export function table(columns, rows, options = {}) {
   })));
   const download = h('button', {
     type: 'button', 'data-testid': `${testid}-csv`,
-    'aria-label': `Download ${caption || 'table'} as CSV`,
+    'aria-label': `Download CSV: ${caption || 'table'}`,
     onclick: () => downloadCsv(`${filename}.csv`, columns, rows),
   }, 'Download CSV');
   return h('div', { 'data-testid': testid },

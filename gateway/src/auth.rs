@@ -292,6 +292,9 @@ pub enum Permission {
     ReadMetrics,
     /// Read `/openapi.json`.
     ReadApiDocs,
+    /// Read `/v1/status` (readiness, consumer lag, dead letters: no game's data, nothing
+    /// personal; see crate::status for who and why).
+    ReadStatus,
 }
 
 /// Who may do what, declared once. Game keys only ingest ("game API keys can only ingest":
@@ -302,13 +305,19 @@ pub enum Permission {
 /// games claim of a person's token ([`GameScope`]), checked by [`authorize`].
 pub const PERMISSIONS: &[(Grantee, &[Permission])] = &[
     (Grantee::GameKey, &[Permission::IngestOwnGame, Permission::ReadApiDocs]),
-    (Grantee::Person(Role::Analyst), &[Permission::Query, Permission::ReadApiDocs]),
-    (Grantee::Person(Role::Compliance), &[Permission::Privacy, Permission::ReadApiDocs]),
+    (Grantee::Person(Role::Analyst), &[Permission::Query, Permission::ReadApiDocs, Permission::ReadStatus]),
+    (Grantee::Person(Role::Compliance), &[Permission::Privacy, Permission::ReadApiDocs, Permission::ReadStatus]),
     (
         Grantee::Person(Role::Admin),
-        &[Permission::Query, Permission::Privacy, Permission::ReadMetrics, Permission::ReadApiDocs],
+        &[
+            Permission::Query,
+            Permission::Privacy,
+            Permission::ReadMetrics,
+            Permission::ReadApiDocs,
+            Permission::ReadStatus,
+        ],
     ),
-    (Grantee::MetricsScraper, &[Permission::ReadMetrics]),
+    (Grantee::MetricsScraper, &[Permission::ReadMetrics, Permission::ReadStatus]),
 ];
 
 /// What a request wants to do.
@@ -327,15 +336,18 @@ pub enum Action<'a> {
     PrivacyAudit,
     ReadMetrics,
     ReadApiDocs,
+    /// Read the operators' status page.
+    ReadStatus,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 5] = [
+    pub const ALL: [Permission; 6] = [
         Permission::IngestOwnGame,
         Permission::Query,
         Permission::Privacy,
         Permission::ReadMetrics,
         Permission::ReadApiDocs,
+        Permission::ReadStatus,
     ];
 
     /// Its name in `GET /v1/me`.
@@ -346,6 +358,7 @@ impl Permission {
             Self::Privacy => "privacy",
             Self::ReadMetrics => "read_metrics",
             Self::ReadApiDocs => "read_api_docs",
+            Self::ReadStatus => "read_status",
         }
     }
 }
@@ -359,6 +372,7 @@ impl Action<'_> {
             Self::Privacy(_) | Self::PrivacyAudit => Permission::Privacy,
             Self::ReadMetrics => Permission::ReadMetrics,
             Self::ReadApiDocs => Permission::ReadApiDocs,
+            Self::ReadStatus => Permission::ReadStatus,
         }
     }
 }
@@ -429,6 +443,7 @@ pub fn authorize(principal: &Principal, action: Action<'_>) -> Result<(), Gatewa
             Permission::Privacy => "a compliance or admin token",
             Permission::ReadMetrics => "the metrics token or an admin token",
             Permission::ReadApiDocs => "any API key or token",
+            Permission::ReadStatus => "a person's token or the metrics token",
         };
         return Err(GatewayError::Forbidden(format!("{who} may not do this; it needs {needs}")));
     }
@@ -467,6 +482,7 @@ pub struct Authenticator {
     pub(crate) current: KeyRotation,
     pub(crate) jwt: Option<JwtVerifier>,
     pub(crate) dev_analyst_token: Option<KeyHash>,
+    pub(crate) dev_compliance_token: Option<KeyHash>,
 }
 
 /// The rotatable part of the credentials: the games' API keys (with revocations) and the
@@ -568,7 +584,12 @@ fn presented(headers: &HeaderMap) -> Result<Option<Credential<'_>>, GatewayError
 
 impl Authenticator {
     pub fn new(keys: ApiKeys, jwt: Option<JwtVerifier>, metrics_token: Option<&str>) -> Self {
-        Self { current: KeyRotation::new(keys, metrics_token), jwt, dev_analyst_token: None }
+        Self {
+            current: KeyRotation::new(keys, metrics_token),
+            jwt,
+            dev_analyst_token: None,
+            dev_compliance_token: None,
+        }
     }
 
     /// The games with an active API key now (rotation included).
@@ -587,6 +608,13 @@ impl Authenticator {
         self
     }
 
+    /// Accepts `token` as compliance staff of every game (the embedded default's development
+    /// token for the console's compliance pages).
+    pub fn with_dev_compliance_token(mut self, token: &str) -> Self {
+        self.dev_compliance_token = Some(token.trim()).filter(|t| !t.is_empty()).map(hash_key);
+        self
+    }
+
     fn by_key(&self, key: &str) -> Result<Principal, GatewayError> {
         if key.is_empty() {
             return Err(GatewayError::Unauthenticated("empty API key".into()));
@@ -602,6 +630,15 @@ impl Authenticator {
                 return Ok(Principal::Person {
                     subject: "dev-analyst-token".into(),
                     roles: vec![Role::Analyst],
+                    games: GameScope::All,
+                });
+            }
+        }
+        if let Some(token) = &self.dev_compliance_token {
+            if constant_time_eq(token, &hash_key(key)) {
+                return Ok(Principal::Person {
+                    subject: "dev-compliance-token".into(),
+                    roles: vec![Role::Compliance],
                     games: GameScope::All,
                 });
             }
@@ -726,6 +763,26 @@ mod tests {
     }
 
     #[test]
+    fn the_dev_compliance_token_is_compliance_staff_and_nothing_more() {
+        let auth = Authenticator::new(ApiKeys::default(), None, None)
+            .with_dev_analyst_token("dev-analyst-token-0001")
+            .with_dev_compliance_token("dev-compliance-token-0001");
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, "Bearer dev-compliance-token-0001".parse().unwrap());
+        let p = auth.authenticate(&headers).unwrap();
+        let expected = Principal::Person {
+            subject: "dev-compliance-token".into(),
+            roles: vec![Role::Compliance],
+            games: GameScope::All,
+        };
+        assert_eq!(p, expected);
+        assert!(authorize(&p, Action::ReadAnalytics(&g("farm"))).is_err(), "no analyst");
+        assert!(authorize(&p, Action::Privacy(&g("farm"))).is_ok());
+        let none = Authenticator::new(ApiKeys::default(), None, None).with_dev_compliance_token("  ");
+        assert!(none.authenticate(&headers).is_err(), "an empty token configures none");
+    }
+
+    #[test]
     fn the_metrics_token_is_a_principal_of_its_own() {
         let auth = Authenticator::new(keys(), None, Some("metrics-secret"));
         let p = auth.authenticate(&headers("authorization", "Bearer metrics-secret")).unwrap();
@@ -808,16 +865,16 @@ mod tests {
             ("privacy-other", Action::Privacy(&other)),
             ("metrics", Action::ReadMetrics),
             ("docs", Action::ReadApiDocs),
-            ("docs-again", Action::ReadApiDocs),
+            ("status", Action::ReadStatus),
         ];
         // (principal, names of the actions it may perform)
         let expectations: Vec<(Principal, &[&str])> = vec![
-            (key.clone(), &["ingest", "docs", "docs-again"]),
+            (key.clone(), &["ingest", "docs"]),
             (
                 person(&[Role::Analyst]),
-                &["player-own", "player-other", "analytics-own", "analytics-other", "docs", "docs-again"],
+                &["player-own", "player-other", "analytics-own", "analytics-other", "docs", "status"],
             ),
-            (person(&[Role::Compliance]), &["privacy-own", "privacy-other", "docs", "docs-again"]),
+            (person(&[Role::Compliance]), &["privacy-own", "privacy-other", "docs", "status"]),
             (
                 person(&[Role::Admin]),
                 &[
@@ -829,7 +886,7 @@ mod tests {
                     "privacy-other",
                     "metrics",
                     "docs",
-                    "docs-again",
+                    "status",
                 ],
             ),
             (
@@ -842,11 +899,11 @@ mod tests {
                     "privacy-own",
                     "privacy-other",
                     "docs",
-                    "docs-again",
+                    "status",
                 ],
             ),
             (person(&[]), &[]),
-            (Principal::MetricsScraper, &["metrics"]),
+            (Principal::MetricsScraper, &["metrics", "status"]),
         ];
         for (p, allowed) in &expectations {
             for (name, action) in actions {

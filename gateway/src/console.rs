@@ -44,6 +44,8 @@ pub const ASSETS: &[Asset] = assets![
     "pages/revenue.js",
     "pages/retention.js",
     "pages/sessions.js",
+    "pages/compliance.js",
+    "pages/status.js",
 ];
 
 /// The asset at `path`, if there is one.

@@ -62,6 +62,7 @@ pub mod queries;
 pub mod rate_limit;
 pub mod readiness;
 pub mod signature;
+pub mod status;
 
 pub use auth::{ApiKeyConfig, ApiKeys, Authenticator, GameScope, Principal, Role};
 pub use error::{ErrorBody, GatewayError};
@@ -96,6 +97,9 @@ pub struct GatewayConfig {
     pub jwt: Option<(JwtConfig, Jwks)>,
     /// The bearer token Prometheus presents to read `/metrics`.
     pub metrics_token: Option<Secret>,
+    /// A static bearer token with the compliance role on every game (development only, like
+    /// `dev_analyst_token`).
+    pub dev_compliance_token: Option<Secret>,
     /// A static bearer token with the analyst role on every game (development only; see the
     /// config docs).
     pub dev_analyst_token: Option<Secret>,
@@ -126,6 +130,7 @@ impl Default for GatewayConfig {
             signing_secrets: Vec::new(),
             jwt: None,
             metrics_token: None,
+            dev_compliance_token: None,
             dev_analyst_token: None,
             dev_sign_ins: Vec::new(),
             // Off: the tests built on it send more than any one client would.
@@ -191,6 +196,8 @@ pub struct AppState {
     /// Per game, the order of the funnel's levels (`[funnel] order`); others follow in
     /// natural order.
     pub(crate) funnel_orders: std::collections::HashMap<String, Vec<String>>,
+    /// What `/v1/status` reads; `None` answers 503 there.
+    pub(crate) status: Option<Arc<status::StatusSources>>,
 }
 
 impl AppState {
@@ -208,6 +215,9 @@ impl AppState {
         let mut auth = Authenticator::new(keys, jwt, config.metrics_token.take().as_ref().map(|s| s.0.as_str()));
         if let Some(token) = config.dev_analyst_token.take() {
             auth = auth.with_dev_analyst_token(&token.0);
+        }
+        if let Some(token) = config.dev_compliance_token.take() {
+            auth = auth.with_dev_compliance_token(&token.0);
         }
         let signing = signature::SigningSecrets::new(&config.signing_secrets);
         let rate_limits = rate_limit::RateLimits::new(config.rate_limits);
@@ -230,7 +240,14 @@ impl AppState {
             keyless_legacy: None,
             gameanalytics,
             funnel_orders: std::collections::HashMap::new(),
+            status: None,
         }
+    }
+
+    /// Serves `/v1/status` from `sources`.
+    pub fn with_status(mut self, sources: status::StatusSources) -> Self {
+        self.status = Some(Arc::new(sources));
+        self
     }
 
     /// The funnel's level order per game id (levels not listed follow in natural order).
@@ -336,11 +353,14 @@ pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
         ("/v1/leaderboards/{game_id}/{board}", "get", web::get().to(games::leaderboard)),
         ("/v1/leaderboards/{game_id}/{board}/players/{player_id}", "get", web::get().to(games::standing)),
         ("/v1/privacy/erasures", "post", web::post().to(privacy::post_erasure)),
+        ("/v1/privacy/erasures", "get", web::get().to(privacy::list_erasures)),
+        ("/v1/privacy/receipts/verify", "post", web::post().to(privacy::verify_receipt)),
         ("/v1/privacy/erasures/{erasure_id}", "get", web::get().to(privacy::get_erasure)),
         ("/v1/privacy/exports/{game_id}/{player_id}", "get", web::get().to(privacy::get_export)),
         ("/v1/privacy/audit", "get", web::get().to(privacy::get_audit)),
         ("/v1/me", "get", web::get().to(me::me)),
         ("/v1/dev-sign-in", "get", web::get().to(me::dev_sign_in)),
+        ("/v1/status", "get", web::get().to(status::get_status)),
         ("/health/live", "get", web::get().to(health::live)),
         ("/health/ready", "get", web::get().to(health::ready)),
         ("/metrics", "get", web::get().to(health::metrics)),
@@ -364,16 +384,27 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
         .app_data(state)
         .app_data(web::PathConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()))
         .app_data(web::QueryConfig::default().error_handler(|e, _| GatewayError::InvalidInput(e.to_string()).into()));
-    let all = routes();
+    // One resource per path with every method's route (a second resource of the same path
+    // would never be reached: the first one answers 405 to its methods).
+    let mut by_path: Vec<(&'static str, Vec<(&'static str, Route)>)> = Vec::new();
     for (path, method, route) in routes() {
+        match by_path.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, methods)) => methods.push((method, route)),
+            None => by_path.push((path, vec![(method, route)])),
+        }
+    }
+    for (path, methods) in by_path {
         // RFC 9110: a 405 names the methods the resource has (`Allow`).
-        let allow: Vec<String> =
-            all.iter().filter(|(p, _, _)| *p == path).map(|(_, m, _)| m.to_ascii_uppercase()).collect();
+        let allow: Vec<String> = methods.iter().map(|(m, _)| m.to_ascii_uppercase()).collect();
         let allow = allow.join(", ");
-        let resource =
-            web::resource(path).route(route).default_service(web::to(move || method_not_allowed(allow.clone())));
-        // A body of another media type than the route takes: 415 before the handler.
-        match media_type::accepts(path, method) {
+        // A body of another media type than the route takes: 415 before the handler (only
+        // POST bodies are checked).
+        let accepts = methods.iter().find_map(|(m, _)| media_type::accepts(path, m));
+        let resource = methods
+            .into_iter()
+            .fold(web::resource(path), |resource, (_, route)| resource.route(route))
+            .default_service(web::to(move || method_not_allowed(allow.clone())));
+        match accepts {
             Some(accepts) => cfg.service(resource.wrap_fn(media_type::require(accepts))),
             None => cfg.service(resource),
         };

@@ -3,7 +3,7 @@
 //!
 //! | routes | `Content-Type` accepted |
 //! |---|---|
-//! | `POST /v1/events`, `/api/v1/events`, `/v1/privacy/erasures`, GameAnalytics' `/v2/{game_key}/init`, `/v2/{game_key}/events`, `/remote_configs/v1/init` | `application/json`, `application/*+json` |
+//! | `POST /v1/events`, `/api/v1/events`, `/v1/privacy/erasures`, `/v1/privacy/receipts/verify`, GameAnalytics' `/v2/{game_key}/init`, `/v2/{game_key}/events`, `/remote_configs/v1/init` | `application/json`, `application/*+json` |
 //! | Segment's `/v1/batch`, `/v1/track`, `/v1/identify` | the same, and `text/plain` (analytics.js sends its beacon and CORS-simple requests as `text/plain` with a JSON body) |
 //!
 //! A `charset` parameter, when given, must be `utf-8` (JSON is UTF-8, RFC 8259). A request

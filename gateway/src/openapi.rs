@@ -2,7 +2,7 @@
 //! attributes. `docs/openapi.json` is a checked-in copy (regenerate with
 //! `GM_BLESS=1 cargo test -p gm-gateway openapi`).
 
-use crate::{compat, error, gameanalytics, games, health, ingest, me, privacy, queries};
+use crate::{compat, error, gameanalytics, games, health, ingest, me, privacy, queries, status};
 use std::sync::OnceLock;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
@@ -140,11 +140,14 @@ impl Modify for MediaTypes {
         games::standing,
         games::recommendations,
         privacy::post_erasure,
+        privacy::list_erasures,
+        privacy::verify_receipt,
         privacy::get_erasure,
         privacy::get_export,
         privacy::get_audit,
         me::me,
         me::dev_sign_in,
+        status::get_status,
         health::live,
         health::ready,
         health::metrics,

@@ -7,7 +7,7 @@ use crate::error::{ErrorBody, GatewayError};
 use crate::{within, AppState};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use gm_privacy::{AuditEntry, Erasure, PlayerExport, PrivacyService};
+use gm_privacy::{AuditEntry, Erasure, ErasureStatus, PlayerExport, PrivacyService, Receipt};
 use gm_schemas::{GameId, PlayerId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -235,6 +235,125 @@ pub async fn get_audit(
         };
         let entries = service(&state)?.audit_trail(limit, games.as_deref()).await?;
         Ok(HttpResponse::Ok().json(AuditTrail { entries }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct ErasureListParams {
+    /// Only the erasures of this game (403 when the token's `games` claim does not name it);
+    /// without it, those of every game of the token.
+    pub game_id: Option<String>,
+    /// `pending` or `completed`.
+    pub status: Option<String>,
+    /// How many, the latest requested first (1..=1000, default 100).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErasureList {
+    /// The latest requested first, each with its timeline (and receipt once completed).
+    pub erasures: Vec<Erasure>,
+}
+
+/// The erasures of the token's games, the latest requested first: each one's status, timeline
+/// and (once completed) receipt.
+#[utoipa::path(
+    get,
+    path = "/v1/privacy/erasures",
+    tag = "privacy",
+    params(ErasureListParams),
+    responses(
+        (status = 200, description = "The latest requested first", body = ErasureList),
+        (status = 400, description = "An invalid game_id, status or limit", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token, or game_id is not one of the token's games", body = ErrorBody),
+        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+    ),
+    security(("jwt" = ["compliance", "admin"]))
+)]
+pub async fn list_erasures(
+    req: HttpRequest,
+    params: web::Query<ErasureListParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async {
+        let principal = state.auth.authenticate(req.headers())?;
+        if !principal.has(crate::auth::Permission::Privacy) {
+            return Err(GatewayError::Forbidden("the privacy routes need a compliance or admin token".into()));
+        }
+        let limit = params.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(GatewayError::InvalidInput("limit must be 1..=1000".into()));
+        }
+        let status = match params.status.as_deref() {
+            None => None,
+            Some(s) => Some(ErasureStatus::parse(s).ok_or_else(|| {
+                GatewayError::InvalidInput(format!("status: '{s}' is not one of pending, completed"))
+            })?),
+        };
+        let games = match &params.game_id {
+            Some(raw) => {
+                let game =
+                    GameId::parse(raw.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+                authorize(&principal, Action::Privacy(&game))?;
+                Some(vec![game.to_string()])
+            }
+            None => match principal.game_scope() {
+                GameScope::All => None,
+                GameScope::Only(games) => Some(games.iter().map(GameId::to_string).collect()),
+            },
+        };
+        let filter = gm_privacy::store::ErasureFilter { games, status, limit };
+        let erasures = service(&state)?.store().erasures(&filter).await?;
+        Ok(HttpResponse::Ok().json(ErasureList { erasures }))
+    })
+    .await
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptVerification {
+    /// The signature is this deployment's over exactly these fields.
+    pub valid: bool,
+    pub erasure_id: Uuid,
+    /// Why it is not valid (absent when valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Checks an erasure receipt's signature (HMAC-SHA256 under a key only the platform holds, so
+/// only the platform can tell): valid when the receipt is exactly as this deployment signed it.
+#[utoipa::path(
+    post,
+    path = "/v1/privacy/receipts/verify",
+    tag = "privacy",
+    request_body = Receipt,
+    responses(
+        (status = 200, description = "Whether the receipt is valid (an altered or foreign receipt is `valid: false`)", body = ReceiptVerification),
+        (status = 400, description = "Not a receipt", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a compliance or admin token, or a receipt of a game the token's `games` claim does not name", body = ErrorBody),
+        (status = 503, description = "Privacy is not configured on this gateway", body = ErrorBody),
+    ),
+    security(("jwt" = ["compliance", "admin"]))
+)]
+pub async fn verify_receipt(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    within(state.config.request_timeout, async {
+        let principal = state.auth.authenticate(req.headers())?;
+        let receipt: Receipt = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::InvalidInput(format!("body: {e} (expected an erasure receipt)")))?;
+        let game =
+            GameId::parse(receipt.game_id.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+        authorize(&principal, Action::Privacy(&game))?;
+        let valid = receipt.verify(service(&state)?.receipt_signer());
+        let reason = (!valid).then(|| {
+            "the signature does not match: the receipt was altered, or another deployment signed it".to_string()
+        });
+        Ok(HttpResponse::Ok().json(ReceiptVerification { valid, erasure_id: receipt.erasure_id, reason }))
     })
     .await
 }

@@ -1039,6 +1039,12 @@ impl gm_privacy::PrivacyStore for ForgetfulPrivacy {
     ) -> Result<Vec<gm_privacy::AuditEntry>, StoreError> {
         self.inner.audit_trail(limit, games).await
     }
+    async fn erasures(
+        &self,
+        filter: &gm_privacy::store::ErasureFilter,
+    ) -> Result<Vec<gm_privacy::Erasure>, StoreError> {
+        self.inner.erasures(filter).await
+    }
 }
 
 fn metric(h: &Harness, name: &str) -> f64 {
@@ -1195,6 +1201,12 @@ async fn tokens_reach_only_the_games_of_their_games_claim_on_every_route() {
         "/v1/privacy/erasures",
         "/v1/privacy/erasures/{erasure_id}",
         "/v1/privacy/audit",
+        "/v1/privacy/receipts/verify",
+        // Who the token is, and the development sign-in: no game named.
+        "/v1/me",
+        "/v1/dev-sign-in",
+        // Operators' status: no game's data (gateway/src/status.rs).
+        "/v1/status",
         "/health/live",
         "/health/ready",
         "/metrics",
@@ -1284,6 +1296,94 @@ async fn tokens_reach_only_the_games_of_their_games_claim_on_every_route() {
     let (status, _, json, text) = call!(&app, audit("?game_id=farm", scoped(&["*"]))).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(games_listed(&json), ["farm".to_string()].into(), "{text}");
+
+    // The list of erasures: only those of the token's games, the latest first.
+    let list =
+        |query: &str, token| test::TestRequest::get().uri(&format!("/v1/privacy/erasures{query}")).insert_header(token);
+    let ids = |json: &Value| -> Vec<String> {
+        json["erasures"].as_array().unwrap().iter().map(|e| e["erasure_id"].as_str().unwrap().to_string()).collect()
+    };
+    let (space_id, farm_id) =
+        (space_erasure["erasure_id"].as_str().unwrap(), farm_erasure["erasure_id"].as_str().unwrap());
+    let (status, _, json, text) = call!(&app, list("", scoped(&["*"]))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(ids(&json), vec![farm_id, space_id], "{text}");
+    assert_eq!(json["erasures"][0]["timeline"][0]["step"], "requested", "{text}");
+    let (_, _, json, text) = call!(&app, list("", scoped(&["farm"]))).await;
+    assert_eq!(ids(&json), vec![farm_id], "{text}");
+    let (_, _, json, text) = call!(&app, list("?game_id=space-race&status=pending", scoped(&["*"]))).await;
+    assert_eq!(ids(&json), vec![space_id], "{text}");
+    let (_, _, json, text) = call!(&app, list("?status=completed", scoped(&["*"]))).await;
+    assert_eq!(ids(&json), Vec::<String>::new(), "{text}");
+    let (_, _, json, text) = call!(&app, list("", no_claim.clone())).await;
+    assert_eq!(ids(&json), Vec::<String>::new(), "{text}");
+    let (status, _, json, text) = call!(&app, list("?game_id=space-race", scoped(&["farm"]))).await;
+    refused(status, &json, &text, "space-race", "the erasures of another game");
+    for bad in ["?status=done", "?limit=0", "?limit=1001", "?game_id=no%20game"] {
+        assert_eq!(call!(&app, list(bad, scoped(&["*"]))).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (status, _, _, text) = call!(&app, list("", bearer(&["analyst"]))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "an analyst lists no erasure: {text}");
+}
+
+/// A receipt is valid only as this deployment signed it: altered, or signed under another
+/// master key, it is `valid: false`; only compliance or admin tokens of its game may ask.
+#[actix_web::test]
+async fn receipts_verify_only_as_signed_by_this_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(gm_embedded::SqliteStore::open(&dir.path().join("store.db")).await.unwrap());
+    let h = harness_on_store(store);
+    let app = test::init_service(app(h.data.clone())).await;
+    let erasure = gm_privacy::Erasure {
+        erasure_id: uuid::Uuid::now_v7(),
+        game_id: "space-race".into(),
+        subject: "ab".repeat(32),
+        status: gm_privacy::ErasureStatus::Pending,
+        reason: "ticket 18".into(),
+        requested_by: "someone".into(),
+        requested_at: Utc::now(),
+        completed_at: None,
+        timeline: Vec::new(),
+        receipt: None,
+    };
+    let stores = gm_privacy::receipt_stores(&[("funnel".into(), Utc::now())], true, false);
+    // The harness's master key, and another deployment's.
+    let ours = gm_privacy::MasterKey::from_bytes([5; 32]).receipt_signer();
+    let theirs = gm_privacy::MasterKey::from_bytes([6; 32]).receipt_signer();
+    let receipt = gm_privacy::Receipt::signed(&erasure, Utc::now(), stores, &ours);
+    let verify = |body: String, token| {
+        test::TestRequest::post()
+            .uri("/v1/privacy/receipts/verify")
+            .insert_header(token)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(body)
+    };
+    // As downloaded: the JSON the erasure route serves.
+    let (status, _, json, text) =
+        call!(&app, verify(serde_json::to_string(&receipt).unwrap(), scoped(&["space-race"]))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        (json["valid"].as_bool(), json["erasure_id"].as_str()),
+        (Some(true), Some(erasure.erasure_id.to_string().as_str()))
+    );
+    assert!(json.get("reason").is_none(), "{text}");
+    let mut altered = receipt.clone();
+    altered.stores.pop();
+    let foreign = gm_privacy::Receipt::signed(&erasure, receipt.completed_at, receipt.stores.clone(), &theirs);
+    for (what, r) in [("altered", altered), ("signed by another deployment", foreign)] {
+        let (status, _, json, text) =
+            call!(&app, verify(serde_json::to_string(&r).unwrap(), bearer(&["compliance"]))).await;
+        assert_eq!((status, json["valid"].as_bool()), (StatusCode::OK, Some(false)), "{what}: {text}");
+        assert!(json["reason"].as_str().unwrap().contains("does not match"), "{text}");
+    }
+    let body = serde_json::to_string(&receipt).unwrap();
+    let (status, _, json, text) = call!(&app, verify(body.clone(), scoped(&["farm"]))).await;
+    assert_eq!((status, json["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{text}");
+    assert_eq!(call!(&app, verify(body.clone(), analyst())).await.0, StatusCode::FORBIDDEN);
+    let req = test::TestRequest::post().uri("/v1/privacy/receipts/verify").set_payload(body);
+    assert_eq!(call!(&app, req).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, json, text) = call!(&app, verify(r#"{"erasure_id": 1}"#.into(), bearer(&["admin"]))).await;
+    assert_eq!((status, json["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_input")), "{text}");
 }
 
 /// Issue 17, item 7: a body declared as something other than JSON is 415

@@ -538,4 +538,19 @@ impl PrivacyStore for PgStore {
             })
             .collect()
     }
+
+    async fn erasures(&self, filter: &gm_privacy::store::ErasureFilter) -> Result<Vec<Erasure>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ERASURE_COLUMNS} FROM privacy_erasures
+             WHERE ($2::text[] IS NULL OR game_id = ANY($2)) AND ($3::text IS NULL OR status = $3)
+             ORDER BY requested_at DESC, erasure_id DESC LIMIT $1"
+        ))
+        .bind(i64::from(filter.limit))
+        .bind(filter.games.as_deref())
+        .bind(filter.status.map(|s| s.as_str()))
+        .fetch_all(self.pool())
+        .await
+        .map_err(store_err)?;
+        rows.iter().map(erasure_from_row).collect()
+    }
 }

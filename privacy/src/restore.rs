@@ -226,6 +226,9 @@ impl PrivacyStore for KeysApart {
     async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError> {
         self.keys.audit_trail(limit, games).await
     }
+    async fn erasures(&self, filter: &crate::store::ErasureFilter) -> Result<Vec<Erasure>, StoreError> {
+        self.keys.erasures(filter).await
+    }
 }
 
 #[cfg(test)]

@@ -187,6 +187,17 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// Which erasures [`PrivacyStore::erasures`] lists (the compliance console's list).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErasureFilter {
+    /// Only the erasures of these games; `None`: of every game (an empty list matches none).
+    pub games: Option<Vec<String>>,
+    /// Only the erasures in this status.
+    pub status: Option<crate::erasure::ErasureStatus>,
+    /// At most this many, the latest requested first.
+    pub limit: u32,
+}
+
 #[async_trait]
 pub trait PrivacyStore: Send + Sync {
     /// The state of each player (one entry per distinct subject), creating the new ones, in
@@ -225,6 +236,9 @@ pub trait PrivacyStore: Send + Sync {
     /// The latest audit entries, newest first: of every game (entries without one included)
     /// when `games` is `None`, else only the entries of those games.
     async fn audit_trail(&self, limit: u32, games: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The erasures `filter` selects, the latest requested first (ties: the greater id first).
+    async fn erasures(&self, filter: &ErasureFilter) -> Result<Vec<Erasure>, StoreError>;
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ macro_rules! store_contract_tests {
             privacy::erasure_destroys_the_key_suppresses_and_completes_once,
             privacy::erasing_a_player_never_seen_holds_nothing_and_suppresses,
             privacy::audit_trail_is_newest_first_and_limited_to_the_games_asked,
+            privacy::erasures_list_the_latest_first_by_game_and_status,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),+ $(,)?) => {

@@ -478,4 +478,31 @@ impl PrivacyStore for SqliteStore {
             })
             .collect()
     }
+
+    async fn erasures(&self, filter: &gm_privacy::store::ErasureFilter) -> Result<Vec<Erasure>, StoreError> {
+        let mut conditions = Vec::new();
+        match filter.games.as_deref() {
+            None => {}
+            Some([]) => return Ok(Vec::new()),
+            Some(games) => conditions.push(format!("game_id IN ({})", vec!["?"; games.len()].join(","))),
+        }
+        if filter.status.is_some() {
+            conditions.push("status = ?".to_string());
+        }
+        let filter_sql =
+            if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        let sql = format!(
+            "SELECT {ERASURE_COLUMNS} FROM privacy_erasures {filter_sql} \
+             ORDER BY requested_at DESC, erasure_id DESC LIMIT ?"
+        );
+        let mut query = sqlx::query(&sql);
+        for game in filter.games.as_deref().unwrap_or_default() {
+            query = query.bind(game);
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        let rows = query.bind(i64::from(filter.limit)).fetch_all(&self.inner.reads).await.map_err(store_err)?;
+        rows.iter().map(erasure_from_row).collect()
+    }
 }

@@ -215,6 +215,9 @@ mod tests {
         async fn audit_trail(&self, _: u32, _: Option<&[String]>) -> Result<Vec<AuditEntry>, StoreError> {
             unreachable!()
         }
+        async fn erasures(&self, _: &crate::store::ErasureFilter) -> Result<Vec<Erasure>, StoreError> {
+            unreachable!()
+        }
     }
 
     fn player(n: u8, key: u8) -> NewPlayer {

@@ -295,3 +295,45 @@ pub async fn audit_trail_is_newest_first_and_limited_to_the_games_asked<F: Fixtu
     assert!(store.audit_trail(100, Some(&[OTHER_GAME.to_string()])).await.unwrap().is_empty());
     assert!(store.audit_trail(100, Some(&[])).await.unwrap().is_empty());
 }
+
+pub async fn erasures_list_the_latest_first_by_game_and_status<F: Fixture>(f: F) {
+    use gm_privacy::store::ErasureFilter;
+    let store = f.store();
+    let all = |limit| ErasureFilter { games: None, status: None, limit };
+    assert!(store.erasures(&all(10)).await.unwrap().is_empty());
+    let t = now();
+    let other = |player: &str| NewPlayer { game_id: other_game(), ..new_player(player) };
+    // Four erasures: three of GAME (bob and carol at the same time), one of OTHER_GAME.
+    let requests = [
+        erasure_request(&new_player("alice"), 1, t),
+        erasure_request(&new_player("bob"), 2, t + Duration::seconds(1)),
+        erasure_request(&new_player("carol"), 3, t + Duration::seconds(1)),
+        erasure_request(&other("dave"), 4, t + Duration::seconds(2)),
+    ];
+    for r in &requests {
+        assert!(matches!(store.begin_erasure(r.clone()).await.unwrap(), Begun::Started { .. }));
+    }
+    let started = store.erasure(Uuid::from_u128(2)).await.unwrap().unwrap();
+    let receipt = Receipt::signed(&started, t + Duration::seconds(5), vec![], &master().receipt_signer());
+    store.complete_erasure(started.erasure_id, receipt, vec![]).await.unwrap();
+
+    let ids = |list: Vec<gm_privacy::Erasure>| list.into_iter().map(|e| e.erasure_id.as_u128()).collect::<Vec<_>>();
+    // Latest requested first; at the same time, the greater id first.
+    assert_eq!(ids(store.erasures(&all(10)).await.unwrap()), vec![4, 3, 2, 1]);
+    assert_eq!(ids(store.erasures(&all(2)).await.unwrap()), vec![4, 3]);
+    let listed = store.erasures(&all(10)).await.unwrap();
+    assert_eq!(listed[2], store.erasure(Uuid::from_u128(2)).await.unwrap().unwrap(), "whole erasures, receipt too");
+    assert!(listed[2].receipt.is_some());
+    let of = |games: Option<&[&str]>, status| ErasureFilter {
+        games: games.map(|g| g.iter().map(|s| s.to_string()).collect()),
+        status,
+        limit: 10,
+    };
+    assert_eq!(ids(store.erasures(&of(Some(&[GAME]), None)).await.unwrap()), vec![3, 2, 1]);
+    assert_eq!(ids(store.erasures(&of(Some(&[OTHER_GAME, GAME]), None)).await.unwrap()), vec![4, 3, 2, 1]);
+    assert_eq!(ids(store.erasures(&of(None, Some(ErasureStatus::Completed))).await.unwrap()), vec![2]);
+    assert_eq!(ids(store.erasures(&of(Some(&[GAME]), Some(ErasureStatus::Pending))).await.unwrap()), vec![3, 1]);
+    assert!(store.erasures(&of(Some(&[OTHER_GAME]), Some(ErasureStatus::Completed))).await.unwrap().is_empty());
+    assert!(store.erasures(&of(Some(&[]), None)).await.unwrap().is_empty());
+    assert!(store.erasures(&of(Some(&["no-such-game"]), None)).await.unwrap().is_empty());
+}
