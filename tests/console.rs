@@ -156,20 +156,26 @@ async fn sign_in(c: &Client, base: &str, role: &str) {
     .await;
 }
 
-/// Opens `route` and waits for its first refresh.
+/// Opens `route` and waits for its first refresh (a page waiting for input, such as a player
+/// to look up, has none: its status line stays empty), then checks that nothing on it failed.
 async fn open(c: &Client, base: &str, route: &str, query: &str) {
     c.goto(&format!("{base}/#/{route}?{query}")).await.unwrap();
     testid(c, &format!("page-{route}")).await;
     until(&format!("{route} loaded"), || async {
         let status = c.find(Locator::Css("[data-testid=\"status\"]")).await.map_err(|e| e.to_string())?;
         let text = status.text().await.map_err(|e| e.to_string())?;
-        if text.starts_with("Updated") {
+        if text.starts_with("Updated") || text.is_empty() {
             Ok(())
         } else {
             Err(format!("status line: {text:?}"))
         }
     })
     .await;
+    // Nothing on the page says it failed.
+    for alert in c.find_all(Locator::Css("[data-testid=\"view\"] [role=\"alert\"]")).await.unwrap() {
+        let text = alert.text().await.unwrap_or_default();
+        assert!(text.trim().is_empty(), "{route}: {text}");
+    }
 }
 
 /// axe-core's WCAG 2 A/AA rules on the page as it is: no violation.
