@@ -28,6 +28,31 @@ fn actor_name(principal: &Principal) -> String {
     }
 }
 
+/// How many entries a privacy list answers: 1..=1000, 100 when not asked.
+fn list_limit(asked: Option<u32>) -> Result<u32, GatewayError> {
+    let limit = asked.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(GatewayError::InvalidInput("limit must be 1..=1000".into()));
+    }
+    Ok(limit)
+}
+
+/// The games a privacy list covers: the one asked (which the token must reach), else every
+/// game of the token (`None`: all, entries of no game included).
+fn listed_games(principal: &Principal, asked: Option<&str>) -> Result<Option<Vec<String>>, GatewayError> {
+    Ok(match asked {
+        Some(raw) => {
+            let game = GameId::parse(raw).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
+            authorize(principal, Action::Privacy(&game))?;
+            Some(vec![game.to_string()])
+        }
+        None => match principal.game_scope() {
+            GameScope::All => None,
+            GameScope::Only(games) => Some(games.iter().map(GameId::to_string).collect()),
+        },
+    })
+}
+
 /// Body of `POST /v1/privacy/erasures`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -217,22 +242,8 @@ pub async fn get_audit(
     within(state.config.request_timeout, async {
         let principal = state.auth.authenticate(req.headers())?;
         authorize(&principal, Action::PrivacyAudit)?;
-        let limit = params.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(GatewayError::InvalidInput("limit must be 1..=1000".into()));
-        }
-        let games: Option<Vec<String>> = match &params.game_id {
-            Some(raw) => {
-                let game =
-                    GameId::parse(raw.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
-                authorize(&principal, Action::Privacy(&game))?;
-                Some(vec![game.to_string()])
-            }
-            None => match principal.game_scope() {
-                GameScope::All => None,
-                GameScope::Only(games) => Some(games.iter().map(GameId::to_string).collect()),
-            },
-        };
+        let limit = list_limit(params.limit)?;
+        let games = listed_games(&principal, params.game_id.as_deref())?;
         let entries = service(&state)?.audit_trail(limit, games.as_deref()).await?;
         Ok(HttpResponse::Ok().json(AuditTrail { entries }))
     })
@@ -282,28 +293,14 @@ pub async fn list_erasures(
         if !principal.has(crate::auth::Permission::Privacy) {
             return Err(GatewayError::Forbidden("the privacy routes need a compliance or admin token".into()));
         }
-        let limit = params.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(GatewayError::InvalidInput("limit must be 1..=1000".into()));
-        }
+        let limit = list_limit(params.limit)?;
         let status = match params.status.as_deref() {
             None => None,
             Some(s) => Some(ErasureStatus::parse(s).ok_or_else(|| {
                 GatewayError::InvalidInput(format!("status: '{s}' is not one of pending, completed"))
             })?),
         };
-        let games = match &params.game_id {
-            Some(raw) => {
-                let game =
-                    GameId::parse(raw.as_str()).map_err(|e| GatewayError::InvalidInput(format!("game_id: {e}")))?;
-                authorize(&principal, Action::Privacy(&game))?;
-                Some(vec![game.to_string()])
-            }
-            None => match principal.game_scope() {
-                GameScope::All => None,
-                GameScope::Only(games) => Some(games.iter().map(GameId::to_string).collect()),
-            },
-        };
+        let games = listed_games(&principal, params.game_id.as_deref())?;
         let filter = gm_privacy::store::ErasureFilter { games, status, limit };
         let erasures = service(&state)?.store().erasures(&filter).await?;
         Ok(HttpResponse::Ok().json(ErasureList { erasures }))
