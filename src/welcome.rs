@@ -1,6 +1,6 @@
 //! What `gamemetrics` (or `gamemetrics serve`) prints once it listens. On the embedded
 //! default: the URL, the development credentials of the loaded configuration and two curl
-//! commands to try. The development key and token of config/default.toml are shown; a key or
+//! commands to try, and the web console's address. The development key and token of config/default.toml are shown; a key or
 //! token this deployment configured itself is a secret and is never printed (the commands
 //! then read it from a shell variable). In production mode: only where it listens.
 
@@ -63,7 +63,12 @@ pub fn banner(config: &Config, url: &str, roles: Roles) -> String {
         )),
         None => out.push_str("Reads need an analyst: a JWT from the configured identity provider (auth.jwks_*).\n"),
     }
-    out.push_str("\nThe API: docs/openapi.json; more examples: README.md, \"A first event\". Ctrl-C stops.\n");
+    let sign_in = match &token {
+        Some(Some(_)) => "one-click development sign-in",
+        _ => "sign in with an analyst or compliance token",
+    };
+    out.push_str(&format!("\nThe web console: {url}/ ({sign_in})\n"));
+    out.push_str("The API: docs/openapi.json; more examples: README.md, \"A first event\". Ctrl-C stops.\n");
     out
 }
 
@@ -101,8 +106,7 @@ mod tests {
         assert_eq!(key_line.find(&key), token_line.find(&token), "values in one column:\n{text}");
         assert!(text.contains(&format!("curl -s -X POST {URL}/v1/events -H 'Authorization: Bearer {key}'")), "{text}");
         assert!(text.contains(&format!("curl -s {URL}/v1/players/{game}/alice -H 'Authorization: Bearer {token}'")));
-        // No web console yet: nothing may point at one.
-        assert!(!text.to_lowercase().contains("console"), "{text}");
+        assert!(text.contains(&format!("\nThe web console: {URL}/ (one-click development sign-in)\n")), "{text}");
     }
 
     #[test]
@@ -125,6 +129,10 @@ mod tests {
         assert!(text.contains(r#"-H "Authorization: Bearer $API_KEY""#), "{text}");
         assert!(text.contains(r#"/v1/players/space-race/alice -H "Authorization: Bearer $ANALYST_TOKEN""#), "{text}");
         assert!(!text.contains("Development credentials"), "{text}");
+        assert!(
+            text.contains(&format!("The web console: {URL}/ (sign in with an analyst or compliance token)")),
+            "{text}"
+        );
 
         // The development keys, from a Secret file: the deployment's, so not printed either.
         let dir = tempfile::tempdir().unwrap();

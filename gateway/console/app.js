@@ -48,6 +48,9 @@ const PAGES = [
   './pages/revenue.js',
   './pages/retention.js',
   './pages/sessions.js',
+  './pages/funnel.js',
+  './pages/leaderboards.js',
+  './pages/players.js',
   './pages/compliance.js',
   './pages/status.js',
 ];

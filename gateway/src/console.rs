@@ -44,6 +44,9 @@ pub const ASSETS: &[Asset] = assets![
     "pages/revenue.js",
     "pages/retention.js",
     "pages/sessions.js",
+    "pages/funnel.js",
+    "pages/leaderboards.js",
+    "pages/players.js",
     "pages/compliance.js",
     "pages/status.js",
 ];
