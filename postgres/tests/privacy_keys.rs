@@ -9,26 +9,14 @@ mod common;
 use chrono::{Duration, Utc};
 use common::TestDb;
 use gm_postgres::PgStore;
-use gm_privacy::{DataKey, MasterKey, NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PrivacyStore};
+use gm_privacy::{NewErasure, NewPlayer, PlayerEntry, PlayerKeyState, PrivacyStore};
 use gm_schemas::{GameId, PlayerId};
+use gm_store_contract::data::{master, new_player_in};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-fn master() -> MasterKey {
-    MasterKey::from_bytes([3; 32])
-}
-
-/// What a gateway sends for a player it has not cached: a fresh key of its own each time.
 fn new_player(game: &str, player: &str) -> NewPlayer {
-    let master = master();
-    let (game, player) = (GameId::parse(game).unwrap(), PlayerId::parse(player).unwrap());
-    NewPlayer {
-        subject: master.subject_hasher().subject(&game, &player),
-        pseudonym: master.pseudonymizer().pseudonym(&game, &player),
-        wrapped_key: master.wrap(&DataKey::generate().unwrap()).unwrap(),
-        game_id: game,
-        player_id: player,
-    }
+    new_player_in(GameId::parse(game).unwrap(), PlayerId::parse(player).unwrap())
 }
 
 /// A store with enough connections for every request of a test to be in flight at once.

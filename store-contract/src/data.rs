@@ -35,6 +35,23 @@ pub fn other_game() -> GameId {
 pub fn pid(p: &str) -> PlayerId {
     PlayerId::parse(p).unwrap()
 }
+
+/// The master key of the privacy cases.
+pub fn master() -> gm_privacy::MasterKey {
+    gm_privacy::MasterKey::from_bytes([3; 32])
+}
+
+/// What a gateway sends for a player it has not cached: a fresh key of its own each time.
+pub fn new_player_in(game: GameId, player: PlayerId) -> gm_privacy::NewPlayer {
+    let master = master();
+    gm_privacy::NewPlayer {
+        subject: master.subject_hasher().subject(&game, &player),
+        pseudonym: master.pseudonymizer().pseudonym(&game, &player),
+        wrapped_key: master.wrap(&gm_privacy::DataKey::generate().unwrap()).unwrap(),
+        game_id: game,
+        player_id: player,
+    }
+}
 pub fn name(s: &str) -> Name {
     Name::parse(s).unwrap()
 }

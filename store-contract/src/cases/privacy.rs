@@ -5,29 +5,16 @@ use crate::data::*;
 use crate::Fixture;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use gm_privacy::{
-    steps, AuditEntry, Begun, DataKey, ErasureStatus, MasterKey, NewErasure, NewPlayer, PlayerKeyState, PrivacyStore,
-    Receipt, Step, StoredPersonal, Subject,
+    steps, AuditEntry, Begun, ErasureStatus, NewErasure, NewPlayer, PlayerKeyState, PrivacyStore, Receipt, Step,
+    StoredPersonal, Subject,
 };
 use gm_projections::model::{ChangeSet, ProjectionName, Target};
 use gm_projections::ReadModelStore;
 use gm_schemas::SealedPersonal;
 use uuid::Uuid;
 
-fn master() -> MasterKey {
-    MasterKey::from_bytes([3; 32])
-}
-
-/// What a gateway sends for a player it has not cached: a fresh key of its own each time.
 fn new_player(player: &str) -> NewPlayer {
-    let master = master();
-    let (game, player) = (game(), pid(player));
-    NewPlayer {
-        subject: master.subject_hasher().subject(&game, &player),
-        pseudonym: master.pseudonymizer().pseudonym(&game, &player),
-        wrapped_key: master.wrap(&DataKey::generate().unwrap()).unwrap(),
-        game_id: game,
-        player_id: player,
-    }
+    new_player_in(game(), pid(player))
 }
 
 /// Now, to the second (both stores keep at least milliseconds).
