@@ -30,7 +30,14 @@
 //! Write-backs run as tokio tasks, at most `max_pending_writes` at once, each bounded by
 //! `op_timeout`; beyond that they are dropped (counted in [`QueryCacheStats`]), so a slow
 //! Redis cannot accumulate tasks. [`CachedQueries::wait_idle`] waits for them (tests,
-//! shutdown). Concurrent misses of one key each ask the store (no single-flight).
+//! shutdown).
+//!
+//! ## Single flight
+//! Concurrent misses of one range query or the funnel in one process share one load: the
+//! first asks the store, the others wait for its answer or its error. Nothing of a failed
+//! load is kept: the next miss asks again.
+//! A popular key that expires under load thus costs the store one query per gateway, not
+//! one per request in flight.
 
 use crate::cache::{CacheError, RedisCache};
 use async_trait::async_trait;
@@ -41,9 +48,10 @@ use gm_projections::AnalyticsQueries;
 use gm_schemas::{GameId, PlayerId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -134,7 +142,21 @@ pub struct CachedQueries<Q> {
     counters: Arc<Counters>,
     /// The role's Prometheus counters (hits, misses, errors), when instrumented.
     metrics: Option<gm_telemetry::CacheMetrics>,
+    /// The loads in flight in this process, by key (single flight): a miss that finds one
+    /// waits for its answer instead of sending the same query to the store. Without it, a
+    /// popular key that expires sends every concurrent request to PostgreSQL at once.
+    flights: Arc<Mutex<HashMap<String, Flight>>>,
 }
+
+/// One load of a key, shared by the misses that arrive while it runs: the answer, serialised
+/// as the cache holds it, or what went wrong (shared too: with a failing store, waiters must
+/// not each try again in turn).
+type Flight = Arc<tokio::sync::OnceCell<Result<Arc<Vec<u8>>, Arc<str>>>>;
+
+/// The error of a load another request ran for the same key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SharedLoadFailed(Arc<str>);
 
 impl<Q: AnalyticsQueries> CachedQueries<Q> {
     pub fn new(inner: Q, cache: RedisCache) -> Self {
@@ -146,6 +168,7 @@ impl<Q: AnalyticsQueries> CachedQueries<Q> {
             max_writes,
             counters: Arc::default(),
             metrics: None,
+            flights: Arc::default(),
         }
     }
 
@@ -277,14 +300,41 @@ impl<Q: AnalyticsQueries> CachedQueries<Q> {
         if let Some(v) = self.lookup(&key).await {
             return Ok(v);
         }
-        let value = load.await?;
-        if let Ok(bytes) = serde_json::to_vec(&value) {
+        let flight = self.flights.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
+        let (mut loaded_here, mut own_error) = (false, None);
+        // The first miss loads; the others wait for its answer.
+        let answer = flight
+            .get_or_init(|| async {
+                loaded_here = true;
+                match load.await {
+                    Ok(value) => serde_json::to_vec(&value).map(Arc::new).map_err(|e| Arc::from(e.to_string())),
+                    Err(e) => {
+                        let message = Arc::from(e.to_string());
+                        own_error = Some(e);
+                        Err(message)
+                    }
+                }
+            })
+            .await
+            .clone();
+        if loaded_here {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
+            }
+        }
+        let bytes = match answer {
+            Ok(bytes) => bytes,
+            Err(message) => return Err(own_error.unwrap_or_else(|| StoreError::unavailable(SharedLoadFailed(message)))),
+        };
+        if loaded_here {
             let cache = self.cache.clone();
+            let written = bytes.clone();
             self.write_back(async move {
-                let _ = cache.set_many(&[(key, bytes)], ttl).await;
+                let _ = cache.set_many(&[(key, written.to_vec())], ttl).await;
             });
         }
-        Ok(value)
+        serde_json::from_slice(&bytes).map_err(StoreError::other)
     }
 }
 

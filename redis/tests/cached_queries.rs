@@ -176,3 +176,40 @@ async fn concurrent_queries_all_answer_correctly() {
     assert_eq!(store.total(), before, "all ten ranges are cached now");
     cleanup(q.cache()).await;
 }
+
+/// Single flight: the misses of one key that arrive while its load runs wait for that load
+/// instead of each asking the store, and share its error too; a failed load is not kept for
+/// later requests.
+#[tokio::test]
+async fn concurrent_misses_of_one_key_ask_the_store_once() {
+    let store = CountingStore::default();
+    store.0.active_delay_ms.store(200, Ordering::SeqCst);
+    let q = std::sync::Arc::new(setup(store.clone()).await);
+    let g = game("g1");
+    let r = range(day("2024-03-01"), day("2024-03-07"));
+    let asks = (0..32).map(|_| {
+        let (q, g) = (q.clone(), g.clone());
+        tokio::spawn(async move { q.active_users(&g, r).await })
+    });
+    for answer in futures::future::join_all(asks).await {
+        assert_eq!(answer.unwrap().unwrap(), active_users_of(&g, r));
+    }
+    assert_eq!(store.0.active_calls.load(Ordering::SeqCst), 1, "32 concurrent misses, one load");
+
+    // Another key while the store fails: each waiter gets the error, nothing is cached, and
+    // the next request (the store back) loads again.
+    store.0.fail.store(true, Ordering::SeqCst);
+    let other = range(day("2024-04-01"), day("2024-04-07"));
+    let asks = (0..8).map(|_| {
+        let (q, g) = (q.clone(), g.clone());
+        tokio::spawn(async move { q.active_users(&g, other).await })
+    });
+    for answer in futures::future::join_all(asks).await {
+        assert!(answer.unwrap().is_err());
+    }
+    assert_eq!(store.0.active_calls.load(Ordering::SeqCst), 2, "the failed load is shared, not retried in turn");
+    store.0.fail.store(false, Ordering::SeqCst);
+    assert_eq!(q.active_users(&g, other).await.unwrap(), active_users_of(&g, other));
+    q.wait_idle().await;
+    cleanup(q.cache()).await;
+}

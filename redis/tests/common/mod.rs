@@ -190,6 +190,8 @@ pub struct CountingState {
     pub revenue_calls: AtomicU64,
     pub funnel_calls: AtomicU64,
     pub fail: AtomicBool,
+    /// Each active-users query takes this long (milliseconds), as a slow database would.
+    pub active_delay_ms: AtomicU64,
     pub profiles: Mutex<HashMap<(String, String), PlayerProfile>>,
 }
 
@@ -230,6 +232,10 @@ impl AnalyticsQueries for CountingStore {
     }
     async fn active_users(&self, game: &GameId, range: DateRange) -> Result<Vec<ActiveUsersDay>, StoreError> {
         self.0.active_calls.fetch_add(1, Ordering::SeqCst);
+        let delay = self.0.active_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         self.check()?;
         Ok(active_users_of(game, range))
     }
