@@ -25,7 +25,9 @@
 //     setParams(obj),   // sets page parameters in the URL (shareable) and renders the page again
 //     live(fn),         // runs async fn() now and again every `live` interval while the tab is
 //                       // visible, Live is on and the page is still shown; returns fn()'s first
-//                       // promise. Errors are shown in the page's status line.
+//                       // promise. Errors are shown in the page's status line. Every page calls it
+//                       // once, even with nothing to load (then with a no-op), so that the status
+//                       // line reaches "Updated …" (the browser test waits for it).
 //     signal,           // an AbortSignal, aborted when the page is left or rendered again
 //     announce(text),   // says `text` to screen readers (aria-live region)
 //   };

@@ -53,6 +53,8 @@ export const page = {
     view.append(form, panel('Ranking', 'ranking-panel', ranking), panel('A player\u2019s standing', 'standing-panel', standingForm, standing));
     if (!board) {
       ranking.append(h('p', { class: 'notice' }, 'Enter the name of a board (the "board" of the game\u2019s score events).'));
+      // Nothing to load yet; the status line still says the page is ready (see app.js, live()).
+      await ctx.live(async () => {});
       return;
     }
     const base = `/v1/leaderboards/${encodeURIComponent(ctx.game)}/${encodeURIComponent(board)}`;

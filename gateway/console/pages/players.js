@@ -34,6 +34,8 @@ export const page = {
     if (!player) {
       profile.append(h('p', { class: 'notice' }, 'Enter a player id (as the game sends it).'));
       input.focus();
+      // Nothing to load yet; the status line still says the page is ready (see app.js, live()).
+      await ctx.live(async () => {});
       return;
     }
     const base = `/v1/players/${encodeURIComponent(ctx.game)}/${encodeURIComponent(player)}`;
