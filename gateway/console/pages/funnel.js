@@ -25,7 +25,7 @@ export const page = {
         steps.length ? barChart(levels, [
           { label: 'Completed', values: steps.map((s) => s.players_completed) },
           { label: 'Started, not completed', values: steps.map((s) => Math.max(0, s.players_started - s.players_completed)) },
-        ], { title: 'Players who started each level, and how many of them completed it', testid: 'funnel-chart', yFormat: fmt.int }) : null,
+        ], { title: 'Players who started each level, and how many of them completed it', testid: 'funnel-chart', yFormat: fmt.num }) : null,
         steps.length > 1 ? lineChart(levels, [
           { label: 'Conversion from the step before', values: steps.map((s) => s.conversion_from_previous) },
           { label: 'Completion rate', values: steps.map((s) => s.completion_rate) },

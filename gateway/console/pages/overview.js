@@ -44,7 +44,7 @@ export const page = {
           { label: 'DAU', values: days.map((d) => d.dau) },
           { label: 'WAU', values: days.map((d) => d.wau) },
           { label: 'MAU', values: days.map((d) => d.mau) },
-        ], { title: 'Daily, weekly and monthly active players per day', testid: 'active-chart', yFormat: fmt.int }) : null,
+        ], { title: 'Daily, weekly and monthly active players per day', testid: 'active-chart', yFormat: fmt.num }) : null,
         table([
           { key: 'day', label: 'Day', text: true },
           { key: 'dau', label: 'DAU', format: fmt.int },
@@ -60,7 +60,7 @@ export const page = {
         nr.days.length ? barChart(nr.days.map((d) => d.day), [
           { label: 'New', values: nr.days.map((d) => d.new_players) },
           { label: 'Returning', values: nr.days.map((d) => d.returning_players) },
-        ], { title: 'New and returning active players per day', testid: 'new-returning-chart', yFormat: fmt.int }) : null,
+        ], { title: 'New and returning active players per day', testid: 'new-returning-chart', yFormat: fmt.num }) : null,
         table([
           { key: 'day', label: 'Day', text: true },
           { key: 'active', label: 'Active', format: fmt.int },

@@ -36,7 +36,7 @@ export const page = {
       const labels = days.map((d) => d.day);
       perDay.replaceChildren(
         days.length ? barChart(labels, [{ label: 'Started', values: days.map((d) => d.sessions_started) }],
-          { title: 'Sessions started per day', testid: 'sessions-chart', yFormat: fmt.int }) : null,
+          { title: 'Sessions started per day', testid: 'sessions-chart', yFormat: fmt.num }) : null,
         days.length ? lineChart(labels, [{ label: 'Average length', values: days.map((d) => d.average_length_seconds) }],
           { title: 'Average session length per day', testid: 'length-chart', yFormat: fmt.seconds }) : null,
         table([
@@ -51,7 +51,7 @@ export const page = {
       const bucketed = totals.reduce((s, t) => s + t.sessions, 0);
       lengths.replaceChildren(
         totals.length ? barChart(totals.map((t) => t.bucket), [{ label: 'Sessions', values: totals.map((t) => t.sessions) }],
-          { title: 'Closed sessions per length over the range', testid: 'distribution-chart', yFormat: fmt.int }) : null,
+          { title: 'Closed sessions per length over the range', testid: 'distribution-chart', yFormat: fmt.num }) : null,
         table([
           { key: 'bucket', label: 'Length', text: true },
           { key: 'sessions', label: 'Sessions', format: fmt.int },
