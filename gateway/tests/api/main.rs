@@ -1,5 +1,6 @@
-//! The gateway's HTTP contract (one test binary, a module per concern), exercised in-process through `actix_web::test` with an
-//! in-memory log producer and read-model fakes (test doubles for these tests only).
+//! The gateway's HTTP contract, exercised in-process through `actix_web::test` with an
+//! in-memory log producer and read-model fakes (test doubles for these tests only). One test
+//! binary, a module per concern; the harness is here.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
