@@ -98,11 +98,13 @@ fn the_first_run_prints_the_url_the_development_credentials_and_commands_that_wo
     assert!(banner
         .lines()
         .any(|l| l.starts_with("  analyst token (reads): ") && l.ends_with(" demo-analyst-token-0001")));
-    assert!(!banner.to_lowercase().contains("console"), "there is no console yet:\n{banner}");
+    assert!(banner.contains(&format!("The web console: {url}/ (one-click development sign-in)")), "{banner}");
 
     // The commands, as printed, against the running platform.
     let send = banner.split("Send an event:\n").nth(1).and_then(|rest| rest.split("Read it back").next()).unwrap();
     let read = banner.split("once the projections applied it):\n").nth(1).and_then(|r| r.lines().next()).unwrap();
+    let console = sh(&format!("curl -s {url}/"));
+    assert!(console.contains("<title>") && console.contains("/console/app.js"), "the console at {url}/:\n{console}");
     let answer = sh(send);
     assert!(answer.contains("\"accepted\":1"), "{send}\n→ {answer}");
     let deadline = Instant::now() + Duration::from_secs(30);
