@@ -598,7 +598,7 @@ impl Topology {
                 config.kafka.brokers = d.services.kafka_brokers.clone();
                 config.log.namespace = d.namespace.clone();
                 config.postgres.url = d.postgres_url.clone();
-                config.redis = None;
+                config.redis.url = String::new(); // no cache
             }
             (None, Some((_, ballast))) => {
                 config.data_dir = ballast.parent().ok_or("the tmpfs has no directory")?.join("data");
