@@ -469,21 +469,31 @@ impl Config {
                 ),
             ));
         }
-        let token = self.auth.dev_analyst_token.trim();
-        if !token.is_empty() && token != defaults.auth.dev_analyst_token.trim() {
-            return Err(invalid(
+        let dev_tokens = [
+            (
                 "auth.dev_analyst_token",
-                "development only: production mode accepts people's JWTs (auth.jwks_file or auth.jwks_url) and \
-                 no static token; unset GM_AUTH__DEV_ANALYST_TOKEN",
-            ));
-        }
-        let token = self.auth.dev_compliance_token.trim();
-        if !token.is_empty() && token != defaults.auth.dev_compliance_token.trim() {
-            return Err(invalid(
+                "GM_AUTH__DEV_ANALYST_TOKEN",
+                &self.auth.dev_analyst_token,
+                &defaults.auth.dev_analyst_token,
+            ),
+            (
                 "auth.dev_compliance_token",
-                "development only: production mode accepts people's JWTs (auth.jwks_file or auth.jwks_url) and \
-                 no static token; unset GM_AUTH__DEV_COMPLIANCE_TOKEN",
-            ));
+                "GM_AUTH__DEV_COMPLIANCE_TOKEN",
+                &self.auth.dev_compliance_token,
+                &defaults.auth.dev_compliance_token,
+            ),
+        ];
+        for (setting, variable, token, default) in dev_tokens {
+            let token = token.trim();
+            if !token.is_empty() && token != default.trim() {
+                return Err(invalid(
+                    setting,
+                    format!(
+                        "development only: production mode accepts people's JWTs (auth.jwks_file or \
+                         auth.jwks_url) and no static token; unset {variable}"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
