@@ -8,7 +8,7 @@
 use crate::error::{or_error_components, or_error_schema, ErrorBody, GatewayError};
 use crate::ingest::{
     accept_body, append_decoded, check_signature, decompress_body, idempotency_key, ingest_within, is_gzip, read_raw,
-    EventStatus, IngestResponse, IngestResponseOrError, RETRY_503,
+    EventStatus, IngestErrors, IngestResponse, IngestResponseOrError, SignedBodyHeaders,
 };
 use crate::rate_limit::retry_after_secs;
 use crate::AppState;
@@ -103,20 +103,15 @@ async fn segment(
              "timestamp": "2025-01-01T12:00:00Z", "properties": {"revenue": 4.99, "currency": "USD", "product_id": "gems"}},
             {"type": "identify", "userId": "seg-1", "traits": {"country": "de"}, "context": {"locale": "de-DE"}}]})),
     params(
-        ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
-        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
+        SignedBodyHeaders,
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: a message without `messageId` gets an id derived from the game, the key, its position and content (without `sentAt`), so a retry counts once. Messages with a `messageId` keep the id derived from it, key or not. 400 `invalid_input` when malformed"),
     ),
     responses(
         (status = 200, description = "Every valid message is durably in the log", body = IngestResponse),
         (status = 400, description = "No message was valid (IngestResponse), or the body itself or its Idempotency-Key was refused (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked write key; missing or wrong signature", body = ErrorBody),
-        (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
         (status = 429, description = "The API key is over its request quota (ErrorBody), or every message was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
-        (status = 503, description = RETRY_503, body = ErrorBody),
+        IngestErrors,
     ),
     security(("basic" = []), ("bearer" = []), ("api_key" = []))
 )]
@@ -137,20 +132,15 @@ pub async fn segment_batch(
         example = json!({"event": "Level Completed", "userId": "seg-1", "timestamp": "2025-01-01T12:00:00Z",
                          "properties": {"level": "world-1", "score": 50}})),
     params(
-        ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
-        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
+        SignedBodyHeaders,
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: a message without `messageId` gets an id derived from the game, the key, its position and content (without `sentAt`), so a retry counts once. Messages with a `messageId` keep the id derived from it, key or not. 400 `invalid_input` when malformed"),
     ),
     responses(
         (status = 200, description = "The event is durably in the log", body = IngestResponse),
         (status = 400, description = "The event was refused (IngestResponse with its reason), or the body was not a message or the Idempotency-Key was malformed (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked write key; missing or wrong signature", body = ErrorBody),
-        (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
         (status = 429, description = "The API key is over its request quota (ErrorBody), or every message was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
-        (status = 503, description = RETRY_503, body = ErrorBody),
+        IngestErrors,
     ),
     security(("basic" = []), ("bearer" = []), ("api_key" = []))
 )]
@@ -170,20 +160,15 @@ pub async fn segment_track(
     request_body(content = SegmentMessage, description = "A Segment identify call",
         example = json!({"userId": "seg-1", "traits": {"country": "DE"}, "context": {"locale": "de-DE"}})),
     params(
-        ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
-        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
+        SignedBodyHeaders,
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: a message without `messageId` gets an id derived from the game, the key, its position and content (without `sentAt`), so a retry counts once. Messages with a `messageId` keep the id derived from it, key or not. 400 `invalid_input` when malformed"),
     ),
     responses(
         (status = 200, description = "The update is durably in the log", body = IngestResponse),
         (status = 400, description = "The call was refused (IngestResponse with its reason), or the body was not a message or the Idempotency-Key was malformed (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked write key; missing or wrong signature", body = ErrorBody),
-        (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
         (status = 429, description = "The API key is over its request quota (ErrorBody), or every message was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
-        (status = 503, description = RETRY_503, body = ErrorBody),
+        IngestErrors,
     ),
     security(("basic" = []), ("bearer" = []), ("api_key" = []))
 )]
@@ -261,20 +246,15 @@ impl ToSchema for LegacyResponseOrError {
         example = json!({"event_type": "level_up", "player_id": "legacy-1", "timestamp": "2025-01-01T12:00:00Z",
                          "data": {"level": 7}})),
     params(
-        ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
-        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
+        SignedBodyHeaders,
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters), sent again unchanged with every retry: an event without `event_id` gets an id derived from the game, the key and the body, so a retry counts once. An `event_id` in the body is used instead (the id itself when a UUID, else UUIDv5 of `game:event_id`). 400 `invalid_input` when malformed"),
     ),
     responses(
         (status = 200, description = "The event is durably in the log (possibly kept as a design event named after its type: see above)", body = LegacyResponse),
         (status = 400, description = "The event was refused (LegacyResponse with the reason), or the body was not an object or the Idempotency-Key was malformed (ErrorBody)", body = LegacyResponseOrError),
         (status = 401, description = "Missing, unknown or revoked API key (without a key: a body whose `game_id` is not a game open to keyless clients); missing or wrong signature", body = ErrorBody),
-        (status = 403, description = "Credentials that may not ingest", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
         (status = 429, description = "The API key or, without a key, the client address (ErrorBody), or the player (LegacyResponse) is over its quota; retry after `Retry-After` seconds", body = LegacyResponseOrError),
-        (status = 503, description = RETRY_503, body = ErrorBody),
+        IngestErrors,
     ),
     security(("bearer" = []), ("api_key" = []), ("basic" = []))
 )]

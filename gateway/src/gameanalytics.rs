@@ -237,6 +237,14 @@ pub struct InitRequest {
     build: Option<String>,
 }
 
+crate::openapi::error_answers! {
+    /// The refusals every GameAnalytics route gives (401, 413).
+    GameAnalyticsErrors {
+        "401" => "Unknown game key, or missing or wrong Authorization",
+        "413" => "Body larger than allowed, after decompression",
+    }
+}
+
 /// GameAnalytics init (collector API v2).
 ///
 /// Answers the gateway's clock so that the SDK corrects its own; `Authorization` is the
@@ -255,9 +263,7 @@ pub struct InitRequest {
     responses(
         (status = 200, description = "Enabled, with the gateway's clock", body = InitResponse),
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
-        (status = 401, description = "Unknown game key, or missing or wrong Authorization", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        GameAnalyticsErrors,
         (status = 429, description = "The game key is over its request quota: empty body (so that the SDK retries), `Retry-After`, reason in `X-GM-Error`"),
         (status = 503, description = "Not answered in time: empty body, `Retry-After`, reason in `X-GM-Error`"),
     ),
@@ -301,9 +307,7 @@ pub struct RemoteConfigsQuery {
     responses(
         (status = 200, description = "Enabled, with the gateway's clock", body = InitResponse),
         (status = 400, description = "The body is not a JSON object, or the query lacks game_key", body = ErrorBody),
-        (status = 401, description = "Unknown game key, or missing or wrong Authorization", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        GameAnalyticsErrors,
         (status = 429, description = "The game key is over its request quota: empty body, `Retry-After`, reason in `X-GM-Error`"),
         (status = 503, description = "Not answered in time: empty body, `Retry-After`, reason in `X-GM-Error`"),
     ),
@@ -392,9 +396,7 @@ pub struct Collected {}
     responses(
         (status = 200, description = "Every event is durably in the log", body = Collected),
         (status = 400, description = "Some events were refused (the array lists them; the others are durably in the log), or the body is not an array of events or the Idempotency-Key is malformed (ErrorBody)", body = RejectedEventsOrError),
-        (status = 401, description = "Unknown game key, or missing or wrong Authorization", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        GameAnalyticsErrors,
         (status = 429, description = "The game key, or a player of the request, is over its quota: empty body (so that the SDK sends the request again), `Retry-After`, reason in `X-GM-Error`; events already stored count once on the retry"),
         (status = 503, description = "The events were not acknowledged in time or the log failed: empty body (so that the SDK sends the request again), `Retry-After`, reason in `X-GM-Error`; some may be in the log already and count once on the retry"),
     ),

@@ -206,50 +206,23 @@ pub async fn standing(
 
 range_route! {
     /// D1, D7 and D30 retention of the first-seen cohort of each day.
-    #[utoipa::path(
-        get,
-        path = "/v1/analytics/{game_id}/retention",
-        tag = "queries",
-        params(("game_id" = String, Path, description = "The game"), RangeParams),
-        responses(
-            (status = 200, description = "One cohort per day: players first seen that UTC day and how many came back on day 1, 7 and 30", body = RetentionResponse),
-            RangeQueryErrors,
-        ),
-        security(("jwt" = ["analyst", "admin"]))
-    )]
-    retention, |state| games(&state)? => retention, RetentionResponse { cohorts }
+    retention at "/v1/analytics/{game_id}/retention",
+    "One cohort per day: players first seen that UTC day and how many came back on day 1, 7 and 30",
+    |state| games(&state)? => retention, RetentionResponse { cohorts }
 }
 
 range_route! {
     /// New (first seen that day) and returning players, per day.
-    #[utoipa::path(
-        get,
-        path = "/v1/analytics/{game_id}/new-returning",
-        tag = "queries",
-        params(("game_id" = String, Path, description = "The game"), RangeParams),
-        responses(
-            (status = 200, description = "Active, new and returning players per day", body = NewReturningResponse),
-            RangeQueryErrors,
-        ),
-        security(("jwt" = ["analyst", "admin"]))
-    )]
-    new_returning, |state| games(&state)? => new_returning, NewReturningResponse { days }
+    new_returning at "/v1/analytics/{game_id}/new-returning",
+    "Active, new and returning players per day",
+    |state| games(&state)? => new_returning, NewReturningResponse { days }
 }
 
 range_route! {
     /// Revenue per daily active user and per payer, and conversion to payer, over a range.
-    #[utoipa::path(
-        get,
-        path = "/v1/analytics/{game_id}/monetisation",
-        tag = "queries",
-        params(("game_id" = String, Path, description = "The game"), RangeParams),
-        responses(
-            (status = 200, description = "ARPDAU and ARPPU per currency, payers and conversion over the whole range", body = MonetisationResponse),
-            RangeQueryErrors,
-        ),
-        security(("jwt" = ["analyst", "admin"]))
-    )]
-    monetisation, |state| games(&state)? => monetisation, MonetisationResponse { summary }
+    monetisation at "/v1/analytics/{game_id}/monetisation",
+    "ARPDAU and ARPPU per currency, payers and conversion over the whole range",
+    |state| games(&state)? => monetisation, MonetisationResponse { summary }
 }
 
 /// Longest list of recommendations.

@@ -114,20 +114,15 @@ impl ToSchema for IngestResponseOrError {
             {"type": "purchase", "player_id": "player-7f3a", "session_id": "s-1", "client_ts": "2025-01-01T12:01:00Z",
              "properties": {"amount_minor": 499, "currency": "USD", "item_id": "gem-pack"}}]})),
     params(
-        ("Content-Encoding" = Option<String>, Header, description = "`gzip` or `identity`"),
-        ("X-GM-Signature" = Option<String>, Header, description = "HMAC-SHA256(game secret, X-GM-Timestamp + \".\" + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, \"Signed requests\"). A signature is accepted once"),
-        ("X-GM-Timestamp" = Option<i64>, Header, description = "When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock"),
+        SignedBodyHeaders,
         ("Idempotency-Key" = Option<String>, Header, description = "A key of the client's own for this request (1 to 255 visible ASCII characters, e.g. a UUID), sent again unchanged with every retry of the same batch: events without `event_id` get ids derived from the game, the key, their position and content, so a retry counts once. 400 `invalid_input` when empty, too long or with other characters"),
     ),
     responses(
         (status = 202, description = "Every valid event is durably in the log", body = IngestResponse),
         (status = 400, description = "No event was valid (IngestResponse), or the batch itself or its Idempotency-Key was refused (ErrorBody)", body = IngestResponseOrError),
         (status = 401, description = "Missing, unknown or revoked API key; missing or wrong X-GM-Signature when the game requires one", body = ErrorBody),
-        (status = 403, description = "Credentials that may not ingest (only game API keys do)", body = ErrorBody),
-        (status = 413, description = "Body larger than allowed, after decompression", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
         (status = 429, description = "The API key is over its request quota (ErrorBody), or every event was over its player's quota (IngestResponse); retry after `Retry-After` seconds", body = IngestResponseOrError),
-        (status = 503, description = RETRY_503, body = ErrorBody),
+        IngestErrors,
     ),
     security(("bearer" = []), ("api_key" = []), ("basic" = []))
 )]
@@ -168,8 +163,35 @@ async fn ingest(
     Ok(outcome.respond(StatusCode::ACCEPTED))
 }
 
-/// The OpenAPI description of an ingest route's 503.
-pub(crate) const RETRY_503: &str = "The events were not acknowledged in time (`timeout`) or the log failed (`unavailable`). Some or all of them may be in the log already: resend the same request after `Retry-After` seconds, with the same `Idempotency-Key` (or the same `event_id`s), and every event counts once. Without either, a resent event may count twice";
+crate::openapi::error_answers! {
+    /// The answers every route that ingest events in any format with a game API key gives
+    /// when it refuses the request (403, 413) or cannot answer (503).
+    IngestErrors {
+        "403" => "Credentials that may not ingest (only game API keys do)",
+        "413" => "Body larger than allowed, after decompression",
+        "503" => "The events were not acknowledged in time (`timeout`) or the log failed (`unavailable`). Some or \
+                  all of them may be in the log already: resend the same request after `Retry-After` seconds, \
+                  with the same `Idempotency-Key` (or the same `event_id`s), and every event counts once. \
+                  Without either, a resent event may count twice",
+    }
+}
+
+/// The request headers of a route that takes a signed, possibly compressed body, written once
+/// for the OpenAPI document (`params(SignedBodyHeaders, ..)`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documentation only: the handlers read these headers themselves
+pub(crate) struct SignedBodyHeaders {
+    /// `gzip` or `identity`
+    #[param(rename = "Content-Encoding")]
+    content_encoding: Option<String>,
+    /// HMAC-SHA256(game secret, X-GM-Timestamp + "." + raw body as sent, compressed if gzip), hex or base64; required for games with a signing secret (README, "Signed requests"). A signature is accepted once
+    #[param(rename = "X-GM-Signature")]
+    signature: Option<String>,
+    /// When the request was signed, Unix seconds; required with X-GM-Signature. Refused (401) when more than 300 s from the gateway's clock
+    #[param(rename = "X-GM-Timestamp")]
+    timestamp: Option<i64>,
+}
 
 /// What an ingest route says when it answers 503: retry, the same way.
 const RETRY_SAME: &str = "retry this request unchanged after Retry-After seconds, with the same Idempotency-Key (or the same event ids): events already in the log then count once";

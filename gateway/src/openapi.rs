@@ -176,6 +176,27 @@ pub fn openapi_pretty() -> &'static str {
     TEXT.get_or_init(|| openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_string()))
 }
 
+/// Declares the error answers that several routes share, written once: a type to name in a
+/// `#[utoipa::path]`'s `responses(...)`, each status with its description and an
+/// [`crate::ErrorBody`].
+macro_rules! error_answers {
+    ($(#[$attr:meta])* $name:ident { $($status:literal => $description:expr),+ $(,)? }) => {
+        $(#[$attr])*
+        pub(crate) struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses(
+            ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+                [$(($status, $description)),+]
+                    .into_iter()
+                    .map(|(status, description)| (status.to_string(), $crate::openapi::error_response(description)))
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use error_answers;
+
 /// An error answer: `description`, with an [`crate::ErrorBody`] as JSON.
 pub(crate) fn error_response(description: impl Into<String>) -> RefOr<Response> {
     ResponseBuilder::new()

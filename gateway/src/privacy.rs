@@ -16,6 +16,16 @@ use uuid::Uuid;
 
 // ---- routes ----
 
+crate::openapi::error_answers! {
+    /// The answers every privacy route gives when it cannot answer (401, 403, 503).
+    PrivacyErrors {
+        "401" => "No valid token",
+        "403" => "Not a compliance or admin token, or a game (asked, or of the erasure or receipt) that the \
+                  token's `games` claim does not name",
+        "503" => "Privacy is not configured on this gateway, or a store cannot serve now; retry",
+    }
+}
+
 fn service(state: &AppState) -> Result<&Arc<PrivacyService>, GatewayError> {
     state.privacy.as_ref().ok_or_else(|| GatewayError::Unavailable("privacy is not configured on this gateway".into()))
 }
@@ -80,9 +90,7 @@ pub struct ErasureRequestBody {
         (status = 202, description = "Erasure started", body = Erasure),
         (status = 200, description = "This player's erasure already exists: here it is", body = Erasure),
         (status = 400, description = "Invalid game or player id, or reason", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token, or a game the token's `games` claim does not name", body = ErrorBody),
-        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+        PrivacyErrors,
     ),
     security(("jwt" = ["compliance", "admin"]))
 )]
@@ -121,10 +129,8 @@ pub async fn post_erasure(
     responses(
         (status = 200, description = "The erasure", body = Erasure),
         (status = 400, description = "Not a UUID", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token, or the erasure is of a game the token's `games` claim does not name", body = ErrorBody),
         (status = 404, description = "No such erasure", body = ErrorBody),
-        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+        PrivacyErrors,
     ),
     security(("jwt" = ["compliance", "admin"]))
 )]
@@ -162,10 +168,8 @@ pub async fn get_erasure(
     responses(
         (status = 200, description = "The export", body = PlayerExport),
         (status = 400, description = "Invalid game or player id", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token, or a game the token's `games` claim does not name", body = ErrorBody),
         (status = 404, description = "Nothing is held about this player", body = ErrorBody),
-        (status = 503, description = "A store cannot serve now; retry", body = ErrorBody),
+        PrivacyErrors,
     ),
     security(("jwt" = ["compliance", "admin"]))
 )]
@@ -228,9 +232,7 @@ pub struct AuditTrail {
     responses(
         (status = 200, description = "Newest first", body = AuditTrail),
         (status = 400, description = "limit out of range, or an invalid game_id", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token, or game_id is not one of the token's games", body = ErrorBody),
-        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+        PrivacyErrors,
     ),
     security(("jwt" = ["compliance", "admin"]))
 )]
@@ -277,9 +279,7 @@ pub struct ErasureList {
     responses(
         (status = 200, description = "The latest requested first", body = ErasureList),
         (status = 400, description = "An invalid game_id, status or limit", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token, or game_id is not one of the token's games", body = ErrorBody),
-        (status = 503, description = "The privacy store cannot serve now; retry", body = ErrorBody),
+        PrivacyErrors,
     ),
     security(("jwt" = ["compliance", "admin"]))
 )]
@@ -328,9 +328,7 @@ pub struct ReceiptVerification {
     responses(
         (status = 200, description = "Whether the receipt is valid (an altered or foreign receipt is `valid: false`)", body = ReceiptVerification),
         (status = 400, description = "Not a receipt", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not a compliance or admin token, or a receipt of a game the token's `games` claim does not name", body = ErrorBody),
-        (status = 503, description = "Privacy is not configured on this gateway", body = ErrorBody),
+        PrivacyErrors,
     ),
     security(("jwt" = ["compliance", "admin"]))
 )]

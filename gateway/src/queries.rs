@@ -114,13 +114,23 @@ pub(crate) fn authorized_range(
     Ok((game, parse_range(params)?))
 }
 
-/// An analytics route over a date range, written once: `name` authorises reading the game's
-/// analytics, parses the range, asks `source.query(game, range)` (`source` an expression of
-/// the app state `state`) and answers `Response { game_id, from, to, rows }`, within the request
-/// timeout. The attributes (doc comment, `#[utoipa::path]`) go on the handler.
+/// An analytics route over a date range, written once with its OpenAPI operation: `name`
+/// (`GET path`) authorises reading the game's analytics, parses the range, asks
+/// `source.query(game, range)` (`source` an expression of the app state `state`) and answers
+/// `Response { game_id, from, to, rows }` (200, `description`), within the request timeout.
+/// The doc comment goes on the route; `RangeParams` and `RangeQueryErrors` must be in scope.
 macro_rules! range_route {
-    ($(#[$attr:meta])* $name:ident, |$state:ident| $source:expr => $query:ident, $response:ident { $rows:ident }) => {
+    ($(#[$attr:meta])* $name:ident at $path:tt, $description:tt,
+     |$state:ident| $source:expr => $query:ident, $response:ident { $rows:ident }) => {
         $(#[$attr])*
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = "queries",
+            params(("game_id" = String, Path, description = "The game"), RangeParams),
+            responses((status = 200, description = $description, body = $response), RangeQueryErrors),
+            security(("jwt" = ["analyst", "admin"]))
+        )]
         pub async fn $name(
             req: actix_web::HttpRequest,
             path: actix_web::web::Path<String>,
@@ -139,23 +149,13 @@ macro_rules! range_route {
 }
 pub(crate) use range_route;
 
-/// The answers every query route gives when it cannot answer (401, 403, 503), written once.
-pub(crate) struct QueryErrors;
-
-impl utoipa::IntoResponses for QueryErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        [
-            ("401", "Missing, expired or invalid token"),
-            (
-                "403",
-                "Credentials without the analyst or admin role (game API keys only ingest), or a token whose \
-                 `games` claim does not name this game",
-            ),
-            ("503", "Read model store unavailable"),
-        ]
-        .into_iter()
-        .map(|(status, description)| (status.to_string(), crate::openapi::error_response(description)))
-        .collect()
+crate::openapi::error_answers! {
+    /// The answers every query route gives when it cannot answer (401, 403, 503).
+    QueryErrors {
+        "401" => "Missing, expired or invalid token",
+        "403" => "Credentials without the analyst or admin role (game API keys only ingest), or a token whose \
+                  `games` claim does not name this game",
+        "503" => "Read model store unavailable",
     }
 }
 
@@ -202,50 +202,23 @@ pub async fn player_profile(
 
 range_route! {
     /// Daily, weekly and monthly active users and stickiness, per day.
-    #[utoipa::path(
-        get,
-        path = "/v1/analytics/{game_id}/active-users",
-        tag = "queries",
-        params(("game_id" = String, Path, description = "The game"), RangeParams),
-        responses(
-            (status = 200, description = "DAU, WAU, MAU and stickiness per day", body = ActiveUsersResponse),
-            RangeQueryErrors,
-        ),
-        security(("jwt" = ["analyst", "admin"]))
-    )]
-    active_users, |state| state.queries => active_users, ActiveUsersResponse { days }
+    active_users at "/v1/analytics/{game_id}/active-users",
+    "DAU, WAU, MAU and stickiness per day",
+    |state| state.queries => active_users, ActiveUsersResponse { days }
 }
 
 range_route! {
     /// Sessions started and closed, average length and length distribution, per day.
-    #[utoipa::path(
-        get,
-        path = "/v1/analytics/{game_id}/sessions",
-        tag = "queries",
-        params(("game_id" = String, Path, description = "The game"), RangeParams),
-        responses(
-            (status = 200, description = "Session figures per day", body = SessionsResponse),
-            RangeQueryErrors,
-        ),
-        security(("jwt" = ["analyst", "admin"]))
-    )]
-    sessions, |state| state.queries => sessions, SessionsResponse { days }
+    sessions at "/v1/analytics/{game_id}/sessions",
+    "Session figures per day",
+    |state| state.queries => sessions, SessionsResponse { days }
 }
 
 range_route! {
     /// Revenue, purchases, payers, ARPDAU, ARPPU and conversion, per day and currency.
-    #[utoipa::path(
-        get,
-        path = "/v1/analytics/{game_id}/revenue",
-        tag = "queries",
-        params(("game_id" = String, Path, description = "The game"), RangeParams),
-        responses(
-            (status = 200, description = "Revenue figures per day and currency", body = RevenueResponse),
-            RangeQueryErrors,
-        ),
-        security(("jwt" = ["analyst", "admin"]))
-    )]
-    revenue, |state| state.queries => revenue, RevenueResponse { days }
+    revenue at "/v1/analytics/{game_id}/revenue",
+    "Revenue figures per day and currency",
+    |state| state.queries => revenue, RevenueResponse { days }
 }
 
 /// The progression funnel since the beginning: per level, the distinct players who started,
