@@ -20,6 +20,7 @@
 //! (how a projection reads a batch), [`project`] (the projections' `changes`, with the
 //! leaderboards and recommendations in modules of their own), [`ports`], [`worker`].
 
+pub mod counters;
 mod events;
 pub mod leaderboard;
 pub mod model;
