@@ -13,17 +13,7 @@ use std::time::{Duration, Instant};
 /// The privacy service on the configured stores (its coordinator driven by the caller).
 pub async fn privacy_service(config: &Config) -> anyhow::Result<(Backends, PrivacyService)> {
     let backends = Backends::open(config).await?;
-    let mut service = PrivacyService::new(
-        backends.privacy.clone(),
-        backends.log.producer(),
-        config.privacy_settings()?,
-        &gm_projections::ProjectionName::ALL.map(|p| p.as_str()),
-        gm_telemetry::Metrics::new(),
-    )
-    .with_snapshots(backends.snapshots.clone());
-    if let Some(cache) = &backends.player_cache {
-        service = service.with_cache(cache.clone());
-    }
+    let service = backends.privacy_service(config, gm_telemetry::Metrics::new())?;
     Ok((backends, service))
 }
 

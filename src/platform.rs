@@ -164,6 +164,26 @@ impl Backends {
         }
     }
 
+    /// The privacy service on these stores, its erasure coordinator not started (the gateway
+    /// runs it, the CLI drives it): one construction for both, so they erase alike.
+    pub fn privacy_service(&self, config: &Config, metrics: Metrics) -> anyhow::Result<gm_privacy::PrivacyService> {
+        let mut service = gm_privacy::PrivacyService::new(
+            self.privacy.clone(),
+            self.log.producer(),
+            config.privacy_settings()?,
+            &ProjectionName::ALL.map(|p| p.as_str()),
+            metrics,
+        )
+        .with_snapshots(self.snapshots.clone());
+        if let Some(cache) = &self.player_cache {
+            service = service.with_cache(cache.clone());
+        }
+        if let Some((ledger, records)) = &self.keys_apart {
+            service = service.with_keys_apart(ledger.clone(), records.clone());
+        }
+        Ok(service)
+    }
+
     /// The embedded log (the embedded default only).
     pub fn embedded_log(&self) -> Option<Arc<gm_embedded::SqliteLog>> {
         self.embedded.as_ref().map(|(log, _)| log.clone())
@@ -628,21 +648,7 @@ async fn privacy_service(
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<actix_rt::task::JoinHandle<()>>,
 ) -> anyhow::Result<Arc<gm_privacy::PrivacyService>> {
-    let mut service = gm_privacy::PrivacyService::new(
-        backends.privacy.clone(),
-        backends.log.producer(),
-        config.privacy_settings()?,
-        &ProjectionName::ALL.map(|p| p.as_str()),
-        metrics.clone(),
-    )
-    .with_snapshots(backends.snapshots.clone());
-    if let Some(cache) = &backends.player_cache {
-        service = service.with_cache(cache.clone());
-    }
-    if let Some((ledger, records)) = &backends.keys_apart {
-        service = service.with_keys_apart(ledger.clone(), records.clone());
-    }
-    let service = Arc::new(service);
+    let service = Arc::new(backends.privacy_service(config, metrics.clone())?);
     tasks.push(actix_rt::spawn(service.clone().run(shutdown.clone())));
     let reapplied =
         service.reapply_after_restore().await.context("comparing the erasure ledger with the data database")?;
