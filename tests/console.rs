@@ -302,6 +302,15 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(text_of(&c, "dead-letters-count-value").await, "0");
     assert_eq!(api_status["projections"].as_array().unwrap().len(), 8, "{api_status}");
 
+    // The player lookup's form sets the page's `player` parameter; the profile is the API's.
+    open(&c, &base, "players", &range).await;
+    testid(&c, "player-id").await.send_keys("player-0").await.unwrap();
+    testid(&c, "player-submit").await.click().await.unwrap();
+    let (status, profile) = api(&base, "GET", &format!("/v1/players/{GAME}/player-0"), DEV_ANALYST, None).await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(text_of(&c, "profile-sessions").await, profile["sessions"].to_string(), "{profile}");
+    assert!(c.current_url().await.unwrap().as_str().contains("player=player-0"));
+
     // Compliance staff: erase a player, watch the timeline complete, download the receipt.
     sign_in(&c, &base, "compliance").await;
     open(&c, &base, "compliance", &range).await;

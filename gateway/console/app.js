@@ -32,8 +32,9 @@
 //     announce(text),   // says `text` to screen readers (aria-live region)
 //   };
 //
-//   Helpers for pages are in ui.js (import { h, table, lineChart, barChart, heat, cards, panel, fmt } from
-//   '../ui.js'): tables come with a "Download CSV" button.
+//   Helpers for pages are in ui.js (import { h, table, lineChart, barChart, heat, cards, panel, slots,
+//   analytics, rangeFile, lookupForm, fmt } from '../ui.js'): tables come with a "Download CSV" button;
+//   slots() lays out the page's panels, analytics() loads a read model over the selection.
 //   Register a page by adding its module to PAGES below.
 //
 // Stable hooks for the browser test (data-testid): nav, nav-<route>, account, who, sign-out, picker,

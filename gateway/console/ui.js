@@ -86,6 +86,54 @@ export function empty(text) {
   return h('p', { class: 'empty', 'data-testid': 'empty' }, text);
 }
 
+/**
+ * Appends the page's sections to `view` and returns the slot of each, an empty `<div>` that the
+ * page's live load fills: a spec [title, testid, ...notes] is a panel (the notes before the
+ * slot), `null` a bare slot (headline cards above the panels).
+ */
+export function slots(view, ...specs) {
+  return specs.map((spec) => {
+    const slot = h('div');
+    if (spec === null) {
+      view.append(slot);
+    } else {
+      const [title, testid, ...notes] = spec;
+      view.append(panel(title, testid, ...notes, slot));
+    }
+    return slot;
+  });
+}
+
+/**
+ * A one-field form of a page that looks something up: submitted, it sets the page parameter
+ * `param` (trimmed; the field starts with its value). ids: {form, input, submit}, the
+ * data-testids (the input's id too). Returns [form, input].
+ */
+export function lookupForm(ctx, param, { ids, label, button, ariaLabel }) {
+  const input = h('input', { id: ids.input, name: param, value: ctx.param(param) || '', required: true, autocomplete: 'off', 'data-testid': ids.input });
+  const form = h('form', { class: 'toolbar', 'data-testid': ids.form, 'aria-label': ariaLabel },
+    h('label', { for: ids.input }, label, input),
+    h('button', { type: 'submit', 'data-testid': ids.submit }, button));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    ctx.setParams({ [param]: input.value.trim() });
+  });
+  return [form, input];
+}
+
+// ------------------------------------------------------------------------------------ loading
+
+/** GET /v1/analytics/{game}/{what} of the selected game, over the selected days unless `range` is false. */
+export function analytics(ctx, what, { range = true } = {}) {
+  const days = range ? `?from=${ctx.from}&to=${ctx.to}` : '';
+  return ctx.api(`/v1/analytics/${encodeURIComponent(ctx.game)}/${what}${days}`, { signal: ctx.signal });
+}
+
+/** The CSV file name of `what` over the selected game and days. */
+export function rangeFile(ctx, what) {
+  return `${ctx.game}-${what}-${ctx.from}-${ctx.to}`;
+}
+
 // ------------------------------------------------------------------------------------ tables
 
 /**
@@ -178,9 +226,11 @@ function axes(svg, labels, max, yFormat, x) {
 
 /**
  * A line chart. labels: x labels (days); series: [{label, values: [number|null]}].
- * options: {title (accessible name), testid, yFormat, max}
+ * options: {title (accessible name), testid, yFormat, max}. null without labels: nothing to draw
+ * (the table below says so), so a page writes `lineChart(…) ?? note` where it wants a note.
  */
 export function lineChart(labels, series, options = {}) {
+  if (!labels.length) return null;
   const { title, testid = 'chart', yFormat = fmt.num } = options;
   const all = series.flatMap((sr) => sr.values).filter((v) => typeof v === 'number');
   const max = options.max ?? niceMax(Math.max(0, ...all));
@@ -212,6 +262,7 @@ export function lineChart(labels, series, options = {}) {
  * A bar chart, stacked when there are several series. labels: x labels; series as lineChart.
  */
 export function barChart(labels, series, options = {}) {
+  if (!labels.length) return null;
   const { title, testid = 'chart', yFormat = fmt.num } = options;
   const totals = labels.map((_, i) => series.reduce((sum, sr) => sum + (sr.values[i] || 0), 0));
   const max = options.max ?? niceMax(Math.max(0, ...totals));

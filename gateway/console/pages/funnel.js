@@ -3,7 +3,7 @@
 // API: GET /v1/analytics/{game}/funnel.
 // data-testid: funnel-chart, conversion-chart, funnel-table (+ -csv).
 
-import { h, panel, table, barChart, lineChart, fmt } from '../ui.js';
+import { h, slots, analytics, table, barChart, lineChart, fmt } from '../ui.js';
 
 export const page = {
   route: 'funnel',
@@ -11,21 +11,19 @@ export const page = {
   needs: 'query',
   range: false,
   async render(view, ctx) {
-    const body = h('div');
-    view.append(panel('Progression', 'funnel-panel',
-      h('p', { class: 'notice' }, 'Distinct players per level since the beginning; conversion is the share of the previous level\u2019s players who started this one.'),
-      body));
+    const [body] = slots(view, ['Progression', 'funnel-panel',
+      h('p', { class: 'notice' }, 'Distinct players per level since the beginning; conversion is the share of the previous level\u2019s players who started this one.')]);
     await ctx.live(async () => {
-      const f = await ctx.api(`/v1/analytics/${encodeURIComponent(ctx.game)}/funnel`, { signal: ctx.signal });
+      const f = await analytics(ctx, 'funnel', { range: false });
       const steps = f.steps;
       const levels = steps.map((s) => s.level_id);
       const first = steps[0]?.players_started || 0;
       const rows = steps.map((s) => ({ ...s, of_first: first ? s.players_started / first : null }));
       body.replaceChildren(
-        steps.length ? barChart(levels, [
+        barChart(levels, [
           { label: 'Completed', values: steps.map((s) => s.players_completed) },
           { label: 'Started, not completed', values: steps.map((s) => Math.max(0, s.players_started - s.players_completed)) },
-        ], { title: 'Players who started each level, and how many of them completed it', testid: 'funnel-chart', yFormat: fmt.num }) : null,
+        ], { title: 'Players who started each level, and how many of them completed it', testid: 'funnel-chart', yFormat: fmt.num }),
         steps.length > 1 ? lineChart(levels, [
           { label: 'Conversion from the step before', values: steps.map((s) => s.conversion_from_previous) },
           { label: 'Completion rate', values: steps.map((s) => s.completion_rate) },

@@ -7,7 +7,7 @@
 // period-all_time (aria-pressed), leaderboard-table (+ -csv), page-prev, page-next,
 // standing-form, standing-player, standing-submit, standing-summary, standing-table (+ -csv).
 
-import { h, panel, table, fmt } from '../ui.js';
+import { h, slots, lookupForm, table, fmt } from '../ui.js';
 
 const PERIODS = [['daily', 'Daily'], ['weekly', 'Weekly'], ['all_time', 'All time']];
 const LIMIT = 50;
@@ -40,17 +40,12 @@ export const page = {
       localStorage.setItem('gamemetrics.board', boardInput.value.trim());
       ctx.setParams({ board: boardInput.value.trim(), at: atInput.value, offset: null });
     });
-    const ranking = h('div');
-    const playerInput = h('input', { id: 'standing-player', name: 'player', value: player, required: true, autocomplete: 'off', 'data-testid': 'standing-player' });
-    const standingForm = h('form', { class: 'toolbar', 'data-testid': 'standing-form', 'aria-label': 'A player\u2019s standing' },
-      h('label', { for: 'standing-player' }, 'Player id', playerInput),
-      h('button', { type: 'submit', 'data-testid': 'standing-submit' }, 'Find standing'));
-    standingForm.addEventListener('submit', (e) => {
-      e.preventDefault();
-      ctx.setParams({ player: playerInput.value.trim() });
+    const [standingForm] = lookupForm(ctx, 'player', {
+      ids: { form: 'standing-form', input: 'standing-player', submit: 'standing-submit' },
+      label: 'Player id', button: 'Find standing', ariaLabel: 'A player\u2019s standing',
     });
-    const standing = h('div');
-    view.append(form, panel('Ranking', 'ranking-panel', ranking), panel('A player\u2019s standing', 'standing-panel', standingForm, standing));
+    view.append(form);
+    const [ranking, standing] = slots(view, ['Ranking', 'ranking-panel'], ['A player\u2019s standing', 'standing-panel', standingForm]);
     if (!board) {
       ranking.append(h('p', { class: 'notice' }, 'Enter the name of a board (the "board" of the game\u2019s score events).'));
       // Nothing to load yet; the status line still says the page is ready (see app.js, live()).

@@ -5,28 +5,19 @@
 // and returning), active-chart, stickiness-chart, active-table (+ active-table-csv),
 // new-returning-chart, new-returning-table (+ new-returning-table-csv).
 
-import { h, cards, panel, table, lineChart, barChart, fmt } from '../ui.js';
+import { h, cards, slots, analytics, rangeFile, table, lineChart, barChart, fmt } from '../ui.js';
 
 export const page = {
   route: 'overview',
   title: 'Overview',
   needs: 'query',
   async render(view, ctx) {
-    const head = h('div');
-    const active = h('div');
-    const stickiness = h('div');
-    const newReturning = h('div');
-    view.append(head,
-      panel('Active players', 'active-panel', active),
-      panel('Stickiness (DAU / MAU)', 'stickiness-panel', stickiness),
-      panel('New and returning players', 'new-returning-panel', newReturning));
-    const q = `from=${ctx.from}&to=${ctx.to}`;
-    const game = encodeURIComponent(ctx.game);
+    const [head, active, stickiness, newReturning] = slots(view, null,
+      ['Active players', 'active-panel'],
+      ['Stickiness (DAU / MAU)', 'stickiness-panel'],
+      ['New and returning players', 'new-returning-panel']);
     await ctx.live(async () => {
-      const [au, nr] = await Promise.all([
-        ctx.api(`/v1/analytics/${game}/active-users?${q}`, { signal: ctx.signal }),
-        ctx.api(`/v1/analytics/${game}/new-returning?${q}`, { signal: ctx.signal }),
-      ]);
+      const [au, nr] = await Promise.all([analytics(ctx, 'active-users'), analytics(ctx, 'new-returning')]);
       const days = au.days;
       const last = days[days.length - 1];
       const sum = (key) => nr.days.reduce((n, d) => n + d[key], 0);
@@ -40,27 +31,27 @@ export const page = {
       ])));
       const labels = days.map((d) => d.day);
       active.replaceChildren(
-        days.length ? lineChart(labels, [
+        lineChart(labels, [
           { label: 'DAU', values: days.map((d) => d.dau) },
           { label: 'WAU', values: days.map((d) => d.wau) },
           { label: 'MAU', values: days.map((d) => d.mau) },
-        ], { title: 'Daily, weekly and monthly active players per day', testid: 'active-chart', yFormat: fmt.num }) : null,
+        ], { title: 'Daily, weekly and monthly active players per day', testid: 'active-chart', yFormat: fmt.num }),
         table([
           { key: 'day', label: 'Day', text: true },
           { key: 'dau', label: 'DAU', format: fmt.int },
           { key: 'wau', label: 'WAU', format: fmt.int },
           { key: 'mau', label: 'MAU', format: fmt.int },
           { key: 'stickiness', label: 'Stickiness', format: fmt.pct },
-        ], days, { testid: 'active-table', caption: 'Active players per day', filename: `${ctx.game}-active-users-${ctx.from}-${ctx.to}` }));
-      stickiness.replaceChildren(days.length
-        ? lineChart(labels, [{ label: 'Stickiness', values: days.map((d) => d.stickiness) }],
+        ], days, { testid: 'active-table', caption: 'Active players per day', filename: rangeFile(ctx, 'active-users') }));
+      stickiness.replaceChildren(
+        lineChart(labels, [{ label: 'Stickiness', values: days.map((d) => d.stickiness) }],
           { title: 'Stickiness: DAU / MAU per day', testid: 'stickiness-chart', yFormat: fmt.pct })
-        : h('p', { class: 'empty' }, 'No active players in this range.'));
+        ?? h('p', { class: 'empty' }, 'No active players in this range.'));
       newReturning.replaceChildren(
-        nr.days.length ? barChart(nr.days.map((d) => d.day), [
+        barChart(nr.days.map((d) => d.day), [
           { label: 'New', values: nr.days.map((d) => d.new_players) },
           { label: 'Returning', values: nr.days.map((d) => d.returning_players) },
-        ], { title: 'New and returning active players per day', testid: 'new-returning-chart', yFormat: fmt.num }) : null,
+        ], { title: 'New and returning active players per day', testid: 'new-returning-chart', yFormat: fmt.num }),
         table([
           { key: 'day', label: 'Day', text: true },
           { key: 'active', label: 'Active', format: fmt.int },
@@ -68,7 +59,7 @@ export const page = {
           { key: 'returning_players', label: 'Returning', format: fmt.int },
           { key: 'new_share', label: 'New share', format: fmt.pct, csv: (r) => (r.active ? r.new_players / r.active : '') },
         ], nr.days.map((d) => ({ ...d, new_share: d.active ? d.new_players / d.active : null })),
-        { testid: 'new-returning-table', caption: 'New and returning players per day', filename: `${ctx.game}-new-returning-${ctx.from}-${ctx.to}` }));
+        { testid: 'new-returning-table', caption: 'New and returning players per day', filename: rangeFile(ctx, 'new-returning') }));
     });
   },
 };

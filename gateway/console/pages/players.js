@@ -5,7 +5,7 @@
 // data-testid profile-<field>), revenue-table (+ -csv), recommendations-basis,
 // recommendations-table (+ -csv).
 
-import { h, panel, table, fmt } from '../ui.js';
+import { h, slots, lookupForm, table, fmt } from '../ui.js';
 
 function reason(r) {
   if (r.kind === 'similar_to') return `Players who have ${r.item} also have it`;
@@ -20,17 +20,12 @@ export const page = {
   range: false,
   async render(view, ctx) {
     const player = ctx.param('player') || '';
-    const input = h('input', { id: 'player-id', name: 'player', value: player, required: true, autocomplete: 'off', 'data-testid': 'player-id' });
-    const form = h('form', { class: 'toolbar', 'data-testid': 'player-form', 'aria-label': 'Find a player' },
-      h('label', { for: 'player-id' }, 'Player id', input),
-      h('button', { type: 'submit', 'data-testid': 'player-submit' }, 'Look up'));
-    form.addEventListener('submit', (e) => {
-      e.preventDefault();
-      ctx.setParams({ player: input.value.trim() });
+    const [form, input] = lookupForm(ctx, 'player', {
+      ids: { form: 'player-form', input: 'player-id', submit: 'player-submit' },
+      label: 'Player id', button: 'Look up', ariaLabel: 'Find a player',
     });
-    const profile = h('div');
-    const recommendations = h('div');
-    view.append(form, panel('Profile', 'profile-panel', profile), panel('Recommendations', 'recommendations-panel', recommendations));
+    view.append(form);
+    const [profile, recommendations] = slots(view, ['Profile', 'profile-panel'], ['Recommendations', 'recommendations-panel']);
     if (!player) {
       profile.append(h('p', { class: 'notice' }, 'Enter a player id (as the game sends it).'));
       input.focus();

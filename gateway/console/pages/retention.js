@@ -5,7 +5,7 @@
 // rates over the cohorts old enough), retention-chart, retention-table (+ -csv); heat cells
 // carry data-key d1_rate / d7_rate / d30_rate.
 
-import { h, cards, panel, table, lineChart, heat, fmt } from '../ui.js';
+import { h, cards, slots, analytics, rangeFile, table, lineChart, heat, fmt } from '../ui.js';
 
 const today = () => new Date().toISOString().slice(0, 10);
 function plusDays(day, n) {
@@ -19,12 +19,10 @@ export const page = {
   title: 'Retention',
   needs: 'query',
   async render(view, ctx) {
-    const head = h('div');
-    const body = h('div');
-    view.append(head, panel('Cohorts', 'cohorts-panel',
-      h('p', { class: 'notice' }, 'Share of each day\u2019s new players who were active again 1, 7 and 30 days later.'), body));
+    const [head, body] = slots(view, null, ['Cohorts', 'cohorts-panel',
+      h('p', { class: 'notice' }, 'Share of each day\u2019s new players who were active again 1, 7 and 30 days later.')]);
     await ctx.live(async () => {
-      const r = await ctx.api(`/v1/analytics/${encodeURIComponent(ctx.game)}/retention?from=${ctx.from}&to=${ctx.to}`, { signal: ctx.signal });
+      const r = await analytics(ctx, 'retention');
       // A cohort's day N is known once that day is over (UTC).
       const reached = (c, n) => plusDays(c.day, n) < today();
       const rows = r.cohorts.map((c) => ({
@@ -47,11 +45,11 @@ export const page = {
       const rate = (v) => (v === null ? 'not yet' : fmt.pct(v));
       const withPlayers = rows.filter((c) => c.players > 0);
       body.replaceChildren(
-        withPlayers.length ? lineChart(withPlayers.map((c) => c.day), [
+        lineChart(withPlayers.map((c) => c.day), [
           { label: 'D1', values: withPlayers.map((c) => c.d1_rate) },
           { label: 'D7', values: withPlayers.map((c) => c.d7_rate) },
           { label: 'D30', values: withPlayers.map((c) => c.d30_rate) },
-        ], { title: 'D1, D7 and D30 retention per cohort', testid: 'retention-chart', yFormat: fmt.pct, max: 1 }) : null,
+        ], { title: 'D1, D7 and D30 retention per cohort', testid: 'retention-chart', yFormat: fmt.pct, max: 1 }),
         table([
           { key: 'day', label: 'Cohort (first seen)', text: true },
           { key: 'players', label: 'Players', format: fmt.int },
@@ -62,7 +60,7 @@ export const page = {
           { key: 'd7', label: 'D7 players', format: fmt.int },
           { key: 'd30', label: 'D30 players', format: fmt.int },
         ], rows, {
-          testid: 'retention-table', caption: 'Retention per cohort', filename: `${ctx.game}-retention-${ctx.from}-${ctx.to}`,
+          testid: 'retention-table', caption: 'Retention per cohort', filename: rangeFile(ctx, 'retention'),
           cell: (td, row, column) => {
             if (column.key.endsWith('_rate') && row.players > 0) heat(td, row[column.key]);
           },

@@ -5,20 +5,18 @@
 // sessions-chart, length-chart, distribution-chart, sessions-table (+ -csv),
 // distribution-table (+ -csv).
 
-import { h, cards, panel, table, lineChart, barChart, fmt } from '../ui.js';
+import { h, cards, slots, analytics, rangeFile, table, lineChart, barChart, fmt } from '../ui.js';
 
 export const page = {
   route: 'sessions',
   title: 'Sessions',
   needs: 'query',
   async render(view, ctx) {
-    const head = h('div');
-    const perDay = h('div');
-    const lengths = h('div');
-    view.append(head, panel('Sessions per day', 'sessions-panel', perDay),
-      panel('Session lengths', 'lengths-panel', lengths));
+    const [head, perDay, lengths] = slots(view, null,
+      ['Sessions per day', 'sessions-panel'],
+      ['Session lengths', 'lengths-panel']);
     await ctx.live(async () => {
-      const r = await ctx.api(`/v1/analytics/${encodeURIComponent(ctx.game)}/sessions?from=${ctx.from}&to=${ctx.to}`, { signal: ctx.signal });
+      const r = await analytics(ctx, 'sessions');
       const days = r.days;
       const started = days.reduce((s, d) => s + d.sessions_started, 0);
       const closed = days.reduce((s, d) => s + d.sessions_closed, 0);
@@ -35,10 +33,10 @@ export const page = {
       const count = (d, bucket) => d.length_distribution.find((b) => b.bucket === bucket)?.sessions ?? 0;
       const labels = days.map((d) => d.day);
       perDay.replaceChildren(
-        days.length ? barChart(labels, [{ label: 'Started', values: days.map((d) => d.sessions_started) }],
-          { title: 'Sessions started per day', testid: 'sessions-chart', yFormat: fmt.num }) : null,
-        days.length ? lineChart(labels, [{ label: 'Average length', values: days.map((d) => d.average_length_seconds) }],
-          { title: 'Average session length per day', testid: 'length-chart', yFormat: fmt.seconds }) : null,
+        barChart(labels, [{ label: 'Started', values: days.map((d) => d.sessions_started) }],
+          { title: 'Sessions started per day', testid: 'sessions-chart', yFormat: fmt.num }),
+        lineChart(labels, [{ label: 'Average length', values: days.map((d) => d.average_length_seconds) }],
+          { title: 'Average session length per day', testid: 'length-chart', yFormat: fmt.seconds }),
         table([
           { key: 'day', label: 'Day', text: true },
           { key: 'sessions_started', label: 'Started', format: fmt.int },
@@ -46,18 +44,18 @@ export const page = {
           { key: 'average_length_seconds', label: 'Average length', format: fmt.seconds },
           ...buckets.map((b) => ({ key: `bucket ${b}`, label: b, format: fmt.int })),
         ], days.map((d) => Object.fromEntries([...Object.entries(d), ...buckets.map((b) => [`bucket ${b}`, count(d, b)])])),
-        { testid: 'sessions-table', caption: 'Sessions per day (closed sessions per length)', filename: `${ctx.game}-sessions-${ctx.from}-${ctx.to}` }));
+        { testid: 'sessions-table', caption: 'Sessions per day (closed sessions per length)', filename: rangeFile(ctx, 'sessions') }));
       const totals = buckets.map((b) => ({ bucket: b, sessions: days.reduce((s, d) => s + count(d, b), 0) }));
       const bucketed = totals.reduce((s, t) => s + t.sessions, 0);
       lengths.replaceChildren(
-        totals.length ? barChart(totals.map((t) => t.bucket), [{ label: 'Sessions', values: totals.map((t) => t.sessions) }],
-          { title: 'Closed sessions per length over the range', testid: 'distribution-chart', yFormat: fmt.num }) : null,
+        barChart(totals.map((t) => t.bucket), [{ label: 'Sessions', values: totals.map((t) => t.sessions) }],
+          { title: 'Closed sessions per length over the range', testid: 'distribution-chart', yFormat: fmt.num }),
         table([
           { key: 'bucket', label: 'Length', text: true },
           { key: 'sessions', label: 'Sessions', format: fmt.int },
           { key: 'share', label: 'Share', format: fmt.pct },
         ], totals.map((t) => ({ ...t, share: bucketed ? t.sessions / bucketed : null })),
-        { testid: 'distribution-table', caption: 'Length distribution over the range', filename: `${ctx.game}-session-lengths-${ctx.from}-${ctx.to}` }));
+        { testid: 'distribution-table', caption: 'Length distribution over the range', filename: rangeFile(ctx, 'session-lengths') }));
     });
   },
 };
