@@ -5,12 +5,12 @@
 //! | projection | tables |
 //! |---|---|
 //! | player_profiles | `player_profiles`, `profile_revenue` |
-//! | daily_activity | `player_days` |
+//! | daily_activity | `player_days`, `activity_gaps` (counters, see `gm_projections::counters`) |
 //! | sessions | `session_days` |
-//! | revenue | `revenue_days`, `payer_days` |
+//! | revenue | `revenue_days`, `payer_days`, `payer_gaps` |
 //! | funnel | `funnel`, `funnel_players` |
 //! | leaderboards | `leaderboard_scores` (see `store/games.rs`) |
-//! | retention | `cohort_players`, `cohort_days` |
+//! | retention | `cohort_players`, `cohort_days`, `retention_days` |
 //!
 //! # Parts
 //! This file holds the handle (connect, partitions of the `events` table); `store/snapshots.rs`,

@@ -158,7 +158,7 @@ async fn a_rebuild_swap_keeps_the_live_index_and_constraint_names() {
     let store = &db.store;
     let activity = ProjectionName::DailyActivity;
     let live_indexes = index_names(store, "player_days").await;
-    assert_eq!(live_indexes, vec!["player_days_game_id_player_id_idx".to_string(), "player_days_pkey".to_string()]);
+    assert_eq!(live_indexes, vec!["player_days_game_id_player_id_day_idx".to_string(), "player_days_pkey".to_string()]);
     let new = ChangeSet { active_days: player_days(&game(), &[("new", jan(1))]), ..Default::default() };
     for round in 0..2 {
         store.begin_rebuild(activity).await.unwrap();
@@ -177,7 +177,8 @@ async fn a_rebuild_swap_keeps_the_live_index_and_constraint_names() {
     // A two-table projection: both tables keep their live names.
     store.begin_rebuild(ProjectionName::Revenue).await.unwrap();
     store.finish_rebuild(ProjectionName::Revenue).await.unwrap();
-    assert_eq!(index_names(store, "payer_days").await, vec!["payer_days_game_id_player_id_idx", "payer_days_pkey"]);
+    assert_eq!(index_names(store, "payer_days").await, vec!["payer_days_game_id_player_id_day_idx", "payer_days_pkey"]);
+    assert_eq!(index_names(store, "payer_gaps").await, vec!["payer_gaps_pkey"]);
     assert_eq!(index_names(store, "revenue_days").await, vec!["revenue_days_pkey"]);
 }
 

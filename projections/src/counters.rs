@@ -19,7 +19,7 @@
 //! player leaves the old cohort (with its returns) and joins the new one. The neighbourhood is
 //! the player's first day and their stored days among the new days and both cohorts' +1/+7/+30.
 
-use crate::model::{DateRange, PlayerDay};
+use crate::model::{ActiveUsersDay, DateRange, PlayerDay};
 use crate::retention::RETENTION_DAYS;
 use chrono::NaiveDate;
 use gm_schemas::{GameId, PlayerId};
@@ -107,6 +107,28 @@ impl GapDeltas {
 /// (day, gap, players) with days in the window (others are ignored).
 pub fn distinct_in(from: NaiveDate, to: NaiveDate, rows: &[(NaiveDate, i32, u64)]) -> u64 {
     rows.iter().filter(|(d, g, _)| *d >= from && *d <= to && first_in_window(*d, *g, from)).map(|(_, _, n)| n).sum()
+}
+
+/// The first day whose gap counts [`active_users`] reads for `range` (30-day windows).
+pub fn active_users_from(range: DateRange) -> NaiveDate {
+    range.from() - chrono::Duration::days(29)
+}
+
+/// DAU, WAU (7 days) and MAU (30 days ending on the day) of each day of `range`, from the gap
+/// counts (day, gap, players) of the days from [`active_users_from`] to the range's end.
+pub fn active_users(range: DateRange, rows: &[(NaiveDate, i32, u64)]) -> Vec<ActiveUsersDay> {
+    let mut by_day: BTreeMap<NaiveDate, Vec<(i32, u64)>> = BTreeMap::new();
+    for (d, g, n) in rows {
+        by_day.entry(*d).or_default().push((*g, *n));
+    }
+    let window = |to: NaiveDate, days: i64| -> u64 {
+        let from = to - chrono::Duration::days(days - 1);
+        by_day
+            .range(from..=to)
+            .flat_map(|(d, gs)| gs.iter().filter(move |(g, _)| first_in_window(*d, *g, from)).map(|(_, n)| *n))
+            .sum()
+    };
+    range.days().map(|d| ActiveUsersDay::new(d, window(d, 1), window(d, 7), window(d, 30))).collect()
 }
 
 /// Changes of one day's retention counters.

@@ -11,11 +11,12 @@ use crate::error::{store_err, to_i64, to_u64};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use gm_ports::StoreError;
+use gm_projections::counters;
 use gm_projections::model::{erased_pseudonym, ChangeSet, ProjectionName, Target};
 use gm_projections::{CheckpointMove, ProjectionBatch, ReadModelStore};
 use gm_schemas::{GameId, PlayerId};
 use sqlx::postgres::PgConnection;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// How long a rebuild swap waits for the locks on the live tables before giving up
 /// (as `Unavailable`, so the caller retries) instead of queueing every reader behind it.
@@ -25,9 +26,9 @@ const SWAP_LOCK_TIMEOUT: &str = "30s";
 fn tables(projection: ProjectionName) -> &'static [&'static str] {
     match projection {
         ProjectionName::PlayerProfiles => &["player_profiles", "profile_revenue"],
-        ProjectionName::DailyActivity => &["player_days"],
+        ProjectionName::DailyActivity => &["player_days", "activity_gaps"],
         ProjectionName::Sessions => &["session_days"],
-        ProjectionName::Revenue => &["revenue_days", "payer_days"],
+        ProjectionName::Revenue => &["revenue_days", "payer_days", "payer_gaps"],
         ProjectionName::Funnel => &["funnel", "funnel_players"],
         ProjectionName::Leaderboards => games::LEADERBOARD_TABLES,
         ProjectionName::Retention => games::RETENTION_TABLES,
@@ -143,6 +144,81 @@ pub(super) async fn insert_days(
     ))
     .bind(&games)
     .bind(&dates)
+    .bind(&players)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts player-days (insert-or-ignore) and keeps their gap counts in `gaps` right
+/// (`gm_projections::counters`): one statement reads every touched player's stored days in
+/// the span of their new days and the nearest one on either side, before the insert.
+pub(super) async fn insert_days_counted(
+    conn: &mut PgConnection,
+    table: &str,
+    gaps: &str,
+    days: &[gm_projections::model::PlayerDay],
+) -> Result<(), sqlx::Error> {
+    if days.is_empty() {
+        return Ok(());
+    }
+    let touched = counters::touched(days);
+    let keys: Vec<(&GameId, &PlayerId, &BTreeSet<NaiveDate>)> = touched.iter().map(|((g, p), d)| (g, p, d)).collect();
+    let games: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let players: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let (los, his): (Vec<NaiveDate>, Vec<NaiveDate>) = keys.iter().map(|k| counters::span(k.2)).unzip();
+    let near: Vec<(i64, NaiveDate)> = sqlx::query_as(&format!(
+        "SELECT t.i, n.day FROM UNNEST($1::text[], $2::text[], $3::date[], $4::date[])
+             WITH ORDINALITY AS t(g, p, lo, hi, i)
+         CROSS JOIN LATERAL (
+             (SELECT day FROM {table} WHERE game_id = t.g AND player_id = t.p AND day BETWEEN t.lo AND t.hi)
+             UNION ALL
+             (SELECT day FROM {table} WHERE game_id = t.g AND player_id = t.p AND day < t.lo
+              ORDER BY day DESC LIMIT 1)
+             UNION ALL
+             (SELECT day FROM {table} WHERE game_id = t.g AND player_id = t.p AND day > t.hi
+              ORDER BY day LIMIT 1)
+         ) n"
+    ))
+    .bind(&games)
+    .bind(&players)
+    .bind(&los)
+    .bind(&his)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut stored: Vec<BTreeSet<NaiveDate>> = vec![BTreeSet::new(); keys.len()];
+    for (i, day) in near {
+        // WITH ORDINALITY counts from 1.
+        if let Some(s) = usize::try_from(i - 1).ok().and_then(|i| stored.get_mut(i)) {
+            s.insert(day);
+        }
+    }
+    let mut deltas = counters::GapDeltas::default();
+    for (k, s) in keys.iter().zip(&stored) {
+        deltas.add(k.0, counters::gap_deltas(s, k.2));
+    }
+    insert_days(conn, table, days).await?;
+    upsert_gaps(conn, gaps, &deltas).await
+}
+
+/// Adds folded gap-count changes to `table` (one multi-row upsert, rows in key order).
+async fn upsert_gaps(conn: &mut PgConnection, table: &str, deltas: &counters::GapDeltas) -> Result<(), sqlx::Error> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = deltas.rows().collect();
+    let games: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let dates: Vec<NaiveDate> = rows.iter().map(|r| r.1).collect();
+    let gaps: Vec<i32> = rows.iter().map(|r| r.2).collect();
+    let players: Vec<i64> = rows.iter().map(|r| r.3).collect();
+    sqlx::query(&format!(
+        "INSERT INTO {table} AS t (game_id, day, gap, players)
+         SELECT * FROM UNNEST($1::text[], $2::date[], $3::int4[], $4::int8[])
+         ON CONFLICT (game_id, day, gap) DO UPDATE SET players = t.players + excluded.players"
+    ))
+    .bind(&games)
+    .bind(&dates)
+    .bind(&gaps)
     .bind(&players)
     .execute(&mut *conn)
     .await?;
@@ -360,13 +436,12 @@ async fn apply_profiles(conn: &mut PgConnection, target: Target, c: &ChangeSet) 
     Ok(())
 }
 
-/// daily_activity: erased players pseudonymised, player-days inserted (insert-or-ignore).
+/// daily_activity: erased players pseudonymised, player-days inserted (insert-or-ignore) with their gap counts.
 async fn apply_daily_activity(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
     let days = t("player_days");
     pseudonymise(conn, &[&days], &c.erased).await?;
-    insert_days(conn, &days, &c.active_days).await?;
-    Ok(())
+    insert_days_counted(conn, &days, &t("activity_gaps"), &c.active_days).await
 }
 
 /// sessions: one upsert per touched (game, day).
@@ -438,8 +513,7 @@ async fn apply_revenue(conn: &mut PgConnection, target: Target, c: &ChangeSet) -
         .execute(&mut *conn)
         .await?;
     }
-    insert_days(conn, &payers, &c.payer_days).await?;
-    Ok(())
+    insert_days_counted(conn, &payers, &t("payer_gaps"), &c.payer_days).await
 }
 
 /// The earlier of two optional times (the known one when only one is).
@@ -532,7 +606,7 @@ async fn apply_leaderboards(conn: &mut PgConnection, target: Target, c: &ChangeS
 /// retention (see `store/games.rs`).
 async fn apply_retention(conn: &mut PgConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
-    games::apply_retention(conn, &t("cohort_players"), &t("cohort_days"), c).await?;
+    games::apply_retention(conn, &t("cohort_players"), &t("cohort_days"), &t("retention_days"), c).await?;
     Ok(())
 }
 

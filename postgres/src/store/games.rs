@@ -8,17 +8,18 @@ use crate::error::{store_err, to_i64, to_u64};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use gm_ports::StoreError;
+use gm_projections::counters;
 use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, PlayerStanding};
-use gm_projections::model::{ChangeSet, DateRange};
+use gm_projections::model::{ChangeSet, DateRange, PlayerDay};
 use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
 use gm_projections::GameQueries;
 use gm_schemas::{GameId, PlayerId};
 use sqlx::postgres::PgConnection;
 use sqlx::Row;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub(super) const LEADERBOARD_TABLES: &[&str] = &["leaderboard_scores"];
-pub(super) const RETENTION_TABLES: &[&str] = &["cohort_players", "cohort_days"];
+pub(super) const RETENTION_TABLES: &[&str] = &["cohort_players", "cohort_days", "retention_days"];
 
 pub(super) async fn apply_leaderboards(conn: &mut PgConnection, table: &str, c: &ChangeSet) -> Result<(), sqlx::Error> {
     delete_players(conn, &[table], &c.erased).await?;
@@ -59,6 +60,7 @@ pub(super) async fn apply_retention(
     conn: &mut PgConnection,
     cohorts: &str,
     days: &str,
+    counts: &str,
     c: &ChangeSet,
 ) -> Result<(), sqlx::Error> {
     // One pseudonym per player for both tables, so the player's days stay with the cohort.
@@ -66,6 +68,7 @@ pub(super) async fn apply_retention(
     if c.active_days.is_empty() {
         return Ok(());
     }
+    let deltas = retention_deltas(conn, cohorts, days, &c.active_days).await?;
     let mut first: BTreeMap<(&str, &str), NaiveDate> = BTreeMap::new();
     for d in &c.active_days {
         let slot = first.entry((d.game_id.as_str(), d.player_id.as_str())).or_insert(d.day);
@@ -84,7 +87,89 @@ pub(super) async fn apply_retention(
     .bind(firsts)
     .execute(&mut *conn)
     .await?;
-    insert_days(conn, days, &c.active_days).await
+    insert_days(conn, days, &c.active_days).await?;
+    upsert_retention(conn, counts, &deltas).await
+}
+
+/// The retention counter changes of a batch's player-days (`gm_projections::counters`), from
+/// one statement that reads every touched player's first day and stored days among the span
+/// of their new days and the +1/+7/+30 of both their stored and their new first day. Read
+/// before the batch's rows are written.
+async fn retention_deltas(
+    conn: &mut PgConnection,
+    cohorts: &str,
+    days: &str,
+    active: &[PlayerDay],
+) -> Result<counters::RetentionDeltas, sqlx::Error> {
+    let touched = counters::touched(active);
+    let keys: Vec<_> = touched.iter().collect();
+    let games: Vec<&str> = keys.iter().map(|((g, _), _)| g.as_str()).collect();
+    let players: Vec<&str> = keys.iter().map(|((_, p), _)| p.as_str()).collect();
+    let (los, his): (Vec<NaiveDate>, Vec<NaiveDate>) = keys.iter().map(|(_, d)| counters::span(d)).unzip();
+    // The +1/+7/+30 are RETENTION_DAYS; LEAST ignores a NULL first day.
+    let rows: Vec<(i64, Option<NaiveDate>, Option<NaiveDate>)> = sqlx::query_as(&format!(
+        "SELECT t.i, c.first_day, n.day FROM UNNEST($1::text[], $2::text[], $3::date[], $4::date[])
+             WITH ORDINALITY AS t(g, p, lo, hi, i)
+         LEFT JOIN {cohorts} c ON c.game_id = t.g AND c.player_id = t.p
+         LEFT JOIN LATERAL (
+             SELECT d.day FROM {days} d WHERE d.game_id = t.g AND d.player_id = t.p AND d.day BETWEEN t.lo AND t.hi
+             UNION ALL
+             SELECT d.day FROM {days} d WHERE d.game_id = t.g AND d.player_id = t.p AND d.day = ANY(ARRAY[
+                 c.first_day + 1, c.first_day + 7, c.first_day + 30,
+                 LEAST(c.first_day, t.lo) + 1, LEAST(c.first_day, t.lo) + 7, LEAST(c.first_day, t.lo) + 30])
+         ) n ON true"
+    ))
+    .bind(&games)
+    .bind(&players)
+    .bind(&los)
+    .bind(&his)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut near: Vec<(Option<NaiveDate>, BTreeSet<NaiveDate>)> = vec![(None, BTreeSet::new()); keys.len()];
+    for (i, first, day) in rows {
+        // WITH ORDINALITY counts from 1.
+        if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| near.get_mut(i)) {
+            slot.0 = first;
+            slot.1.extend(day);
+        }
+    }
+    let mut deltas = counters::RetentionDeltas::default();
+    for (((game, _), new_days), (first, stored)) in keys.iter().zip(&near) {
+        deltas.add(game, counters::retention_deltas(*first, stored, new_days));
+    }
+    Ok(deltas)
+}
+
+/// Adds folded retention counter changes to `table` (one multi-row upsert, in key order).
+async fn upsert_retention(
+    conn: &mut PgConnection,
+    table: &str,
+    deltas: &counters::RetentionDeltas,
+) -> Result<(), sqlx::Error> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = deltas.rows().collect();
+    let games: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let dates: Vec<NaiveDate> = rows.iter().map(|r| r.1).collect();
+    let col = |f: &dyn Fn(&counters::RetentionDelta) -> i64| -> Vec<i64> { rows.iter().map(|r| f(r.2)).collect() };
+    sqlx::query(&format!(
+        "INSERT INTO {table} AS t (game_id, day, active, cohort, d1, d7, d30)
+         SELECT * FROM UNNEST($1::text[], $2::date[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
+         ON CONFLICT (game_id, day) DO UPDATE SET
+             active = t.active + excluded.active, cohort = t.cohort + excluded.cohort,
+             d1 = t.d1 + excluded.d1, d7 = t.d7 + excluded.d7, d30 = t.d30 + excluded.d30"
+    ))
+    .bind(&games)
+    .bind(&dates)
+    .bind(col(&|d| d.active))
+    .bind(col(&|d| d.cohort))
+    .bind(col(&|d| d.returned[0]))
+    .bind(col(&|d| d.returned[1]))
+    .bind(col(&|d| d.returned[2]))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 const BOARD: &str = "game_id = $1 AND board = $2 AND period = $3 AND period_start = $4";
@@ -186,19 +271,9 @@ impl GameQueries for PgStore {
     }
 
     async fn retention(&self, game: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
-        let retained = |n: i64| {
-            format!(
-                "COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM cohort_days d WHERE d.game_id = c.game_id
-                     AND d.day = c.first_day + {n} AND d.player_id = c.player_id))"
-            )
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT c.first_day, COUNT(*), {}, {}, {} FROM cohort_players c
-             WHERE c.game_id = $1 AND c.first_day BETWEEN $2 AND $3 GROUP BY c.first_day",
-            retained(1),
-            retained(7),
-            retained(30)
-        ))
+        let rows = sqlx::query(
+            "SELECT day, cohort, d1, d7, d30 FROM retention_days WHERE game_id = $1 AND day BETWEEN $2 AND $3",
+        )
         .bind(game.as_str())
         .bind(range.from())
         .bind(range.to())
@@ -214,17 +289,15 @@ impl GameQueries for PgStore {
     }
 
     async fn new_returning(&self, game: &GameId, range: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.day, COUNT(*), COUNT(*) FILTER (WHERE c.first_day = d.day) FROM cohort_days d
-             JOIN cohort_players c ON c.game_id = d.game_id AND c.player_id = d.player_id
-             WHERE d.game_id = $1 AND d.day BETWEEN $2 AND $3 GROUP BY d.day",
-        )
-        .bind(game.as_str())
-        .bind(range.from())
-        .bind(range.to())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_err)?;
+        // A day's new players are its cohort.
+        let rows =
+            sqlx::query("SELECT day, active, cohort FROM retention_days WHERE game_id = $1 AND day BETWEEN $2 AND $3")
+                .bind(game.as_str())
+                .bind(range.from())
+                .bind(range.to())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_err)?;
         let mut by_day = HashMap::new();
         for r in &rows {
             let day: NaiveDate = r.try_get(0).map_err(store_err)?;
@@ -240,10 +313,15 @@ impl GameQueries for PgStore {
     }
 
     async fn monetisation(&self, game: &GameId, range: DateRange) -> Result<Monetisation, StoreError> {
+        // Distinct players of the range from the gap counts (`counters::distinct_in`): a
+        // player-day counts when it is its player's first in the range.
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(DISTINCT player_id) FROM player_days WHERE game_id = $1 AND day BETWEEN $2 AND $3),
-                    (SELECT COUNT(*) FROM player_days WHERE game_id = $1 AND day BETWEEN $2 AND $3),
-                    (SELECT COUNT(DISTINCT player_id) FROM payer_days WHERE game_id = $1 AND day BETWEEN $2 AND $3)",
+            "SELECT (SELECT COALESCE(SUM(players) FILTER (WHERE gap = 0 OR gap > day - $2), 0)::int8
+                     FROM activity_gaps WHERE game_id = $1 AND day BETWEEN $2 AND $3),
+                    (SELECT COALESCE(SUM(players), 0)::int8
+                     FROM activity_gaps WHERE game_id = $1 AND day BETWEEN $2 AND $3),
+                    (SELECT COALESCE(SUM(players) FILTER (WHERE gap = 0 OR gap > day - $2), 0)::int8
+                     FROM payer_gaps WHERE game_id = $1 AND day BETWEEN $2 AND $3)",
         )
         .bind(game.as_str())
         .bind(range.from())

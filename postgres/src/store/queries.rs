@@ -2,7 +2,7 @@
 //! ([`AnalyticsQueries`]).
 
 use super::{u, PgStore};
-use crate::error::{store_err, to_millis};
+use crate::error::{store_err, to_millis, to_u64};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use gm_ports::StoreError;
@@ -10,7 +10,7 @@ use gm_projections::model::{
     order_funnel, sessions_over, ActiveUsersDay, DateRange, FunnelCounts, FunnelStep, PlayerProfile, RevenueDay,
     SessionCounts, SessionsDay,
 };
-use gm_projections::AnalyticsQueries;
+use gm_projections::{counters, AnalyticsQueries};
 use gm_schemas::{GameId, PlayerId};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
@@ -62,28 +62,19 @@ impl AnalyticsQueries for PgStore {
     }
 
     async fn active_users(&self, game: &GameId, range: DateRange) -> Result<Vec<ActiveUsersDay>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d::date,
-                 (SELECT COUNT(*) FROM player_days WHERE game_id = $1 AND day = d::date),
-                 (SELECT COUNT(DISTINCT player_id) FROM player_days
-                     WHERE game_id = $1 AND day BETWEEN d::date - 6 AND d::date),
-                 (SELECT COUNT(DISTINCT player_id) FROM player_days
-                     WHERE game_id = $1 AND day BETWEEN d::date - 29 AND d::date)
-             FROM generate_series($2::date::timestamp, $3::date::timestamp, interval '1 day') AS d
-             ORDER BY 1",
+        // Gap counts (`counters`): gaps of 30 days or more count alike in 30-day windows.
+        let rows: Vec<(NaiveDate, i32, i64)> = sqlx::query_as(
+            "SELECT day, LEAST(gap, 30), SUM(players)::int8 FROM activity_gaps
+             WHERE game_id = $1 AND day BETWEEN $2 AND $3 GROUP BY 1, 2",
         )
         .bind(game.as_str())
-        .bind(range.from())
+        .bind(counters::active_users_from(range))
         .bind(range.to())
         .fetch_all(&self.pool)
         .await
         .map_err(store_err)?;
-        rows.iter()
-            .map(|row| {
-                let day: NaiveDate = row.try_get(0).map_err(store_err)?;
-                Ok(ActiveUsersDay::new(day, u(row, 1)?, u(row, 2)?, u(row, 3)?))
-            })
-            .collect()
+        let rows: Vec<(NaiveDate, i32, u64)> = rows.into_iter().map(|(d, g, n)| (d, g, to_u64(n))).collect();
+        Ok(counters::active_users(range, &rows))
     }
 
     async fn sessions(&self, game: &GameId, range: DateRange) -> Result<Vec<SessionsDay>, StoreError> {
@@ -113,8 +104,8 @@ impl AnalyticsQueries for PgStore {
     async fn revenue(&self, game: &GameId, range: DateRange) -> Result<Vec<RevenueDay>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.day, r.currency, r.amount_minor, r.purchases,
-                 (SELECT COUNT(*) FROM payer_days p WHERE p.game_id = r.game_id AND p.day = r.day),
-                 (SELECT COUNT(*) FROM player_days a WHERE a.game_id = r.game_id AND a.day = r.day)
+                 (SELECT COALESCE(SUM(players), 0)::int8 FROM payer_gaps p WHERE p.game_id = r.game_id AND p.day = r.day),
+                 (SELECT COALESCE(SUM(players), 0)::int8 FROM activity_gaps a WHERE a.game_id = r.game_id AND a.day = r.day)
              FROM revenue_days r
              WHERE r.game_id = $1 AND r.day BETWEEN $2 AND $3
              ORDER BY r.day, r.currency COLLATE \"C\"",

@@ -181,3 +181,28 @@ fn random_batches_late_and_out_of_order_equal_a_count_from_scratch() {
         m.check();
     }
 }
+
+#[test]
+fn active_users_from_gap_counts_equal_distinct_players_per_window() {
+    let mut rng = Lcg(11);
+    let mut m = Model::default();
+    for _ in 0..60 {
+        let batch: Vec<(String, NaiveDate)> =
+            (0..6).map(|_| (format!("p{}", rng.below(25)), day(rng.below(70) as i64))).collect();
+        m.apply(&batch);
+    }
+    let range = DateRange::parse(day(35), day(69)).unwrap();
+    let rows: Vec<(NaiveDate, i32, u64)> = m
+        .gaps
+        .iter()
+        .filter(|((d, _), n)| **n > 0 && *d >= active_users_from(range))
+        .map(|((d, g), n)| (*d, *g, *n as u64))
+        .collect();
+    let distinct = |to: NaiveDate, len: i64| {
+        let from = to - chrono::Duration::days(len - 1);
+        m.days.values().filter(|ds| ds.range(from..=to).next().is_some()).count() as u64
+    };
+    for a in active_users(range, &rows) {
+        assert_eq!((a.dau, a.wau, a.mau), (distinct(a.day, 1), distinct(a.day, 7), distinct(a.day, 30)), "{}", a.day);
+    }
+}
