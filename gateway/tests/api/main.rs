@@ -135,6 +135,14 @@ async fn harness_with_privacy(dir: &std::path::Path) -> Harness {
 
 /// The same on a given privacy store.
 fn harness_with_privacy_store(store: Arc<dyn gm_privacy::PrivacyStore>) -> Harness {
+    harness_with_privacy_and(store, |state| state)
+}
+
+/// A harness whose gateway has privacy on `store`, its app state completed by `more`.
+fn harness_with_privacy_and(
+    store: Arc<dyn gm_privacy::PrivacyStore>,
+    more: impl FnOnce(AppState) -> AppState,
+) -> Harness {
     let log = Arc::new(FakeLog::default());
     let metrics = Metrics::new();
     let readiness = Readiness::new();
@@ -154,7 +162,7 @@ fn harness_with_privacy_store(store: Arc<dyn gm_privacy::PrivacyStore>) -> Harne
     let config = harness_config(Limits::default(), Duration::from_secs(10));
     let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone())
         .with_privacy(privacy);
-    Harness { log, metrics, readiness, data: web::Data::new(state) }
+    Harness { log, metrics, readiness, data: web::Data::new(more(state)) }
 }
 
 fn harness_with(limits: Limits, timeout: Duration) -> Harness {

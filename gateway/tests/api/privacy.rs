@@ -150,28 +150,7 @@ async fn only_a_player_whose_erasure_exists_is_refused_as_erased_and_counted() {
 /// A gateway on one embedded store for privacy, leaderboards, retention and recommendations
 /// (every game-bound route answers from a real store).
 fn harness_on_store(store: Arc<gm_embedded::SqliteStore>) -> Harness {
-    let log = Arc::new(FakeLog::default());
-    let metrics = Metrics::new();
-    let readiness = Readiness::new();
-    let settings = gm_privacy::PrivacySettings {
-        master_key: gm_privacy::MasterKey::from_bytes([5; 32]),
-        suppression: chrono::Duration::days(30),
-        key_cache_ttl: Duration::from_secs(30),
-        poll_interval: Duration::from_millis(100),
-    };
-    let privacy = Arc::new(gm_privacy::PrivacyService::new(
-        store.clone(),
-        log.clone(),
-        settings,
-        &gm_projections::ProjectionName::ALL.map(|p| p.as_str()),
-        metrics.clone(),
-    ));
-    let config = harness_config(Limits::default(), Duration::from_secs(10));
-    let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone())
-        .with_privacy(privacy)
-        .with_game_queries(store.clone())
-        .with_recommendations(store);
-    Harness { log, metrics, readiness, data: web::Data::new(state) }
+    harness_with_privacy_and(store.clone(), |state| state.with_game_queries(store.clone()).with_recommendations(store))
 }
 
 /// `Authorization` with a token of both the analyst and the compliance role on `games`.
