@@ -215,7 +215,7 @@ impl Prometheus {
 
     /// The result vector of an instant query (empty while Prometheus is starting).
     async fn query(&self, promql: &str) -> Vec<Value> {
-        let q: String = url_encode(promql);
+        let q: String = percent_encode(promql);
         self.api(&format!("query?query={q}")).await["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
@@ -247,15 +247,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn value(sample: &Value) -> f64 {

@@ -27,16 +27,6 @@ const PLAYERS: [(&str, i64); 9] = [
     ("...", 109),
 ];
 
-/// `id` as one URL path segment: every byte but RFC 3986's unreserved ones percent-encoded.
-fn segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn every_route_keeps_each_player_apart(base: &str) {
     let now = chrono::Utc::now();
     let ts = now.to_rfc3339();
@@ -61,7 +51,7 @@ async fn every_route_keeps_each_player_apart(base: &str) {
     let today = now.date_naive();
     // Profiles: each id, percent-encoded in the path, reaches its own.
     for (player, amount) in PLAYERS {
-        let url = format!("{base}/v1/players/{GAME}/{}", segment(player));
+        let url = format!("{base}/v1/players/{GAME}/{}", percent_encode(player));
         eventually(Duration::from_secs(90), || async {
             let (status, profile) = call("GET", &url, Some(&analyst), None).await;
             if status != 200 {
@@ -106,7 +96,7 @@ async fn every_route_keeps_each_player_apart(base: &str) {
     .await
     .unwrap();
     for (player, amount) in PLAYERS {
-        let url = format!("{board}/players/{}?period=all_time", segment(player));
+        let url = format!("{board}/players/{}?period=all_time", percent_encode(player));
         let (status, standing) = call("GET", &url, Some(&analyst), None).await;
         assert_eq!(status, 200, "{url}: {standing}");
         let entry = &standing["entry"];
@@ -115,12 +105,12 @@ async fn every_route_keeps_each_player_apart(base: &str) {
 
     // Recommendations and the export: the player's own.
     for (player, _) in PLAYERS {
-        let url = format!("{base}/v1/players/{GAME}/{}/recommendations", segment(player));
+        let url = format!("{base}/v1/players/{GAME}/{}/recommendations", percent_encode(player));
         let (status, list) = call("GET", &url, Some(&analyst), None).await;
         assert_eq!((status, &list["player_id"]), (200, &json!(player)), "{url}: {list}");
     }
     for (i, (player, _)) in PLAYERS.iter().enumerate() {
-        let url = format!("{base}/v1/privacy/exports/{GAME}/{}", segment(player));
+        let url = format!("{base}/v1/privacy/exports/{GAME}/{}", percent_encode(player));
         let (status, export) = call("GET", &url, Some(&compliance), None).await;
         assert_eq!((status, &export["player_id"]), (200, &json!(player)), "{url}: {export}");
         assert!(export.to_string().contains(&format!("mail-{i}@example.com")), "{export}");
@@ -147,11 +137,11 @@ async fn every_route_keeps_each_player_apart(base: &str) {
         .await
         .unwrap();
         let (status, _) =
-            call("GET", &format!("{base}/v1/players/{GAME}/{}", segment(erased)), Some(&analyst), None).await;
+            call("GET", &format!("{base}/v1/players/{GAME}/{}", percent_encode(erased)), Some(&analyst), None).await;
         assert_eq!(status, 404, "{erased} is erased");
     }
     for (player, amount) in [("steam", 106), ("q1Zx", 104), ("ana@example.com", 102)] {
-        let url = format!("{base}/v1/players/{GAME}/{}", segment(player));
+        let url = format!("{base}/v1/players/{GAME}/{}", percent_encode(player));
         let (status, profile) = call("GET", &url, Some(&analyst), None).await;
         assert_eq!((status, &profile["player_id"]), (200, &json!(player)), "{profile}");
         assert_eq!(profile["revenue_minor"]["USD"], amount, "{profile}");

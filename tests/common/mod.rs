@@ -156,6 +156,17 @@ pub async fn rebuild(app: &Platform, name: gm_projections::ProjectionName) -> u6
     .unwrap_or_else(|e| panic!("rebuild {name}: {e}"))
 }
 
+/// `text` percent-encoded for a URL (a path segment or a query value): every byte but RFC 3986's
+/// unreserved ones.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `method url` (GET or POST) with `token` as bearer, and `body` as JSON: the status and the
 /// JSON answer (`Null` when not JSON).
 pub async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
