@@ -19,8 +19,7 @@
 use crate::sql::{is_transient, to_u64};
 use chrono::NaiveDate;
 use gm_ports::StoreError;
-use gm_projections::model::ProjectionName;
-use schema::{fill, tables, BASE_SCHEMA};
+use schema::BASE_SCHEMA;
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, Row, SqliteConnection};
 use std::path::{Path, PathBuf};
@@ -95,13 +94,7 @@ impl SqliteStore {
         for ddl in BASE_SCHEMA.iter().chain(privacy::PRIVACY_SCHEMA) {
             sqlx::query(ddl).execute(&mut conn).await.map_err(store_err)?;
         }
-        for projection in ProjectionName::ALL {
-            for t in tables(projection) {
-                for ddl in std::iter::once(t.ddl).chain(t.indexes.iter().copied()) {
-                    sqlx::query(&fill(ddl, t.name)).execute(&mut conn).await.map_err(store_err)?;
-                }
-            }
-        }
+        schema::create_tables(&mut conn).await.map_err(store_err)?;
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)

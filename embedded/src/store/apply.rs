@@ -15,18 +15,20 @@
 //! erasure in the batch.
 
 use super::schema::{
-    checkpoint_name, fill, index_name, table_name, tables, FUNNEL, FUNNEL_PLAYERS, PAYER_DAYS, PLAYER_DAYS,
-    PLAYER_PROFILES, PROFILE_REVENUE, REVENUE_DAYS, SESSION_DAYS,
+    checkpoint_name, fill, index_name, table_name, tables, ACTIVITY_GAPS, FUNNEL, FUNNEL_PLAYERS, PAYER_DAYS,
+    PAYER_GAPS, PLAYER_DAYS, PLAYER_PROFILES, PROFILE_REVENUE, REVENUE_DAYS, SESSION_DAYS,
 };
 use super::{day_text, games, reco, store_err, SqliteStore};
 use crate::sql::{insert_new, to_i64, to_u64, upsert, V};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use gm_ports::StoreError;
+use gm_projections::counters;
 use gm_projections::model::{erased_pseudonym, ChangeSet, PlayerDay, ProjectionName, Target};
 use gm_projections::{CheckpointMove, ProjectionBatch, ReadModelStore};
 use gm_schemas::{GameId, PlayerId};
 use sqlx::SqliteConnection;
+use std::collections::BTreeSet;
 
 async fn read_checkpoint(conn: &mut SqliteConnection, name: &str, partition: u32) -> Result<Option<u64>, StoreError> {
     let v: Option<i64> =
@@ -46,6 +48,57 @@ pub(super) fn day_rows(days: &[PlayerDay]) -> Vec<Vec<V>> {
     days.iter()
         .map(|d| vec![V::T(d.game_id.to_string()), V::T(day_text(d.day)), V::T(d.player_id.to_string())])
         .collect()
+}
+
+/// Inserts player-days (insert-or-ignore) and keeps their gap counts in `gaps` right
+/// (`gm_projections::counters`): for each touched player, one read of their stored days in
+/// the span of their new days and the nearest one on either side (in-process, on the
+/// writer's connection, before the insert).
+pub(super) async fn insert_days_counted(
+    conn: &mut SqliteConnection,
+    table: &str,
+    gaps: &str,
+    days: &[PlayerDay],
+) -> Result<(), sqlx::Error> {
+    if days.is_empty() {
+        return Ok(());
+    }
+    let near_sql = format!(
+        "SELECT day FROM {table} WHERE game_id = ?1 AND player_id = ?2 AND day BETWEEN ?3 AND ?4
+         UNION ALL SELECT max(day) FROM {table} WHERE game_id = ?1 AND player_id = ?2 AND day < ?3
+         UNION ALL SELECT min(day) FROM {table} WHERE game_id = ?1 AND player_id = ?2 AND day > ?4"
+    );
+    let mut deltas = counters::GapDeltas::default();
+    for ((game, player), new_days) in counters::touched(days) {
+        let (lo, hi) = counters::span(&new_days);
+        let near: Vec<Option<String>> = sqlx::query_scalar(&near_sql)
+            .bind(game.as_str())
+            .bind(player.as_str())
+            .bind(day_text(lo))
+            .bind(day_text(hi))
+            .fetch_all(&mut *conn)
+            .await?;
+        let stored = near.iter().flatten().map(|d| stored_day(d)).collect::<Result<BTreeSet<_>, _>>()?;
+        deltas.add(&game, counters::gap_deltas(&stored, &new_days));
+    }
+    insert_new(conn, table, DAY_COLUMNS, day_rows(days)).await?;
+    let rows = deltas
+        .rows()
+        .map(|(g, d, gap, n)| vec![V::T(g.to_string()), V::T(day_text(d)), V::I(i64::from(gap)), V::I(n)])
+        .collect();
+    upsert(
+        conn,
+        gaps,
+        "game_id, day, gap, players",
+        "ON CONFLICT (game_id, day, gap) DO UPDATE SET players = players + excluded.players",
+        rows,
+    )
+    .await
+}
+
+/// A stored day's text as a date (a bad one is the store's corruption: a decode error).
+pub(super) fn stored_day(text: &str) -> Result<NaiveDate, sqlx::Error> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 /// Replaces each erased player's id in `tables` by a fresh pseudonym (the same in each of
@@ -180,7 +233,7 @@ async fn apply_profiles(conn: &mut SqliteConnection, target: Target, c: &ChangeS
 async fn apply_daily_activity(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let days = table_name(PLAYER_DAYS.name, target);
     pseudonymise(conn, &[&days], &c.erased).await?;
-    insert_new(conn, &days, DAY_COLUMNS, day_rows(&c.active_days)).await
+    insert_days_counted(conn, &days, &table_name(ACTIVITY_GAPS.name, target), &c.active_days).await
 }
 
 /// sessions: one upsert per touched (game, day).
@@ -235,7 +288,7 @@ async fn apply_revenue(conn: &mut SqliteConnection, target: Target, c: &ChangeSe
         rows.collect(),
     )
     .await?;
-    insert_new(conn, &payers, DAY_COLUMNS, day_rows(&c.payer_days)).await
+    insert_days_counted(conn, &payers, &table_name(PAYER_GAPS.name, target), &c.payer_days).await
 }
 
 /// funnel: erased players pseudonymised in `funnel_players`, one upsert per touched
@@ -297,7 +350,14 @@ async fn apply_leaderboards(conn: &mut SqliteConnection, target: Target, c: &Cha
 /// retention (see `store/games.rs`).
 async fn apply_retention(conn: &mut SqliteConnection, target: Target, c: &ChangeSet) -> Result<(), sqlx::Error> {
     let t = |base: &str| table_name(base, target);
-    games::apply_retention(conn, &t(games::COHORT_PLAYERS.name), &t(games::COHORT_DAYS.name), c).await
+    games::apply_retention(
+        conn,
+        &t(games::COHORT_PLAYERS.name),
+        &t(games::COHORT_DAYS.name),
+        &t(games::RETENTION_DAYS.name),
+        c,
+    )
+    .await
 }
 
 /// recommendations (see `store/reco.rs`).

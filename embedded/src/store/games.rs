@@ -10,18 +10,19 @@
 //! player's id becomes one fresh pseudonym in both tables, so cohort sizes and retention
 //! stay right.
 
-use super::apply::{day_rows, delete_players, pseudonymise, DAY_COLUMNS};
+use super::apply::{day_rows, delete_players, pseudonymise, stored_day, DAY_COLUMNS};
 use super::{day_text, parse_day, store_err, u, SqliteStore, Table};
 use crate::sql::{insert_new, to_i64, upsert, V};
 use async_trait::async_trait;
 use gm_ports::StoreError;
+use gm_projections::counters;
 use gm_projections::leaderboard::{BoardPeriod, LeaderboardEntry, LeaderboardPage, PlayerStanding};
 use gm_projections::model::{ChangeSet, DateRange};
 use gm_projections::retention::{Monetisation, NewReturningDay, RetentionCohort};
 use gm_projections::GameQueries;
 use gm_schemas::{GameId, PlayerId};
 use sqlx::{Row, SqliteConnection};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub(super) const LEADERBOARD_SCORES: Table = Table {
     name: "leaderboard_scores",
@@ -60,6 +61,23 @@ pub(super) const COHORT_DAYS: Table = Table {
     indexes: &["CREATE INDEX IF NOT EXISTS {t}_by_player ON {t} (game_id, player_id)"],
 };
 
+/// Retention counters per day (see `gm_projections::counters`): active players, the cohort
+/// (players first seen that day), and of it those active on day +1, +7, +30.
+pub(super) const RETENTION_DAYS: Table = Table {
+    name: "retention_days",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        cohort INTEGER NOT NULL,
+        d1 INTEGER NOT NULL,
+        d7 INTEGER NOT NULL,
+        d30 INTEGER NOT NULL,
+        PRIMARY KEY (game_id, day)
+    ) WITHOUT ROWID",
+    indexes: &[],
+};
+
 pub(super) async fn apply_leaderboards(
     conn: &mut SqliteConnection,
     table: &str,
@@ -91,9 +109,34 @@ pub(super) async fn apply_retention(
     conn: &mut SqliteConnection,
     players: &str,
     days: &str,
+    counts: &str,
     c: &ChangeSet,
 ) -> Result<(), sqlx::Error> {
     pseudonymise(conn, &[players, days], &c.erased).await?;
+    // Counter changes from each touched player's first day and stored days among their new
+    // days and the +1/+7/+30 of both first days (`counters`), read before the rows are written.
+    let first_sql = format!("SELECT first_day FROM {players} WHERE game_id = ? AND player_id = ?");
+    let near_sql = format!(
+        "SELECT day FROM {days} WHERE game_id = ?1 AND player_id = ?2
+             AND (day BETWEEN ?3 AND ?4 OR day IN (?5, ?6, ?7, ?8, ?9, ?10))"
+    );
+    let mut deltas = counters::RetentionDeltas::default();
+    for ((game, player), new_days) in counters::touched(&c.active_days) {
+        let first: Option<String> =
+            sqlx::query_scalar(&first_sql).bind(game.as_str()).bind(player.as_str()).fetch_optional(&mut *conn).await?;
+        let first = first.as_deref().map(stored_day).transpose()?;
+        let (lo, hi) = counters::span(&new_days);
+        let probes = counters::retention_probes(first, &new_days);
+        let mut q = sqlx::query_scalar(&near_sql).bind(game.as_str()).bind(player.as_str());
+        q = q.bind(day_text(lo)).bind(day_text(hi));
+        // Six probes at most (three without a stored first day): the last repeats.
+        for i in 0..6 {
+            q = q.bind(probes.get(i).or(probes.last()).map(|d| day_text(*d)));
+        }
+        let near: Vec<String> = q.fetch_all(&mut *conn).await?;
+        let stored = near.iter().map(|d| stored_day(d)).collect::<Result<BTreeSet<_>, _>>()?;
+        deltas.add(&game, counters::retention_deltas(first, &stored, &new_days));
+    }
     let mut first: BTreeMap<(&str, &str), chrono::NaiveDate> = BTreeMap::new();
     for d in &c.active_days {
         let slot = first.entry((d.game_id.as_str(), d.player_id.as_str())).or_insert(d.day);
@@ -108,7 +151,25 @@ pub(super) async fn apply_retention(
         rows.collect(),
     )
     .await?;
-    insert_new(conn, days, DAY_COLUMNS, day_rows(&c.active_days)).await
+    insert_new(conn, days, DAY_COLUMNS, day_rows(&c.active_days)).await?;
+    let rows = deltas
+        .rows()
+        .map(|(g, d, r)| {
+            let mut row = vec![V::T(g.to_string()), V::T(day_text(d)), V::I(r.active), V::I(r.cohort)];
+            row.extend(r.returned.iter().map(|n| V::I(*n)));
+            row
+        })
+        .collect();
+    upsert(
+        conn,
+        counts,
+        "game_id, day, active, cohort, d1, d7, d30",
+        "ON CONFLICT (game_id, day) DO UPDATE SET
+         active = active + excluded.active, cohort = cohort + excluded.cohort,
+         d1 = d1 + excluded.d1, d7 = d7 + excluded.d7, d30 = d30 + excluded.d30",
+        rows,
+    )
+    .await
 }
 
 /// The WHERE clause selecting one board and period (5 binds: game, board, period, start).
@@ -208,35 +269,15 @@ impl GameQueries for SqliteStore {
     }
 
     async fn retention(&self, game: &GameId, range: DateRange) -> Result<Vec<RetentionCohort>, StoreError> {
-        // The days D1/D7/D30 are computed once per cohort day (`cohorts`), not once per player
-        // row: SQLite's date() re-parses its text argument at every call, which was a fifth
-        // of the analytics queries' CPU.
-        let retained = |n: i64| {
-            format!(
-                "SUM(EXISTS (SELECT 1 FROM cohort_days d WHERE d.game_id = c.game_id
-                     AND d.day = k.d{n} AND d.player_id = c.player_id))"
-            )
-        };
-        let sql = format!(
-            "WITH cohorts(first_day, d1, d7, d30) AS (
-                 SELECT DISTINCT first_day, date(first_day, '+1 day'), date(first_day, '+7 day'),
-                     date(first_day, '+30 day')
-                 FROM cohort_players WHERE game_id = ?1 AND first_day BETWEEN ?2 AND ?3
-             )
-             SELECT c.first_day, COUNT(*), {}, {}, {} FROM cohorts k
-             JOIN cohort_players c ON c.game_id = ?1 AND c.first_day = k.first_day
-             GROUP BY c.first_day",
-            retained(1),
-            retained(7),
-            retained(30)
-        );
-        let rows = sqlx::query(&sql)
-            .bind(game.as_str())
-            .bind(day_text(range.from()))
-            .bind(day_text(range.to()))
-            .fetch_all(&self.inner.reads)
-            .await
-            .map_err(store_err)?;
+        let rows = sqlx::query(
+            "SELECT day, cohort, d1, d7, d30 FROM retention_days WHERE game_id = ? AND day BETWEEN ? AND ?",
+        )
+        .bind(game.as_str())
+        .bind(day_text(range.from()))
+        .bind(day_text(range.to()))
+        .fetch_all(&self.inner.reads)
+        .await
+        .map_err(store_err)?;
         let mut by_day = HashMap::new();
         for r in &rows {
             let day = parse_day(&r.try_get::<String, _>(0).map_err(store_err)?)?;
@@ -246,17 +287,15 @@ impl GameQueries for SqliteStore {
     }
 
     async fn new_returning(&self, game: &GameId, range: DateRange) -> Result<Vec<NewReturningDay>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.day, COUNT(*), SUM(c.first_day = d.day) FROM cohort_days d
-             JOIN cohort_players c ON c.game_id = d.game_id AND c.player_id = d.player_id
-             WHERE d.game_id = ? AND d.day BETWEEN ? AND ? GROUP BY d.day",
-        )
-        .bind(game.as_str())
-        .bind(day_text(range.from()))
-        .bind(day_text(range.to()))
-        .fetch_all(&self.inner.reads)
-        .await
-        .map_err(store_err)?;
+        // A day's new players are its cohort.
+        let rows =
+            sqlx::query("SELECT day, active, cohort FROM retention_days WHERE game_id = ? AND day BETWEEN ? AND ?")
+                .bind(game.as_str())
+                .bind(day_text(range.from()))
+                .bind(day_text(range.to()))
+                .fetch_all(&self.inner.reads)
+                .await
+                .map_err(store_err)?;
         let mut by_day = HashMap::new();
         for r in &rows {
             let day = parse_day(&r.try_get::<String, _>(0).map_err(store_err)?)?;
@@ -273,10 +312,14 @@ impl GameQueries for SqliteStore {
 
     async fn monetisation(&self, game: &GameId, range: DateRange) -> Result<Monetisation, StoreError> {
         let (from, to) = (day_text(range.from()), day_text(range.to()));
+        // Distinct players of the range from the gap counts (`counters::distinct_in`): a
+        // player-day counts when it is its player's first in the range.
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(DISTINCT player_id) FROM player_days WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3),
-                    (SELECT COUNT(*) FROM player_days WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3),
-                    (SELECT COUNT(DISTINCT player_id) FROM payer_days WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3)",
+            "SELECT (SELECT coalesce(SUM(players), 0) FROM activity_gaps WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3
+                         AND (gap = 0 OR gap > julianday(day) - julianday(?2))),
+                    (SELECT coalesce(SUM(players), 0) FROM activity_gaps WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3),
+                    (SELECT coalesce(SUM(players), 0) FROM payer_gaps WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3
+                         AND (gap = 0 OR gap > julianday(day) - julianday(?2)))",
         )
         .bind(game.as_str())
         .bind(&from)

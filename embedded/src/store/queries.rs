@@ -9,7 +9,7 @@ use gm_projections::model::{
     order_funnel, sessions_over, ActiveUsersDay, DateRange, FunnelCounts, FunnelStep, PlayerProfile, RevenueDay,
     SessionCounts, SessionsDay,
 };
-use gm_projections::AnalyticsQueries;
+use gm_projections::{counters, AnalyticsQueries};
 use gm_schemas::{GameId, PlayerId};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
@@ -73,30 +73,25 @@ impl AnalyticsQueries for SqliteStore {
     }
 
     async fn active_users(&self, game: &GameId, range: DateRange) -> Result<Vec<ActiveUsersDay>, StoreError> {
+        // Gap counts (`counters`): gaps of 30 days or more count alike in 30-day windows.
         let rows = sqlx::query(
-            "WITH RECURSIVE days(d) AS (
-                 SELECT ?2 UNION ALL SELECT date(d, '+1 day') FROM days WHERE d < ?3
-             )
-             SELECT d,
-                 (SELECT COUNT(*) FROM player_days WHERE game_id = ?1 AND day = d),
-                 (SELECT COUNT(DISTINCT player_id) FROM player_days
-                     WHERE game_id = ?1 AND day BETWEEN date(d, '-6 days') AND d),
-                 (SELECT COUNT(DISTINCT player_id) FROM player_days
-                     WHERE game_id = ?1 AND day BETWEEN date(d, '-29 days') AND d)
-             FROM days ORDER BY d",
+            "SELECT day, min(gap, 30), SUM(players) FROM activity_gaps
+             WHERE game_id = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY 1, 2",
         )
         .bind(game.as_str())
-        .bind(day_text(range.from()))
+        .bind(day_text(counters::active_users_from(range)))
         .bind(day_text(range.to()))
         .fetch_all(&self.inner.reads)
         .await
         .map_err(store_err)?;
-        rows.iter()
+        let rows = rows
+            .iter()
             .map(|row| {
                 let day = parse_day(&row.try_get::<String, _>(0).map_err(store_err)?)?;
-                Ok(ActiveUsersDay::new(day, u(row, 1)?, u(row, 2)?, u(row, 3)?))
+                Ok((day, row.try_get::<i32, _>(1).map_err(store_err)?, u(row, 2)?))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(counters::active_users(range, &rows))
     }
 
     async fn sessions(&self, game: &GameId, range: DateRange) -> Result<Vec<SessionsDay>, StoreError> {
@@ -126,8 +121,8 @@ impl AnalyticsQueries for SqliteStore {
     async fn revenue(&self, game: &GameId, range: DateRange) -> Result<Vec<RevenueDay>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.day, r.currency, r.amount_minor, r.purchases,
-                 (SELECT COUNT(*) FROM payer_days p WHERE p.game_id = r.game_id AND p.day = r.day),
-                 (SELECT COUNT(*) FROM player_days a WHERE a.game_id = r.game_id AND a.day = r.day)
+                 (SELECT coalesce(SUM(players), 0) FROM payer_gaps p WHERE p.game_id = r.game_id AND p.day = r.day),
+                 (SELECT coalesce(SUM(players), 0) FROM activity_gaps a WHERE a.game_id = r.game_id AND a.day = r.day)
              FROM revenue_days r
              WHERE r.game_id = ? AND r.day BETWEEN ? AND ?
              ORDER BY r.day, r.currency",

@@ -5,9 +5,9 @@
 //! | projection | tables |
 //! |---|---|
 //! | player_profiles | `player_profiles`, `profile_revenue` |
-//! | daily_activity | `player_days` |
+//! | daily_activity | `player_days`, `activity_gaps` (counters: `gm_projections::counters`) |
 //! | sessions | `session_days` |
-//! | revenue | `revenue_days`, `payer_days` |
+//! | revenue | `revenue_days`, `payer_days`, `payer_gaps` |
 //! | funnel | `funnel`, `funnel_players` |
 //! | leaderboards, retention | see `store/games.rs` |
 //! | recommendations | see `store/reco.rs` |
@@ -17,6 +17,7 @@
 
 use super::{games, reco};
 use gm_projections::model::{ProjectionName, Target};
+use sqlx::SqliteConnection;
 
 pub(super) const BASE_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS snapshots (
@@ -151,16 +152,113 @@ pub(super) const FUNNEL_PLAYERS: Table = Table {
     indexes: &["CREATE INDEX IF NOT EXISTS {t}_by_player ON {t} (game_id, player_id)"],
 };
 
+/// Gap counts of `player_days` (see `gm_projections::counters`): players per (game, day, gap).
+pub(super) const ACTIVITY_GAPS: Table = Table {
+    name: "activity_gaps",
+    ddl: "CREATE TABLE IF NOT EXISTS {t} (
+        game_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        gap INTEGER NOT NULL,
+        players INTEGER NOT NULL,
+        PRIMARY KEY (game_id, day, gap)
+    ) WITHOUT ROWID",
+    indexes: &[],
+};
+/// Gap counts of `payer_days`.
+pub(super) const PAYER_GAPS: Table = Table { name: "payer_gaps", ..ACTIVITY_GAPS };
+
+/// The counter tables of a store opened before they existed, and how each is filled from the
+/// rows it counts (the same numbers the projections would have kept: gap 0 for a player's
+/// first day, 366 for that many days or more).
+const COUNTER_BACKFILLS: &[(&Table, &str)] = &[
+    (
+        &ACTIVITY_GAPS,
+        "INSERT INTO activity_gaps (game_id, day, gap, players)
+         SELECT game_id, day, gap, COUNT(*) FROM (
+             SELECT game_id, day, coalesce(min(CAST(julianday(day) - julianday(
+                 lag(day) OVER (PARTITION BY game_id, player_id ORDER BY day)) AS INTEGER), 366), 0) AS gap
+             FROM player_days
+         ) GROUP BY game_id, day, gap",
+    ),
+    (
+        &PAYER_GAPS,
+        "INSERT INTO payer_gaps (game_id, day, gap, players)
+         SELECT game_id, day, gap, COUNT(*) FROM (
+             SELECT game_id, day, coalesce(min(CAST(julianday(day) - julianday(
+                 lag(day) OVER (PARTITION BY game_id, player_id ORDER BY day)) AS INTEGER), 366), 0) AS gap
+             FROM payer_days
+         ) GROUP BY game_id, day, gap",
+    ),
+    (
+        &games::RETENTION_DAYS,
+        "INSERT INTO retention_days (game_id, day, active, cohort, d1, d7, d30)
+         SELECT game_id, day, SUM(active), SUM(cohort), SUM(d1), SUM(d7), SUM(d30) FROM (
+             SELECT game_id, day, COUNT(*) AS active, 0 AS cohort, 0 AS d1, 0 AS d7, 0 AS d30
+             FROM cohort_days GROUP BY game_id, day
+             UNION ALL
+             SELECT c.game_id, c.first_day, 0, COUNT(*),
+                 SUM(EXISTS (SELECT 1 FROM cohort_days d WHERE d.game_id = c.game_id
+                     AND d.day = date(c.first_day, '+1 day') AND d.player_id = c.player_id)),
+                 SUM(EXISTS (SELECT 1 FROM cohort_days d WHERE d.game_id = c.game_id
+                     AND d.day = date(c.first_day, '+7 day') AND d.player_id = c.player_id)),
+                 SUM(EXISTS (SELECT 1 FROM cohort_days d WHERE d.game_id = c.game_id
+                     AND d.day = date(c.first_day, '+30 day') AND d.player_id = c.player_id))
+             FROM cohort_players c GROUP BY c.game_id, c.first_day
+         ) GROUP BY game_id, day",
+    ),
+];
+
+/// Creates every live read-model table; a counter table that did not exist yet is created
+/// and filled from the rows it counts in one transaction, so a store written before the
+/// counters answers the same numbers.
+pub(super) async fn create_tables(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    // Checked inside the write transaction: a second process opening the store at the same
+    // time finds the tables there and filled.
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let result = async {
+        let mut missing = Vec::new();
+        for (table, fill_sql) in COUNTER_BACKFILLS {
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?")
+                    .bind(table.name)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if exists.is_none() {
+                missing.push((table, fill_sql));
+            }
+        }
+        for projection in ProjectionName::ALL {
+            for t in tables(projection) {
+                for ddl in std::iter::once(t.ddl).chain(t.indexes.iter().copied()) {
+                    sqlx::query(&fill(ddl, t.name)).execute(&mut *conn).await?;
+                }
+            }
+        }
+        for (_, fill_sql) in &missing {
+            sqlx::query(fill_sql).execute(&mut *conn).await?;
+        }
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(|_| ()),
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
 /// The tables a projection owns.
 pub(super) fn tables(projection: ProjectionName) -> &'static [Table] {
     match projection {
         ProjectionName::PlayerProfiles => &[PLAYER_PROFILES, PROFILE_REVENUE],
-        ProjectionName::DailyActivity => &[PLAYER_DAYS],
+        ProjectionName::DailyActivity => &[PLAYER_DAYS, ACTIVITY_GAPS],
         ProjectionName::Sessions => &[SESSION_DAYS],
-        ProjectionName::Revenue => &[REVENUE_DAYS, PAYER_DAYS],
+        ProjectionName::Revenue => &[REVENUE_DAYS, PAYER_DAYS, PAYER_GAPS],
         ProjectionName::Funnel => &[FUNNEL, FUNNEL_PLAYERS],
         ProjectionName::Leaderboards => &[games::LEADERBOARD_SCORES],
-        ProjectionName::Retention => &[games::COHORT_PLAYERS, games::COHORT_DAYS],
+        ProjectionName::Retention => &[games::COHORT_PLAYERS, games::COHORT_DAYS, games::RETENTION_DAYS],
         ProjectionName::Recommendations => {
             &[reco::RECO_AFFINITY, reco::RECO_ITEMS, reco::RECO_PAIRS, reco::RECO_OUTBOX]
         }
