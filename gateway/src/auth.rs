@@ -625,22 +625,13 @@ impl Authenticator {
                 return Ok(Principal::MetricsScraper);
             }
         }
-        if let Some(token) = &self.dev_analyst_token {
-            if constant_time_eq(token, &hash_key(key)) {
-                return Ok(Principal::Person {
-                    subject: "dev-analyst-token".into(),
-                    roles: vec![Role::Analyst],
-                    games: GameScope::All,
-                });
-            }
-        }
-        if let Some(token) = &self.dev_compliance_token {
-            if constant_time_eq(token, &hash_key(key)) {
-                return Ok(Principal::Person {
-                    subject: "dev-compliance-token".into(),
-                    roles: vec![Role::Compliance],
-                    games: GameScope::All,
-                });
+        let dev_tokens = [
+            (&self.dev_analyst_token, "dev-analyst-token", Role::Analyst),
+            (&self.dev_compliance_token, "dev-compliance-token", Role::Compliance),
+        ];
+        for (token, subject, role) in dev_tokens {
+            if token.as_ref().is_some_and(|token| constant_time_eq(token, &hash_key(key))) {
+                return Ok(Principal::Person { subject: subject.into(), roles: vec![role], games: GameScope::All });
             }
         }
         match current.keys.lookup(key) {

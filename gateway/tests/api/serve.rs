@@ -11,16 +11,24 @@ fn http_exchange(addr: std::net::SocketAddr, request: Vec<u8>) -> String {
     out
 }
 
-#[actix_web::test]
-async fn serve_answers_on_a_real_socket_and_inflates_gzip_exactly_once() {
-    let h = harness();
-    let log = h.log.clone();
+/// The harness's gateway served on a free local port: its address, its handle (to stop it) and
+/// its task.
+async fn serve(
+    h: Harness,
+) -> (std::net::SocketAddr, actix_web::dev::ServerHandle, actix_web::rt::task::JoinHandle<std::io::Result<()>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::try_unwrap(h.data.into_inner()).ok().expect("sole owner of the state");
     let server = gm_gateway::serve(listener, state).await.unwrap();
     let handle = server.handle();
-    let running = actix_web::rt::spawn(server);
+    (addr, handle, actix_web::rt::spawn(server))
+}
+
+#[actix_web::test]
+async fn serve_answers_on_a_real_socket_and_inflates_gzip_exactly_once() {
+    let h = harness();
+    let log = h.log.clone();
+    let (addr, handle, running) = serve(h).await;
 
     let live = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
     let body = gzip(json!({"events": [session_start("p1")]}).to_string().as_bytes());
@@ -46,12 +54,7 @@ async fn serve_answers_on_a_real_socket_and_inflates_gzip_exactly_once() {
 #[actix_web::test]
 async fn a_client_sending_its_headers_slowly_is_disconnected() {
     let h = harness_configured(|c| c.request_timeout = Duration::from_secs(1));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::try_unwrap(h.data.into_inner()).ok().expect("sole owner of the state");
-    let server = gm_gateway::serve(listener, state).await.unwrap();
-    let handle = server.handle();
-    let running = actix_web::rt::spawn(server);
+    let (addr, handle, running) = serve(h).await;
 
     let (elapsed, answer) = tokio::task::spawn_blocking(move || {
         use std::io::Read;
