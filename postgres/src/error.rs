@@ -1,7 +1,7 @@
 //! Mapping sqlx errors to `StoreError`: what a retry may fix is `Unavailable`.
 
 use chrono::{DateTime, DurationRound, Utc};
-use gm_ports::StoreError;
+use gm_ports::{Cause, StoreError};
 
 /// Whether `e` is a failure of the connection or of the server's current state (a restart,
 /// overload, a lock or serialization conflict), which a retry may fix.
@@ -42,11 +42,17 @@ pub fn store_err(e: sqlx::Error) -> StoreError {
 pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
     match e {
         sqlx::migrate::MigrateError::Execute(e) => store_err(e),
-        sqlx::migrate::MigrateError::ExecuteMigration(e, version) => match store_err(e) {
-            StoreError::Unavailable(m) => StoreError::Unavailable(format!("migration {version}: {m}").into()),
-            other => StoreError::Other(format!("migration {version}: {other}").into()),
-        },
-        other => StoreError::Other(format!("migrations: {other}").into()),
+        // The migration named, its error kept as the source.
+        sqlx::migrate::MigrateError::ExecuteMigration(e, version) => {
+            let transient = is_transient(&e);
+            let cause = Cause::context(format!("migration {version}"), e);
+            if transient {
+                StoreError::Unavailable(cause)
+            } else {
+                StoreError::Other(cause)
+            }
+        }
+        other => StoreError::Other(Cause::context("migrations", other)),
     }
 }
 
@@ -63,4 +69,26 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 /// PostgreSQL's `timestamptz` would give microseconds.
 pub(crate) fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(chrono::Duration::milliseconds(1)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed migration is named, and its sqlx error stays reachable as a source.
+    #[test]
+    fn a_failed_migration_keeps_its_error_as_the_source() {
+        let e = migrate_err(sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::PoolTimedOut, 7));
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        assert!(e.to_string().starts_with("store unavailable: migration 7: "), "{e}");
+        let mut source = std::error::Error::source(&e);
+        let mut found = false;
+        while let Some(s) = source {
+            found |= s.downcast_ref::<sqlx::Error>().is_some();
+            source = s.source();
+        }
+        assert!(found, "the sqlx error is not among the sources of {e:?}");
+        let other = migrate_err(sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::RowNotFound, 8));
+        assert!(matches!(other, StoreError::Other(_)), "{other:?}");
+    }
 }
