@@ -473,7 +473,9 @@ impl EventLog for KafkaLog {
                 Err((name, code)) => {
                     let e = map_err(&name, &KafkaError::AdminOp(code));
                     return Err(match e {
-                        LogError::Other(m) => LogError::Other(gm_ports::Cause::context(format!("create topic {name}"), m)),
+                        LogError::Other(m) => {
+                            LogError::Other(gm_ports::Cause::context(format!("create topic {name}"), m))
+                        }
                         LogError::UnknownTopic(m) => LogError::Other(format!("create topic {name}: {m}").into()),
                         other => other,
                     });
