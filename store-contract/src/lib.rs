@@ -116,6 +116,8 @@ macro_rules! store_contract_tests {
             games::leaderboard_pages_and_standings_at_the_edges,
             games::retention_follows_the_earliest_day_and_survives_erasure_anonymised,
             games::monetisation_over_a_range_counts_distinct_players_and_player_days,
+            counters::counters_equal_a_count_from_scratch_over_late_days_and_erasures,
+            counters::a_rebuild_of_the_counted_projections_gives_the_live_counters,
             reco::co_occurrence_recommends_unowned_items_backfills_and_erasure_tombstones,
             reco::scoring_many_players_at_once_equals_scoring_each_alone,
             privacy::a_new_player_keeps_the_first_key_and_pseudonym_created,
@@ -150,6 +152,7 @@ mod tests {
             ("read_models", include_str!("cases/read_models.rs")),
             ("scenario", include_str!("cases/scenario.rs")),
             ("games", include_str!("cases/games.rs")),
+            ("counters", include_str!("cases/counters.rs")),
             ("reco", include_str!("cases/reco.rs")),
             ("privacy", include_str!("cases/privacy.rs")),
         ];

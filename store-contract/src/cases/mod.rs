@@ -2,6 +2,7 @@
 //! [`crate::store_contract_tests!`].
 
 pub mod checkpoints;
+pub mod counters;
 pub mod games;
 pub mod privacy;
 pub mod read_models;
