@@ -71,3 +71,21 @@ async fn a_rebuild_swap_gives_the_indexes_their_live_names() {
         assert_eq!(leftovers, 0, "round {round}");
     }
 }
+
+/// A store written before the analytics counters existed gets them created and filled from
+/// its player-day tables when it is opened: the same answers as the projections' counters.
+#[tokio::test]
+async fn a_store_written_before_the_counters_gets_them_filled_on_open() {
+    use gm_store_contract::data::{answers, project_all, scenario};
+    let f = fresh().await;
+    project_all(&f.store, Target::Live, &scenario()).await;
+    let kept = answers(&f.store).await.unwrap();
+    assert!(kept.active_users.iter().any(|d| d.mau > 0) && kept.retention.iter().any(|c| c.d1 > 0));
+    let mut conn = SqliteConnectOptions::new().filename(f.store.path()).connect().await.unwrap();
+    for table in ["activity_gaps", "payer_gaps", "retention_days"] {
+        sqlx::query(&format!("DROP TABLE {table}")).execute(&mut conn).await.unwrap();
+    }
+    drop(conn);
+    let reopened = SqliteStore::open(f.store.path()).await.unwrap();
+    assert_eq!(answers(&reopened).await.unwrap(), kept);
+}

@@ -410,3 +410,23 @@ async fn a_query_on_a_killed_connection_is_unavailable() {
         .unwrap_err();
     assert!(matches!(gm_postgres::store_err(err), StoreError::Other(_)));
 }
+
+// ---------------------------------------------------------------- migrations
+
+/// Migration 0015 fills the analytics counters of a deployment written before them: its
+/// backfill, run on the player-day tables, gives the numbers the projections keep.
+#[tokio::test]
+async fn migration_0015_fills_the_counters_from_the_player_day_tables() {
+    use gm_store_contract::data::{answers, project_all, scenario};
+    let db = TestDb::new().await;
+    let store = &db.store;
+    project_all(store, Target::Live, &scenario()).await;
+    let kept = answers(store).await.unwrap();
+    assert!(kept.active_users.iter().any(|d| d.mau > 0) && kept.retention.iter().any(|c| c.d1 > 0));
+    sqlx::raw_sql("TRUNCATE activity_gaps, payer_gaps, retention_days").execute(store.pool()).await.unwrap();
+    assert_ne!(answers(store).await.unwrap(), kept, "the counters were emptied");
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::raw_sql(include_str!("../migrations/0015_analytics_counters.sql")).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(answers(store).await.unwrap(), kept);
+}
