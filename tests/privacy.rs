@@ -21,12 +21,15 @@ fn compliance_token() -> String {
 
 /// What one player sent that is personal, or names them.
 struct Secrets {
+    /// Random, so that the secrets are this test's alone; other names of the test use it too.
+    tag: String,
     player: String,
     values: Vec<String>,
 }
 
 impl Secrets {
-    fn new(tag: &str) -> Self {
+    fn new() -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         Self {
             player: format!("victim-{tag}"),
             values: vec![
@@ -37,6 +40,7 @@ impl Secrets {
                 // An IP address with the tag's digits would be ambiguous; this one is unique enough.
                 "203.0.113.177".to_string(),
             ],
+            tag,
         }
     }
 
@@ -280,9 +284,8 @@ async fn an_erased_player_leaves_nothing_readable_in_any_store_and_aggregates_st
     let services = TestServices::create().await;
     let roles = Roles::start(&services).await;
     let base = roles.gateway.url();
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let s = Secrets::new(tag);
-    let bystander = format!("bystander-{tag}");
+    let s = Secrets::new();
+    let bystander = format!("bystander-{}", s.tag);
 
     let r = ingest(&base, history(&s.player, Some(&s))).await;
     assert_eq!(r["accepted"], 12, "{r}");
@@ -434,8 +437,7 @@ async fn an_erasure_requested_while_the_actors_are_down_completes_after_their_re
     let services = TestServices::create().await;
     let mut roles = Roles::start(&services).await;
     let base = roles.gateway.url();
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let s = Secrets::new(tag);
+    let s = Secrets::new();
     let r = ingest(&base, history(&s.player, Some(&s))).await;
     assert_eq!(r["accepted"], 12, "{r}");
     wait_profile(&base, &s.player, true).await;
@@ -498,8 +500,7 @@ async fn the_privacy_cli_exports_erases_and_reports_like_the_api() {
     let services = TestServices::create().await;
     let roles = Roles::start(&services).await;
     let base = roles.gateway.url();
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let s = Secrets::new(tag);
+    let s = Secrets::new();
     let r = ingest(&base, history(&s.player, Some(&s))).await;
     assert_eq!(r["accepted"], 12, "{r}");
     wait_profile(&base, &s.player, true).await;
@@ -553,9 +554,8 @@ async fn on_the_embedded_default_an_erased_player_is_gone_from_the_files_on_disk
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path()).await;
     let base = app.url();
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let s = Secrets::new(tag);
-    let bystander = format!("bystander-{tag}");
+    let s = Secrets::new();
+    let bystander = format!("bystander-{}", s.tag);
     assert_eq!(ingest(&base, history(&s.player, Some(&s))).await["accepted"], 12);
     assert_eq!(ingest(&base, history(&bystander, None)).await["accepted"], 12);
     wait_profile(&base, &s.player, true).await;
@@ -612,7 +612,7 @@ async fn with_the_keys_apart_a_gateway_reapplies_before_serving_an_erasure_the_d
         role.wait_ready().await;
     }
     let base = gateway.url();
-    let s = Secrets::new(&uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let s = Secrets::new();
     let r = ingest(&base, history(&s.player, Some(&s))).await;
     assert_eq!(r["accepted"], 12, "{r}");
     wait_profile(&base, &s.player, true).await;
