@@ -30,12 +30,11 @@ use crate::sql::{is_transient, to_i64, to_u64};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gm_ports::{partition_for, EventLog, LogConsumer, LogError, LogProducer, NewRecord, Position, Record, TopicSpec};
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqliteConnection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// At most this many records are written by one transaction of the writer (a single larger
@@ -149,13 +148,7 @@ impl SqliteLog {
             .map_err(|e| LogError::Other(gm_ports::Cause::context("spawn writer", e)))?;
         ready_rx.await.map_err(|_| LogError::Other("log writer failed to start".into()))??;
 
-        let reads = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(crate::sql::options(path).pragma("query_only", "ON"))
-            .await
-            .map_err(log_err)?;
+        let reads = crate::sql::read_pool(path, 8).await.map_err(log_err)?;
         let log = SqliteLog { inner: Arc::new(Inner { path: path.to_path_buf(), reads, writer: tx, shared }) };
         log.ensure_topics(topics).await?;
         Ok(log)

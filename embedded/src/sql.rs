@@ -1,6 +1,6 @@
 //! Shared SQLite plumbing: connection options, batched multi-row inserts, error mapping.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqliteConnection;
 use std::path::Path;
 use std::time::Duration;
@@ -26,6 +26,17 @@ pub(crate) fn options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(false)
         .statement_cache_capacity(256)
         .pragma("secure_delete", "ON")
+}
+
+/// A pool of read-only connections (`query_only`) to the database file at `path`, the
+/// readers beside a file's one writer.
+pub(crate) async fn read_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options(path).pragma("query_only", "ON"))
+        .await
 }
 
 /// Copies the WAL into the database file and truncates it to zero bytes, so that the page

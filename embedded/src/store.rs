@@ -20,10 +20,9 @@ use crate::sql::{is_transient, to_u64};
 use chrono::NaiveDate;
 use gm_ports::StoreError;
 use schema::BASE_SCHEMA;
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection, Row, SqliteConnection};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
 mod apply;
@@ -95,13 +94,7 @@ impl SqliteStore {
             sqlx::query(ddl).execute(&mut conn).await.map_err(store_err)?;
         }
         schema::create_tables(&mut conn).await.map_err(store_err)?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(crate::sql::options(path).pragma("query_only", "ON"))
-            .await
-            .map_err(store_err)?;
+        let reads = crate::sql::read_pool(path, 4).await.map_err(store_err)?;
         let changes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         Ok(SqliteStore {
             inner: std::sync::Arc::new(StoreInner {

@@ -1,6 +1,7 @@
 use super::*;
 use gm_ports::Polled;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn spec(name: &str, partitions: u32) -> TopicSpec {
     TopicSpec { name: name.into(), partitions, compacted: false }
