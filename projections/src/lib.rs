@@ -16,7 +16,9 @@
 //! and swaps them in.
 //!
 //! Modules, each using only those listed before it: [`leaderboard`] and [`recommend`]
-//! (types, ranking and scoring), [`model`] (change sets and rows), [`retention`], `events`
+//! (types, ranking and scoring), [`model`] (change sets and rows), [`retention`],
+//! [`counters`] (the per-day counters the analytics queries read, kept from each touched
+//! player's stored days), `events`
 //! (how a projection reads a batch), [`project`] (the projections' `changes`, with the
 //! leaderboards and recommendations in modules of their own), [`ports`], [`worker`].
 
