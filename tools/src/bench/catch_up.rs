@@ -2,6 +2,7 @@
 //! with the backlog; and reading `gamemetrics_projection_events_applied_total` from a
 //! process's `/metrics`, which the later phases use too.
 
+use super::cpu::Snapshot;
 use super::process::RoleProcess;
 use super::run::Bench;
 use anyhow::bail;
@@ -10,23 +11,60 @@ use std::time::{Duration, Instant};
 
 pub(super) struct CatchUp {
     pub events: u64,
+    /// From the start of the catch-up (production: the spawn of actors and projections) to
+    /// the last projection applying the whole backlog.
     pub elapsed: Duration,
+    /// From the start to the first poll that saw any projection apply an event: the processes'
+    /// start, migrations check and consumer group join (production), not consumption.
+    pub startup: Duration,
     /// The smallest applied count over the projections at the end.
     pub applied: u64,
     /// When each projection had applied the whole backlog, from the start of the catch-up.
     pub per_projection: Vec<(&'static str, Option<Duration>)>,
 }
 
+/// Where a catch-up starts: taken before actors and projections are spawned in production, so
+/// the backlog they apply while starting up (before `/health/ready` answers) is inside the
+/// phase, with its CPU. (Before, the clock started after readiness, by when the consumers had
+/// often applied the whole backlog: the row read 0 events.)
+pub(super) struct CatchUpStart {
+    at: Instant,
+    cpu: Snapshot,
+    /// Events already applied at the start (embedded: what the one process applied during ingest).
+    applied: u64,
+}
+
 impl Bench<'_> {
-    pub async fn catch_up(&self, projections: &str, sent: u64, roles: &[RoleProcess]) -> anyhow::Result<CatchUp> {
+    /// Marks the start of the catch-up; `projections` is the URL of a running process that
+    /// applies events, or `None` when they are not spawned yet (nothing applied).
+    pub async fn catch_up_start(&self, projections: Option<&str>, roles: &[RoleProcess]) -> CatchUpStart {
+        let applied = match projections {
+            Some(url) => self.applied(url).await.unwrap_or(0),
+            None => 0,
+        };
+        CatchUpStart { at: Instant::now(), cpu: self.cpu(roles), applied }
+    }
+
+    pub async fn catch_up(
+        &self,
+        start: CatchUpStart,
+        projections: &str,
+        sent: u64,
+        roles: &[RoleProcess],
+    ) -> anyhow::Result<CatchUp> {
         eprintln!("bench: waiting for actors and projections to catch up with {sent} events");
-        let cpu_before = self.cpu(roles);
-        let started = Instant::now();
-        let before = self.applied(projections).await.unwrap_or(0);
-        let (applied, per_projection) = self.wait_applied_each(projections, sent, Duration::from_secs(240)).await;
-        let catch_up =
-            CatchUp { events: sent.saturating_sub(before), elapsed: started.elapsed(), applied, per_projection };
-        self.cost(roles, "catch-up (the backlog of the ingest phases)", "events", catch_up.events, &cpu_before);
+        let remaining = Duration::from_secs(240).saturating_sub(start.at.elapsed());
+        let (applied, per_projection, first_seen) =
+            self.wait_applied_each(projections, start.applied, sent, start.at, remaining).await;
+        let elapsed = start.at.elapsed();
+        let catch_up = CatchUp {
+            events: sent.saturating_sub(start.applied),
+            elapsed,
+            startup: first_seen.unwrap_or(elapsed),
+            applied,
+            per_projection,
+        };
+        self.cost(roles, "catch-up (the backlog of the ingest phases)", "events", catch_up.events, &start.cpu);
         if applied < sent {
             bail!(
                 "projections applied {applied} of {sent} events within 240 s; see the logs in {}",
@@ -53,28 +91,35 @@ impl Bench<'_> {
         Ok(applied_per_projection(&String::from_utf8_lossy(&body)))
     }
 
-    /// Waits until every projection applied `target` events; returns the smallest count and
-    /// when each projection got there.
+    /// Waits (at most `timeout` from now) until every projection applied `target` events;
+    /// returns the smallest count, when each projection got there and when any projection was
+    /// first seen past `already` (all from `started`).
     async fn wait_applied_each(
         &self,
         url: &str,
+        already: u64,
         target: u64,
+        started: Instant,
         timeout: Duration,
-    ) -> (u64, Vec<(&'static str, Option<Duration>)>) {
-        let started = Instant::now();
+    ) -> (u64, Vec<(&'static str, Option<Duration>)>, Option<Duration>) {
+        let deadline = Instant::now() + timeout;
         let mut reached: Vec<(&'static str, Option<Duration>)> =
             ProjectionName::ALL.iter().map(|n| (n.as_str(), None)).collect();
+        let mut first_seen = None;
         loop {
             // A failed scrape counts as no progress, as before the deadline.
             let per = self.applied_each(url).await.unwrap_or_default();
+            if first_seen.is_none() && per.iter().any(|a| *a > already) {
+                first_seen = Some(started.elapsed());
+            }
             for ((_, when), applied) in reached.iter_mut().zip(&per) {
                 if when.is_none() && *applied >= target {
                     *when = Some(started.elapsed());
                 }
             }
             let applied = per.iter().copied().min().unwrap_or(0);
-            if applied >= target || started.elapsed() >= timeout {
-                return (applied, reached);
+            if applied >= target || Instant::now() >= deadline {
+                return (applied, reached, first_seen);
             }
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }

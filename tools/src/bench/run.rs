@@ -182,16 +182,20 @@ impl<'a> Bench<'a> {
         let gateway = roles[0].url();
         let ingest = self.ingest_phases(&gateway, &plans, &roles).await?;
         let (kafka, copy) = self.reference_phases(&plans.full).await;
-        if self.production() {
+        let catch_up_start = if self.production() {
+            let start = self.catch_up_start(None, &roles).await;
             for role in ["actors", "projections"] {
                 roles.push(self.spawner.spawn(role, &[role])?);
             }
             for role in &mut roles[1..] {
                 role.wait_ready(&self.client).await?;
             }
-        }
+            start
+        } else {
+            self.catch_up_start(Some(&gateway), &roles).await
+        };
         let projections = roles.last().map(RoleProcess::url).unwrap_or_default();
-        let catch_up = self.catch_up(&projections, ingest.sent, &roles).await?;
+        let catch_up = self.catch_up(catch_up_start, &projections, ingest.sent, &roles).await?;
         let pipeline = self.pipeline_phase(&gateway, &projections, &plans.live, catch_up.applied, &roles).await?;
         let (recommendations, analytics) = self.query_phases(&gateway, &plans.live, &roles).await?;
         let freshness = if self.options.freshness_secs > 0 {
