@@ -12,7 +12,7 @@
 //! at the first probe after recovery. The embedded default has none of these: its log and
 //! store are in the process (`storage`, ready once opened).
 
-use gm_gateway::Readiness;
+use gm_gateway::{ComponentState, Readiness};
 use gm_ports::EventLog;
 use gm_telemetry::health::{ConsumerHealth, Verdict};
 use std::sync::Arc;
@@ -42,16 +42,19 @@ pub struct Probes {
 }
 
 impl Probes {
-    async fn kafka(&self, timeout: Duration) -> Result<(), String> {
-        self.kafka.probe_producer(&self.kafka_topic, timeout).await.map_err(|e| e.to_string())
+    async fn kafka(&self, timeout: Duration) -> ComponentState {
+        match self.kafka.probe_producer(&self.kafka_topic, timeout).await {
+            Ok(()) => ComponentState::Ready,
+            Err(e) => ComponentState::NotReady(e.to_string()),
+        }
     }
 
-    async fn postgres(&self, timeout: Duration) -> Result<(), String> {
+    async fn postgres(&self, timeout: Duration) -> ComponentState {
         let select = sqlx::query("SELECT 1").execute(self.postgres.pool());
         match tokio::time::timeout(timeout, select).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("SELECT 1 failed: {e}")),
-            Err(_) => Err(format!("SELECT 1 not answered within {timeout:?}")),
+            Ok(Ok(_)) => ComponentState::Ready,
+            Ok(Err(e)) => ComponentState::NotReady(format!("SELECT 1 failed: {e}")),
+            Err(_) => ComponentState::NotReady(format!("SELECT 1 not answered within {timeout:?}")),
         }
     }
 }
@@ -114,10 +117,10 @@ async fn judge(
     topic: &str,
     limit: Duration,
     now: Instant,
-) -> Option<Result<(), String>> {
+) -> Option<ComponentState> {
     match health.verdict(now, limit) {
-        Verdict::Ready => Some(Ok(())),
-        Verdict::NotReady(reason) => Some(Err(reason)),
+        Verdict::Ready => Some(ComponentState::Ready),
+        Verdict::NotReady(reason) => Some(ComponentState::NotReady(reason)),
         Verdict::Check(partitions) => check(health, log, topic, &partitions, now).await,
     }
 }
@@ -131,7 +134,7 @@ async fn check(
     topic: &str,
     partitions: &[(u32, u64)],
     now: Instant,
-) -> Option<Result<(), String>> {
+) -> Option<ComponentState> {
     let ends = log.end_offsets(topic).await.ok()?;
     for &(partition, next) in partitions {
         let end = ends.get(partition as usize).copied().unwrap_or(0);
@@ -144,24 +147,24 @@ async fn check(
             health.idle(partition, next, now);
             continue;
         }
-        return Some(Err(format!(
+        return Some(ComponentState::NotReady(format!(
             "partition {partition}: {} records behind at offset {next} and no progress for {} s",
             end - next,
             health.quiet_for(partition, now).as_secs()
         )));
     }
-    Some(Ok(()))
+    Some(ComponentState::Ready)
 }
 
 /// Sets the state, logging each change once (not every probe): a component that was ready and
 /// fails at WARN, the start (a consumer joining its group) at INFO.
-fn report(readiness: &Readiness, component: &str, state: Result<(), String>) {
+fn report(readiness: &Readiness, component: &str, state: ComponentState) {
     let ready = readiness.snapshot().get(component).copied().unwrap_or(false);
     let failing = readiness.reasons().contains_key(component);
     match &state {
-        Ok(()) if !ready => tracing::info!(component, "ready"),
-        Err(reason) if ready => tracing::warn!(component, %reason, "not ready"),
-        Err(reason) if !failing => tracing::info!(component, %reason, "not ready yet"),
+        ComponentState::Ready if !ready => tracing::info!(component, "ready"),
+        ComponentState::NotReady(reason) if ready => tracing::warn!(component, %reason, "not ready"),
+        ComponentState::NotReady(reason) if !failing => tracing::info!(component, %reason, "not ready yet"),
         _ => {}
     }
     readiness.set(component, state);
@@ -194,13 +197,16 @@ mod tests {
         health.polled(later);
         // Polling, but offsets 2..5 wait and the position has not moved: stalled.
         let state = judge(&health, &log, topic, LIMIT, later).await;
-        assert_eq!(state, Some(Err("partition 0: 3 records behind at offset 2 and no progress for 31 s".into())));
+        assert_eq!(
+            state,
+            Some(ComponentState::NotReady("partition 0: 3 records behind at offset 2 and no progress for 31 s".into()))
+        );
 
         // Caught up, then quiet for longer than the limit: idle, ready.
         health.at(0, 5, later);
         let much_later = later + LIMIT + Duration::from_secs(1);
         health.polled(much_later);
-        assert_eq!(judge(&health, &log, topic, LIMIT, much_later).await, Some(Ok(())));
+        assert_eq!(judge(&health, &log, topic, LIMIT, much_later).await, Some(ComponentState::Ready));
         assert_eq!(health.verdict(much_later, LIMIT), Verdict::Ready, "found idle: not checked again at once");
         log.close().await;
     }

@@ -69,7 +69,7 @@ pub use error::{ErrorBody, GatewayError};
 pub use jwt::{Jwks, JwtConfig, JwtVerifier};
 pub use openapi::openapi;
 pub use rate_limit::RateLimitConfig;
-pub use readiness::Readiness;
+pub use readiness::{ComponentState, Readiness};
 pub use signature::{Secret, SigningSecret};
 
 use actix_web::body::MessageBody;

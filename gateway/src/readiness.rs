@@ -18,6 +18,13 @@ pub struct Readiness {
     gauge: Option<ComponentGauge>,
 }
 
+/// What a component's watcher found: ready, or not ready for a reason (served with the 503).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentState {
+    Ready,
+    NotReady(String),
+}
+
 #[derive(Debug, Clone, Default)]
 struct Component {
     ready: bool,
@@ -50,14 +57,14 @@ impl Readiness {
 
     /// Sets a component's state, registering it if needed.
     pub fn set_ready(&self, component: &str, ready: bool) {
-        self.set(component, if ready { Ok(()) } else { Err(String::new()) });
+        self.set(component, if ready { ComponentState::Ready } else { ComponentState::NotReady(String::new()) });
     }
 
-    /// Sets a component ready, or not ready for `reason` (served with the 503).
-    pub fn set(&self, component: &str, state: Result<(), String>) {
+    /// Sets a component's state, registering it if needed.
+    pub fn set(&self, component: &str, state: ComponentState) {
         let component_state = match state {
-            Ok(()) => Component { ready: true, reason: String::new() },
-            Err(reason) => Component { ready: false, reason },
+            ComponentState::Ready => Component { ready: true, reason: String::new() },
+            ComponentState::NotReady(reason) => Component { ready: false, reason },
         };
         let ready = component_state.ready;
         self.write().insert(component.to_string(), component_state);
@@ -139,12 +146,12 @@ mod tests {
         r.register("kafka");
         let gauge = |c: &str| metrics.ready.get_or_create(&ComponentLabels { component: c.into() }).get();
         assert_eq!(gauge("kafka"), 0);
-        r.set("kafka", Ok(()));
+        r.set("kafka", ComponentState::Ready);
         assert_eq!(gauge("kafka"), 1);
-        r.set("postgres", Err("SELECT 1 timed out after 2 s".into()));
+        r.set("postgres", ComponentState::NotReady("SELECT 1 timed out after 2 s".into()));
         assert_eq!(gauge("postgres"), 0);
         assert_eq!(r.reasons(), BTreeMap::from([("postgres".to_string(), "SELECT 1 timed out after 2 s".to_string())]));
-        r.set("postgres", Ok(()));
+        r.set("postgres", ComponentState::Ready);
         assert!(r.reasons().is_empty());
         assert!(r.is_ready());
         assert!(metrics.encode().contains("gamemetrics_ready{component=\"postgres\"} 1"));

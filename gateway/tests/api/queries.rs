@@ -2,6 +2,7 @@
 //! metric labels, unknown routes, readiness, the OpenAPI document.
 
 use super::*;
+use gm_gateway::ComponentState;
 
 #[actix_web::test]
 async fn reversed_wide_or_bad_date_ranges_are_400_with_reason() {
@@ -113,7 +114,7 @@ async fn ready_is_503_naming_components_until_all_are_ready() {
     let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/health/ready")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json["not_ready"], json!(["store"]));
-    h.readiness.set("store", Err("SELECT 1 timed out after 2 s".into()));
+    h.readiness.set("store", ComponentState::NotReady("SELECT 1 timed out after 2 s".into()));
     let (status, _, json, _) = call!(&app, test::TestRequest::get().uri("/health/ready")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json["reasons"], json!({"store": "SELECT 1 timed out after 2 s"}));
@@ -122,9 +123,9 @@ async fn ready_is_503_naming_components_until_all_are_ready() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["reasons"], json!({}));
     // Back to 503 when a component fails again, 200 after it recovers.
-    h.readiness.set("log", Err("brokers unreachable".into()));
+    h.readiness.set("log", ComponentState::NotReady("brokers unreachable".into()));
     assert_eq!(call!(&app, test::TestRequest::get().uri("/health/ready")).await.0, StatusCode::SERVICE_UNAVAILABLE);
-    h.readiness.set("log", Ok(()));
+    h.readiness.set("log", ComponentState::Ready);
     assert_eq!(call!(&app, test::TestRequest::get().uri("/health/ready")).await.0, StatusCode::OK);
 }
 
