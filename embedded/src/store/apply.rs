@@ -50,6 +50,27 @@ pub(super) fn day_rows(days: &[PlayerDay]) -> Vec<Vec<V>> {
         .collect()
 }
 
+/// The touched players of a batch as the JSON array `[[game, player, lo, hi], …]` that one
+/// statement reads with `json_each` (one statement per batch, not one per player), with the
+/// players in the same order.
+pub(super) fn touched_json(days: &[PlayerDay]) -> (Vec<(GameId, PlayerId, BTreeSet<NaiveDate>)>, String) {
+    let touched: Vec<_> = counters::touched(days).into_iter().map(|((g, p), d)| (g, p, d)).collect();
+    let rows: Vec<[String; 4]> = touched
+        .iter()
+        .map(|(g, p, d)| {
+            let (lo, hi) = counters::span(d);
+            [g.to_string(), p.to_string(), day_text(lo), day_text(hi)]
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_string());
+    (touched, json)
+}
+
+/// The columns of [`touched_json`]'s rows as a CTE `t(i, g, p, lo, hi)`.
+pub(super) const TOUCHED_CTE: &str = "t AS (SELECT key AS i, json_extract(value, '$[0]') AS g,
+    json_extract(value, '$[1]') AS p, json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi
+    FROM json_each(?1))";
+
 /// Inserts player-days (insert-or-ignore) and keeps their gap counts in `gaps` right
 /// (`gm_projections::counters`): for each touched player, one read of their stored days in
 /// the span of their new days and the nearest one on either side (in-process, on the
@@ -64,22 +85,24 @@ pub(super) async fn insert_days_counted(
         return Ok(());
     }
     let near_sql = format!(
-        "SELECT day FROM {table} WHERE game_id = ?1 AND player_id = ?2 AND day BETWEEN ?3 AND ?4
-         UNION ALL SELECT max(day) FROM {table} WHERE game_id = ?1 AND player_id = ?2 AND day < ?3
-         UNION ALL SELECT min(day) FROM {table} WHERE game_id = ?1 AND player_id = ?2 AND day > ?4"
+        "WITH {TOUCHED_CTE}
+         SELECT t.i, d.day FROM t JOIN {table} d ON d.game_id = t.g AND d.player_id = t.p AND d.day BETWEEN t.lo AND t.hi
+         UNION ALL SELECT t.i, (SELECT max(day) FROM {table} d WHERE d.game_id = t.g AND d.player_id = t.p AND d.day < t.lo)
+             FROM t
+         UNION ALL SELECT t.i, (SELECT min(day) FROM {table} d WHERE d.game_id = t.g AND d.player_id = t.p AND d.day > t.hi)
+             FROM t"
     );
+    let (touched, json) = touched_json(days);
+    let near: Vec<(i64, Option<String>)> = sqlx::query_as(&near_sql).bind(json).fetch_all(&mut *conn).await?;
+    let mut stored: Vec<BTreeSet<NaiveDate>> = vec![BTreeSet::new(); touched.len()];
+    for (i, day) in near {
+        if let (Some(s), Some(day)) = (usize::try_from(i).ok().and_then(|i| stored.get_mut(i)), day) {
+            s.insert(stored_day(&day)?);
+        }
+    }
     let mut deltas = counters::GapDeltas::default();
-    for ((game, player), new_days) in counters::touched(days) {
-        let (lo, hi) = counters::span(&new_days);
-        let near: Vec<Option<String>> = sqlx::query_scalar(&near_sql)
-            .bind(game.as_str())
-            .bind(player.as_str())
-            .bind(day_text(lo))
-            .bind(day_text(hi))
-            .fetch_all(&mut *conn)
-            .await?;
-        let stored = near.iter().flatten().map(|d| stored_day(d)).collect::<Result<BTreeSet<_>, _>>()?;
-        deltas.add(&game, counters::gap_deltas(&stored, &new_days));
+    for ((game, _, new_days), s) in touched.iter().zip(&stored) {
+        deltas.add(game, counters::gap_deltas(s, new_days));
     }
     insert_new(conn, table, DAY_COLUMNS, day_rows(days)).await?;
     let rows = deltas

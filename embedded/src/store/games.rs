@@ -10,7 +10,7 @@
 //! player's id becomes one fresh pseudonym in both tables, so cohort sizes and retention
 //! stay right.
 
-use super::apply::{day_rows, delete_players, pseudonymise, stored_day, DAY_COLUMNS};
+use super::apply::{day_rows, delete_players, pseudonymise, stored_day, touched_json, DAY_COLUMNS, TOUCHED_CTE};
 use super::{day_text, parse_day, store_err, u, SqliteStore, Table};
 use crate::sql::{insert_new, to_i64, upsert, V};
 use async_trait::async_trait;
@@ -114,28 +114,32 @@ pub(super) async fn apply_retention(
 ) -> Result<(), sqlx::Error> {
     pseudonymise(conn, &[players, days], &c.erased).await?;
     // Counter changes from each touched player's first day and stored days among their new
-    // days and the +1/+7/+30 of both first days (`counters`), read before the rows are written.
-    let first_sql = format!("SELECT first_day FROM {players} WHERE game_id = ? AND player_id = ?");
+    // days and the +1/+7/+30 of both first days (`counters`), read in one statement before
+    // the rows are written. The +1/+7/+30 are RETENTION_DAYS.
+    let (touched, json) = touched_json(&c.active_days);
     let near_sql = format!(
-        "SELECT day FROM {days} WHERE game_id = ?1 AND player_id = ?2
-             AND (day BETWEEN ?3 AND ?4 OR day IN (?5, ?6, ?7, ?8, ?9, ?10))"
+        "WITH {TOUCHED_CTE},
+         f AS (SELECT t.*, c.first_day AS first, min(coalesce(c.first_day, t.lo), t.lo) AS after
+               FROM t LEFT JOIN {players} c ON c.game_id = t.g AND c.player_id = t.p)
+         SELECT f.i, f.first, d.day FROM f LEFT JOIN {days} d ON d.game_id = f.g AND d.player_id = f.p
+             AND (d.day BETWEEN f.lo AND f.hi OR d.day IN (date(f.first, '+1 day'), date(f.first, '+7 day'),
+                 date(f.first, '+30 day'), date(f.after, '+1 day'), date(f.after, '+7 day'), date(f.after, '+30 day')))"
     );
-    let mut deltas = counters::RetentionDeltas::default();
-    for ((game, player), new_days) in counters::touched(&c.active_days) {
-        let first: Option<String> =
-            sqlx::query_scalar(&first_sql).bind(game.as_str()).bind(player.as_str()).fetch_optional(&mut *conn).await?;
-        let first = first.as_deref().map(stored_day).transpose()?;
-        let (lo, hi) = counters::span(&new_days);
-        let probes = counters::retention_probes(first, &new_days);
-        let mut q = sqlx::query_scalar(&near_sql).bind(game.as_str()).bind(player.as_str());
-        q = q.bind(day_text(lo)).bind(day_text(hi));
-        // Six probes at most (three without a stored first day): the last repeats.
-        for i in 0..6 {
-            q = q.bind(probes.get(i).or(probes.last()).map(|d| day_text(*d)));
+    let rows: Vec<(i64, Option<String>, Option<String>)> =
+        sqlx::query_as(&near_sql).bind(json).fetch_all(&mut *conn).await?;
+    let mut near: Vec<(Option<chrono::NaiveDate>, BTreeSet<chrono::NaiveDate>)> =
+        vec![(None, BTreeSet::new()); touched.len()];
+    for (i, first, day) in rows {
+        if let Some(slot) = usize::try_from(i).ok().and_then(|i| near.get_mut(i)) {
+            slot.0 = first.as_deref().map(stored_day).transpose()?;
+            if let Some(day) = day {
+                slot.1.insert(stored_day(&day)?);
+            }
         }
-        let near: Vec<String> = q.fetch_all(&mut *conn).await?;
-        let stored = near.iter().map(|d| stored_day(d)).collect::<Result<BTreeSet<_>, _>>()?;
-        deltas.add(&game, counters::retention_deltas(first, &stored, &new_days));
+    }
+    let mut deltas = counters::RetentionDeltas::default();
+    for ((game, _, new_days), (first, stored)) in touched.iter().zip(&near) {
+        deltas.add(game, counters::retention_deltas(*first, stored, new_days));
     }
     let mut first: BTreeMap<(&str, &str), chrono::NaiveDate> = BTreeMap::new();
     for d in &c.active_days {
