@@ -126,6 +126,13 @@ impl PlayerState {
     /// Reads a snapshot of any version up to [`SNAPSHOT_VERSION`], upcasting older JSON step
     /// by step to the current form.
     pub fn from_snapshot(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        // The common case, a snapshot of the current version, is one direct parse; older
+        // ones (which do not parse, or parse with an older `version`) are upcast as JSON.
+        if let Ok(state) = serde_json::from_slice::<Self>(bytes) {
+            if state.version == SNAPSHOT_VERSION {
+                return Ok(state);
+            }
+        }
         let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
         let obj = value.as_object_mut().ok_or(SnapshotError::NotAnObject)?;
         let version = obj.get("version").and_then(serde_json::Value::as_u64).unwrap_or(1);
@@ -173,7 +180,13 @@ impl PlayerState {
 
     /// The snapshot bytes (always the current version).
     pub fn to_snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&Self { version: SNAPSHOT_VERSION, ..self.clone() })
+        // States are built or read at the current version, so the clone (every map and id
+        // of the state, per snapshotted player) is only for a state built by hand otherwise.
+        if self.version == SNAPSHOT_VERSION {
+            serde_json::to_vec(self)
+        } else {
+            serde_json::to_vec(&Self { version: SNAPSHOT_VERSION, ..self.clone() })
+        }
     }
 }
 

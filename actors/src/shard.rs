@@ -322,11 +322,12 @@ impl Handler<Process> for Shard {
                 }
             };
             let policy = self.policy;
-            let entry = self.players.entry(record.key.clone()).or_insert_with(|| Entry {
-                actor: PlayerActor::with_policy(record.key.clone(), PlayerState::default(), policy),
-                dirty: false,
-                last_used: now,
-            });
+            // Known players (nearly every record) are found without allocating a key.
+            if !self.players.contains_key(&record.key) {
+                let actor = PlayerActor::with_policy(record.key.clone(), PlayerState::default(), policy);
+                self.players.insert(record.key.clone(), Entry { actor, dirty: false, last_used: now });
+            }
+            let Some(entry) = self.players.get_mut(&record.key) else { continue };
             let command = match &raw {
                 RawRecord::Event(e) => PlayerCommand::Record(e),
                 RawRecord::ErasureRequested(r) => PlayerCommand::Erase(r),
@@ -392,8 +393,11 @@ impl Handler<Process> for Shard {
 /// Appends `event` (of player `key`) to the outputs, or dead-letters `record` if it cannot be
 /// encoded.
 fn emit_output(out: &mut Processed, record: &Record, key: &str, event: &gm_schemas::ProcessedEvent) {
-    match serde_json::to_vec(event) {
-        Ok(payload) => out.outputs.push(
+    // A processed event is its raw record plus a few derived fields: sized from the record,
+    // the buffer is not grown (reallocated and copied) several times per event.
+    let mut payload = Vec::with_capacity(record.payload.len() + 256);
+    match serde_json::to_writer(&mut payload, event) {
+        Ok(()) => out.outputs.push(
             NewRecord::new(key.to_string(), payload).with_header(gm_schemas::processed::KIND_HEADER, event.kind()),
         ),
         Err(e) => out.dead_letters.push(dead_letter(record, &format!("processed event could not be encoded: {e}"), 1)),
@@ -493,7 +497,9 @@ pub struct Passivate(pub Duration);
 impl Handler<Passivate> for Shard {
     type Result = usize;
     fn handle(&mut self, msg: Passivate, _: &mut Context<Self>) -> usize {
-        self.players.retain(|_, e| e.dirty || e.last_used.elapsed() < msg.0);
+        // One clock read for the whole shard, not one per player.
+        let now = Instant::now();
+        self.players.retain(|_, e| e.dirty || now.duration_since(e.last_used) < msg.0);
         self.players.len()
     }
 }
