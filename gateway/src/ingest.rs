@@ -390,7 +390,10 @@ pub(crate) async fn append_decoded(
             Ok(envelope) => {
                 let key = player_key(&envelope.game_id, &envelope.player_id);
                 let event_id = envelope.event_id;
-                let payload = serde_json::to_vec(&RawRecord::Event(envelope))
+                // Sized for a typical record (a few hundred bytes), so the buffer is not
+                // grown and copied several times per event.
+                let mut payload = Vec::with_capacity(512);
+                serde_json::to_writer(&mut payload, &RawRecord::Event(envelope))
                     .map_err(|e| GatewayError::Internal(format!("serialising an envelope: {e}")))?;
                 let mut record = NewRecord::new(key, payload);
                 record.headers.extend(trace_headers.iter().cloned());

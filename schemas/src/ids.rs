@@ -149,7 +149,14 @@ impl Name {
 
 /// The partition key of everything a player does: `game_id:player_id`.
 pub fn player_key(game: &GameId, player: &PlayerId) -> String {
-    format!("{game}:{player}")
+    // Built by hand: `format!` goes through the formatting machinery (a measurable share of
+    // the gateway's CPU, twice per ingested event).
+    let (game, player) = (game.as_str(), player.as_str());
+    let mut key = String::with_capacity(game.len() + 1 + player.len());
+    key.push_str(game);
+    key.push(':');
+    key.push_str(player);
+    key
 }
 
 #[cfg(test)]
