@@ -78,7 +78,29 @@ pub struct PrivacyService {
     restore: Option<(Arc<dyn ErasureLedger>, Arc<dyn ErasureRecords>)>,
     /// The read models whose confirmations complete an erasure.
     projections: Vec<String>,
+    /// Erasures whose request this process is appending on the request path: the coordinator
+    /// leaves them alone, so a request is not appended twice (once by each).
+    requesting: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
     metrics: Metrics,
+}
+
+/// Marks an erasure as being appended by the request path until dropped.
+struct Requesting {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    id: Uuid,
+}
+
+impl Requesting {
+    fn mark(set: &Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>, id: Uuid) -> Self {
+        set.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        Self { set: set.clone(), id }
+    }
+}
+
+impl Drop for Requesting {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
 }
 
 /// How long a gateway remembers the keys it created, to write them again after a restore:
@@ -117,6 +139,7 @@ impl PrivacyService {
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             restore: None,
             projections: projections.iter().map(|p| p.to_string()).collect(),
+            requesting: Arc::default(),
             metrics,
         }
     }
@@ -269,10 +292,14 @@ impl PrivacyService {
     ) -> Result<(Erasure, bool), StoreError> {
         let now = Utc::now();
         let subject = self.subject(game, player);
+        let erasure_id = Uuid::now_v7();
+        // Marked before the erasure exists in the store, so the coordinator never sees it
+        // pending without the mark until its request is appended (or left for it to append).
+        let _requesting = Requesting::mark(&self.requesting, erasure_id);
         let begun = self
             .store
             .begin_erasure(NewErasure {
-                erasure_id: Uuid::now_v7(),
+                erasure_id,
                 subject,
                 game_id: game.clone(),
                 reason: reason.to_string(),
@@ -356,6 +383,15 @@ impl PrivacyService {
                 return Err(StoreError::Other("erased player's pseudonym is already unlinked".into()));
             };
             if erasure.needs_request_appended() {
+                if self.requesting.lock().unwrap_or_else(|e| e.into_inner()).contains(&erasure.erasure_id) {
+                    // The request path is appending it now; the next round sees its step.
+                    return Ok(false);
+                }
+                // Read again: the request path may have appended it since `drive` listed it.
+                let fresh = self.store.erasure(erasure.erasure_id).await?;
+                if fresh.as_ref().is_some_and(|e| !e.needs_request_appended()) {
+                    return Ok(false);
+                }
                 if erasure.reapplied() {
                     // Re-opened after a restore: confirmations from before count no more.
                     if let Some((_, records)) = &self.restore {

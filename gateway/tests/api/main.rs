@@ -125,6 +125,9 @@ struct Harness {
     metrics: Metrics,
     readiness: Readiness,
     data: web::Data<AppState>,
+    /// The gateway's privacy service, when it has one (its coordinator is not running: tests
+    /// drive it).
+    privacy: Option<Arc<gm_privacy::PrivacyService>>,
 }
 
 /// A harness whose gateway pseudonymises and seals (privacy store: embedded SQLite).
@@ -161,8 +164,8 @@ fn harness_with_privacy_and(
     ));
     let config = harness_config(Limits::default(), Duration::from_secs(10));
     let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone())
-        .with_privacy(privacy);
-    Harness { log, metrics, readiness, data: web::Data::new(more(state)) }
+        .with_privacy(privacy.clone());
+    Harness { log, metrics, readiness, data: web::Data::new(more(state)), privacy: Some(privacy) }
 }
 
 fn harness_with(limits: Limits, timeout: Duration) -> Harness {
@@ -174,7 +177,7 @@ fn harness_from(config: GatewayConfig) -> Harness {
     let metrics = Metrics::new();
     let readiness = Readiness::new();
     let state = AppState::new(config, log.clone(), Arc::new(FakeQueries), metrics.clone(), readiness.clone());
-    Harness { log, metrics, readiness, data: web::Data::new(state) }
+    Harness { log, metrics, readiness, data: web::Data::new(state), privacy: None }
 }
 
 fn harness_config(limits: Limits, timeout: Duration) -> GatewayConfig {

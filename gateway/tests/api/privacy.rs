@@ -147,6 +147,41 @@ async fn only_a_player_whose_erasure_exists_is_refused_as_erased_and_counted() {
     assert_eq!(metric(&h, "gamemetrics_privacy_keys_unanswered_total"), 0.0);
 }
 
+/// The request path appends an erasure's request and the coordinator appends the request of
+/// an erasure that has none: while the first is appending, the second must leave it alone
+/// (a CI run saw `erasure_event_appended` twice in one timeline, from this race).
+#[actix_web::test]
+async fn an_erasure_request_is_appended_once_while_the_coordinator_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness_with_privacy(dir.path()).await;
+    let app = test::init_service(app(h.data.clone())).await;
+    let ts = Utc::now().to_rfc3339();
+    let body = json!({"events": [
+        {"type": "score", "player_id": "racer", "client_ts": ts, "properties": {"board": "b", "value": 1}},
+    ]})
+    .to_string();
+    let (status, _, _, text) = call!(&app, post_events(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let privacy = h.privacy.clone().unwrap();
+    let appends_before = h.log.append_calls();
+    // A slow broker: the request path's append takes 300 ms, during which the coordinator runs.
+    *h.log.delay.lock().unwrap() = Some(Duration::from_millis(300));
+    let (game, player) = (GameId::parse("space-race").unwrap(), PlayerId::parse("racer").unwrap());
+    let coordinator = async {
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            privacy.drive().await.unwrap();
+        }
+    };
+    let (requested, ()) = tokio::join!(privacy.request_erasure(&game, &player, "test", "test"), coordinator);
+    let (erasure, new) = requested.unwrap();
+    assert!(new);
+    let erasure = privacy.erasure(erasure.erasure_id).await.unwrap().unwrap();
+    let appended = erasure.timeline.iter().filter(|s| s.step == gm_privacy::steps::ERASURE_EVENT_APPENDED).count();
+    assert_eq!(appended, 1, "{:?}", erasure.timeline);
+    assert_eq!(h.log.append_calls() - appends_before, 1, "one append of the request");
+}
+
 /// A gateway on one embedded store for privacy, leaderboards, retention and recommendations
 /// (every game-bound route answers from a real store).
 fn harness_on_store(store: Arc<gm_embedded::SqliteStore>) -> Harness {
